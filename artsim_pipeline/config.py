@@ -1,0 +1,176 @@
+"""artsim settings: the one home of every knob, read from ``ARTSIM_*`` environment variables.
+
+Plain Python (no Dagster import) so the CLI, the core modules and the Dagster resource share it.
+Every field has a documented default (README "Configuration"); a bad value raises
+:class:`ConfigError` naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+NGA_OPENDATA_BASE = "https://raw.githubusercontent.com/NationalGalleryOfArt/opendata/main"
+
+NOTEBOOK_MODELS = ("resnet101", "efficientnet_b3", "vit_b_16")
+
+
+class ConfigError(ValueError):
+    """A setting has a value artsim cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated artsim settings. Build with :meth:`from_env` or :meth:`with_overrides`."""
+
+    nga_source: str = NGA_OPENDATA_BASE
+    data_lake: Path = Path("data_lake")
+    limit: int = 1000
+    min_side: int = 300
+    batch_size: int = 256
+    image_size: int = 1200
+    download_workers: int = 8
+    requests_per_second: float = 10.0
+    http_timeout_s: float = 30.0
+    http_retries: int = 5
+    max_failure_share: float = 0.2
+    face_threshold: float = 0.90
+    face_margin: float = 0.10
+    models: tuple[str, ...] = NOTEBOOK_MODELS
+    weights: str = "pretrained"
+    embed_batch_size: int = 32
+    precision: str = "fp32"
+    device: str = "auto"
+    pca_dim: int = 512
+    refresh_cron: str = "0 4 * * *"
+
+    def __post_init__(self) -> None:
+        _check_source(self.nga_source)
+        _check_range("ARTSIM_LIMIT", self.limit, 0)
+        _check_range("ARTSIM_MIN_SIDE", self.min_side, 1)
+        _check_range("ARTSIM_BATCH_SIZE", self.batch_size, 1)
+        _check_range("ARTSIM_IMAGE_SIZE", self.image_size, 16)
+        _check_range("ARTSIM_DOWNLOAD_WORKERS", self.download_workers, 1)
+        _check_range("ARTSIM_REQUESTS_PER_SECOND", self.requests_per_second, 0.01)
+        _check_range("ARTSIM_HTTP_TIMEOUT", self.http_timeout_s, 0.01)
+        _check_range("ARTSIM_HTTP_RETRIES", self.http_retries, 0)
+        _check_range("ARTSIM_MAX_FAILURE_SHARE", self.max_failure_share, 0.0, 1.0)
+        _check_range("ARTSIM_FACE_THRESHOLD", self.face_threshold, 0.0, 1.0)
+        _check_range("ARTSIM_FACE_MARGIN", self.face_margin, 0.0, 1.0)
+        _check_range("ARTSIM_EMBED_BATCH_SIZE", self.embed_batch_size, 1)
+        _check_range("ARTSIM_PCA_DIM", self.pca_dim, 1)
+        if not self.models:
+            raise ConfigError("ARTSIM_MODELS must name at least one model")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"ARTSIM_PRECISION must be fp32 or bf16, got {self.precision!r}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise ConfigError(f"ARTSIM_DEVICE must be auto, cpu, cuda or mps, got {self.device!r}")
+        if len(self.refresh_cron.split()) != 5:
+            raise ConfigError(f"ARTSIM_REFRESH_CRON must be a 5-field cron string, got {self.refresh_cron!r}")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
+        """Read every ``ARTSIM_*`` variable that is set; unset ones keep their defaults."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for var, (name, parse) in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[name] = parse(raw.strip())
+            except ValueError as exc:
+                raise ConfigError(f"{var}={raw!r} is not valid: {exc}") from None
+        return cls(**values)
+
+    def with_overrides(self, **changes: Any) -> "Settings":
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+    def as_env(self) -> dict[str, str]:
+        """The settings as ``ARTSIM_*`` variables (inverse of :meth:`from_env`)."""
+        out: dict[str, str] = {}
+        for var, (name, _parse) in ENV_VARS.items():
+            value = getattr(self, name)
+            out[var] = ",".join(value) if isinstance(value, tuple) else str(value)
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly view, for metadata and reports."""
+        return {
+            f.name: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+            for f in fields(self)
+            for v in [getattr(self, f.name)]
+        }
+
+    @property
+    def is_local_source(self) -> bool:
+        """True when ``nga_source`` is a directory rather than a URL."""
+        return not self.nga_source.startswith(("http://", "https://"))
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _models(raw: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    if not names:
+        raise ValueError("expected a comma-separated list of model names")
+    return names
+
+
+ENV_VARS: dict[str, tuple[str, Any]] = {
+    "ARTSIM_NGA_SOURCE": ("nga_source", str),
+    "ARTSIM_DATA_LAKE": ("data_lake", Path),
+    "ARTSIM_LIMIT": ("limit", _int),
+    "ARTSIM_MIN_SIDE": ("min_side", _int),
+    "ARTSIM_BATCH_SIZE": ("batch_size", _int),
+    "ARTSIM_IMAGE_SIZE": ("image_size", _int),
+    "ARTSIM_DOWNLOAD_WORKERS": ("download_workers", _int),
+    "ARTSIM_REQUESTS_PER_SECOND": ("requests_per_second", _float),
+    "ARTSIM_HTTP_TIMEOUT": ("http_timeout_s", _float),
+    "ARTSIM_HTTP_RETRIES": ("http_retries", _int),
+    "ARTSIM_MAX_FAILURE_SHARE": ("max_failure_share", _float),
+    "ARTSIM_FACE_THRESHOLD": ("face_threshold", _float),
+    "ARTSIM_FACE_MARGIN": ("face_margin", _float),
+    "ARTSIM_MODELS": ("models", _models),
+    "ARTSIM_WEIGHTS": ("weights", str),
+    "ARTSIM_EMBED_BATCH_SIZE": ("embed_batch_size", _int),
+    "ARTSIM_PRECISION": ("precision", str),
+    "ARTSIM_DEVICE": ("device", str),
+    "ARTSIM_PCA_DIM": ("pca_dim", _int),
+    "ARTSIM_REFRESH_CRON": ("refresh_cron", str),
+}
+
+
+def _check_range(var: str, value: float, low: float, high: float | None = None) -> None:
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{var} must be {bound}, got {value}")
+
+
+def _check_source(source: str) -> None:
+    if source.startswith("https://"):
+        return
+    if source.startswith("http://"):
+        host = source[len("http://"):].split("/", 1)[0].split(":", 1)[0]
+        if host in ("127.0.0.1", "localhost", "[::1]"):
+            return
+        raise ConfigError(
+            f"ARTSIM_NGA_SOURCE={source!r}: plain http is only accepted for 127.0.0.1/localhost; use https://"
+        )
+    if "://" in source:
+        raise ConfigError(f"ARTSIM_NGA_SOURCE={source!r}: expected an https:// URL or a local directory")

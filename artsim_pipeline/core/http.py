@@ -1,0 +1,120 @@
+"""HTTP with timeouts, retries (exponential backoff + jitter, ``Retry-After``) and a per-host rate limit."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+from urllib.parse import urlsplit
+
+import requests
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+USER_AGENT = "artsim/0.1 (+https://github.com/NationalGalleryOfArt/opendata)"
+
+
+class FetchError(RuntimeError):
+    """A URL could not be fetched after all retries; the message names the URL and the last reason."""
+
+    def __init__(self, url: str, reason: str, status: int | None = None) -> None:
+        super().__init__(f"{url}: {reason}")
+        self.url = url
+        self.reason = reason
+        self.status = status
+
+
+class RateLimiter:
+    """At most ``per_second`` request starts per host, shared by every thread using it."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self._next: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def wait(self, url: str) -> None:
+        if self.interval <= 0:
+            return
+        host = urlsplit(url).netloc
+        with self._lock:
+            now = time.monotonic()
+            slot = max(now, self._next.get(host, now))
+            self._next[host] = slot + self.interval
+        delay = slot - now
+        if delay > 0:
+            time.sleep(delay)
+
+
+def retry_after_seconds(value: str | None, cap: float) -> float | None:
+    """Parse a ``Retry-After`` header (seconds or HTTP date), capped at ``cap`` seconds."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), cap)
+
+
+@dataclass
+class HttpClient:
+    """A ``requests`` session with the retry policy every artsim download uses."""
+
+    timeout_s: float = 30.0
+    retries: int = 5
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    requests_per_second: float = 0.0
+    session: requests.Session = field(default_factory=requests.Session)
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self) -> None:
+        self.session.headers.setdefault("User-Agent", USER_AGENT)
+        self.limiter = RateLimiter(self.requests_per_second)
+        self.requests_made = 0
+        self._count_lock = threading.Lock()
+
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff for retry number ``attempt`` (0-based)."""
+        return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * (2**attempt)))
+
+    def get(self, url: str, headers: dict[str, str] | None = None, stream: bool = True) -> requests.Response:
+        """GET with retries. Returns a 2xx or 304 response; raises :class:`FetchError` otherwise.
+
+        Retries connection errors, timeouts and :data:`RETRY_STATUSES`; honours ``Retry-After``.
+        Other 4xx statuses fail at once.
+        """
+        last_reason = "no attempt made"
+        last_status: int | None = None
+        for attempt in range(self.retries + 1):
+            self.limiter.wait(url)
+            with self._count_lock:
+                self.requests_made += 1
+            try:
+                response = self.session.get(url, headers=headers, timeout=self.timeout_s, stream=stream)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last_reason, last_status, wait = f"{type(exc).__name__}: {exc}", None, self.backoff(attempt)
+            else:
+                if response.status_code < 300 or response.status_code == 304:
+                    return response
+                last_status = response.status_code
+                last_reason = f"HTTP {response.status_code}"
+                retry_after = retry_after_seconds(response.headers.get("Retry-After"), self.backoff_cap_s)
+                response.close()
+                if response.status_code not in RETRY_STATUSES:
+                    raise FetchError(url, last_reason, last_status)
+                wait = retry_after if retry_after is not None else self.backoff(attempt)
+            if attempt < self.retries:
+                log.warning("GET %s failed (%s); retry %d/%d in %.2fs", url, last_reason, attempt + 1, self.retries, wait)
+                self.sleep(wait)
+        raise FetchError(url, f"{last_reason} after {self.retries + 1} attempts", last_status)

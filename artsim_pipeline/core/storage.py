@@ -1,0 +1,104 @@
+"""Data-lake layout, safe ids and atomic file writes (plain Python, no Dagster)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class InvalidIdError(ValueError):
+    """An id (uuid, batch key, model name) is not safe to use as a file name."""
+
+
+def safe_id(value: object, what: str = "id") -> str:
+    """Return ``value`` as a string if it is safe as a single path component, else raise."""
+    text = str(value)
+    if not _SAFE_ID.match(text) or ".." in text:
+        raise InvalidIdError(f"{what} {text!r} is not a safe identifier (letters, digits, '_', '-', '.')")
+    return text
+
+
+@contextlib.contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temp path beside ``target``; on success it replaces ``target`` atomically.
+
+    On any exception the temp file is removed and ``target`` is left untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically (temp file + fsync + rename)."""
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def atomic_write_text(target: Path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``target`` atomically."""
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+@dataclass(frozen=True)
+class DataLake:
+    """Where every artsim artefact lives under one root (``ARTSIM_DATA_LAKE``)."""
+
+    root: Path
+
+    @property
+    def catalog_db(self) -> Path:
+        return self.root / "catalog.duckdb"
+
+    def raw_dir(self, source_version: str) -> Path:
+        return self.root / "raw" / safe_id(source_version, "source version")
+
+    @property
+    def filtered_paintings_parquet(self) -> Path:
+        return self.root / "tables" / "filtered_paintings.parquet"
+
+    @property
+    def images_dir(self) -> Path:
+        return self.root / "images"
+
+    def image_path(self, uuid: str) -> Path:
+        return self.images_dir / f"{safe_id(uuid, 'image uuid')}.jpg"
+
+    def image_status_path(self, batch: str) -> Path:
+        return self.root / "image_status" / f"{safe_id(batch, 'batch key')}.parquet"
+
+    def faces_path(self, batch: str) -> Path:
+        return self.root / "faces" / f"{safe_id(batch, 'batch key')}.parquet"
+
+    def embeddings_path(self, model: str, batch: str) -> Path:
+        return self.root / "embeddings" / safe_id(model, "model name") / f"{safe_id(batch, 'batch key')}.parquet"
+
+    @property
+    def index_dir(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster_home"
