@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 from urllib.parse import urlsplit
 
@@ -27,6 +29,20 @@ class FetchError(RuntimeError):
         self.url = url
         self.reason = reason
         self.status = status
+
+
+@dataclass(frozen=True)
+class Download:
+    """What :meth:`HttpClient.download` wrote: body size, the response's ``Content-Type`` and attempts used."""
+
+    url: str
+    nbytes: int
+    content_type: str
+    attempts: int
+
+
+class _ShortBody(Exception):
+    """The body ended before ``Content-Length`` bytes arrived."""
 
 
 class RateLimiter:
@@ -118,3 +134,46 @@ class HttpClient:
                 log.warning("GET %s failed (%s); retry %d/%d in %.2fs", url, last_reason, attempt + 1, self.retries, wait)
                 self.sleep(wait)
         raise FetchError(url, f"{last_reason} after {self.retries + 1} attempts", last_status)
+
+    def download(
+        self,
+        url: str,
+        dest: Path,
+        max_bytes: int | None = None,
+        headers: dict[str, str] | None = None,
+        chunk_size: int = 1 << 16,
+    ) -> Download:
+        """GET ``url`` (with :meth:`get`'s retry policy) and stream the body into ``dest`` (overwritten, fsynced).
+
+        A body cut short (connection dropped, read timeout mid-body, fewer bytes than ``Content-Length``)
+        is transient: the whole GET is retried with backoff, up to ``retries`` more times.
+        A body over ``max_bytes`` raises :class:`FetchError` at once. ``dest`` may hold a partial body
+        after an error: write to a temp path (``storage.atomic_path``) and discard it.
+        """
+        last_reason = "no attempt made"
+        for attempt in range(self.retries + 1):
+            response = self.get(url, headers=headers, stream=True)
+            try:
+                nbytes = 0
+                with open(dest, "wb") as handle:
+                    for chunk in response.iter_content(chunk_size):
+                        nbytes += len(chunk)
+                        if max_bytes is not None and nbytes > max_bytes:
+                            raise FetchError(url, f"body larger than {max_bytes} bytes", response.status_code)
+                        handle.write(chunk)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                expected = response.headers.get("Content-Length")
+                if expected and expected.isdigit() and not response.headers.get("Content-Encoding"):
+                    if int(expected) != nbytes:
+                        raise _ShortBody(f"body cut short: {nbytes} of {expected} bytes")
+                return Download(url, nbytes, response.headers.get("Content-Type", ""), attempt + 1)
+            except (requests.RequestException, _ShortBody) as exc:
+                last_reason = f"{type(exc).__name__}: {exc}"
+            finally:
+                response.close()
+            if attempt < self.retries:
+                wait = self.backoff(attempt)
+                log.warning("GET %s body failed (%s); retry %d/%d in %.2fs", url, last_reason, attempt + 1, self.retries, wait)
+                self.sleep(wait)
+        raise FetchError(url, f"{last_reason} after {self.retries + 1} attempts")

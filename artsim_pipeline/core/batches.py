@@ -1,0 +1,96 @@
+"""Image batches: each painting is assigned to a batch once and keeps it.
+
+The manifest (DuckDB table ``batch_manifest``: objectid, batch_key, assigned_at) only grows: new
+paintings fill new batches (``batch-00000``, ``batch-00001``, ...), nothing is reshuffled when NGA adds
+or removes rows. A batch's *active members* are its manifest rows still in ``filtered_paintings``; its
+fingerprint hashes what downstream work depends on (objectid, uuid, IIIF URL, image modification date,
+size), so a batch is recomputed only when that changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import duckdb
+import pandas as pd
+
+from .catalog import scalar
+
+BATCH_PREFIX = "batch-"
+
+MANIFEST_DDL = """
+CREATE TABLE IF NOT EXISTS batch_manifest (
+    objectid BIGINT PRIMARY KEY,
+    batch_key VARCHAR NOT NULL,
+    assigned_at TIMESTAMP NOT NULL DEFAULT current_timestamp
+)
+"""
+
+FINGERPRINT_COLUMNS = ("objectid", "uuid", "iiifurl", "image_modified", "width", "height")
+
+
+def batch_key(number: int) -> str:
+    """``batch-00042`` for 42."""
+    return f"{BATCH_PREFIX}{number:05d}"
+
+
+def assign_batches(con: duckdb.DuckDBPyConnection, batch_size: int) -> list[str]:
+    """Give every unassigned painting in ``filtered_paintings`` a batch; returns the new batch keys."""
+    con.execute(MANIFEST_DDL)
+    new_ids = [
+        row[0]
+        for row in con.execute(
+            "SELECT objectid FROM filtered_paintings WHERE objectid NOT IN (SELECT objectid FROM batch_manifest)"
+            " ORDER BY objectid"
+        ).fetchall()
+    ]
+    if not new_ids:
+        return []
+    last = scalar(con, f"SELECT max(TRY_CAST(replace(batch_key, '{BATCH_PREFIX}', '') AS INTEGER)) FROM batch_manifest")
+    first_number = 0 if last is None else last + 1
+    rows = pd.DataFrame(
+        {
+            "objectid": new_ids,
+            "batch_key": [batch_key(first_number + i // batch_size) for i in range(len(new_ids))],
+        }
+    )
+    con.register("new_assignments", rows)
+    try:
+        con.execute("INSERT INTO batch_manifest (objectid, batch_key) SELECT objectid, batch_key FROM new_assignments")
+    finally:
+        con.unregister("new_assignments")
+    return sorted(rows["batch_key"].unique().tolist())
+
+
+def active_batches(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Batch keys that still have at least one painting in ``filtered_paintings``."""
+    return [
+        row[0]
+        for row in con.execute(
+            "SELECT DISTINCT m.batch_key FROM batch_manifest m JOIN filtered_paintings f USING (objectid) ORDER BY 1"
+        ).fetchall()
+    ]
+
+
+def all_batches(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Every batch key ever assigned."""
+    return [row[0] for row in con.execute("SELECT DISTINCT batch_key FROM batch_manifest ORDER BY 1").fetchall()]
+
+
+def batch_members(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame:
+    """The active paintings of one batch with their metadata, ordered by objectid."""
+    return con.execute(
+        "SELECT f.* FROM filtered_paintings f JOIN batch_manifest m USING (objectid) WHERE m.batch_key = ?"
+        " ORDER BY f.objectid",
+        [key],
+    ).fetch_df()
+
+
+def batch_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    """Fingerprint of every active batch: a hash of its members' image-relevant columns."""
+    columns = ", ".join(f"coalesce(CAST(f.{c} AS VARCHAR), '')" for c in FINGERPRINT_COLUMNS)
+    rows = con.execute(
+        f"""SELECT m.batch_key, string_agg(concat_ws('|', {columns}), '\n' ORDER BY f.objectid)
+            FROM batch_manifest m JOIN filtered_paintings f USING (objectid) GROUP BY 1 ORDER BY 1"""
+    ).fetchall()
+    return {key: hashlib.sha256(text.encode()).hexdigest()[:16] for key, text in rows}

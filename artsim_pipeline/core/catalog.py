@@ -1,0 +1,153 @@
+"""The DuckDB metadata store: raw NGA tables, ``filtered_paintings`` and the batch manifest.
+
+Raw CSVs are loaded with DuckDB's CSV reader as text (NGA's files carry free text with quotes and
+newlines; types are applied in SQL with ``TRY_CAST``). ``filtered_paintings`` is one SQL query.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from .nga_source import NGA_FILES, REQUIRED_COLUMNS, Snapshot
+from .storage import atomic_path
+
+RAW_TABLE = {name: f"raw_{name}" for name in NGA_FILES}
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> object:
+    """First value of a query's first row (fetches the whole result, which DuckDB 2 requires)."""
+    rows = con.execute(sql, params).fetchall() if params is not None else con.execute(sql).fetchall()
+    return rows[0][0] if rows else None
+
+
+class CatalogError(ValueError):
+    """An NGA file does not have what artsim needs; the message names the file and columns."""
+
+
+def load_raw_tables(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> dict[str, int]:
+    """Load the snapshot's five CSVs into ``raw_*`` tables in one transaction; returns row counts.
+
+    A missing required column raises :class:`CatalogError`; extra columns are kept.
+    """
+    counts: dict[str, int] = {}
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for name in NGA_FILES:
+            path = snapshot.path(name)
+            table = RAW_TABLE[name]
+            con.execute(
+                f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_csv(?, header = true, all_varchar = true,"
+                " quote = '\"', escape = '\"', max_line_size = 10000000)",
+                [str(path)],
+            )
+            columns = {row[0].lower() for row in con.execute(f"DESCRIBE {table}").fetchall()}
+            missing = [c for c in REQUIRED_COLUMNS[name] if c not in columns]
+            if missing:
+                raise CatalogError(f"{name}.csv (source version {snapshot.version}) lacks required column(s): {', '.join(missing)}")
+            counts[name] = int(scalar(con, f"SELECT count(*) FROM {table}"))
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return counts
+
+
+def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool:
+    return any(row[0].lower() == column for row in con.execute(f"DESCRIBE {table}").fetchall())
+
+
+def filtered_paintings_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """The query behind ``filtered_paintings``; parameters: ``$min_side``, ``$limit`` (0 = all)."""
+    openaccess = (
+        "AND coalesce(trim(openaccess), '1') IN ('1', 'true', 'True')"
+        if _has_column(con, "raw_published_images", "openaccess")
+        else ""
+    )
+    modified = "modified" if _has_column(con, "raw_published_images", "modified") else "NULL"
+    return f"""
+    WITH images AS (
+        SELECT TRY_CAST(depictstmsobjectid AS BIGINT) AS objectid, uuid, trim(iiifurl) AS iiifurl,
+               TRY_CAST(width AS INTEGER) AS width, TRY_CAST(height AS INTEGER) AS height,
+               {modified} AS image_modified,
+               row_number() OVER (PARTITION BY TRY_CAST(depictstmsobjectid AS BIGINT)
+                                  ORDER BY TRY_CAST(sequence AS INTEGER) NULLS LAST, uuid) AS image_rank
+        FROM raw_published_images
+        WHERE lower(trim(viewtype)) = 'primary' AND nullif(trim(iiifurl), '') IS NOT NULL {openaccess}
+    ),
+    artists AS (
+        SELECT TRY_CAST(oc.objectid AS BIGINT) AS objectid,
+               coalesce(nullif(trim(c.forwarddisplayname), ''), nullif(trim(c.preferreddisplayname), '')) AS artist,
+               row_number() OVER (PARTITION BY TRY_CAST(oc.objectid AS BIGINT)
+                                  ORDER BY TRY_CAST(oc.displayorder AS INTEGER) NULLS LAST, oc.constituentid) AS artist_rank
+        FROM raw_objects_constituents oc
+        JOIN raw_constituents c ON c.constituentid = oc.constituentid
+        WHERE lower(trim(oc.roletype)) = 'artist'
+    ),
+    terms AS (
+        SELECT TRY_CAST(objectid AS BIGINT) AS objectid,
+               string_agg(DISTINCT trim(term), '; ' ORDER BY trim(term))
+                   FILTER (WHERE lower(trim(termtype)) = 'style') AS style,
+               bool_or(lower(term) LIKE '%portrait%') AS portrait_term
+        FROM raw_objects_terms
+        GROUP BY 1
+    ),
+    paintings AS (
+        SELECT TRY_CAST(o.objectid AS BIGINT) AS objectid, i.uuid, i.iiifurl, i.width, i.height, i.image_modified,
+               nullif(trim(o.title), '') AS title,
+               trim(o.attribution) AS attribution,
+               coalesce(a.artist, trim(o.attribution)) AS artist,
+               t.style,
+               TRY_CAST(o.beginyear AS INTEGER) AS beginyear,
+               TRY_CAST(o.endyear AS INTEGER) AS endyear,
+               nullif(trim(o.displaydate), '') AS displaydate,
+               nullif(trim(o.medium), '') AS medium,
+               (regexp_matches(lower(coalesce(o.title, '')), '\\bportrait') OR coalesce(t.portrait_term, false)) AS is_portrait,
+               i.width > 1000 AS has_high_res
+        FROM raw_objects o
+        JOIN images i ON i.objectid = TRY_CAST(o.objectid AS BIGINT) AND i.image_rank = 1
+        LEFT JOIN artists a ON a.objectid = TRY_CAST(o.objectid AS BIGINT) AND a.artist_rank = 1
+        LEFT JOIN terms t ON t.objectid = TRY_CAST(o.objectid AS BIGINT)
+        WHERE lower(trim(o.classification)) = 'painting'
+          AND nullif(trim(o.attribution), '') IS NOT NULL
+          AND i.width >= $min_side AND i.height >= $min_side
+    )
+    SELECT *, lower(strip_accents(regexp_replace(trim(artist), '\\s+', ' ', 'g'))) AS artist_key
+    FROM paintings
+    ORDER BY has_high_res DESC, objectid
+    LIMIT CASE WHEN $limit > 0 THEN $limit ELSE NULL END
+    """
+
+
+def build_filtered_paintings(con: duckdb.DuckDBPyConnection, min_side: int, limit: int) -> int:
+    """(Re)create the ``filtered_paintings`` table from the raw tables; returns its row count."""
+    query = filtered_paintings_sql(con)
+    con.execute(f"CREATE OR REPLACE TABLE filtered_paintings AS {query}", {"min_side": min_side, "limit": limit})
+    return int(scalar(con, "SELECT count(*) FROM filtered_paintings"))
+
+
+def export_parquet(con: duckdb.DuckDBPyConnection, table: str, target: Path) -> None:
+    """Write a table to Parquet atomically (ordered by objectid)."""
+    with atomic_path(target) as tmp:
+        con.execute(f"COPY (SELECT * FROM {table} ORDER BY objectid) TO '{tmp}' (FORMAT parquet)")
+
+
+def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """Content hash of a table (order-independent), used as its Dagster data version."""
+    frame = con.execute(f"SELECT * FROM {table} ORDER BY objectid").fetch_df()
+    row_hashes = pd.util.hash_pandas_object(frame.astype("string"), index=False)
+    return hashlib.sha256(row_hashes.to_numpy().tobytes()).hexdigest()[:16]
+
+
+def filtered_paintings_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Counts shown in the UI: rows, distinct artists, styles known, portraits, high-res images."""
+    row = con.execute(
+        """SELECT count(*), count(DISTINCT artist_key), count(style), count(*) FILTER (WHERE is_portrait),
+                  count(*) FILTER (WHERE has_high_res), min(least(width, height))
+           FROM filtered_paintings"""
+    ).fetchall()[0]
+    keys = ("paintings", "distinct_artists", "with_style", "portraits", "high_res", "min_side_px")
+    return {key: int(value or 0) for key, value in zip(keys, row)}

@@ -1,0 +1,217 @@
+"""Fuse several models' embeddings into one vector per image (plain Python, no Dagster).
+
+Pipeline, fitted once on the whole collection and then applied to any vector:
+
+1. concatenate the models' vectors in a fixed model order (e.g. 2048 + 1536 + 768 = 4352 dims);
+2. standardise every dimension with the collection's mean and standard deviation
+   (a dimension that never varies keeps ``scale = 1``), so one vector's transform never depends
+   on its own statistics;
+3. optionally balance the blocks (``block_balance``): each model's standardised block is divided
+   by ``sqrt(dim)`` so every model contributes the same expected squared norm (``1`` per block)
+   whatever its width; without it a 2048-d model outweighs a 768-d one by 2048/768 in every
+   dot product;
+4. optionally PCA to ``min(n_components, n_samples - 1, n_features)`` dimensions
+   (``whiten`` divides each component by its standard deviation);
+5. L2-normalise each row, so inner product equals cosine similarity.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from artsim_pipeline.core.storage import atomic_path
+
+FUSION_FORMAT_VERSION = 1
+PCA_RANDOM_STATE = 0
+_EPS = 1e-12
+
+
+@dataclass
+class FusionModel:
+    """Fitted fusion: standardisation statistics, block weights and (optional) PCA."""
+
+    model_names: tuple[str, ...]
+    dims: tuple[int, ...]
+    mean: np.ndarray  # [n_features] collection mean of the concatenated vectors
+    scale: np.ndarray  # [n_features] collection std (1 where the dimension is constant)
+    block_weights: np.ndarray  # [n_features] 1/sqrt(dim) per model block, or ones
+    pca_components: np.ndarray | None  # [n_components, n_features]
+    pca_mean: np.ndarray | None  # [n_features] mean of the weighted standardised data
+    explained_variance: np.ndarray | None  # [n_components]
+    explained_variance_ratio: np.ndarray | None  # [n_components]
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_features(self) -> int:
+        """Width of the concatenated input."""
+        return int(sum(self.dims))
+
+    @property
+    def output_dim(self) -> int:
+        """Width of the fused output vectors."""
+        return int(self.pca_components.shape[0]) if self.pca_components is not None else self.n_features
+
+
+def _concat(
+    blocks: Mapping[str, np.ndarray], names: tuple[str, ...], dims: tuple[int, ...] | None
+) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Validate the blocks and concatenate them in ``names`` order as float64.
+
+    Models in ``blocks`` that are not in ``names`` are ignored.
+    """
+    arrays = []
+    n_rows: int | None = None
+    for i, name in enumerate(names):
+        if name not in blocks:
+            raise ValueError(f"fusion input is missing model {name!r} (have {sorted(blocks)})")
+        arr = np.asarray(blocks[name], dtype=np.float64)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2:
+            raise ValueError(f"model {name!r}: expected a 2-d array [n, dim], got shape {arr.shape}")
+        if dims is not None and arr.shape[1] != dims[i]:
+            raise ValueError(f"model {name!r}: expected dim {dims[i]}, got {arr.shape[1]}")
+        if n_rows is None:
+            n_rows = arr.shape[0]
+        elif arr.shape[0] != n_rows:
+            raise ValueError(f"model {name!r}: has {arr.shape[0]} rows, expected {n_rows} like the other models")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"model {name!r}: contains NaN or infinite values")
+        arrays.append(arr)
+    return np.concatenate(arrays, axis=1), tuple(int(a.shape[1]) for a in arrays)
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, _EPS)
+
+
+def fit_fusion(
+    blocks: dict[str, np.ndarray],
+    n_components: int = 512,
+    whiten: bool = False,
+    block_balance: bool = True,
+    use_pca: bool = True,
+) -> FusionModel:
+    """Fit standardisation (+ block balance + PCA) on the collection's vectors.
+
+    ``blocks`` maps model name -> ``[n_images, dim]`` array, rows aligned across models.
+    The model order is the sorted model names, so the fit does not depend on dict order.
+    """
+    if not blocks:
+        raise ValueError("fit_fusion needs at least one model's vectors")
+    if n_components < 1:
+        raise ValueError(f"n_components must be >= 1, got {n_components}")
+    names = tuple(sorted(blocks))
+    x, dims = _concat(blocks, names, None)
+    n_samples, n_features = x.shape
+    if n_samples < 1:
+        raise ValueError("fit_fusion needs at least one vector")
+
+    mean = x.mean(axis=0)
+    std = x.std(axis=0)
+    scale = np.where(std > 1e-8 * np.maximum(np.abs(mean), 1.0), std, 1.0)
+    weights = np.concatenate(
+        [np.full(d, 1.0 / np.sqrt(d) if block_balance else 1.0) for d in dims]
+    )
+    z = (x - mean) / scale * weights
+
+    components = pca_mean = variance = ratio = None
+    n_out = n_features
+    if use_pca:
+        n_out = min(n_components, n_samples - 1, n_features)
+        if n_out < 1:
+            raise ValueError(f"PCA needs at least 2 vectors, got {n_samples}; fit with use_pca=False")
+        from sklearn.decomposition import PCA
+
+        pca = PCA(n_components=n_out, svd_solver="auto", random_state=PCA_RANDOM_STATE)
+        pca.fit(z)
+        components = pca.components_.astype(np.float64)
+        pca_mean = pca.mean_.astype(np.float64)
+        variance = pca.explained_variance_.astype(np.float64)
+        ratio = pca.explained_variance_ratio_.astype(np.float64)
+
+    options = {
+        "format_version": FUSION_FORMAT_VERSION,
+        "n_components_requested": int(n_components),
+        "n_components": int(n_out),
+        "n_samples_fitted": int(n_samples),
+        "whiten": bool(whiten),
+        "block_balance": bool(block_balance),
+        "use_pca": bool(use_pca),
+    }
+    return FusionModel(names, dims, mean, scale, weights, components, pca_mean, variance, ratio, options)
+
+
+def transform(model: FusionModel, blocks: dict[str, np.ndarray]) -> np.ndarray:
+    """Fuse new vectors with a fitted model: float32 ``[n, output_dim]``, L2-normalised rows.
+
+    Raises ``ValueError`` naming the model when one is missing or has the wrong width;
+    extra models in ``blocks`` are ignored.
+    """
+    x, _ = _concat(blocks, model.model_names, model.dims)
+    z = (x - model.mean) / model.scale * model.block_weights
+    if model.pca_components is not None:
+        z = (z - model.pca_mean) @ model.pca_components.T
+        if model.options.get("whiten"):
+            z = z / np.sqrt(np.maximum(model.explained_variance, _EPS))
+    return _l2_normalise(z).astype(np.float32)
+
+
+def save_fusion(model: FusionModel, path: Path | str) -> None:
+    """Write the model as one ``.npz`` file, atomically (temp file + fsync + rename)."""
+    meta = {
+        "model_names": list(model.model_names),
+        "dims": list(model.dims),
+        "options": model.options,
+        "has_pca": model.pca_components is not None,
+    }
+    arrays: dict[str, np.ndarray] = {
+        "meta_json": np.array(json.dumps(meta, sort_keys=True)),
+        "mean": model.mean,
+        "scale": model.scale,
+        "block_weights": model.block_weights,
+    }
+    if model.pca_components is not None:
+        arrays.update(
+            pca_components=model.pca_components,
+            pca_mean=model.pca_mean,
+            explained_variance=model.explained_variance,
+            explained_variance_ratio=model.explained_variance_ratio,
+        )
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+def load_fusion(path: Path | str) -> FusionModel:
+    """Read a model written by :func:`save_fusion`."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        meta = json.loads(str(data["meta_json"]))
+        version = meta["options"].get("format_version")
+        if version != FUSION_FORMAT_VERSION:
+            raise ValueError(f"{path}: unsupported fusion format version {version!r}")
+        pca = meta["has_pca"]
+        return FusionModel(
+            model_names=tuple(meta["model_names"]),
+            dims=tuple(int(d) for d in meta["dims"]),
+            mean=data["mean"],
+            scale=data["scale"],
+            block_weights=data["block_weights"],
+            pca_components=data["pca_components"] if pca else None,
+            pca_mean=data["pca_mean"] if pca else None,
+            explained_variance=data["explained_variance"] if pca else None,
+            explained_variance_ratio=data["explained_variance_ratio"] if pca else None,
+            options=dict(meta["options"]),
+        )

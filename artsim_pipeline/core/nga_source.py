@@ -1,0 +1,167 @@
+"""The NGA opendata source: fetch its CSVs (HTTP or a local mirror) into versioned snapshots.
+
+A *source* is either a base URL (``<base>/data/<name>.csv``, e.g. NGA's GitHub raw URLs) or a local
+directory laid out like NGA's repository (``data/*.csv`` plus optional ``images/<uuid>.jpg``). Both go
+through the same path: each CSV is streamed into ``raw/<version>/`` (temp file + rename) while hashing,
+and the snapshot's version is a hash of the five file hashes, so identical content gives the same version
+whatever the transport.
+
+:func:`probe_version` is the cheap update check: HTTP conditional requests (ETag / Last-Modified) for a
+URL source, size + modification time for a local mirror.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .http import HttpClient
+from .storage import DataLake, atomic_path, atomic_write_text
+
+NGA_FILES = ("objects", "published_images", "constituents", "objects_constituents", "objects_terms")
+
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "objects": ("objectid", "title", "attribution", "classification", "displaydate", "beginyear", "endyear", "medium"),
+    "published_images": ("uuid", "iiifurl", "viewtype", "width", "height", "depictstmsobjectid"),
+    "constituents": ("constituentid", "forwarddisplayname"),
+    "objects_constituents": ("objectid", "constituentid", "roletype", "displayorder"),
+    "objects_terms": ("objectid", "termtype", "term"),
+}
+
+_CHUNK = 1 << 20
+
+
+class SourceError(RuntimeError):
+    """The NGA source cannot be read; the message names the source and the file."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One downloaded copy of the five CSVs."""
+
+    version: str
+    directory: Path
+    file_hashes: dict[str, str]
+    validators: dict[str, dict[str, str]] = field(default_factory=dict)
+    source: str = ""
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{name}.csv"
+
+
+@dataclass
+class NgaSource:
+    """Reads NGA opendata from ``location`` (URL base or local directory)."""
+
+    location: str
+    client: HttpClient = field(default_factory=HttpClient)
+
+    @property
+    def is_local(self) -> bool:
+        return not self.location.startswith(("http://", "https://"))
+
+    @property
+    def local_root(self) -> Path:
+        root = Path(self.location).expanduser()
+        if not (root / "data").is_dir():
+            raise SourceError(
+                f"ARTSIM_NGA_SOURCE={self.location!r}: no such directory with a data/ folder "
+                "(expected an NGA-like mirror: data/*.csv plus optional images/<uuid>.jpg)"
+            )
+        return root
+
+    @property
+    def mirror_images_dir(self) -> Path | None:
+        """``images/`` of a local mirror, if present (image_cache copies from there)."""
+        if not self.is_local:
+            return None
+        images = self.local_root / "images"
+        return images if images.is_dir() else None
+
+    def file_url(self, name: str) -> str:
+        return f"{self.location.rstrip('/')}/data/{name}.csv"
+
+    def _local_file(self, name: str) -> Path:
+        path = self.local_root / "data" / f"{name}.csv"
+        if not path.is_file():
+            raise SourceError(f"NGA source {self.location!r}: missing data/{name}.csv")
+        return path
+
+    def _stream(self, name: str) -> tuple[Iterator[bytes], dict[str, str]]:
+        """Chunks of one CSV plus its HTTP validators (ETag/Last-Modified; empty for local files)."""
+        if self.is_local:
+            path = self._local_file(name)
+
+            def chunks() -> Iterator[bytes]:
+                with open(path, "rb") as handle:
+                    while block := handle.read(_CHUNK):
+                        yield block
+
+            return chunks(), {}
+        response = self.client.get(self.file_url(name), stream=True)
+        validators = {k: response.headers[k] for k in ("ETag", "Last-Modified") if k in response.headers}
+        return response.iter_content(_CHUNK), validators
+
+    def fetch(self, lake: DataLake) -> Snapshot:
+        """Download all five CSVs into ``raw/<version>/``; re-uses an identical earlier snapshot."""
+        staging = lake.root / "raw" / ".incoming"
+        staging.mkdir(parents=True, exist_ok=True)
+        hashes: dict[str, str] = {}
+        validators: dict[str, dict[str, str]] = {}
+        for name in NGA_FILES:
+            digest = hashlib.sha256()
+            chunks, validators[name] = self._stream(name)
+            with atomic_path(staging / f"{name}.csv") as tmp:
+                with open(tmp, "wb") as handle:
+                    for block in chunks:
+                        digest.update(block)
+                        handle.write(block)
+            hashes[name] = digest.hexdigest()
+        version = snapshot_version(hashes)
+        target = lake.raw_dir(version)
+        if not (target / "snapshot.json").is_file():
+            target.mkdir(parents=True, exist_ok=True)
+            for name in NGA_FILES:
+                (staging / f"{name}.csv").replace(target / f"{name}.csv")
+            manifest = {"version": version, "source": self.location, "files": hashes, "validators": validators}
+            atomic_write_text(target / "snapshot.json", json.dumps(manifest, indent=2))
+        shutil.rmtree(staging, ignore_errors=True)
+        return Snapshot(version, target, hashes, validators, self.location)
+
+    def probe_version(self, previous: dict[str, dict[str, str]] | None = None) -> str:
+        """A cheap fingerprint of the upstream files, without downloading them.
+
+        URL source: HEAD requests, ``If-None-Match`` sent when ``previous`` validators are known; the
+        fingerprint is a hash of the ETag/Last-Modified headers. Local mirror: size and mtime in ns.
+        """
+        parts: list[str] = []
+        for name in NGA_FILES:
+            if self.is_local:
+                stat = self._local_file(name).stat()
+                parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
+                continue
+            headers = {}
+            etag = (previous or {}).get(name, {}).get("ETag")
+            if etag:
+                headers["If-None-Match"] = etag
+            response = self.client.session.head(self.file_url(name), headers=headers, timeout=self.client.timeout_s)
+            if response.status_code == 304 and etag:
+                parts.append(f"{name}:{etag}")
+            elif response.status_code < 300:
+                tag = response.headers.get("ETag") or response.headers.get("Last-Modified")
+                if not tag:  # no validators: fall back to the content itself
+                    tag = hashlib.sha256(self.client.get(self.file_url(name), stream=False).content).hexdigest()
+                parts.append(f"{name}:{tag}")
+            else:
+                raise SourceError(f"NGA source {self.file_url(name)}: HEAD returned HTTP {response.status_code}")
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def snapshot_version(file_hashes: dict[str, str]) -> str:
+    """Version id of a snapshot: a short hash over the per-file content hashes."""
+    joined = "\n".join(f"{name}:{file_hashes[name]}" for name in NGA_FILES)
+    return "v" + hashlib.sha256(joined.encode()).hexdigest()[:16]

@@ -1,0 +1,206 @@
+"""Hybrid re-ranking: visual similarity blended with a metadata score (plain Python, no Dagster).
+
+Metadata score of a candidate against the query (defaults from the original notebook), at most 1.0:
+
+* style: +0.4 when the two paintings share at least one style ("; "-separated lists);
+* artist: +0.3 when the normalised artist names are equal (:func:`normalize_artist`);
+* medium: +0.2 when the normalised media are equal, else +0.1 when they share a content *word*
+  (stop words such as "on", "and", "of" do not count; "oil on canvas" vs "oil on panel" shares "oil");
+* date: +0.1 when the representative years are at most 50 years apart (missing date: no bonus).
+
+Final score = 0.7 * visual + 0.3 * metadata. Every number lives in :class:`ScoringWeights`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+import pandas as pd
+
+META_KEYS = ("artist", "style", "medium", "beginyear", "endyear", "displaydate")
+
+ARTIST_PREFIXES = (
+    "attributed to",
+    "workshop of",
+    "studio of",
+    "circle of",
+    "follower of",
+    "followers of",
+    "school of",
+    "style of",
+    "manner of",
+    "imitator of",
+    "copy after",
+    "after",
+)
+ARTIST_SUFFIXES = ("and workshop", "and studio", "and assistants")
+
+MEDIUM_STOP_WORDS = frozenset(
+    {"a", "an", "and", "the", "on", "of", "in", "with", "over", "or", "to", "onto", "into", "laid", "mounted"}
+)
+
+_YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+@dataclass(frozen=True)
+class ScoringWeights:
+    """Weights of the hybrid score. ``use_artist``/``use_style`` let an evaluation drop the label it measures."""
+
+    visual: float = 0.7
+    metadata: float = 0.3
+    style: float = 0.4
+    artist: float = 0.3
+    medium_exact: float = 0.2
+    medium_partial: float = 0.1
+    date: float = 0.1
+    date_window_years: int = 50
+    candidate_factor: int = 3
+    use_artist: bool = True
+    use_style: bool = True
+
+    def n_candidates(self, k: int) -> int:
+        """How many visual neighbours to fetch before re-ranking down to ``k``."""
+        return max(k, k * self.candidate_factor)
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return value.strip() == ""
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _fold(text: str) -> str:
+    """Lowercase, strip accents, collapse whitespace."""
+    decomposed = unicodedata.normalize("NFKD", text)
+    plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(plain.lower().split())
+
+
+def normalize_artist(name: Any) -> str:
+    """Comparable artist name: folded, without attribution prefixes/suffixes; ``""`` when missing.
+
+    "Attributed to Jean-Honoré Fragonard" -> "jean-honore fragonard";
+    "Rembrandt van Rijn and Workshop" -> "rembrandt van rijn";
+    "American 19th Century" -> "american 19th century" (kept, only folded).
+    """
+    if _is_missing(name):
+        return ""
+    text = _fold(str(name))
+    changed = True
+    while changed:
+        changed = False
+        for prefix in ARTIST_PREFIXES:
+            if text.startswith(prefix + " ") and len(text) > len(prefix) + 1:
+                text = text[len(prefix) + 1:].strip()
+                changed = True
+        for suffix in ARTIST_SUFFIXES:
+            if text.endswith(" " + suffix):
+                text = text[: -len(suffix) - 1].strip()
+                changed = True
+    return text
+
+
+def styles_of(value: Any) -> frozenset[str]:
+    """The set of folded styles from a "; "-separated string or an iterable of strings."""
+    if isinstance(value, (list, tuple, set, frozenset)):
+        parts: Iterable[Any] = value
+    elif _is_missing(value):
+        return frozenset()
+    else:
+        parts = str(value).split(";")
+    folded = (_fold(str(p)) for p in parts if not _is_missing(p))
+    return frozenset(p for p in folded if p)
+
+
+def normalize_medium(value: Any) -> str:
+    """Folded medium text; ``""`` when missing."""
+    return "" if _is_missing(value) else _fold(str(value))
+
+
+def medium_words(value: Any) -> frozenset[str]:
+    """Content words of a medium (stop words dropped)."""
+    return frozenset(w for w in _WORD.findall(normalize_medium(value)) if w not in MEDIUM_STOP_WORDS)
+
+
+def representative_year(meta: Mapping[str, Any]) -> int | None:
+    """``beginyear``, else ``endyear``, else the first 4-digit year in ``displaydate``; else None."""
+    for key in ("beginyear", "endyear"):
+        value = meta.get(key)
+        if _is_missing(value):
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            return int(number)
+    display = meta.get("displaydate")
+    if not _is_missing(display):
+        match = _YEAR.search(str(display))
+        if match:
+            return int(match.group(1))
+    return None
+
+
+def metadata_score(query_meta: Mapping[str, Any], cand_meta: Mapping[str, Any], weights: ScoringWeights = ScoringWeights()) -> float:
+    """Sum of the metadata bonuses for ``cand_meta`` against ``query_meta`` (see module doc)."""
+    score = 0.0
+    if weights.use_style and styles_of(query_meta.get("style")) & styles_of(cand_meta.get("style")):
+        score += weights.style
+    if weights.use_artist:
+        artist = normalize_artist(query_meta.get("artist"))
+        if artist and artist == normalize_artist(cand_meta.get("artist")):
+            score += weights.artist
+    q_medium, c_medium = normalize_medium(query_meta.get("medium")), normalize_medium(cand_meta.get("medium"))
+    if q_medium and q_medium == c_medium:
+        score += weights.medium_exact
+    elif medium_words(q_medium) & medium_words(c_medium):
+        score += weights.medium_partial
+    q_year, c_year = representative_year(query_meta), representative_year(cand_meta)
+    if q_year is not None and c_year is not None and abs(q_year - c_year) <= weights.date_window_years:
+        score += weights.date
+    return score
+
+
+def final_score(visual: float, metadata: float, weights: ScoringWeights = ScoringWeights()) -> float:
+    """``weights.visual * visual + weights.metadata * metadata``."""
+    return weights.visual * visual + weights.metadata * metadata
+
+
+def rerank(
+    query_meta: Mapping[str, Any],
+    candidates: pd.DataFrame,
+    weights: ScoringWeights = ScoringWeights(),
+    k: int = 10,
+) -> pd.DataFrame:
+    """Re-rank visual candidates by the hybrid score; return the top ``k``.
+
+    ``candidates`` has ``objectid``, ``visual`` and any of the metadata columns in ``META_KEYS``
+    (absent ones count as missing). Returns ``objectid, visual, metadata, final`` sorted by
+    ``final`` desc, ties broken by ``visual`` desc then ``objectid`` asc.
+    """
+    missing = [c for c in ("objectid", "visual") if c not in candidates.columns]
+    if missing:
+        raise ValueError(f"candidates lack column(s) {missing}")
+    meta_cols = [c for c in META_KEYS if c in candidates.columns]
+    records = candidates[meta_cols].to_dict("records") if meta_cols else [{} for _ in range(len(candidates))]
+    out = pd.DataFrame(
+        {
+            "objectid": candidates["objectid"].to_numpy(),
+            "visual": candidates["visual"].astype("float64").to_numpy(),
+            "metadata": [metadata_score(query_meta, rec, weights) for rec in records],
+        }
+    )
+    out["final"] = weights.visual * out["visual"] + weights.metadata * out["metadata"]
+    out = out.sort_values(["final", "visual", "objectid"], ascending=[False, False, True], kind="mergesort")
+    return out.head(k).reset_index(drop=True)
