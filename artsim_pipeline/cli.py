@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import warnings
@@ -48,8 +49,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def root_cause(exc: BaseException) -> BaseException:
+    """The user-code exception inside Dagster's wrappers (``user_exception`` / ``__cause__``)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "user_exception", None) or exc.__cause__
+        if inner is None:
+            break
+        exc = inner
+    return exc
+
+
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview|alpha).*")
+    progress = logging.StreamHandler(sys.stdout)
+    progress.setFormatter(logging.Formatter("  %(message)s"))
+    package_log = logging.getLogger("artsim_pipeline")
+    package_log.addHandler(progress)
+    package_log.setLevel(logging.INFO)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -58,6 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"artsim: configuration error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("artsim: interrupted; re-run to resume (finished work is kept)", file=sys.stderr)
+        return 130
+    except Exception as exc:  # report the cause in one line; ARTSIM_DEBUG=1 shows the traceback
+        if os.environ.get("ARTSIM_DEBUG"):
+            raise
+        cause = root_cause(exc)
+        if isinstance(cause, ConfigError):
+            print(f"artsim: configuration error: {cause}", file=sys.stderr)
+            return 2
+        print(f"artsim: error: {cause}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

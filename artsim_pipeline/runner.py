@@ -20,7 +20,9 @@ from .core.storage import DataLake
 from .partitions import IMAGE_BATCHES
 from .planning import Expectation, data_version, latest_observation_version, partitions_fingerprint, stale_reason
 
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# Dagster's console logger stays quiet; progress comes from artsim's own `logging` records and the
+# runner's echo lines, and a failure is reported once by the CLI.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass

@@ -105,7 +105,17 @@ class HttpClient:
         return random.uniform(0, min(self.backoff_cap_s, self.backoff_base_s * (2**attempt)))
 
     def get(self, url: str, headers: dict[str, str] | None = None, stream: bool = True) -> requests.Response:
-        """GET with retries. Returns a 2xx or 304 response; raises :class:`FetchError` otherwise.
+        """GET with retries (see :meth:`request`)."""
+        return self.request("GET", url, headers=headers, stream=stream)
+
+    def head(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
+        """HEAD with retries (see :meth:`request`)."""
+        return self.request("HEAD", url, headers=headers, stream=False)
+
+    def request(
+        self, method: str, url: str, headers: dict[str, str] | None = None, stream: bool = True
+    ) -> requests.Response:
+        """A request with retries. Returns a 2xx or 304 response; raises :class:`FetchError` otherwise.
 
         Retries connection errors, timeouts and :data:`RETRY_STATUSES`; honours ``Retry-After``.
         Other 4xx statuses fail at once.
@@ -117,7 +127,7 @@ class HttpClient:
             with self._count_lock:
                 self.requests_made += 1
             try:
-                response = self.session.get(url, headers=headers, timeout=self.timeout_s, stream=stream)
+                response = self.session.request(method, url, headers=headers, timeout=self.timeout_s, stream=stream)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last_reason, last_status, wait = f"{type(exc).__name__}: {exc}", None, self.backoff(attempt)
             else:
@@ -131,7 +141,7 @@ class HttpClient:
                     raise FetchError(url, last_reason, last_status)
                 wait = retry_after if retry_after is not None else self.backoff(attempt)
             if attempt < self.retries:
-                log.warning("GET %s failed (%s); retry %d/%d in %.2fs", url, last_reason, attempt + 1, self.retries, wait)
+                log.warning("%s %s failed (%s); retry %d/%d in %.2fs", method, url, last_reason, attempt + 1, self.retries, wait)
                 self.sleep(wait)
         raise FetchError(url, f"{last_reason} after {self.retries + 1} attempts", last_status)
 

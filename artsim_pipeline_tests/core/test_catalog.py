@@ -1,0 +1,89 @@
+import duckdb
+import pytest
+
+from artsim_pipeline.core import batches, catalog
+from artsim_pipeline.core.nga_source import NgaSource
+from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
+
+
+def load(tmp_path, paintings, min_side=300, limit=0):
+    mirror = write_mirror(tmp_path / "mirror", paintings, with_images=False)
+    lake = DataLake(tmp_path / "lake")
+    snapshot = NgaSource(str(mirror)).fetch(lake)
+    con = duckdb.connect(str(lake.catalog_db))
+    counts = catalog.load_raw_tables(con, snapshot)
+    catalog.build_filtered_paintings(con, min_side, limit)
+    return con, counts
+
+
+def rows(con):
+    return con.execute("SELECT * FROM filtered_paintings ORDER BY objectid").fetch_df().set_index("objectid")
+
+
+def test_filter_keeps_only_open_primary_paintings_with_big_enough_images(tmp_path):
+    paintings = [
+        Painting(1, width=1500, height=1200),
+        Painting(2, classification="Print"),
+        Painting(3, openaccess="0"),
+        Painting(4, viewtype="alternate"),
+        Painting(5, width=299),
+        Painting(6, height=250),
+        Painting(7, attribution=""),
+        Painting(8, iiif=False),
+        Painting(9, classification="painting"),
+    ]
+    con, counts = load(tmp_path, paintings)
+    assert counts["objects"] == 9
+    table = rows(con)
+    assert list(table.index) == [1, 9]
+    assert bool(table.loc[1, "has_high_res"]) and not bool(table.loc[9, "has_high_res"])
+
+
+def test_artist_comes_from_constituents_else_attribution_and_style_from_terms(tmp_path):
+    paintings = [
+        Painting(1, attribution="Attributed to Someone", artist="Jan van Eyck", styles=["Baroque", "Dutch"]),
+        Painting(2, attribution="Édouard Manet", title="Portrait of a Lady"),
+    ]
+    table = rows(load(tmp_path, paintings)[0])
+    assert table.loc[1, "artist"] == "Jan van Eyck" and table.loc[1, "style"] == "Baroque; Dutch"
+    assert table.loc[2, "artist"] == "Édouard Manet" and table.loc[2, "artist_key"] == "edouard manet"
+    assert bool(table.loc[2, "is_portrait"]) and not bool(table.loc[1, "is_portrait"])
+    assert table.loc[1, "beginyear"] == 1650 and table.loc[1, "medium"] == "oil on canvas"
+
+
+def test_limit_is_deterministic_and_prefers_high_resolution(tmp_path):
+    paintings = [Painting(i, width=1500 if i in (7, 3) else 500) for i in range(1, 10)]
+    table = rows(load(tmp_path, paintings, limit=4)[0])
+    assert list(table.index) == [1, 2, 3, 7]
+
+
+def test_missing_required_column_is_a_clear_error(tmp_path):
+    mirror = write_mirror(tmp_path / "mirror", [Painting(1)], with_images=False)
+    objects = mirror / "data" / "objects.csv"
+    objects.write_text(objects.read_text().replace("classification", "kind", 1))
+    lake = DataLake(tmp_path / "lake")
+    con = duckdb.connect()
+    with pytest.raises(catalog.CatalogError, match=r"objects\.csv .*classification"):
+        catalog.load_raw_tables(con, NgaSource(str(mirror)).fetch(lake))
+
+
+def test_batches_are_assigned_once_and_new_paintings_get_new_batches(tmp_path):
+    con, _ = load(tmp_path, [Painting(i) for i in range(1, 8)])
+    assert batches.assign_batches(con, 3) == ["batch-00000", "batch-00001", "batch-00002"]
+    before = batches.batch_fingerprints(con)
+    assert batches.assign_batches(con, 3) == []
+    assert list(batches.batch_members(con, "batch-00001")["objectid"]) == [4, 5, 6]
+    # NGA adds 3 paintings, removes painting 5 and changes painting 2's image
+    con.execute("INSERT INTO raw_objects SELECT * REPLACE (CAST(CAST(objectid AS INT) + 100 AS VARCHAR) AS objectid) FROM raw_objects WHERE objectid IN ('1','2','3')")
+    con.execute("INSERT INTO raw_published_images SELECT * REPLACE (CAST(CAST(depictstmsobjectid AS INT) + 100 AS VARCHAR) AS depictstmsobjectid, uuid || 'x' AS uuid) FROM raw_published_images WHERE depictstmsobjectid IN ('1','2','3')")
+    con.execute("DELETE FROM raw_objects WHERE objectid = '5'")
+    con.execute("UPDATE raw_published_images SET modified = '2025-06-01' WHERE depictstmsobjectid = '2'")
+    catalog.build_filtered_paintings(con, 300, 0)
+    assert batches.assign_batches(con, 3) == ["batch-00003"]
+    assert list(batches.batch_members(con, "batch-00003")["objectid"]) == [101, 102, 103]
+    assert list(batches.batch_members(con, "batch-00001")["objectid"]) == [4, 6]
+    after = batches.batch_fingerprints(con)
+    changed = {key for key in after if before.get(key) != after[key]}
+    assert changed == {"batch-00000", "batch-00001", "batch-00003"}
+    assert after["batch-00002"] == before["batch-00002"]
