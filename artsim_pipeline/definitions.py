@@ -1,25 +1,33 @@
 """The artsim code location: assets, checks, resources and partitions, assembled (nothing computed here)."""
 
-from __future__ import annotations
-
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
 from .assets import catalog as catalog_assets
+from .assets import images as image_assets
+from .assets.embeddings import embeddings_assets
+from .assets.index import index_assets
 from .config import Settings
 from .resources import build_resources
 
-ASSET_MODULES = [catalog_assets]
+STATIC_ASSET_MODULES = [catalog_assets, image_assets]
 
-all_assets = load_assets_from_modules(ASSET_MODULES)
-all_asset_checks = load_asset_checks_from_modules(ASSET_MODULES)
+
+def build_assets(settings: Settings) -> list:
+    """Every asset for ``settings`` (one embeddings asset per selected model)."""
+    embeddings = embeddings_assets(settings)
+    return [*load_assets_from_modules(STATIC_ASSET_MODULES), *embeddings, *index_assets(settings, embeddings)]
+
+
+def build_asset_checks(settings: Settings) -> list:
+    return list(load_asset_checks_from_modules(STATIC_ASSET_MODULES))
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
     """Definitions for ``settings`` (default: from the ``ARTSIM_*`` environment)."""
     settings = settings or Settings.from_env()
     return Definitions(
-        assets=all_assets,
-        asset_checks=all_asset_checks,
+        assets=build_assets(settings),
+        asset_checks=build_asset_checks(settings),
         resources=build_resources(settings),
     )
 

@@ -9,6 +9,7 @@ settings it depends on changed (``config_fingerprint`` metadata), or what it con
 * for a batch partition of an unpartitioned parent (``image_cache`` of ``filtered_paintings``): the
   batch's own fingerprint (its members, image URLs, modification dates) instead of the whole table's,
   so one new painting does not invalidate every batch;
+* a materialization that recorded ``needs_retry`` (e.g. images that failed to download) runs again;
 * for an unpartitioned child of batch partitions (``pca_model``): a hash over the data versions of all
   active batches (``inputs_fingerprint`` metadata, see :func:`partitions_fingerprint`).
 """
@@ -88,6 +89,8 @@ def stale_reason(
     event = latest_materialization(instance, asset, partition)
     if event is None:
         return "never materialized"
+    if _metadata_text(event, "needs_retry") == "True":
+        return "retrying failed items"
     recorded_code = event.tags.get(CODE_VERSION_TAG)
     if recorded_code != expectation.code_version:
         return f"code version {recorded_code} -> {expectation.code_version}"

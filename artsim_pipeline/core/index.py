@@ -351,7 +351,10 @@ def save_index(bundle: IndexBundle, directory: Path | str) -> str:
         "ids": _npy_bytes(np.asarray(bundle.ids, dtype=np.int64)),
         "info": json.dumps(bundle.info, indent=2, sort_keys=True).encode("utf-8"),
     }
-    previous = _read_manifest(root) if (root / MANIFEST_NAME).exists() else None
+    try:
+        previous: dict[str, Any] | None = _read_manifest(root)
+    except (FileNotFoundError, ValueError):  # first save, or an unreadable manifest to replace
+        previous = None
     try:
         for key in ("index", "ids", "info"):
             atomic_write_bytes(root / names[key], payloads[key])

@@ -152,7 +152,9 @@ def representative_year(meta: Mapping[str, Any]) -> int | None:
     return None
 
 
-def metadata_score(query_meta: Mapping[str, Any], cand_meta: Mapping[str, Any], weights: ScoringWeights = ScoringWeights()) -> float:
+def metadata_score(
+    query_meta: Mapping[str, Any], cand_meta: Mapping[str, Any], weights: ScoringWeights = ScoringWeights()
+) -> float:
     """Sum of the metadata bonuses for ``cand_meta`` against ``query_meta`` (see module doc)."""
     score = 0.0
     if weights.use_style and styles_of(query_meta.get("style")) & styles_of(cand_meta.get("style")):
@@ -187,7 +189,7 @@ def rerank(
 
     ``candidates`` has ``objectid``, ``visual`` and any of the metadata columns in ``META_KEYS``
     (absent ones count as missing). Returns ``objectid, visual, metadata, final`` sorted by
-    ``final`` desc, ties broken by ``visual`` desc then ``objectid`` asc.
+    ``final`` desc (compared to 12 decimals), ties broken by ``visual`` desc then ``objectid`` asc.
     """
     missing = [c for c in ("objectid", "visual") if c not in candidates.columns]
     if missing:
@@ -202,5 +204,7 @@ def rerank(
         }
     )
     out["final"] = weights.visual * out["visual"] + weights.metadata * out["metadata"]
-    out = out.sort_values(["final", "visual", "objectid"], ascending=[False, False, True], kind="mergesort")
-    return out.head(k).reset_index(drop=True)
+    # Finals equal up to float rounding count as tied (e.g. 0.5*0.3 + 0.5*0.2 vs 0.5*0.5).
+    out["_key"] = out["final"].round(12)
+    out = out.sort_values(["_key", "visual", "objectid"], ascending=[False, False, True], kind="mergesort")
+    return out.drop(columns="_key").head(k).reset_index(drop=True)

@@ -102,3 +102,4 @@ class DataLake:
     @property
     def dagster_home(self) -> Path:
         return self.root / "dagster_home"
+

@@ -4,7 +4,7 @@ import duckdb
 from dagster import AssetKey, materialize
 
 from artsim_pipeline.config import Settings
-from artsim_pipeline.definitions import all_asset_checks, all_assets
+from artsim_pipeline.definitions import build_asset_checks, build_assets
 from artsim_pipeline.partitions import IMAGE_BATCHES
 from artsim_pipeline.resources import build_resources
 from artsim_pipeline_tests.http_server import LocalServer
@@ -15,7 +15,8 @@ CATALOG = ["nga_opendata", "raw_objects", "filtered_paintings"]
 
 def run_catalog(settings, instance, **resource_overrides):
     resources = build_resources(settings) | resource_overrides
-    result = materialize([*all_assets, *all_asset_checks], selection=CATALOG, resources=resources, instance=instance)
+    everything = [*build_assets(settings), *build_asset_checks(settings)]
+    result = materialize(everything, selection=CATALOG, resources=resources, instance=instance)
     assert result.success
     return result
 
@@ -36,7 +37,8 @@ def test_catalog_assets_over_http_with_one_500(tmp_path, instance):
         resources = build_resources(settings)
         resources["nga_source"] = resources["nga_source"].model_copy(update={"backoff_base_s": 0.01})
         selection = ["raw_objects", "filtered_paintings"]
-        result = materialize([*all_assets, *all_asset_checks], selection=selection, resources=resources, instance=instance)
+        everything = [*build_assets(settings), *build_asset_checks(settings)]
+        result = materialize(everything, selection=selection, resources=resources, instance=instance)
         assert result.success
         assert server.count("/data/objects.csv", method="GET") == 2  # the 500, then the retry
     raw = metadata(instance, "raw_objects")

@@ -1,0 +1,109 @@
+"""``embeddings_<model>``: one partitioned asset per selected backbone (``ARTSIM_MODELS``).
+
+Each writes ``<data_lake>/embeddings/<model>/<batch>.parquet`` (objectid, uuid, variant, vector). Its
+``code_version`` names the model and weights, so changing one model re-runs only that model's
+embeddings and what is downstream.
+"""
+
+import functools
+import hashlib
+import logging
+from pathlib import Path
+
+import pandas as pd
+from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+
+from ..config import Settings
+from ..core.embedding import BF16_MIN_COSINE, check_bf16, embed_batch_to_parquet
+from ..core.models import LoadedModel, describe, load_model, resolve_device
+from ..partitions import image_batches
+from ..resources import ArtsimSettingsResource
+from .images import USABLE, face_crops
+from .versions import CODE_VERSIONS, asset_config_fingerprint
+
+log = logging.getLogger(__name__)
+
+BF16_CHECK_IMAGES = 8
+
+
+def weights_tag(weights: str) -> str:
+    """Short, stable tag of a weights setting for code versions (a file: its size and mtime)."""
+    if weights in ("pretrained", "random"):
+        return weights
+    path = Path(weights).expanduser()
+    stat = path.stat() if path.is_file() else None
+    raw = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}" if stat else str(path)
+    return "file-" + hashlib.sha256(raw.encode()).hexdigest()[:10]
+
+
+@functools.lru_cache(maxsize=4)
+def cached_model(name: str, weights: str, device: str) -> LoadedModel:
+    """Load a model once per process (``artsim run`` materializes many batches in one process)."""
+    return load_model(name, weights=weights, device=device)
+
+
+def batch_images(lake, batch: str) -> pd.DataFrame:
+    """The batch's usable images with their face crop boxes (columns for ``embed_batch_to_parquet``)."""
+    status = pd.read_parquet(lake.image_status_path(batch))
+    usable = status[status["status"].isin(USABLE)][["objectid", "uuid"]]
+    faces = pd.read_parquet(lake.faces_path(batch), columns=["objectid", "crop_x0", "crop_y0", "crop_x1", "crop_y1"])
+    images = usable.merge(faces, on="objectid", how="left").reset_index(drop=True)
+    images["path"] = [str(lake.image_path(uuid)) for uuid in images["uuid"]]
+    return images
+
+
+def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
+    """Build the ``embeddings_<model_name>`` asset."""
+
+    @asset(
+        name=f"embeddings_{model_name}",
+        partitions_def=image_batches,
+        deps=[face_crops],
+        code_version=f"{CODE_VERSIONS['embeddings']}-{model_name}-{weights_tag(settings.weights)}",
+        group_name="embeddings",
+        description=f"{model_name} features ({describe(model_name)['dim']}-d, head removed) of each image "
+        "(variant `full`) and of its face crop (variant `face`), one Parquet file per batch.",
+    )
+    def _embeddings(context: AssetExecutionContext, artsim: ArtsimSettingsResource) -> MaterializeResult:
+        batch = context.partition_key
+        run_settings = artsim.settings
+        lake = artsim.lake
+        device = str(resolve_device(run_settings.device))
+        model = cached_model(model_name, run_settings.weights, device)
+        images = batch_images(lake, batch)
+        precision, bf16_cosine = run_settings.precision, None
+        if precision == "bf16" and len(images):
+            bf16_cosine = check_bf16(model, images["path"].head(BF16_CHECK_IMAGES).tolist())
+            if bf16_cosine < BF16_MIN_COSINE:
+                context.log.warning(f"{model_name}: bf16 cosine {bf16_cosine:.4f} < {BF16_MIN_COSINE}; using fp32")
+                precision = "fp32"
+        if model.weights_id == "random":
+            context.log.warning(f"{model_name} has RANDOM weights: these embeddings are meaningless (tests only)")
+        result = embed_batch_to_parquet(
+            model, images, lake, batch, batch_size=run_settings.embed_batch_size, precision=precision
+        )
+        log.info(f"{model_name} {batch}: {result.rows} vectors, {result.images_per_s:.1f} vectors/s")
+        return MaterializeResult(
+            metadata={
+                "model": model_name,
+                "dim": MetadataValue.int(model.dim),
+                "weights": model.weights_id,
+                "precision": precision,
+                "bf16_min_cosine": MetadataValue.float(round(bf16_cosine, 5)) if bf16_cosine is not None else "not checked",
+                "images": MetadataValue.int(result.images),
+                "full_vectors": MetadataValue.int(result.full_rows),
+                "face_vectors": MetadataValue.int(result.face_rows),
+                "seconds": MetadataValue.float(round(result.seconds, 2)),
+                "vectors_per_s": MetadataValue.float(round(result.images_per_s, 2)),
+                "parquet": MetadataValue.path(str(result.path)),
+                "config_fingerprint": asset_config_fingerprint(f"embeddings_{model_name}", run_settings),
+            },
+            data_version=DataVersion(hashlib.sha256(result.path.read_bytes()).hexdigest()[:16]),
+        )
+
+    return _embeddings
+
+
+def embeddings_assets(settings: Settings) -> list[AssetsDefinition]:
+    """One embeddings asset per model in ``ARTSIM_MODELS``."""
+    return [embeddings_asset(name, settings) for name in settings.models]

@@ -1,0 +1,1 @@
+"""Benchmarks (plain Python, run from the ``artsim bench ...`` command line)."""

@@ -1,0 +1,71 @@
+"""The embedded collection: every model's vectors for the current paintings, aligned per variant.
+
+Plain Python. Reads ``embeddings/<model>/<batch>.parquet`` for the given batches, keeps the objectids
+still in the catalog (removed paintings drop out here even when their batch was not re-run) and
+aligns the models row by row on (objectid, variant).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from .embedding import VARIANTS, read_embeddings
+from .storage import DataLake
+
+
+@dataclass
+class CollectionVectors:
+    """One variant's aligned vectors: ``blocks[model]`` is ``[N, dim]``, row i is ``objectids[i]``."""
+
+    variant: str
+    objectids: np.ndarray
+    uuids: np.ndarray
+    blocks: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return int(len(self.objectids))
+
+
+def load_collection(
+    lake: DataLake, models: Iterable[str], batches: Iterable[str], keep_ids: Iterable[int] | None = None
+) -> dict[str, CollectionVectors]:
+    """Aligned vectors per variant (``full``, ``face``) for ``models`` over ``batches``.
+
+    A painting appears in a variant only when every model has a vector for it; rows are sorted by
+    objectid. Missing batch files are an error naming the file (run the embeddings first).
+    """
+    models = list(models)
+    batches = list(batches)
+    keep = None if keep_ids is None else np.asarray(sorted(set(int(i) for i in keep_ids)), dtype=np.int64)
+    per_model: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
+    for model in models:
+        paths = [lake.embeddings_path(model, batch) for batch in batches]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"embeddings missing for model {model}: {', '.join(missing[:3])}")
+        meta, vectors = read_embeddings(paths)
+        meta = meta.assign(row=np.arange(len(meta)))
+        if keep is not None:
+            meta = meta[meta["objectid"].isin(keep)]
+        per_model[model] = (meta, vectors)
+    result: dict[str, CollectionVectors] = {}
+    for variant in VARIANTS:
+        joined: pd.DataFrame | None = None
+        for model in models:
+            meta = per_model[model][0]
+            part = meta[meta["variant"] == variant][["objectid", "uuid", "row"]].rename(columns={"row": model})
+            part = part.drop_duplicates("objectid", keep="last")
+            joined = part if joined is None else joined.merge(part.drop(columns="uuid"), on="objectid", how="inner")
+        joined = joined.sort_values("objectid").reset_index(drop=True) if joined is not None else pd.DataFrame()
+        blocks = {model: per_model[model][1][joined[model].to_numpy(dtype=np.int64)] for model in models}
+        result[variant] = CollectionVectors(
+            variant=variant,
+            objectids=joined["objectid"].to_numpy(dtype=np.int64) if len(joined) else np.zeros(0, np.int64),
+            uuids=joined["uuid"].astype(str).to_numpy() if len(joined) else np.zeros(0, dtype=object),
+            blocks=blocks,
+        )
+    return result
