@@ -41,11 +41,70 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    from .core.search import QueryError, SearchEngine, SearchFilters, format_results
+
+    for handler in logging.getLogger("artsim_pipeline").handlers:  # keep stdout for the results (--json)
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
+    logging.getLogger("artsim_pipeline").setLevel(logging.WARNING)
+    try:
+        if args.k < 1:
+            raise QueryError(f"-k must be >= 1, got {args.k}")
+        filters = SearchFilters.create(artist=args.artist, style=args.style, medium=args.medium, years=args.years)
+        engine = SearchEngine.from_settings(settings)
+        response = engine.search(args.query, k=args.k, face_crop=args.face_crop, filters=filters)
+    except QueryError as exc:
+        print(f"artsim search: {exc}", file=sys.stderr)
+        return 2
+    if args.grid is not None:
+        from .core.grid import save_grid
+
+        query_image = engine.image_path(response.objectid) if response.objectid is not None else args.query
+        save_grid(query_image, response, args.grid, query_caption=response.query, face_box=response.face_box)
+    print(response.to_json() if args.json else format_results(response))
+    if args.grid is not None:
+        print(f"wrote {args.grid}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.benchmark == "embeddings":
+        from .bench.embeddings import main as bench_main
+    else:
+        from .bench.search_e2e import main as bench_main
+    return int(bench_main(args.extra) or 0)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="artsim", description="Find paintings similar to a painting or photo.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize every stale asset and image batch (idempotent)")
     run.set_defaults(func=cmd_run)
+
+    search = sub.add_parser("search", help="find the paintings most similar to an image or a painting",
+                            description="Rank the collection by 0.7 x visual + 0.3 x metadata similarity "
+                            "(metadata only for an objectid query). Reads the ARTSIM_* settings like `run`.")
+    search.add_argument("query", metavar="IMAGE_OR_OBJECTID",
+                        help="an image file, or the objectid of a painting in the collection")
+    search.add_argument("-k", type=int, default=10, help="number of results (default %(default)s)")
+    search.add_argument("--face-crop", action="store_true",
+                        help="search with the face found in the image (MTCNN) against the face index")
+    search.add_argument("--artist", help="only this artist (case/accent-insensitive substring of the name)")
+    search.add_argument("--style", help="only paintings whose style contains this text")
+    search.add_argument("--medium", help="only paintings whose medium contains this text")
+    search.add_argument("--years", metavar="FROM-TO",
+                        help="only paintings dated within this range, e.g. 1600-1700, 1650, 1600- or -1700")
+    search.add_argument("--json", action="store_true", help="print the results as JSON")
+    search.add_argument("--grid", type=Path, metavar="PNG", help="also write a PNG grid of the query and results")
+    search.set_defaults(func=cmd_search)
+
+    bench = sub.add_parser("bench", help="benchmarks (their options follow the benchmark name)")
+    which = bench.add_subparsers(dest="benchmark", required=True)
+    for name, text in (("embeddings", "embedding step vs bare forward pass"),
+                       ("search", "index latency (synthetic 10k/100k) and end-to-end query latency")):
+        # add_help=False: `artsim bench search --help` reaches the benchmark's own parser
+        which.add_parser(name, help=text, add_help=False).set_defaults(func=cmd_bench, passthrough=True)
     return parser
 
 
@@ -69,7 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     package_log.addHandler(progress)
     package_log.setLevel(logging.INFO)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "passthrough", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.extra = extra
     try:
         settings = Settings.from_env()
         return args.func(args, settings)

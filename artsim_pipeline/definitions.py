@@ -5,6 +5,7 @@ from dagster import Definitions, load_asset_checks_from_modules, load_assets_fro
 from .assets import catalog as catalog_assets
 from .assets import images as image_assets
 from .assets.embeddings import embeddings_assets
+from .assets.evaluation import evaluation_assets
 from .assets.index import index_assets
 from .config import Settings
 from .resources import build_resources
@@ -15,7 +16,8 @@ STATIC_ASSET_MODULES = [catalog_assets, image_assets]
 def build_assets(settings: Settings) -> list:
     """Every asset for ``settings`` (one embeddings asset per selected model)."""
     embeddings = embeddings_assets(settings)
-    return [*load_assets_from_modules(STATIC_ASSET_MODULES), *embeddings, *index_assets(settings, embeddings)]
+    index = index_assets(settings, embeddings)
+    return [*load_assets_from_modules(STATIC_ASSET_MODULES), *embeddings, *index, *evaluation_assets(settings, index)]
 
 
 def build_asset_checks(settings: Settings) -> list:

@@ -17,6 +17,7 @@ from ..config import Settings
 from ..core.embedding import BF16_MIN_COSINE, check_bf16, embed_batch_to_parquet
 from ..core.models import LoadedModel, describe, load_model, resolve_device
 from ..partitions import image_batches
+from ..planning import consumed_version
 from ..resources import ArtsimSettingsResource
 from .images import USABLE, face_crops
 from .versions import CODE_VERSIONS, asset_config_fingerprint
@@ -96,6 +97,7 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
                 "seconds": MetadataValue.float(round(result.seconds, 2)),
                 "vectors_per_s": MetadataValue.float(round(result.images_per_s, 2)),
                 "parquet": MetadataValue.path(str(result.path)),
+                **consumed_version(context.instance, "face_crops", batch),
                 "config_fingerprint": asset_config_fingerprint(f"embeddings_{model_name}", run_settings),
             },
             data_version=DataVersion(hashlib.sha256(result.path.read_bytes()).hexdigest()[:16]),

@@ -14,11 +14,13 @@ from ..core.image_cache import (
     ImageJob,
     cache_images,
     check_failure_share,
+    invalidate_changed_images,
     summarize_status,
     write_status,
 )
 from ..core.models import resolve_device
 from ..partitions import image_batches
+from ..planning import consumed_version
 from ..resources import ArtsimSettingsResource, NgaSourceResource
 from .catalog import filtered_paintings
 from .versions import CODE_VERSIONS, asset_config_fingerprint
@@ -48,9 +50,14 @@ def image_cache(
         members = batches.batch_members(con, batch)
         fingerprint = batches.batch_fingerprints(con).get(batch, "")
     jobs = [ImageJob(int(r.objectid), str(r.uuid), r.iiifurl) for r in members.itertuples()]
+    versions = {str(r.uuid): f"{r.iiifurl}|{r.image_modified}" for r in members.itertuples()}
+    status_path = lake.image_status_path(batch)
+    previous = pd.read_parquet(status_path) if status_path.is_file() else None
+    changed = invalidate_changed_images(lake, previous, versions)
     options = ImageCacheOptions.from_settings(settings, mirror_images_dir=nga_source.source().mirror_images_dir)
     status = cache_images(jobs, lake, options)
-    write_status(status, lake.image_status_path(batch))
+    status["source_version"] = status["uuid"].astype(str).map(versions)
+    write_status(status, status_path)
     summary = summarize_status(status)
     context.log.info(f"{batch}: {summary}")
     check_failure_share(status, settings.max_failure_share)
@@ -60,6 +67,7 @@ def image_cache(
             "images_per_s": MetadataValue.float(round(summary["images_per_s"] or 0.0, 2)),
             "seconds": MetadataValue.float(round(summary["wall_seconds"] or 0.0, 2)),
             "failure_kinds": MetadataValue.json(summary["failure_kinds"]),
+            "changed_upstream": MetadataValue.int(len(changed)),
             "needs_retry": summary["failed"] > 0,
             "status_table": MetadataValue.path(str(lake.image_status_path(batch))),
             "batch_fingerprint": fingerprint,
@@ -67,7 +75,9 @@ def image_cache(
         },
         # "ok" and "cached" are the same stored image: the version must not change between them
         data_version=DataVersion(
-            _frame_version(status.assign(stored=status["status"].isin(USABLE)), ["objectid", "uuid", "stored", "bytes"])
+            _frame_version(
+                status.assign(stored=status["status"].isin(USABLE)), ["objectid", "uuid", "stored", "bytes", "source_version"]
+            )
         ),
     )
 
@@ -104,6 +114,7 @@ def face_crops(context: AssetExecutionContext, artsim: ArtsimSettingsResource) -
             "seconds": MetadataValue.float(round(seconds, 2)),
             "images_per_s": MetadataValue.float(round(len(faces) / seconds, 2) if seconds else 0.0),
             "parquet": MetadataValue.path(str(lake.faces_path(batch))),
+            **consumed_version(context.instance, "image_cache", batch),
             "config_fingerprint": asset_config_fingerprint("face_crops", settings),
         },
         data_version=DataVersion(_frame_version(faces, [c for c in faces.columns if c != "path"])),

@@ -31,7 +31,7 @@ CONFIG_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "embeddings": ("weights", "precision"),
     "pca_model": ("models", "pca_dim"),
     "faiss_index": (),
-    "eval_report": (),
+    "eval_report": ("models", "weights", "pca_dim"),
 }
 
 

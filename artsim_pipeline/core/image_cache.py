@@ -407,3 +407,21 @@ def write_status(df: pd.DataFrame, path: Path) -> None:
     """Write the status table to Parquet atomically (temp file + rename)."""
     with atomic_path(Path(path)) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+def invalidate_changed_images(lake: DataLake, previous_status: pd.DataFrame | None, versions: dict[str, str]) -> list[str]:
+    """Delete cached images whose source version changed since ``previous_status`` was written.
+
+    ``versions`` maps uuid -> current source version (e.g. IIIF URL + NGA ``modified``); the previous
+    status table carries a ``source_version`` column. The cache is keyed by uuid, so without this an
+    image NGA re-published under the same uuid would never be fetched again. Returns the uuids dropped.
+    """
+    if previous_status is None or "source_version" not in previous_status.columns:
+        return []
+    before = dict(zip(previous_status["uuid"].astype(str), previous_status["source_version"].astype(str)))
+    changed = [uuid for uuid, version in versions.items() if uuid in before and before[uuid] != version]
+    for uuid in changed:
+        lake.image_path(uuid).unlink(missing_ok=True)
+    if changed:
+        log.info("%d image(s) changed upstream; their cached copies were dropped", len(changed))
+    return changed

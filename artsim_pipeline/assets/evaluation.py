@@ -1,0 +1,109 @@
+"""``eval_report``: leave-one-out retrieval quality of the current index, written to ``reports/``."""
+
+
+import numpy as np
+from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster_duckdb import DuckDBResource
+
+from ..config import Settings
+from ..core.collection import load_collection
+from ..core.evaluation import VariantInput, evaluate_collection, fingerprint
+from ..core.fusion import load_fusion
+from ..core.index import load_index, search
+from ..core.reports import summary_markdown, write_report
+from ..resources import ArtsimSettingsResource
+from .index import current_catalog, fusion_path, index_dir
+from .versions import CODE_VERSIONS, asset_config_fingerprint
+
+CATALOG_COLUMNS = "objectid, uuid, title, artist, artist_key, style, beginyear, endyear, displaydate, medium"
+REPORTED_SETTINGS = ("models", "weights", "pca_dim", "precision", "min_side", "limit", "image_size")
+
+
+def _index_searcher(directory):
+    """``(vectors, objectids, k) -> [N, k] objectids`` from the served FAISS index (self left out), or None."""
+    try:
+        bundle = load_index(directory)
+    except (FileNotFoundError, ValueError):
+        return None
+
+    def top_ids(vectors: np.ndarray, objectids: np.ndarray, k: int) -> np.ndarray:
+        _, found = search(bundle, vectors, k + 1)
+        out = np.full((len(objectids), k), -1, dtype=np.int64)
+        for i, (own, row) in enumerate(zip(objectids, found)):
+            others = [int(o) for o in row if o >= 0 and o != own][:k]
+            out[i, : len(others)] = others
+        return out
+
+    return top_ids
+
+
+def evaluation_assets(settings: Settings, upstream: list[AssetsDefinition]) -> list[AssetsDefinition]:
+    """``eval_report``, downstream of ``faiss_index`` (taken from ``upstream``)."""
+    faiss_index = next((a for a in upstream if a.key.to_user_string() == "faiss_index"), None)
+    if faiss_index is None:
+        raise ValueError("eval_report needs the faiss_index asset")
+
+    @asset(
+        deps=[faiss_index],
+        code_version=CODE_VERSIONS["eval_report"],
+        group_name="evaluation",
+        description="Leave-one-out retrieval quality (same artist / same style; P@K, R@K, mAP@K, mAP) of visual "
+        "and hybrid search against a random baseline, fusion ablations, full vs face crops, and pixel RMSE/SSIM "
+        "of the top results. Writes reports/eval_report.{json,md} and PNG plots.",
+    )
+    def eval_report(
+        context: AssetExecutionContext, artsim: ArtsimSettingsResource, duckdb: DuckDBResource
+    ) -> MaterializeResult:
+        run_settings = artsim.settings
+        lake = artsim.lake
+        active, ids = current_catalog(duckdb)
+        with duckdb.get_connection() as con:
+            catalog = con.execute(f"SELECT {CATALOG_COLUMNS} FROM filtered_paintings").df()
+        collection = load_collection(lake, run_settings.models, active, keep_ids=ids)
+        variants = {}
+        for variant, vectors in collection.items():
+            path = fusion_path(lake, variant)
+            variants[variant] = VariantInput(
+                vectors.objectids, vectors.uuids, vectors.blocks, load_fusion(path) if path.is_file() else None
+            )
+        values = run_settings.as_dict()
+        result = evaluate_collection(
+            variants["full"],
+            catalog,
+            lake.image_path,
+            face=variants.get("face"),
+            models=run_settings.models,
+            weights_setting=run_settings.weights,
+            pca_dim=run_settings.pca_dim,
+            index_check=_index_searcher(index_dir(lake, "full")),
+            settings={name: values[name] for name in REPORTED_SETTINGS},
+            log=context.log.info,
+        )
+        files = write_report(result, lake.reports_dir, lake.image_path)
+        report = result.report
+        headline = report["headline"]
+        if run_settings.weights == "random":
+            context.log.warning(headline["warning"])
+        metadata: dict[str, object] = {
+            f"{key}": MetadataValue.float(float(headline[key]))
+            for key in ("precision_at_k", "recall_at_k", "map_at_k", "map", "random_precision_at_k", "random_map",
+                        "mean_rmse", "mean_ssim")
+        }
+        metadata.update({
+            "headline": f"{headline['method']} / same {headline['relevance']} / K={headline['k']}",
+            "n_queries": MetadataValue.int(int(headline["n_queries"])),
+            "n_paintings": MetadataValue.int(int(headline["n_paintings"])),
+            "weights": headline["weights"],
+            "models": ", ".join(headline["models"]),
+            "report": MetadataValue.md(summary_markdown(report)),
+            "report_json": MetadataValue.path(str(files.json)),
+            "report_markdown": MetadataValue.path(str(files.markdown)),
+            "seconds": MetadataValue.float(float(report["timings_s"]["total"])),
+            "config_fingerprint": asset_config_fingerprint("eval_report", run_settings),
+        })
+        if headline.get("warning"):
+            metadata["warning"] = headline["warning"]
+        version = fingerprint({key: report[key] for key in ("headline", "methods", "ablations", "pixel")})
+        return MaterializeResult(metadata=metadata, data_version=DataVersion(version))
+
+    return [eval_report]

@@ -1,0 +1,179 @@
+"""``artsim bench search``: index latency on synthetic vectors + warm end-to-end query latency.
+
+Two parts, one table each, one JSON report (``--out``, default
+``<data_lake>/reports/bench_search.json``):
+
+* **index** — :func:`artsim_pipeline.bench.search_index.index_latency_table`: Flat vs IVF-Flat,
+  p50/p99 per-query latency and recall@10 at N = 10k and 100k synthetic 512-d vectors;
+* **end to end** — a :class:`~artsim_pipeline.core.search.SearchEngine` loaded once on the data lake
+  (``--data-lake``, default ``ARTSIM_DATA_LAKE``), warmed up, then ``--queries`` timed searches
+  (k=10) of a *user image* that is not in the collection (``--image``, default a 512×512 photo
+  written to a temporary file). Each timed search is followed by the models' bare forward passes
+  on the same, already prepared image; the target is ``e2e p50 <= 1.2 × forward p50 + 20 ms``.
+  Informational rows: the same image with ``--face-crop`` (adds MTCNN) and an objectid query
+  (stored vector: no model runs). Skipped, with the reason, when the lake has no index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from artsim_pipeline.bench.search_index import DEFAULT_SIZES, format_table, index_latency_table
+from artsim_pipeline.core.storage import atomic_write_text
+
+TARGET_FACTOR = 1.2
+TARGET_OFFSET_MS = 20.0
+WARMUP = 3
+
+
+def _percentiles(values: list[float]) -> tuple[float, float]:
+    return round(float(np.percentile(values, 50)), 2), round(float(np.percentile(values, 99)), 2)
+
+
+def default_user_image(directory: Path) -> Path:
+    """A 512×512 JPEG photo of a person (scikit-image's astronaut) — not a painting of the collection."""
+    from PIL import Image
+
+    try:
+        from skimage import data
+
+        pixels = data.astronaut()
+    except Exception:  # noqa: BLE001 - any photo-like image will do
+        rng = np.random.default_rng(0)
+        pixels = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    path = directory / "user_photo.jpg"
+    Image.fromarray(pixels).save(path, quality=90)
+    return path
+
+
+def _timed(fn: Callable[[], Any], n: int) -> list[float]:
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def end_to_end(engine: Any, image: Path, n_queries: int, k: int = 10) -> list[dict[str, Any]]:
+    """Rows of warm latencies (ms) for ``engine`` (see the module doc)."""
+    arrays = engine.prepare(image)
+    for _ in range(WARMUP):
+        engine.search(image, k=k)
+        engine.forward(arrays)
+    e2e, fwd = [], []
+    for _ in range(n_queries):  # interleaved, so both see the same machine load
+        e2e += _timed(lambda: engine.search(image, k=k), 1)
+        fwd += _timed(lambda: engine.forward(arrays), 1)
+    prep = _timed(lambda: engine.prepare(image), n_queries)
+    p50, p99 = _percentiles(e2e)
+    f50, f99 = _percentiles(fwd)
+    target = round(TARGET_FACTOR * f50 + TARGET_OFFSET_MS, 2)
+    rows = [{
+        "query": "user image", "n": n_queries, "p50_ms": p50, "p99_ms": p99, "forward_p50_ms": f50,
+        "forward_p99_ms": f99, "prepare_p50_ms": _percentiles(prep)[0], "target_ms": target,
+        "meets_target": bool(p50 <= target),
+    }]
+
+    engine.search(image, k=k, face_crop=True)  # loads MTCNN
+    response = engine.search(image, k=k, face_crop=True)
+    face = _timed(lambda: engine.search(image, k=k, face_crop=True), max(3, n_queries // 4))
+    rows.append({"query": f"user image --face-crop ({response.variant} index)", "n": len(face),
+                 **dict(zip(("p50_ms", "p99_ms"), _percentiles(face)))})
+
+    objectid = int(engine.variants["full"].bundle.ids[0])
+    engine.search(objectid, k=k)
+    by_id = _timed(lambda: engine.search(objectid, k=k), n_queries)
+    rows.append({"query": f"objectid {objectid}", "n": n_queries, **dict(zip(("p50_ms", "p99_ms"), _percentiles(by_id)))})
+    return rows
+
+
+def format_e2e(rows: list[dict[str, Any]]) -> str:
+    cols = ("query", "n", "p50_ms", "p99_ms", "forward_p50_ms", "target_ms", "meets_target")
+    cells = [["-" if row.get(c) is None else str(row.get(c)) for c in cols] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths)))]
+    lines += ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="artsim bench search", description=__doc__.splitlines()[0])
+    parser.add_argument("--data-lake", type=Path, default=None, help="data lake to query (default: ARTSIM_DATA_LAKE)")
+    parser.add_argument("--image", type=Path, default=None, help="the user image (default: a 512x512 photo)")
+    parser.add_argument("--queries", type=int, default=20, help="timed end-to-end queries (default %(default)s)")
+    parser.add_argument("--sizes", default=",".join(str(s) for s in DEFAULT_SIZES),
+                        help="index part: comma-separated synthetic collection sizes (default %(default)s)")
+    parser.add_argument("--index-queries", type=int, default=200, help="index part: timed queries per index")
+    parser.add_argument("--skip-index", action="store_true", help="only the end-to-end part")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="JSON report (default <data_lake>/reports/bench_search.json)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from artsim_pipeline.config import Settings
+    from artsim_pipeline.core.search import IndexNotBuiltError, SearchEngine
+    from artsim_pipeline.core.storage import DataLake
+
+    args = build_parser().parse_args(argv)
+    try:
+        sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    except ValueError:
+        print(f"artsim bench search: --sizes must be integers, got {args.sizes!r}", file=sys.stderr)
+        return 2
+    if args.queries < 1 or args.index_queries < 1 or (not args.skip_index and (not sizes or min(sizes) < 2)):
+        print("artsim bench search: --queries, --index-queries and --sizes must be positive", file=sys.stderr)
+        return 2
+    settings = Settings.from_env()
+    if args.data_lake is not None:
+        settings = settings.with_overrides(data_lake=args.data_lake)
+    lake = DataLake(settings.data_lake)
+    report: dict[str, Any] = {
+        "benchmark": "search", "data_lake": str(lake.root), "models": list(settings.models),
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+    }
+
+    if not args.skip_index:
+        print(f"index latency, synthetic {args.sizes} x 512-d, {args.index_queries} queries, top 10:", flush=True)
+        index_rows = index_latency_table(sizes, 512, args.index_queries)
+        print(format_table(index_rows), flush=True)
+        report["index"] = index_rows
+
+    print(f"\nend-to-end latency on {lake.root} (warm engine, k=10):", flush=True)
+    try:
+        engine = SearchEngine.from_settings(settings)
+    except IndexNotBuiltError as exc:
+        print(f"skipped: {exc}")
+        report["end_to_end"] = {"skipped": str(exc)}
+    else:
+        with tempfile.TemporaryDirectory(prefix="artsim-bench-") as tmp:
+            image = args.image or default_user_image(Path(tmp))
+            rows = end_to_end(engine, image, args.queries)
+        import torch
+
+        report["end_to_end"] = {
+            "image": str(args.image) if args.image else "512x512 photo (astronaut)", "device": str(engine.device),
+            "torch_threads": torch.get_num_threads(), "precision": engine.precision,
+            "models": list(engine.model_names), "engine_load_s": round(engine.load_seconds, 2),
+            "target": f"p50 <= {TARGET_FACTOR} x forward p50 + {TARGET_OFFSET_MS:g} ms", "rows": rows,
+        }
+        print(f"models {','.join(engine.model_names)} on {engine.device}, engine loaded in {engine.load_seconds:.1f}s")
+        print(format_e2e(rows))
+    out = args.out or lake.reports_dir / "bench_search.json"
+    atomic_write_text(Path(out), json.dumps(report, indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

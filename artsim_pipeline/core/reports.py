@@ -1,0 +1,385 @@
+"""Evaluation report files: ``eval_report.json``, ``eval_report.md`` and PNG plots (plain Python).
+
+Plots use matplotlib's Agg canvas directly (no pyplot, no display); every file is written
+atomically (temp file + rename), so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .evaluation import RANDOM_WEIGHTS_WARNING, EvaluationResult
+from .storage import atomic_path, atomic_write_text
+
+JSON_NAME = "eval_report.json"
+MARKDOWN_NAME = "eval_report.md"
+PLOT_NAMES = {
+    "precision_curves": "eval_precision_at_k.png",
+    "precision_hist": "eval_precision_at_5_per_query.png",
+    "pixel": "eval_pixel_ssim_rmse.png",
+    "examples": "eval_examples.png",
+}
+REQUIRED_KEYS = ("headline", "methods", "random_baseline", "ablations", "pixel", "settings")
+HEADLINE_KEYS = ("precision_at_k", "recall_at_k", "map_at_k", "map", "mean_rmse", "mean_ssim", "n_queries",
+                 "models", "weights")
+_GREEN, _RED, _BLUE = "#1a9641", "#d7191c", "#2c7bb6"
+
+
+@dataclass
+class ReportFiles:
+    json: Path
+    markdown: Path
+    plots: dict[str, Path]
+
+
+# ---------------------------------------------------------------- JSON
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: NaN/inf -> None, numpy scalars/arrays -> Python."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def report_json(report: dict[str, Any]) -> str:
+    return json.dumps(_clean(report), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
+# ---------------------------------------------------------------- markdown
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.{digits}f}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_num(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def headline_table(report: dict[str, Any]) -> str:
+    h = report["headline"]
+    return _table(
+        ["P@5", "R@5", "mAP@5", "mAP", "random P@5", "random mAP", "pixel RMSE (top 5)", "SSIM (top 5)", "queries"],
+        [[
+            f"{_num(h['precision_at_k'])} ± {_num(h.get('precision_at_k_ci95'))}", h["recall_at_k"], h["map_at_k"],
+            f"{_num(h['map'])} ± {_num(h.get('map_ci95'))}", h.get("random_precision_at_k"), h.get("random_map"),
+            h["mean_rmse"], h["mean_ssim"], h["n_queries"],
+        ]],
+    )
+
+
+def methods_table(report: dict[str, Any]) -> str:
+    rows = [
+        [r["method"] + (" ⚠ leaks the label" if r.get("leaks_label") else ""), r["relevance"], r["k"],
+         r["precision_at_k"], r["recall_at_k"], r["map_at_k"], r["map"], r["n_queries"]]
+        for r in report["methods"]
+    ]
+    rows += [
+        [f"random ({r.get('estimate', '')})", r["relevance"], r["k"], r["precision_at_k"], r["recall_at_k"],
+         r["map_at_k"], r["map"], r["n_queries"]]
+        for r in report["random_baseline"]
+    ]
+    return _table(["method", "relevance", "K", "P@K", "R@K", "mAP@K", "mAP (full)", "queries"], rows)
+
+
+def ablations_table(report: dict[str, Any]) -> str:
+    ks = report["settings"]["ks"]
+    rows = [[a["name"], a["dim"], *[a.get(f"precision_at_{k}") for k in ks], a.get("map_at_5"), a["map"]]
+            for a in report["ablations"]]
+    return _table(["vectors (visual, same artist)", "dim", *[f"P@{k}" for k in ks], "mAP@5", "mAP (full)"], rows)
+
+
+def summary_markdown(report: dict[str, Any]) -> str:
+    """Headline, methods and ablations tables (what the Dagster UI shows)."""
+    h = report["headline"]
+    parts = []
+    if h.get("warning"):
+        parts.append(f"**{h['warning']}**\n")
+    parts += [
+        f"**Headline** — {h['method']}, same {h['relevance']}, K={h['k']} "
+        f"(models {', '.join(h['models'])}; weights {h['weights']}):\n",
+        headline_table(report), "", "**Methods**\n", methods_table(report), "", "**Ablations**\n", ablations_table(report),
+    ]
+    return "\n".join(parts)
+
+
+def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
+    h = report["headline"]
+    s = report["settings"]
+    lines = ["# artsim evaluation report", ""]
+    if h.get("weights") == "random":
+        lines += [f"> **{RANDOM_WEIGHTS_WARNING}**", ""]
+    lines += [
+        f"{h['n_paintings']} paintings; models {', '.join(h['models'])}; weights `{h['weights']}`; "
+        f"fused vectors: {s['fusion'].get('source')} (PCA {s['fusion'].get('n_components') if s['fusion'].get('use_pca') else 'off'}, "
+        f"whiten {s['fusion'].get('whiten')}).",
+        "",
+        f"## Headline: {h['method']} search, relevance = same {h['relevance']}, K = {h['k']}",
+        "",
+        headline_table(report),
+        "",
+        "± is the 95% interval of the mean over queries.",
+        "",
+        "## Methods",
+        "",
+        "`hybrid_no_label` re-ranks the top 3K visual candidates by 0.7·visual + 0.3·metadata *without* the bonus "
+        "for the label being measured (no artist bonus under artist relevance, no style bonus under style "
+        "relevance). `hybrid_all_leaky` keeps every bonus, so it is partly told the answer: its numbers are not a "
+        "quality measure. Full mAP of a hybrid method re-ranks the whole collection.",
+        "",
+        methods_table(report),
+        "",
+    ]
+    for relevance, reason in (report.get("skipped_relevances") or {}).items():
+        lines += [f"Relevance `{relevance}` skipped: {reason}.", ""]
+    lines += ["## Ablations (visual search, same artist)", "", ablations_table(report), ""]
+    face = report.get("face_vs_full") or {}
+    if face.get("available"):
+        ks = s["ks"]
+        lines += [
+            f"## Full painting vs face crop ({face['n_paintings_with_face']} paintings with a face vector)", "",
+            face["note"] + ".", "",
+            _table(["vectors", "queries", "candidates", *[f"P@{k}" for k in ks], "mAP (full)"],
+                   [[r["name"], r["n_queries"], r["n_candidates"], *[r.get(f"precision_at_{k}") for k in ks], r["map"]]
+                    for r in face["rows"]]),
+            "",
+        ]
+    else:
+        lines += ["## Full painting vs face crop", "", f"Not available: {face.get('reason', 'no face vectors')}.", ""]
+    p = report["pixel"]
+    lines += [
+        "## Pixel similarity of the top 5 visual results",
+        "",
+        f"{p['n_queries']} queries (seeded sample of {p['sample_of']}), each against its top {p['top']} visual "
+        f"results; images converted to grayscale, resized to {p['image_size']}×{p['image_size']}, values in [0, 1]. "
+        f"RMSE in [0, 1] (lower = closer), SSIM (skimage, data_range 1; higher = closer). Baseline: "
+        f"{p['n_random_pairs']} random pairs (seed {p['seed']}).",
+        "",
+        _table(["pairs", "count", "mean RMSE", "mean SSIM"],
+               [["query vs top 5", p["n_pairs"], p["mean_rmse"], p["mean_ssim"]],
+                ["random pairs", p["n_random_pairs"], p["random_mean_rmse"], p["random_mean_ssim"]]]),
+        "",
+    ]
+    check = report.get("index_check")
+    if check:
+        ks = s["ks"]
+        lines += [
+            "## Served FAISS index vs exact search", "",
+            _table(["K", "neighbour recall vs exact", "P@K via the index"],
+                   [[k, check.get(f"recall_vs_exact_at_{k}"), check.get(f"precision_at_{k}")] for k in ks]),
+            "",
+        ]
+    lines += ["## Plots", ""]
+    captions = {
+        "precision_curves": "Precision@K per method (dashed: random ranking)",
+        "precision_hist": "Per-query precision@5 (same artist)",
+        "pixel": "Pixel SSIM and RMSE, top-5 results vs random pairs",
+        "examples": "Example queries and their top 5 (green border: same artist, red: different)",
+    }
+    for key, name in plots.items():
+        lines += [f"**{captions[key]}**", "", f"![{captions[key]}]({name})", ""]
+    lines += [
+        "## Protocol", "",
+        "- Leave-one-out: every painting with at least one relevant other painting is a query; it is never its own "
+        "result.",
+        "- Relevance: same normalised artist; or, where styles are known, at least one shared style.",
+        "- P@K = hits in top K / K; R@K = hits / relevant; mAP@K = AP over the top K / min(K, relevant); "
+        "mAP = AP over the full ranking. Ties in score go to the lower objectid.",
+        "- Random baseline: expected values of a uniformly random ranking.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- plots
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, target: Path, dpi: int = 100) -> None:
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi)
+
+
+def _title_suffix(report: dict[str, Any]) -> str:
+    return " — RANDOM WEIGHTS, meaningless" if report["headline"].get("weights") == "random" else ""
+
+
+def plot_precision_curves(result: EvaluationResult, target: Path) -> None:
+    relevances = sorted({key.split("/")[1] for key in result.curves}, key=lambda r: (r != "artist", r))
+    fig = _figure(6.0 * max(1, len(relevances)), 4.5)
+    colors = {"visual": _BLUE, "hybrid_no_label": _GREEN, "hybrid_all_leaky": "#fdae61", "random": "#777777"}
+    for i, relevance in enumerate(relevances):
+        ax = fig.add_subplot(1, len(relevances), i + 1)
+        for key, curve in result.curves.items():
+            method, rel = key.split("/")
+            if rel != relevance:
+                continue
+            ks = sorted(curve)
+            label = method + (" (leaks label)" if method == "hybrid_all_leaky" else "")
+            ax.plot(ks, [curve[k] for k in ks], marker="o", ms=6 if method == "visual" else 3, label=label,
+                    color=colors.get(method), linestyle="--" if method == "random" else "-",
+                    linewidth=4 if method == "visual" else 1.5, alpha=0.6 if method == "visual" else 1.0)
+        ax.set_xlabel("K")
+        ax.set_ylabel("precision@K")
+        ax.set_ylim(0, 1)
+        ax.set_xticks(range(1, 11))
+        ax.grid(alpha=0.3)
+        ax.set_title(f"relevance: same {relevance}{_title_suffix(result.report)}", fontsize=10)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, target)
+
+
+def plot_precision_hist(result: EvaluationResult, target: Path) -> None:
+    fig = _figure(6.5, 4.5)
+    ax = fig.add_subplot(1, 1, 1)
+    chosen = [m for m in result.methods if m.relevance == "artist" and m.method in ("visual", "hybrid_no_label")]
+    edges = np.linspace(-0.1, 1.1, 7)
+    width = 0.18 / max(1, len(chosen))
+    for j, res in enumerate(chosen):
+        counts, _ = np.histogram(res.per_query["precision@5"], bins=edges)
+        centers = (edges[:-1] + edges[1:]) / 2 + (j - (len(chosen) - 1) / 2) * width
+        ax.bar(centers, counts, width=width, label=f"{res.method} (mean {res.mean('precision@5'):.3f})",
+               color=[_BLUE, _GREEN][j % 2])
+    rand = next((r for r in result.random if r["relevance"] == "artist" and r["k"] == 5), None)
+    if rand is not None:
+        ax.axvline(rand["precision_at_k"], color="#777777", linestyle="--", label=f"random mean {rand['precision_at_k']:.3f}")
+    ax.set_xticks(np.linspace(0, 1, 6))
+    ax.set_xlabel("precision@5 of one query (same artist)")
+    ax.set_ylabel("queries")
+    ax.set_title("Per-query precision@5" + _title_suffix(result.report), fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, target)
+
+
+def plot_pixel(result: EvaluationResult, target: Path) -> None:
+    pixel = result.pixel
+    fig = _figure(11.0, 4.2)
+    for i, (name, top, rand) in enumerate((
+        ("SSIM (higher = more alike)", pixel.ssim.ravel(), pixel.random_ssim),
+        ("RMSE (lower = more alike)", pixel.rmse.ravel(), pixel.random_rmse),
+    )):
+        ax = fig.add_subplot(1, 2, i + 1)
+        top, rand = top[np.isfinite(top)], rand[np.isfinite(rand)]
+        both = np.concatenate([top, rand]) if len(top) + len(rand) else np.zeros(1)
+        bins = np.linspace(both.min(), both.max() + 1e-9, 31)
+        ax.hist(rand, bins=bins, alpha=0.55, color="#777777", label=f"random pairs (mean {np.mean(rand) if len(rand) else float('nan'):.3f})")
+        ax.hist(top, bins=bins, alpha=0.55, color=_BLUE, label=f"query vs top {pixel.top} (mean {np.mean(top) if len(top) else float('nan'):.3f})")
+        ax.set_xlabel(name)
+        ax.set_ylabel("pairs")
+        ax.legend(fontsize=8)
+        ax.set_title(f"{name.split()[0]}, {pixel.size}×{pixel.size} grayscale{_title_suffix(result.report)}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, target)
+
+
+def _thumb(path: Path, side: int = 160) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            img.thumbnail((side, side))
+            canvas = Image.new("RGB", (side, side), (255, 255, 255))
+            canvas.paste(img, ((side - img.width) // 2, (side - img.height) // 2))
+            return np.asarray(canvas)
+    except (OSError, ValueError):
+        return np.full((side, side, 3), 230, dtype=np.uint8)
+
+
+def _caption(text: str, width: int = 22) -> str:
+    text = text or "(unknown artist)"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def plot_examples(result: EvaluationResult, image_path: Callable[[str], Path], target: Path) -> None:
+    examples = result.examples
+    n_rows = max(1, len(examples))
+    n_cols = 1 + max((len(e["results"]) for e in examples), default=5)
+    fig = _figure(2.0 * n_cols, 2.35 * n_rows)
+    for r, example in enumerate(examples):
+        cells = [(example, None)] + [(res, res["same_artist"]) for res in example["results"]]
+        for c, (item, same) in enumerate(cells):
+            ax = fig.add_subplot(n_rows, n_cols, r * n_cols + c + 1)
+            ax.imshow(_thumb(image_path(item["uuid"])))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            color = _BLUE if same is None else (_GREEN if same else _RED)
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(5)
+            if same is None:
+                title = f"QUERY {item['objectid']}\n{_caption(item['artist'])}"
+            else:
+                title = f"#{c} {item['score']:.2f}\n{_caption(item['artist'])}"
+            ax.set_title(title, fontsize=7, color=color)
+    if not examples:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.text(0.5, 0.5, "no labelled query", ha="center", va="center")
+        ax.axis("off")
+    fig.suptitle("Visual search examples: green = same artist, red = different" + _title_suffix(result.report),
+                 fontsize=9)
+    fig.tight_layout()
+    _save(fig, target, dpi=80)
+
+
+# ---------------------------------------------------------------- everything
+
+def write_report(result: EvaluationResult, reports_dir: Path, image_path: Callable[[str], Path]) -> ReportFiles:
+    """Write the plots, then the markdown and the JSON (last, so its presence means a full report)."""
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    plots: dict[str, Path] = {}
+    plot_precision_curves(result, reports_dir / PLOT_NAMES["precision_curves"])
+    plots["precision_curves"] = reports_dir / PLOT_NAMES["precision_curves"]
+    if any(m.relevance == "artist" for m in result.methods):
+        plot_precision_hist(result, reports_dir / PLOT_NAMES["precision_hist"])
+        plots["precision_hist"] = reports_dir / PLOT_NAMES["precision_hist"]
+    if result.pixel is not None:
+        plot_pixel(result, reports_dir / PLOT_NAMES["pixel"])
+        plots["pixel"] = reports_dir / PLOT_NAMES["pixel"]
+    plot_examples(result, image_path, reports_dir / PLOT_NAMES["examples"])
+    plots["examples"] = reports_dir / PLOT_NAMES["examples"]
+    report = dict(result.report)
+    report["plots"] = {key: path.name for key, path in plots.items()}
+    markdown = reports_dir / MARKDOWN_NAME
+    atomic_write_text(markdown, full_markdown(report, report["plots"]))
+    target = reports_dir / JSON_NAME
+    atomic_write_text(target, report_json(report))
+    return ReportFiles(json=target, markdown=markdown, plots=plots)

@@ -1,0 +1,693 @@
+"""Query API: find the paintings of the collection most similar to an image or to a painting.
+
+Plain Python (no Dagster). A :class:`SearchEngine` is loaded once from a data lake built by
+``artsim run`` (catalog, fusion models, FAISS indexes) and the backbones named by the settings;
+each :meth:`SearchEngine.search` then runs:
+
+1. **query** — an image (a file path, ``bytes`` or a PIL image) or an objectid of the collection
+   (an ``int`` or a numeric string; a string naming an existing file is always an image);
+2. **face crop** (``face_crop=True``) — MTCNN (:class:`~artsim_pipeline.core.faces.FaceDetector`
+   with the settings' threshold and margin) gives the crop box; the ``face`` fusion and index are
+   used. No face found, or no face index in the lake: the whole image and the ``full`` variant are
+   used and a note says so;
+3. **embedding** — every model's vector with exactly the collection's preprocessing
+   (:func:`~artsim_pipeline.core.embedding.load_and_prepare`: JPEG draft decoding, crop, resize,
+   centre crop, normalisation), then the variant's fusion transform (standardise, PCA, L2).
+   An objectid query instead uses its stored fused vector, read back from the FAISS index (the
+   same vector the collection was indexed with; re-embedding its cached image gives it again);
+   a painting of the catalog that is not in the index is re-embedded from its cached image;
+4. **filters** (artist, style, medium, year range) select the allowed objectids in DuckDB, before
+   any ranking; the index search is then restricted to them;
+5. **candidates** — the FAISS top ``candidate_factor · k`` (3·k) by cosine similarity (``visual``);
+6. **hybrid re-rank** — ``final = 0.7 · visual + 0.3 · metadata`` with
+   :func:`~artsim_pipeline.core.scoring.rerank`. The metadata score compares each candidate's
+   catalog row with the *query's* row, so it exists only for an objectid query; an image query
+   has no metadata, its metadata score is 0 for every candidate and the order is the visual one.
+
+Nothing is excluded: a painting of the collection (by objectid or by its image file) comes back
+first, itself.
+
+Filters (:class:`SearchFilters`), all case- and accent-insensitive:
+
+* ``artist`` — :func:`~artsim_pipeline.core.scoring.normalize_artist` of the text must be a
+  *substring* of the catalog's ``artist_key`` ("rembrandt" matches "rembrandt van rijn" and
+  "attributed to rembrandt van rijn");
+* ``style`` / ``medium`` — substring of the painting's style list / medium;
+* ``year_min`` / ``year_max`` — the painting's ``[beginyear, endyear]`` interval (one of them
+  standing for both when the other is missing) overlaps the range; undated paintings are excluded.
+
+Errors the user can fix (a missing or unreadable file, an unknown objectid, a lake without an
+index) raise :class:`QueryError` (or :class:`IndexNotBuiltError`) with a message naming the input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import logging
+import math
+import os
+import re
+import time
+import unicodedata
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import duckdb
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from .embedding import forward_prepared, load_and_prepare
+from .faces import FaceDetector, detect_faces_in_files
+from .fusion import FusionModel, load_fusion, transform
+from .index import IndexBundle, load_index
+from .index import search as index_search
+from .models import LoadedModel, load_model, resolve_device
+from .scoring import ScoringWeights, normalize_artist, rerank
+from .storage import DataLake
+
+log = logging.getLogger(__name__)
+
+Query = Union[str, "os.PathLike[str]", bytes, bytearray, int, Image.Image]
+
+#: Catalog columns the engine keeps (``filtered_paintings``).
+CATALOG_COLUMNS = ("objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
+                   "displaydate", "medium")
+_NUMERIC = re.compile(r"^\s*\d+\s*$")
+_YEARS = re.compile(r"^\s*(-?\d{1,4})?\s*(?:(\.\.|[-–:])\s*(-?\d{1,4})?)?\s*$")
+
+
+class QueryError(ValueError):
+    """The query cannot be answered as given (bad input or missing data); the message names the input."""
+
+
+class IndexNotBuiltError(QueryError):
+    """The data lake has no catalog or search index yet (the pipeline has not run)."""
+
+
+# --------------------------------------------------------------------------- layout
+# Same layout as the ``pca_model`` / ``faiss_index`` assets (kept here so this module needs no Dagster).
+
+
+def fusion_file(lake: DataLake, variant: str) -> Path:
+    return lake.index_dir / f"fusion_{variant}.npz"
+
+
+def index_directory(lake: DataLake, variant: str) -> Path:
+    return lake.index_dir / variant
+
+
+# --------------------------------------------------------------------------- filters
+
+
+def _fold(text: str) -> str:
+    """Lowercase, strip accents, collapse whitespace (like DuckDB ``lower(strip_accents(...))``)."""
+    plain = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
+    return " ".join(plain.lower().split())
+
+
+def parse_years(text: str) -> tuple[int | None, int | None]:
+    """``"1600-1700"`` -> (1600, 1700); ``"1650"`` -> (1650, 1650); ``"1600-"`` / ``"-1700"`` open-ended."""
+    match = _YEARS.match(text or "")
+    if not match or (match.group(1) is None and match.group(3) is None):
+        raise QueryError(f"year range {text!r} is not like 1600-1700, 1650, 1600- or -1700")
+    low = int(match.group(1)) if match.group(1) is not None else None
+    if match.group(2) is None:  # a single year
+        return low, low
+    high = int(match.group(3)) if match.group(3) is not None else None
+    if low is not None and high is not None and low > high:
+        raise QueryError(f"year range {text!r}: the first year is after the second")
+    return low, high
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Restrictions applied in DuckDB before ranking (see the module doc for the matching rules)."""
+
+    artist: str | None = None
+    style: str | None = None
+    medium: str | None = None
+    year_min: int | None = None
+    year_max: int | None = None
+
+    @classmethod
+    def create(cls, artist: str | None = None, style: str | None = None, medium: str | None = None,
+               years: str | tuple[int | None, int | None] | None = None) -> "SearchFilters":
+        low, high = parse_years(years) if isinstance(years, str) else (years or (None, None))
+        return cls(artist or None, style or None, medium or None, low, high)
+
+    @property
+    def is_empty(self) -> bool:
+        return all(v is None for v in asdict(self).values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One ranked painting. Scores: ``final = w.visual * visual + w.metadata * metadata``."""
+
+    rank: int
+    objectid: int
+    title: str
+    artist: str
+    date: str
+    style: str
+    medium: str
+    image_path: str
+    visual: float
+    metadata: float
+    final: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SearchResponse(list):
+    """The ranked :class:`SearchResult` list, plus what the engine did to get it.
+
+    ``kind`` is ``"image"`` or ``"objectid"``; ``variant`` the index searched (``full``/``face``);
+    ``face_count``/``face_box`` the faces found in an image query (``face_crop=True``; None when
+    detection did not run); ``notes`` human-readable remarks (e.g. no face found);
+    ``timings_ms`` per stage.
+    """
+
+    def __init__(self, results: Sequence[SearchResult] = (), *, query: str = "", kind: str = "image",
+                 objectid: int | None = None, variant: str = "full", face_count: int | None = None,
+                 face_box: tuple[int, int, int, int] | None = None, notes: Sequence[str] = (),
+                 filters: SearchFilters | None = None, k: int = 10,
+                 timings_ms: dict[str, float] | None = None) -> None:
+        super().__init__(results)
+        self.query = query
+        self.kind = kind
+        self.objectid = objectid
+        self.variant = variant
+        self.face_count = face_count
+        self.face_box = face_box
+        self.notes = list(notes)
+        self.filters = filters or SearchFilters()
+        self.k = k
+        self.timings_ms = dict(timings_ms or {})
+
+    def to_frame(self) -> pd.DataFrame:
+        columns = [f.name for f in SearchResult.__dataclass_fields__.values()]
+        return pd.DataFrame([r.as_dict() for r in self], columns=columns)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "query": self.query, "kind": self.kind, "objectid": self.objectid, "variant": self.variant,
+            "face_count": self.face_count, "face_box": list(self.face_box) if self.face_box else None,
+            "filters": self.filters.as_dict(), "k": self.k, "notes": self.notes,
+            "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
+            "results": [r.as_dict() for r in self],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.as_dict(), indent=indent, ensure_ascii=False)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    try:
+        if pd.isna(value):
+            return ""
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def _year(value: Any) -> int | None:
+    text = _text(value)
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) else None
+
+
+def display_date(row: dict[str, Any]) -> str:
+    """``displaydate`` if present, else ``beginyear`` (``beginyear-endyear`` when they differ), else ``""``."""
+    text = _text(row.get("displaydate")).strip()
+    if text:
+        return text
+    begin, end = _year(row.get("beginyear")), _year(row.get("endyear"))
+    if begin is not None and end is not None and end != begin:
+        return f"{begin}-{end}"
+    year = begin if begin is not None else end
+    return "" if year is None else str(year)
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def format_results(response: SearchResponse, title_width: int = 40, artist_width: int = 28) -> str:
+    """Aligned text table of a response, with a header line and its notes."""
+    head = f"query: {response.query} ({response.kind}, {response.variant} index"
+    if response.face_count is not None:
+        head += f", {response.face_count} face(s)"
+    head += ")"
+    if not response.filters.is_empty:
+        head += "  filters: " + ", ".join(f"{k}={v}" for k, v in response.filters.as_dict().items())
+    lines = [head] + [f"note: {note}" for note in response.notes]
+    if not response:
+        lines.append("no results")
+        return "\n".join(lines)
+    cols = ("rank", "objectid", "final", "visual", "meta", "title", "artist", "date", "style")
+    rows = [
+        (str(r.rank), str(r.objectid), f"{r.final:.4f}", f"{r.visual:.4f}", f"{r.metadata:.2f}",
+         _cut(r.title, title_width), _cut(r.artist, artist_width), _cut(r.date, 16), _cut(r.style, 24))
+        for r in response
+    ]
+    widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
+    right = {0, 1, 2, 3, 4}
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    lines += [fmt(cols), fmt(["-" * w for w in widths])] + [fmt(row) for row in rows]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- engine
+
+
+@dataclass
+class _Variant:
+    fusion: FusionModel
+    bundle: IndexBundle
+    ids: frozenset[int] = field(repr=False, default=frozenset())
+
+
+@dataclass
+class _Parsed:
+    """A query resolved to an image source or an objectid."""
+
+    kind: str  # "image" | "objectid"
+    label: str
+    path: Path | None = None
+    data: bytes | None = None
+    image: Image.Image | None = None
+    objectid: int | None = None
+
+    def source(self) -> Any:
+        """A fresh source for ``Image.open`` / ``load_and_prepare`` (path, buffer or PIL image)."""
+        if self.path is not None:
+            return self.path
+        if self.data is not None:
+            return io.BytesIO(self.data)
+        return self.image
+
+    def pil(self) -> Image.Image:
+        if self.image is not None:
+            return self.image.convert("RGB") if self.image.mode != "RGB" else self.image
+        with Image.open(self.source()) as image:
+            return image.convert("RGB")
+
+
+def _collection_embedding_facts(lake: DataLake, model: str) -> tuple[set[str], set[str]]:
+    """(weights ids, precisions) recorded in the model's embeddings files."""
+    import pyarrow.parquet as pq
+
+    weights, precisions = set(), set()
+    directory = lake.root / "embeddings" / model
+    for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except Exception:  # noqa: BLE001 - a damaged file is the pipeline's problem, not the query's
+            continue
+        if b"artsim.weights_id" in meta:
+            weights.add(meta[b"artsim.weights_id"].decode())
+        if b"artsim.precision" in meta:
+            precisions.add(meta[b"artsim.precision"].decode())
+    return weights, precisions
+
+
+def _blas_controller() -> Any:
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        return ThreadpoolController().select(user_api="blas")
+    except Exception:  # noqa: BLE001 - optional speed-up only
+        return None
+
+
+class SearchEngine:
+    """Everything a query needs, loaded once: catalog, fusion + index per variant, backbones."""
+
+    def __init__(
+        self,
+        lake: DataLake | Path | str,
+        models: Sequence[str],
+        weights: str = "pretrained",
+        device: str = "auto",
+        *,
+        face_threshold: float = 0.90,
+        face_margin: float = 0.10,
+        precision: str = "fp32",
+        scoring: ScoringWeights = ScoringWeights(),
+    ) -> None:
+        started = time.perf_counter()
+        self.lake = lake if isinstance(lake, DataLake) else DataLake(Path(lake))
+        self.scoring = scoring
+        self.face_threshold = face_threshold
+        self.face_margin = face_margin
+        self.device = resolve_device(device)
+        self.variants = self._load_variants()
+        full = self.variants["full"]
+        if sorted(models) != sorted(full.fusion.model_names):
+            raise QueryError(
+                f"the index in {self.lake.index_dir} was built with models {','.join(full.fusion.model_names)} "
+                f"but the settings name {','.join(models)} (ARTSIM_MODELS); use the same models or re-run the pipeline"
+            )
+        self.catalog = self._load_catalog()
+        # plain per-painting dicts: per-row pandas access costs more than the rest of a query
+        self._rows: dict[int, dict[str, Any]] = {
+            int(row["objectid"]): {k: (None if _text(v) == "" else v) for k, v in row.items()}
+            for row in self.catalog.to_dict("records")
+        }
+        self._db = duckdb.connect()
+        self._db.register("filtered_paintings", self.catalog.reset_index())
+        self.models: list[LoadedModel] = []
+        precisions: set[str] = set()
+        for name in full.fusion.model_names:
+            model = load_model(name, weights=weights, device=self.device)
+            recorded_weights, recorded_precisions = _collection_embedding_facts(self.lake, name)
+            if recorded_weights and model.weights_id not in recorded_weights:
+                raise QueryError(
+                    f"model {name}: the collection was embedded with weights {sorted(recorded_weights)} but the "
+                    f"settings load {model.weights_id!r} (ARTSIM_WEIGHTS); use the same weights or re-run the pipeline"
+                )
+            precisions |= recorded_precisions
+            self.models.append(model)
+        self.precision = precisions.pop() if len(precisions) == 1 else precision
+        self._detector: FaceDetector | None = None
+        self._blas = _blas_controller()
+        self.load_seconds = time.perf_counter() - started
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> "SearchEngine":
+        """An engine for :class:`~artsim_pipeline.config.Settings` (data lake, models, weights, device, faces)."""
+        kwargs: dict[str, Any] = dict(
+            face_threshold=settings.face_threshold, face_margin=settings.face_margin, precision=settings.precision,
+        )
+        kwargs.update(overrides)
+        return cls(DataLake(settings.data_lake), settings.models, settings.weights, settings.device, **kwargs)
+
+    # -- loading ---------------------------------------------------------------------------------
+    def _load_variants(self) -> dict[str, _Variant]:
+        out: dict[str, _Variant] = {}
+        for variant in ("full", "face"):
+            fusion_path, directory = fusion_file(self.lake, variant), index_directory(self.lake, variant)
+            if not fusion_path.is_file() or not (directory / "manifest.json").is_file():
+                if variant == "full":
+                    raise IndexNotBuiltError(
+                        f"no search index in data lake {self.lake.root} ({fusion_path.name} or "
+                        f"{variant}/manifest.json missing under {self.lake.index_dir}); run `artsim run` first"
+                    )
+                continue
+            fusion, bundle = load_fusion(fusion_path), load_index(directory)
+            if fusion.output_dim != bundle.index.d:
+                raise IndexNotBuiltError(
+                    f"{variant} index in {self.lake.index_dir} has dim {bundle.index.d} but its fusion outputs "
+                    f"{fusion.output_dim}; re-run `artsim run`"
+                )
+            out[variant] = _Variant(fusion, bundle, frozenset(int(i) for i in bundle.ids))
+        return out
+
+    def _load_catalog(self) -> pd.DataFrame:
+        path = self.lake.catalog_db
+        if not path.is_file():
+            raise IndexNotBuiltError(f"no catalog at {path}; run `artsim run` first")
+        try:
+            with duckdb.connect(str(path), read_only=True) as con:
+                frame = con.execute(f"SELECT {', '.join(CATALOG_COLUMNS)} FROM filtered_paintings").df()
+        except duckdb.IOException:
+            parquet = self.lake.filtered_paintings_parquet  # the catalog is locked by a running pipeline
+            if not parquet.is_file():
+                raise
+            frame = pd.read_parquet(parquet, columns=list(CATALOG_COLUMNS))
+        except duckdb.CatalogException as exc:
+            raise IndexNotBuiltError(f"{path} has no filtered_paintings table; run `artsim run` first") from exc
+        frame["objectid"] = frame["objectid"].astype("int64")
+        return frame.drop_duplicates("objectid").set_index("objectid", drop=False).rename_axis(None)
+
+    def _one_blas_thread(self) -> contextlib.AbstractContextManager[Any]:
+        # One vector through the fusion is a gemv: BLAS threads only add wake-up latency (and
+        # compete with torch's threads); limited, it costs ~0.2 ms instead of several ms.
+        return self._blas.limit(limits=1) if self._blas is not None else contextlib.nullcontext()
+
+    @property
+    def detector(self) -> FaceDetector:
+        if self._detector is None:
+            self._detector = FaceDetector(threshold=self.face_threshold, margin=self.face_margin,
+                                          device=str(self.device))
+        return self._detector
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+    # -- query parsing ---------------------------------------------------------------------------
+    def _parse(self, query: Query) -> _Parsed:
+        if isinstance(query, Image.Image):
+            return _Parsed("image", "<PIL image>", image=query)
+        if isinstance(query, (bytes, bytearray)):
+            return self._check_image(_Parsed("image", f"<{len(query)} bytes>", data=bytes(query)))
+        if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
+            return self._check_objectid(int(query), str(query))
+        if isinstance(query, (str, os.PathLike)):
+            text = os.fspath(query)
+            path = Path(text).expanduser()
+            if path.is_file():
+                return self._check_image(_Parsed("image", text, path=path))
+            if isinstance(query, str) and _NUMERIC.match(text):
+                return self._check_objectid(int(text), text.strip())
+            if path.exists():
+                raise QueryError(f"query {text!r} is a directory, not an image file")
+            raise QueryError(f"query {text!r}: no such file (and not a numeric objectid)")
+        raise QueryError(f"query of type {type(query).__name__} is not an image path, bytes, PIL image or objectid")
+
+    def _check_image(self, parsed: _Parsed) -> _Parsed:
+        try:
+            with Image.open(parsed.source()) as image:
+                image.size  # noqa: B018 - identifies the format without decoding
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise QueryError(f"query {parsed.label!r} is not a readable image ({type(exc).__name__}: {exc})") from exc
+        return parsed
+
+    def _check_objectid(self, objectid: int, label: str) -> _Parsed:
+        if objectid not in self._rows:
+            raise QueryError(f"objectid {label} is not in the collection (catalog {self.lake.catalog_db.name}, "
+                             f"{len(self.catalog)} paintings)")
+        return _Parsed("objectid", f"objectid {objectid}", objectid=objectid)
+
+    # -- embedding -------------------------------------------------------------------------------
+    def prepare(self, source: Any, crop_box: tuple[float, float, float, float] | None = None) -> list[np.ndarray]:
+        """Each model's ``uint8 [S, S, 3]`` input, prepared exactly like the collection's images."""
+        arrays = []
+        for model in self.models:
+            src = io.BytesIO(source.getvalue()) if isinstance(source, io.BytesIO) else source
+            arrays.append(load_and_prepare(src, model.spec, crop_box, fast_decode=True))
+        return arrays
+
+    def forward(self, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Each model's raw vector ``[1, dim]`` for prepared inputs (the bare forward passes)."""
+        return {m.name: forward_prepared(m, a[None], self.precision) for m, a in zip(self.models, arrays)}
+
+    def embed(self, image: Query, crop_box: tuple[float, float, float, float] | None = None,
+              variant: str = "full") -> np.ndarray:
+        """The fused, L2-normalised ``float32 [dim]`` vector of an image (path, bytes or PIL image)."""
+        parsed = self._parse(image)
+        if parsed.kind != "image":
+            raise QueryError(f"embed() needs an image, got {parsed.label}")
+        return self._fused(parsed, crop_box, variant)
+
+    def _fused(self, parsed: _Parsed, crop_box: tuple[float, float, float, float] | None, variant: str) -> np.ndarray:
+        try:
+            arrays = self.prepare(parsed.source(), crop_box)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise QueryError(f"query {parsed.label!r} could not be decoded ({type(exc).__name__}: {exc})") from exc
+        vectors = self.forward(arrays)
+        with self._one_blas_thread():
+            return transform(self.variants[variant].fusion, vectors)[0]
+
+    def stored_vector(self, objectid: int, variant: str = "full") -> np.ndarray | None:
+        """The fused vector the collection indexed for ``objectid`` (None when it is not in that index)."""
+        entry = self.variants.get(variant)
+        if entry is None or objectid not in entry.ids:
+            return None
+        return entry.bundle.index.reconstruct_batch(np.array([objectid], dtype=np.int64))[0]
+
+    def _detect(self, parsed: _Parsed):
+        if parsed.path is not None:  # the pipeline's own file path (same decoding as face_crops)
+            row = detect_faces_in_files([parsed.path], self.detector).iloc[0]
+            if row["error"]:
+                raise QueryError(f"query {parsed.label!r}: face detection could not read it ({row['error']})")
+            box = None if pd.isna(row["crop_x0"]) else tuple(int(row[c]) for c in ("crop_x0", "crop_y0", "crop_x1", "crop_y1"))
+            return int(row["face_count"]), box
+        result = self.detector.detect([parsed.pil()])[0]
+        if result.error:
+            raise QueryError(f"query {parsed.label!r}: face detection failed ({result.error})")
+        return result.face_count, result.crop_box
+
+    # -- filters ---------------------------------------------------------------------------------
+    def allowed_ids(self, filters: SearchFilters) -> np.ndarray:
+        """Objectids of the catalog that pass ``filters`` (DuckDB)."""
+        where, params = [], {}
+        if filters.artist:
+            where.append("contains(coalesce(artist_key, ''), $artist)")
+            params["artist"] = normalize_artist(filters.artist)
+        if filters.style:
+            where.append("contains(lower(strip_accents(coalesce(style, ''))), $style)")
+            params["style"] = _fold(filters.style)
+        if filters.medium:
+            where.append("contains(lower(strip_accents(coalesce(medium, ''))), $medium)")
+            params["medium"] = _fold(filters.medium)
+        if filters.year_min is not None:
+            where.append("coalesce(endyear, beginyear) >= $year_min")
+            params["year_min"] = int(filters.year_min)
+        if filters.year_max is not None:
+            where.append("coalesce(beginyear, endyear) <= $year_max")
+            params["year_max"] = int(filters.year_max)
+        sql = "SELECT objectid FROM filtered_paintings" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = self._db.execute(sql + " ORDER BY objectid", params).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    # -- search ----------------------------------------------------------------------------------
+    def search(
+        self,
+        query: Query,
+        k: int = 10,
+        face_crop: bool = False,
+        filters: SearchFilters | None = None,
+        weights: ScoringWeights | None = None,
+    ) -> SearchResponse:
+        """The top ``k`` paintings for ``query`` (see the module doc); raises :class:`QueryError`."""
+        if int(k) < 1:
+            raise QueryError(f"k must be >= 1, got {k}")
+        k = int(k)
+        weights = weights or self.scoring
+        filters = filters or SearchFilters()
+        timings: dict[str, float] = {}
+        mark = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            timings[stage] = (now - mark) * 1000.0
+            mark = now
+
+        started = mark
+        parsed = self._parse(query)
+        notes: list[str] = []
+        variant, face_count, face_box = "full", None, None
+        query_meta: dict[str, Any] = {}
+        lap("parse")
+        if parsed.kind == "objectid":
+            oid = int(parsed.objectid)  # type: ignore[arg-type]
+            query_meta = dict(self._rows[oid])
+            vector = None
+            if face_crop:
+                vector = self.stored_vector(oid, "face")
+                if vector is not None:
+                    variant = "face"
+                else:
+                    notes.append(f"objectid {oid} has no face vector; searched with the whole painting")
+            if vector is None:
+                vector = self.stored_vector(oid, "full")
+            if vector is None:
+                path = self.image_path(oid)
+                if path is None or not path.is_file():
+                    raise QueryError(f"objectid {oid} is in the catalog but has neither an indexed vector nor a "
+                                     f"cached image (its download may have failed)")
+                notes.append(f"objectid {oid} is not in the index; re-embedded its cached image")
+                vector = self._fused(_Parsed("image", str(path), path=path), None, "full")
+            lap("vector")
+        else:
+            crop = None
+            if face_crop:
+                face_count, face_box = self._detect(parsed)
+                lap("faces")
+                if face_box is None:
+                    notes.append(f"no face found (probability >= {self.face_threshold:g}); searched with the whole image")
+                elif "face" not in self.variants:
+                    notes.append(f"{face_count} face(s) found but the data lake has no face index; "
+                                 "searched with the whole image")
+                else:
+                    variant, crop = "face", face_box
+            vector = self._fused(parsed, crop, variant)
+            lap("embed")
+            if not query_meta:
+                notes.append("image query: no catalog metadata, so metadata scores are 0 and the order is visual")
+
+        allowed = None
+        if not filters.is_empty:
+            allowed = self.allowed_ids(filters)
+            lap("filters")
+        response_args = dict(query=parsed.label, kind=parsed.kind, objectid=parsed.objectid, variant=variant,
+                             face_count=face_count, face_box=face_box, filters=filters, k=k)
+        if allowed is not None and allowed.size == 0:
+            notes.append("no painting matches the filters")
+            timings["total"] = (time.perf_counter() - started) * 1000.0
+            return SearchResponse([], notes=notes, timings_ms=timings, **response_args)
+
+        scores, ids = index_search(self.variants[variant].bundle, vector[None], weights.n_candidates(k), allowed)
+        keep = np.array([i >= 0 and int(i) in self._rows for i in ids[0]], dtype=bool)
+        cand_ids, cand_scores = ids[0][keep], scores[0][keep]
+        lap("index")
+        candidates = pd.DataFrame([self._rows[int(i)] for i in cand_ids], columns=list(CATALOG_COLUMNS))
+        candidates["visual"] = cand_scores.astype(np.float64)
+        ranked = rerank(query_meta, candidates, weights, k)
+        results = [self._result(i + 1, row) for i, row in enumerate(ranked.itertuples(index=False))]
+        lap("rerank")
+        timings["total"] = (time.perf_counter() - started) * 1000.0
+        return SearchResponse(results, notes=notes, timings_ms=timings, **response_args)
+
+    def image_path(self, objectid: int) -> Path | None:
+        uuid = _text(self._rows.get(objectid, {}).get("uuid"))
+        return self.lake.image_path(uuid) if uuid else None
+
+    def _result(self, rank: int, ranked: Any) -> SearchResult:
+        oid = int(ranked.objectid)
+        row = self._rows[oid]
+        path = self.image_path(oid)
+        return SearchResult(
+            rank=rank, objectid=oid, title=_text(row.get("title")), artist=_text(row.get("artist")),
+            date=display_date(row), style=_text(row.get("style")), medium=_text(row.get("medium")),
+            image_path=str(path) if path else "", visual=float(ranked.visual), metadata=float(ranked.metadata),
+            final=float(ranked.final),
+        )
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@functools.lru_cache(maxsize=2)
+def _engine_for(settings: Any) -> SearchEngine:
+    return SearchEngine.from_settings(settings)
+
+
+def search(query: Query, k: int = 10, *, settings: Any = None, face_crop: bool = False,
+           filters: SearchFilters | None = None, weights: ScoringWeights | None = None) -> SearchResponse:
+    """Convenience: search with an engine for ``settings`` (default: the ``ARTSIM_*`` environment), cached."""
+    if settings is None:
+        from artsim_pipeline.config import Settings
+
+        settings = Settings.from_env()
+    return _engine_for(settings).search(query, k=k, face_crop=face_crop, filters=filters, weights=weights)
+
+
+__all__ = [
+    "IndexNotBuiltError", "QueryError", "SearchEngine", "SearchFilters", "SearchResponse", "SearchResult",
+    "display_date", "format_results", "parse_years", "search",
+]
