@@ -1,4 +1,4 @@
-"""The artsim code location: assets, checks, resources and partitions, assembled (nothing computed here)."""
+"""The artsim code location: assets, checks, resources, partitions and automation, assembled (nothing computed here)."""
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
@@ -7,6 +7,7 @@ from .assets import images as image_assets
 from .assets.embeddings import embeddings_assets
 from .assets.evaluation import evaluation_assets
 from .assets.index import index_assets
+from .automation import build_refresh_schedule, catalog_refresh_job, image_batch_sensor, nga_update_sensor
 from .config import Settings
 from .resources import build_resources
 
@@ -31,6 +32,9 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         assets=build_assets(settings),
         asset_checks=build_asset_checks(settings),
         resources=build_resources(settings),
+        jobs=[catalog_refresh_job],
+        schedules=[build_refresh_schedule(settings)],
+        sensors=[nga_update_sensor, image_batch_sensor],
     )
 
 

@@ -150,6 +150,14 @@ class Planner:
         node = self.graph.get(key)
         return node.is_observable and not node.is_materializable
 
+    def depends_on_batches(self, key: AssetKey) -> bool:
+        """True when ``key`` is downstream of a batch-partitioned asset."""
+        return any(parent in self.partitioned for parent in self.graph.get_ancestor_asset_keys(key))
+
+    def partitioned_with_reasons(self) -> list[tuple[AssetKey, str]]:
+        """Every batch asset, for a batch Dagster does not know yet."""
+        return [(key, "new batch") for key in self.partitioned]
+
     def batch_fingerprints(self) -> dict[str, str]:
         """Active batch keys and their fingerprints, from the DuckDB catalog (read-only)."""
         if not self.lake.catalog_db.exists():
