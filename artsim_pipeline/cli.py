@@ -52,7 +52,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         if args.k < 1:
             raise QueryError(f"-k must be >= 1, got {args.k}")
         filters = SearchFilters.create(artist=args.artist, style=args.style, medium=args.medium, years=args.years)
-        engine = SearchEngine.from_settings(settings)
+        engine = SearchEngine.from_settings(settings, preload_models=False)  # an objectid query needs none
         response = engine.search(args.query, k=args.k, face_crop=args.face_crop, filters=filters)
     except QueryError as exc:
         print(f"artsim search: {exc}", file=sys.stderr)
@@ -60,8 +60,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     if args.grid is not None:
         from .core.grid import save_grid
 
-        query_image = engine.image_path(response.objectid) if response.objectid is not None else args.query
-        save_grid(query_image, response, args.grid, query_caption=response.query, face_box=response.face_box)
+        if response.objectid is not None:
+            query_image, caption = engine.image_path(response.objectid), response.query
+        else:
+            query_image, caption = args.query, Path(args.query).name
+        save_grid(query_image, response, args.grid, query_caption=caption, face_box=response.face_box)
     print(response.to_json() if args.json else format_results(response))
     if args.grid is not None:
         print(f"wrote {args.grid}", file=sys.stderr if args.json else sys.stdout)
@@ -71,6 +74,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.benchmark == "embeddings":
         from .bench.embeddings import main as bench_main
+    elif args.benchmark == "refresh":
+        from .bench.refresh import main as bench_main
     else:
         from .bench.search_e2e import main as bench_main
     return int(bench_main(args.extra) or 0)
@@ -102,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks (their options follow the benchmark name)")
     which = bench.add_subparsers(dest="benchmark", required=True)
     for name, text in (("embeddings", "embedding step vs bare forward pass"),
-                       ("search", "index latency (synthetic 10k/100k) and end-to-end query latency")):
+                       ("search", "index latency (synthetic 10k/100k) and end-to-end query latency"),
+                       ("refresh", "incremental refresh (one new batch, no change) vs full rebuild")):
         # add_help=False: `artsim bench search --help` reaches the benchmark's own parser
         which.add_parser(name, help=text, add_help=False).set_defaults(func=cmd_bench, passthrough=True)
     return parser

@@ -78,7 +78,7 @@ Query = Union[str, "os.PathLike[str]", bytes, bytearray, int, Image.Image]
 CATALOG_COLUMNS = ("objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
                    "displaydate", "medium")
 _NUMERIC = re.compile(r"^\s*\d+\s*$")
-_YEARS = re.compile(r"^\s*(-?\d{1,4})?\s*(?:(\.\.|[-–:])\s*(-?\d{1,4})?)?\s*$")
+_YEARS = re.compile(r"^\s*(\d{1,4})?\s*(?:(\.\.|[-–:])\s*(\d{1,4})?)?\s*$")
 
 
 class QueryError(ValueError):
@@ -272,7 +272,8 @@ def format_results(response: SearchResponse, title_width: int = 40, artist_width
     right = {0, 1, 2, 3, 4}
 
     def fmt(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        padded = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(padded).rstrip()
 
     lines += [fmt(cols), fmt(["-" * w for w in widths])] + [fmt(row) for row in rows]
     return "\n".join(lines)
@@ -355,6 +356,7 @@ class SearchEngine:
         face_margin: float = 0.10,
         precision: str = "fp32",
         scoring: ScoringWeights = ScoringWeights(),
+        preload_models: bool = True,
     ) -> None:
         started = time.perf_counter()
         self.lake = lake if isinstance(lake, DataLake) else DataLake(Path(lake))
@@ -377,21 +379,13 @@ class SearchEngine:
         }
         self._db = duckdb.connect()
         self._db.register("filtered_paintings", self.catalog.reset_index())
-        self.models: list[LoadedModel] = []
-        precisions: set[str] = set()
-        for name in full.fusion.model_names:
-            model = load_model(name, weights=weights, device=self.device)
-            recorded_weights, recorded_precisions = _collection_embedding_facts(self.lake, name)
-            if recorded_weights and model.weights_id not in recorded_weights:
-                raise QueryError(
-                    f"model {name}: the collection was embedded with weights {sorted(recorded_weights)} but the "
-                    f"settings load {model.weights_id!r} (ARTSIM_WEIGHTS); use the same weights or re-run the pipeline"
-                )
-            precisions |= recorded_precisions
-            self.models.append(model)
-        self.precision = precisions.pop() if len(precisions) == 1 else precision
+        self._weights, self._default_precision = weights, precision
+        self._models: list[LoadedModel] | None = None
+        self.precision = precision
         self._detector: FaceDetector | None = None
         self._blas = _blas_controller()
+        if preload_models:
+            self.load_models()
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
@@ -455,7 +449,33 @@ class SearchEngine:
 
     @property
     def model_names(self) -> tuple[str, ...]:
-        return tuple(m.name for m in self.models)
+        return tuple(self.variants["full"].fusion.model_names)
+
+    @property
+    def models(self) -> list[LoadedModel]:
+        """The backbones, in fusion order (loaded on first use unless ``preload_models``)."""
+        return self.load_models()
+
+    def load_models(self) -> list[LoadedModel]:
+        """Load the backbones once; check their weights against the ones the collection was embedded with."""
+        if self._models is not None:
+            return self._models
+        models: list[LoadedModel] = []
+        precisions: set[str] = set()
+        for name in self.model_names:
+            model = load_model(name, weights=self._weights, device=self.device)
+            recorded_weights, recorded_precisions = _collection_embedding_facts(self.lake, name)
+            if recorded_weights and model.weights_id not in recorded_weights:
+                raise QueryError(
+                    f"model {name}: the collection was embedded with weights {sorted(recorded_weights)} but the "
+                    f"settings load {model.weights_id!r} (ARTSIM_WEIGHTS); use the same weights or re-run the pipeline"
+                )
+            precisions |= recorded_precisions
+            models.append(model)
+        # the precision the collection was embedded with (the pipeline may fall back from bf16 to fp32)
+        self.precision = precisions.pop() if len(precisions) == 1 else self._default_precision
+        self._models = models
+        return models
 
     # -- query parsing ---------------------------------------------------------------------------
     def _parse(self, query: Query) -> _Parsed:
@@ -533,7 +553,8 @@ class SearchEngine:
             row = detect_faces_in_files([parsed.path], self.detector).iloc[0]
             if row["error"]:
                 raise QueryError(f"query {parsed.label!r}: face detection could not read it ({row['error']})")
-            box = None if pd.isna(row["crop_x0"]) else tuple(int(row[c]) for c in ("crop_x0", "crop_y0", "crop_x1", "crop_y1"))
+            columns = ("crop_x0", "crop_y0", "crop_x1", "crop_y1")
+            box = None if pd.isna(row["crop_x0"]) else tuple(int(row[c]) for c in columns)
             return int(row["face_count"]), box
         result = self.detector.detect([parsed.pil()])[0]
         if result.error:
@@ -619,7 +640,8 @@ class SearchEngine:
                 face_count, face_box = self._detect(parsed)
                 lap("faces")
                 if face_box is None:
-                    notes.append(f"no face found (probability >= {self.face_threshold:g}); searched with the whole image")
+                    notes.append(f"no face found (probability >= {self.face_threshold:g}); "
+                                 "searched with the whole image")
                 elif "face" not in self.variants:
                     notes.append(f"{face_count} face(s) found but the data lake has no face index; "
                                  "searched with the whole image")

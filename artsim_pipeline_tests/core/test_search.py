@@ -1,0 +1,308 @@
+"""Query API on a real, small data lake built by the pipeline (pretrained efficientnet_lite0)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInstance
+from PIL import Image
+
+from artsim_pipeline.config import Settings
+from artsim_pipeline.core.grid import save_grid
+from artsim_pipeline.core.scoring import ScoringWeights, metadata_score
+from artsim_pipeline.core.search import (
+    IndexNotBuiltError,
+    QueryError,
+    SearchEngine,
+    SearchFilters,
+    format_results,
+    parse_years,
+)
+from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
+
+REMBRANDT, VERMEER, MONET = "Rembrandt van Rijn", "Johannes Vermeer", "Claude Monet"
+PAINTINGS = [
+    Painting(101, title="Self-Portrait", artist=REMBRANDT, styles=["Baroque"], beginyear=1659, width=160, height=160),
+    Painting(102, title="Portrait of a Lady", artist=REMBRANDT, styles=["Baroque"], beginyear=1632, width=160,
+             height=160),
+    Painting(103, title="Old Man", artist=REMBRANDT, styles=["Baroque"], medium="oil on panel", beginyear=1645),
+    Painting(104, title="Girl with a Flute", artist=VERMEER, styles=["Baroque"], medium="oil on panel", beginyear=1665),
+    Painting(105, title="Woman Holding a Balance", artist=VERMEER, styles=["Baroque"], beginyear=1664),
+    Painting(106, title="Watson and the Shark", artist="John Singleton Copley", styles=["Romanticism"], beginyear=1778),
+    Painting(107, title="The Japanese Footbridge", artist=MONET, styles=["Impressionism"], beginyear=1899),
+    Painting(108, title="Woman with a Parasol", artist=MONET, styles=["Impressionism"], beginyear=1875),
+    Painting(109, title="Rouen Cathedral", artist=MONET, styles=["Impressionism"], beginyear=1894),
+    Painting(110, title="Ginevra de' Benci", artist="Leonardo da Vinci", styles=["Renaissance"], medium="oil on panel",
+             beginyear=1474),
+    Painting(111, title="Madonna", artist="Raphael", styles=["Renaissance"], medium="tempera on panel", beginyear=1505),
+    Painting(112, title="The Skater", artist="Gilbert Stuart", styles=["Neoclassicism"], beginyear=1782),
+    Painting(113, title="Breezing Up", artist="Winslow Homer", styles=["Realism"], beginyear=1876),
+    Painting(114, title="Number 1", artist="Jackson Pollock", styles=["Abstract Expressionism"],
+             medium="oil, enamel and aluminum on canvas", beginyear=1950),
+    Painting(115, title="Orange and Tan", artist="Mark Rothko", styles=["Abstract Expressionism"], beginyear=1954),
+    Painting(116, title="The Dance Class", artist="Édgar Degas", styles=["Impressionism"], medium="pastel on paper",
+             beginyear=1873),
+]
+FACE_IDS = (101, 102)  # their images are photos of a person (faces), the others generated patterns
+
+_LAKES: dict[str, Settings] = {}
+
+
+def _astronaut() -> Image.Image:
+    from skimage import data
+
+    return Image.fromarray(data.astronaut())
+
+
+def build_search_lake(root: Path) -> Settings:
+    """Mirror of PAINTINGS -> full pipeline run (catalog, images, faces, embeddings, fusion, index)."""
+    from artsim_pipeline.definitions import build_definitions
+    from artsim_pipeline.runner import PipelineRunner
+
+    mirror = write_mirror(root / "mirror", PAINTINGS)
+    astronaut = _astronaut()
+    astronaut.resize((160, 160)).save(mirror / "images" / "u00000101-test.jpg", quality=90)
+    astronaut.transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((160, 160)).save(
+        mirror / "images" / "u00000102-test.jpg", quality=90)
+    settings = Settings(nga_source=str(mirror), data_lake=root / "lake", limit=0, min_side=64, batch_size=64,
+                        models=("efficientnet_lite0",), weights="pretrained", device="cpu", embed_batch_size=8)
+    home = root / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with DagsterInstance.from_config(str(home)) as instance:
+        PipelineRunner(build_definitions(settings), settings, instance, echo=lambda _: None).run()
+    return settings
+
+
+def shared_search_lake() -> Settings:
+    """One built lake per test process (also used by the CLI tests)."""
+    if "lake" not in _LAKES:
+        root = Path(tempfile.mkdtemp(prefix="artsim-search-test-"))
+        import atexit
+
+        atexit.register(shutil.rmtree, root, True)
+        _LAKES["lake"] = build_search_lake(root)
+    return _LAKES["lake"]
+
+
+@pytest.fixture(scope="module")
+def lake_settings() -> Settings:
+    return shared_search_lake()
+
+
+@pytest.fixture(scope="module")
+def engine(lake_settings) -> SearchEngine:
+    return SearchEngine.from_settings(lake_settings)
+
+
+def image_of(engine: SearchEngine, objectid: int) -> Path:
+    path = engine.image_path(objectid)
+    assert path is not None and path.is_file()
+    return path
+
+
+# ----------------------------------------------------------------------------- itself first
+
+
+def test_objectid_query_returns_itself_first(engine):
+    for oid in (101, 104, 110, 113, 116):
+        response = engine.search(oid, k=5)
+        assert response.kind == "objectid" and response.variant == "full"
+        assert len(response) == 5
+        assert response[0].objectid == oid
+        assert response[0].visual == pytest.approx(1.0, abs=1e-5)
+    assert engine.search(str(107), k=3)[0].objectid == 107  # numeric string = objectid
+
+
+def test_image_file_query_returns_itself_first_with_visual_order(engine):
+    for oid in (103, 105, 109, 114):
+        response = engine.search(image_of(engine, oid), k=8)
+        assert response.kind == "image"
+        assert response[0].objectid == oid
+        assert response[0].visual > 0.9999
+        visual = [r.visual for r in response]
+        assert visual == sorted(visual, reverse=True)  # no query metadata: the order is visual
+        assert all(r.metadata == 0.0 and r.final == pytest.approx(0.7 * r.visual) for r in response)
+        assert any("metadata" in note for note in response.notes)
+
+
+def test_bytes_and_pil_queries_match_the_file_query(engine):
+    path = image_of(engine, 108)
+    by_file = engine.search(path, k=5)
+    by_bytes = engine.search(path.read_bytes(), k=5)
+    with Image.open(path) as image:
+        by_pil = engine.search(image.convert("RGB"), k=5)
+    assert [r.objectid for r in by_bytes] == [r.objectid for r in by_file]
+    assert [r.visual for r in by_bytes] == pytest.approx([r.visual for r in by_file], abs=1e-6)
+    assert by_pil[0].objectid == 108
+
+
+def test_reembedding_a_cached_image_gives_its_stored_vector(engine):
+    for oid in (p.objectid for p in PAINTINGS):
+        stored = engine.stored_vector(oid)
+        fresh = engine.embed(image_of(engine, oid))
+        assert stored is not None
+        assert float(stored @ fresh) > 0.9999, oid
+
+
+def test_results_carry_catalog_fields(engine):
+    top = engine.search(110, k=1)[0]
+    assert (top.title, top.artist, top.date, top.style, top.medium) == (
+        "Ginevra de' Benci", "Leonardo da Vinci", "1474", "Renaissance", "oil on panel")
+    assert Path(top.image_path).is_file()
+    frame = engine.search(110, k=3).to_frame()
+    assert list(frame["rank"]) == [1, 2, 3] and frame.loc[0, "objectid"] == 110
+
+
+# ----------------------------------------------------------------------------- hybrid score
+
+
+def test_metadata_reranks_objectid_queries(engine):
+    query = engine._rows[101]
+    response = engine.search(101, k=10)
+    for r in response:
+        assert r.metadata == pytest.approx(metadata_score(query, engine._rows[r.objectid]))
+        assert r.final == pytest.approx(0.7 * r.visual + 0.3 * r.metadata)
+    finals = [r.final for r in response]
+    assert finals == sorted(finals, reverse=True)
+    # metadata changed the order: some painting outranks one that is visually closer to the query
+    assert any(a.visual < b.visual for i, a in enumerate(response) for b in response[i + 1:])
+    # all three Rembrandts (same artist, style, medium words, date window) are in the top 3
+    assert {r.objectid for r in response[:3]} == {101, 102, 103}
+
+    visual_only = engine.search(101, k=10, weights=ScoringWeights(visual=1.0, metadata=0.0))
+    visual = [r.visual for r in visual_only]
+    assert visual == sorted(visual, reverse=True)
+    assert [r.objectid for r in visual_only] != [r.objectid for r in response]
+
+
+# ----------------------------------------------------------------------------- filters
+
+
+def ids(response) -> set[int]:
+    return {r.objectid for r in response}
+
+
+def test_artist_filter(engine):
+    assert ids(engine.search(101, k=10, filters=SearchFilters(artist="rembrandt"))) == {101, 102, 103}
+    vermeer = engine.search(101, k=10, filters=SearchFilters(artist="VERMEER"))
+    assert ids(vermeer) == {104, 105}  # the query itself is filtered out
+    assert ids(engine.search(image_of(engine, 113), k=10, filters=SearchFilters(artist="edgar degas"))) == {116}
+    assert ids(engine.search(101, k=10, filters=SearchFilters(artist="Attributed to Claude Monet"))) == {107, 108, 109}
+
+
+def test_year_style_and_medium_filters(engine):
+    assert ids(engine.search(107, k=10, filters=SearchFilters.create(years="1870-1900"))) == {107, 108, 109, 113, 116}
+    assert ids(engine.search(107, k=10, filters=SearchFilters.create(years="1950"))) == {114}
+    assert ids(engine.search(107, k=10, filters=SearchFilters.create(years="-1510"))) == {110, 111}
+    assert ids(engine.search(107, k=10, filters=SearchFilters(style="impressionism"))) == {107, 108, 109, 116}
+    assert ids(engine.search(107, k=10, filters=SearchFilters(medium="panel"))) == {103, 104, 110, 111}
+    both = SearchFilters.create(artist="rembrandt", years="1640-1700")
+    assert ids(engine.search(image_of(engine, 107), k=10, filters=both)) == {101, 103}
+
+
+def test_filters_matching_nothing_give_no_results(engine):
+    response = engine.search(101, k=5, filters=SearchFilters.create(artist="rembrandt", years="1800-1900"))
+    assert len(response) == 0 and any("no painting matches" in n for n in response.notes)
+    assert "no results" in format_results(response)
+
+
+def test_parse_years():
+    assert parse_years("1600-1700") == (1600, 1700)
+    assert parse_years(" 1650 ") == (1650, 1650)
+    assert parse_years("1600-") == (1600, None)
+    assert parse_years("-1700") == (None, 1700)
+    for bad in ("1700-1600", "abc", "", "16000-17000"):
+        with pytest.raises(QueryError):
+            parse_years(bad)
+
+
+# ----------------------------------------------------------------------------- faces
+
+
+def test_face_crop_finds_the_face_and_uses_the_face_index(engine, tmp_path):
+    photo = tmp_path / "astronaut.png"
+    _astronaut().save(photo)
+    response = engine.search(photo, k=5, face_crop=True)
+    assert response.face_count >= 1 and response.face_box is not None
+    assert response.variant == "face"
+    assert ids(response) == set(FACE_IDS)  # the face index holds only the paintings with faces
+    assert any("metadata" in note for note in response.notes)
+    whole = engine.search(photo, k=5)
+    assert whole.variant == "full" and whole.face_count is None
+    for oid in FACE_IDS:  # a painting's own file: same crop box, same face vector -> itself first
+        own = engine.search(image_of(engine, oid), k=2, face_crop=True)
+        assert own.variant == "face" and own[0].objectid == oid and own[0].visual > 0.9999
+
+
+def test_face_crop_without_a_face_falls_back_to_the_whole_image(engine):
+    response = engine.search(image_of(engine, 106), k=3, face_crop=True)
+    assert response.face_count == 0 and response.variant == "full"
+    assert any("no face found" in note for note in response.notes)
+    assert response[0].objectid == 106
+
+
+def test_face_crop_for_objectid_queries(engine):
+    with_face = engine.search(102, k=2, face_crop=True)
+    assert with_face.variant == "face" and with_face[0].objectid == 102
+    without = engine.search(103, k=2, face_crop=True)
+    assert without.variant == "full" and without[0].objectid == 103
+    assert any("no face vector" in note for note in without.notes)
+
+
+# ----------------------------------------------------------------------------- errors
+
+
+def test_bad_queries_raise_query_errors_naming_the_input(engine, tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    truncated = tmp_path / "broken.jpg"
+    truncated.write_bytes(image_of(engine, 101).read_bytes()[:40])
+    cases = {
+        str(tmp_path / "missing.jpg"): "no such file",
+        str(text): "not a readable image",
+        999999: "999999",
+        "424242": "not in the collection",
+        str(tmp_path): "directory",
+    }
+    for query, expected in cases.items():
+        with pytest.raises(QueryError, match=expected) as info:
+            engine.search(query)
+        assert str(query) in str(info.value)
+    with pytest.raises(QueryError, match="broken.jpg"):
+        engine.search(truncated)
+    with pytest.raises(QueryError, match="bytes"):
+        engine.search(b"definitely not a jpeg")
+    with pytest.raises(QueryError, match="k must be"):
+        engine.search(101, k=0)
+
+
+def test_a_lake_without_an_index_is_a_clear_error(tmp_path, lake_settings):
+    with pytest.raises(IndexNotBuiltError, match="artsim run"):
+        SearchEngine.from_settings(lake_settings.with_overrides(data_lake=tmp_path / "empty"))
+
+
+def test_models_must_match_the_index(lake_settings):
+    with pytest.raises(QueryError, match="efficientnet_lite0"):
+        SearchEngine.from_settings(lake_settings.with_overrides(models=("mobilenet_v2",)))
+
+
+# ----------------------------------------------------------------------------- grid
+
+
+def test_grid_png(engine, tmp_path):
+    response = engine.search(101, k=4)
+    target = save_grid(image_of(engine, 101), response, tmp_path / "out" / "grid.png",
+                       query_caption="objectid 101", face_box=(10, 10, 60, 60))
+    assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(target) as image:
+        assert image.size[0] > 500 and image.size[1] > 200
+    # a missing result image is a placeholder, bytes / PIL queries work
+    missing = response[1].__class__(**{**response[1].as_dict(), "image_path": str(tmp_path / "gone.jpg")})
+    save_grid(image_of(engine, 101).read_bytes(), [response[0], missing], tmp_path / "g2.png")
+    save_grid(Image.new("RGB", (50, 40)), [], tmp_path / "g3.png")
+    assert (tmp_path / "g2.png").stat().st_size > 0 and (tmp_path / "g3.png").stat().st_size > 0
+    assert not list((tmp_path / "out").glob(".*.tmp"))

@@ -1,0 +1,106 @@
+"""``artsim search`` and ``artsim bench`` as a user runs them (subprocesses on a small built lake)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from artsim_pipeline.cli import build_parser
+from artsim_pipeline_tests.core.test_search import shared_search_lake
+
+ARTSIM = str(Path(sys.executable).with_name("artsim"))
+
+
+@pytest.fixture(scope="module")
+def lake_settings():
+    return shared_search_lake()
+
+
+def artsim(args, cwd: Path, settings):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTSIM_", "DAGSTER_HOME"))}
+    env |= {"ARTSIM_DATA_LAKE": str(settings.data_lake), "ARTSIM_MODELS": ",".join(settings.models),
+            "ARTSIM_DEVICE": "cpu"}
+    return subprocess.run([ARTSIM, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_search_prints_an_aligned_table(lake_settings, tmp_path):
+    result = artsim(["search", "101", "-k", "4", "--artist", "rembrandt"], tmp_path, lake_settings)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("rank"))
+    rows = lines[header + 2:]
+    assert len(rows) == 3  # three Rembrandts
+    assert rows[0].split()[:2] == ["1", "101"]
+    assert "Self-Portrait" in rows[0] and "Rembrandt van Rijn" in rows[0]
+    title_at = lines[header].index("title")
+    assert all(row[title_at - 2:title_at] == "  " for row in rows)  # columns line up
+
+
+def test_search_json_and_grid(lake_settings, tmp_path):
+    query = lake_settings.data_lake / "images" / "u00000105-test.jpg"
+    grid = tmp_path / "similar_images.png"
+    result = artsim(["search", query, "-k", "3", "--json", "--grid", grid], tmp_path, lake_settings)
+    assert result.returncode == 0, result.stderr
+    payload = json.loads(result.stdout)
+    assert payload["kind"] == "image" and payload["k"] == 3
+    assert [r["rank"] for r in payload["results"]] == [1, 2, 3]
+    assert payload["results"][0]["objectid"] == 105
+    assert {"title", "artist", "date", "style", "medium", "image_path", "visual", "metadata", "final"} <= set(
+        payload["results"][0])
+    with Image.open(grid) as image:
+        assert image.format == "PNG" and image.size[0] > 400
+
+
+@pytest.mark.parametrize("kind", ["not_an_image", "missing_file", "unknown_objectid"])
+def test_bad_queries_exit_non_zero_with_a_clear_message(lake_settings, tmp_path, kind):
+    if kind == "not_an_image":
+        query = tmp_path / "readme.txt"
+        query.write_text("hello")
+        expected = "not a readable image"
+    elif kind == "missing_file":
+        query = tmp_path / "nowhere.jpg"
+        expected = "no such file"
+    else:
+        query = "987654"
+        expected = "not in the collection"
+    result = artsim(["search", query], tmp_path, lake_settings)
+    assert result.returncode in (1, 2)
+    assert expected in result.stderr and str(query) in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_cli_parser_has_search_and_bench():
+    parser = build_parser()
+    args, extra = parser.parse_known_args(["search", "12", "-k", "3", "--face-crop", "--years", "1600-1700"])
+    assert (args.query, args.k, args.face_crop, args.years, extra) == ("12", 3, True, "1600-1700", [])
+    args, extra = parser.parse_known_args(["bench", "search", "--queries", "5", "--skip-index"])
+    assert args.benchmark == "search" and extra == ["--queries", "5", "--skip-index"]
+
+
+def test_bench_search_end_to_end_only(lake_settings, tmp_path, monkeypatch, capsys):
+    from artsim_pipeline.bench.search_e2e import main
+
+    monkeypatch.setenv("ARTSIM_MODELS", ",".join(lake_settings.models))
+    monkeypatch.setenv("ARTSIM_DEVICE", "cpu")
+    out = tmp_path / "bench.json"
+    assert main(["--skip-index", "--queries", "2", "--data-lake", str(lake_settings.data_lake), "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["end_to_end"]["rows"]
+    assert rows[0]["query"] == "user image" and rows[0]["p50_ms"] > 0 and rows[0]["forward_p50_ms"] > 0
+    assert rows[0]["target_ms"] == pytest.approx(1.2 * rows[0]["forward_p50_ms"] + 20, abs=0.02)
+    assert rows[1]["query"].startswith("user image --face-crop") and rows[2]["query"].startswith("objectid")
+    assert "forward_p50_ms" in capsys.readouterr().out
+
+
+def test_bench_search_skips_the_end_to_end_row_without_an_index(tmp_path, capsys):
+    from artsim_pipeline.bench.search_e2e import main
+
+    out = tmp_path / "bench.json"
+    assert main(["--skip-index", "--data-lake", str(tmp_path / "no_lake"), "--out", str(out)]) == 0
+    assert "skipped: no search index" in capsys.readouterr().out
+    assert "skipped" in json.loads(out.read_text())["end_to_end"]
