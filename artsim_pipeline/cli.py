@@ -44,10 +44,6 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from .core.search import QueryError, SearchEngine, SearchFilters, format_results
 
-    for handler in logging.getLogger("artsim_pipeline").handlers:  # keep stdout for the results (--json)
-        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
-            handler.setStream(sys.stderr)
-    logging.getLogger("artsim_pipeline").setLevel(logging.WARNING)
     try:
         if args.k < 1:
             raise QueryError(f"-k must be >= 1, got {args.k}")
@@ -128,13 +124,14 @@ def root_cause(exc: BaseException) -> BaseException:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview|alpha).*")
-    progress = logging.StreamHandler(sys.stdout)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `run` shows artsim's progress records on stdout; other commands keep stdout for their output
+    progress = logging.StreamHandler(sys.stdout if args.command == "run" else sys.stderr)
     progress.setFormatter(logging.Formatter("  %(message)s"))
     package_log = logging.getLogger("artsim_pipeline")
     package_log.addHandler(progress)
-    package_log.setLevel(logging.INFO)
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    package_log.setLevel(logging.INFO if args.command == "run" else logging.WARNING)
     if extra and not getattr(args, "passthrough", False):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.extra = extra

@@ -55,7 +55,8 @@ class ArtsimSettingsResource(ConfigurableResource):
 
     @property
     def lake(self) -> DataLake:
-        return DataLake(Path(self.data_lake))
+        """The data lake at an absolute path (so paths in metadata are unambiguous)."""
+        return DataLake(Path(self.data_lake).expanduser().resolve())
 
 
 class NgaSourceResource(ConfigurableResource):

@@ -6,13 +6,12 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 from dagster_duckdb import DuckDBResource
 
 from ..config import Settings
-from ..core.collection import load_collection
 from ..core.evaluation import VariantInput, evaluate_collection, fingerprint
 from ..core.fusion import load_fusion
 from ..core.index import load_index, search
 from ..core.reports import summary_markdown, write_report
 from ..resources import ArtsimSettingsResource
-from .index import current_catalog, fusion_path, index_dir
+from .index import current_collection, fusion_path, index_dir
 from .versions import CODE_VERSIONS, asset_config_fingerprint
 
 CATALOG_COLUMNS = "objectid, uuid, title, artist, artist_key, style, beginyear, endyear, displaydate, medium"
@@ -54,12 +53,9 @@ def evaluation_assets(settings: Settings, upstream: list[AssetsDefinition]) -> l
     def eval_report(
         context: AssetExecutionContext, artsim: ArtsimSettingsResource, duckdb: DuckDBResource
     ) -> MaterializeResult:
-        run_settings = artsim.settings
-        lake = artsim.lake
-        active, ids = current_catalog(duckdb)
+        run_settings, lake, _, collection = current_collection(artsim, duckdb)
         with duckdb.get_connection() as con:
             catalog = con.execute(f"SELECT {CATALOG_COLUMNS} FROM filtered_paintings").df()
-        collection = load_collection(lake, run_settings.models, active, keep_ids=ids)
         variants = {}
         for variant, vectors in collection.items():
             path = fusion_path(lake, variant)

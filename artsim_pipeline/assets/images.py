@@ -7,7 +7,7 @@ import pandas as pd
 from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 from dagster_duckdb import DuckDBResource
 
-from ..core import batches
+from ..core import batches, catalog
 from ..core.faces import FaceDetector, detect_faces_in_files, write_faces
 from ..core.image_cache import (
     ImageCacheOptions,
@@ -58,6 +58,8 @@ def image_cache(
     status = cache_images(jobs, lake, options)
     status["source_version"] = status["uuid"].astype(str).map(versions)
     write_status(status, status_path)
+    with duckdb.get_connection() as con:
+        catalog.register_parquet_view(con, "image_status", status_path.parent)
     summary = summarize_status(status)
     context.log.info(f"{batch}: {summary}")
     check_failure_share(status, settings.max_failure_share)
@@ -89,7 +91,9 @@ def image_cache(
     group_name="images",
     description="MTCNN faces per image of one batch: count, probabilities, union box and crop box (Parquet).",
 )
-def face_crops(context: AssetExecutionContext, artsim: ArtsimSettingsResource) -> MaterializeResult:
+def face_crops(
+    context: AssetExecutionContext, artsim: ArtsimSettingsResource, duckdb: DuckDBResource
+) -> MaterializeResult:
     batch = context.partition_key
     settings = artsim.settings
     lake = artsim.lake
@@ -104,6 +108,8 @@ def face_crops(context: AssetExecutionContext, artsim: ArtsimSettingsResource) -
     faces.insert(0, "uuid", usable["uuid"].to_numpy())
     faces.insert(0, "objectid", usable["objectid"].to_numpy())
     write_faces(faces, lake.faces_path(batch))
+    with duckdb.get_connection() as con:
+        catalog.register_parquet_view(con, "face_crops", lake.faces_path(batch).parent)
     seconds = time.perf_counter() - started
     with_faces = int((faces["face_count"] > 0).sum())
     return MaterializeResult(

@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from ..config import Settings
 from ..core import batches
-from ..core.collection import load_collection
+from ..core.collection import CollectionVectors, load_collection
 from ..core.embedding import VARIANTS
 from ..core.fusion import fit_fusion, load_fusion, save_fusion, transform
 from ..core.index import build_index, save_index
@@ -35,6 +35,15 @@ def current_catalog(duckdb: DuckDBResource) -> tuple[list[str], list[int]]:
     return active, ids
 
 
+def current_collection(
+    artsim: ArtsimSettingsResource, duckdb: DuckDBResource
+) -> tuple[Settings, DataLake, list[str], dict[str, CollectionVectors]]:
+    """Settings, data lake, active batches and the aligned vectors of the paintings now in the catalog."""
+    settings = artsim.settings
+    active, ids = current_catalog(duckdb)
+    return settings, artsim.lake, active, load_collection(artsim.lake, settings.models, active, keep_ids=ids)
+
+
 def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -> list[AssetsDefinition]:
     """``pca_model`` and ``faiss_index`` over the selected models' embeddings."""
     embedding_names = [a.key.to_user_string() for a in embedding_assets]
@@ -49,11 +58,8 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
     def pca_model(
         context: AssetExecutionContext, artsim: ArtsimSettingsResource, duckdb: DuckDBResource
     ) -> MaterializeResult:
-        run_settings = artsim.settings
-        lake = artsim.lake
         started = time.perf_counter()
-        active, ids = current_catalog(duckdb)
-        collection = load_collection(lake, run_settings.models, active, keep_ids=ids)
+        run_settings, lake, active, collection = current_collection(artsim, duckdb)
         metadata: dict[str, object] = {}
         versions = []
         for variant in VARIANTS:
@@ -93,10 +99,7 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
     def faiss_index(
         context: AssetExecutionContext, artsim: ArtsimSettingsResource, duckdb: DuckDBResource
     ) -> MaterializeResult:
-        run_settings = artsim.settings
-        lake = artsim.lake
-        active, ids = current_catalog(duckdb)
-        collection = load_collection(lake, run_settings.models, active, keep_ids=ids)
+        run_settings, lake, _, collection = current_collection(artsim, duckdb)
         metadata: dict[str, object] = {}
         versions = []
         for variant in VARIANTS:

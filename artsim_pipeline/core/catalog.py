@@ -60,6 +60,11 @@ def _has_column(con: duckdb.DuckDBPyConnection, table: str, column: str) -> bool
     return any(row[0].lower() == column for row in con.execute(f"DESCRIBE {table}").fetchall())
 
 
+def _optional(con: duckdb.DuckDBPyConnection, table: str, column: str, expression: str) -> str:
+    """``expression`` when ``table`` has the optional ``column``, else ``NULL``."""
+    return expression if _has_column(con, table, column) else "NULL"
+
+
 def filtered_paintings_sql(con: duckdb.DuckDBPyConnection) -> str:
     """The query behind ``filtered_paintings``; parameters: ``$min_side``, ``$limit`` (0 = all)."""
     openaccess = (
@@ -67,20 +72,22 @@ def filtered_paintings_sql(con: duckdb.DuckDBPyConnection) -> str:
         if _has_column(con, "raw_published_images", "openaccess")
         else ""
     )
-    modified = "modified" if _has_column(con, "raw_published_images", "modified") else "NULL"
+    modified = _optional(con, "raw_published_images", "modified", "modified")
+    sequence = _optional(con, "raw_published_images", "sequence", "TRY_CAST(sequence AS INTEGER)")
+    preferred_name = _optional(con, "raw_constituents", "preferreddisplayname", "nullif(trim(c.preferreddisplayname), '')")
     return f"""
     WITH images AS (
         SELECT TRY_CAST(depictstmsobjectid AS BIGINT) AS objectid, uuid, trim(iiifurl) AS iiifurl,
                TRY_CAST(width AS INTEGER) AS width, TRY_CAST(height AS INTEGER) AS height,
                {modified} AS image_modified,
                row_number() OVER (PARTITION BY TRY_CAST(depictstmsobjectid AS BIGINT)
-                                  ORDER BY TRY_CAST(sequence AS INTEGER) NULLS LAST, uuid) AS image_rank
+                                  ORDER BY {sequence} NULLS LAST, uuid) AS image_rank
         FROM raw_published_images
         WHERE lower(trim(viewtype)) = 'primary' AND nullif(trim(iiifurl), '') IS NOT NULL {openaccess}
     ),
     artists AS (
         SELECT TRY_CAST(oc.objectid AS BIGINT) AS objectid,
-               coalesce(nullif(trim(c.forwarddisplayname), ''), nullif(trim(c.preferreddisplayname), '')) AS artist,
+               coalesce(nullif(trim(c.forwarddisplayname), ''), {preferred_name}) AS artist,
                row_number() OVER (PARTITION BY TRY_CAST(oc.objectid AS BIGINT)
                                   ORDER BY TRY_CAST(oc.displayorder AS INTEGER) NULLS LAST, oc.constituentid) AS artist_rank
         FROM raw_objects_constituents oc
@@ -151,3 +158,12 @@ def filtered_paintings_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]
     ).fetchall()[0]
     keys = ("paintings", "distinct_artists", "with_style", "portraits", "high_res", "min_side_px")
     return {key: int(value or 0) for key, value in zip(keys, row)}
+
+
+def register_parquet_view(con: duckdb.DuckDBPyConnection, view: str, directory: Path) -> bool:
+    """(Re)create ``view`` over every ``*.parquet`` file in ``directory``; False when there is none yet."""
+    if not any(Path(directory).glob("*.parquet")):
+        return False
+    pattern = str(Path(directory).resolve() / "*.parquet").replace("'", "''")
+    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{pattern}', union_by_name = true)")
+    return True

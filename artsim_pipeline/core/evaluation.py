@@ -47,6 +47,7 @@ from .index import exact_topk
 from .metrics import load_gray, pixel_rmse, pixel_ssim, random_baseline
 from .scoring import (
     ScoringWeights,
+    is_missing,
     medium_words,
     normalize_artist,
     normalize_medium,
@@ -63,23 +64,13 @@ PIXEL_QUERIES = 300
 PIXEL_TOP = 5
 PIXEL_SIZE = 256
 N_EXAMPLES = 4
+RANDOM_TRIALS = 5
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS — meaningless: the backbones were not trained, every number below is noise."
 _CHUNK = 256
 _EPS = 1e-12
 
 
 # ---------------------------------------------------------------- per-item metadata, vectorised
-
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, str):
-        return value.strip() == ""
-    try:
-        return bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
-
 
 def _codes(values: Sequence[str]) -> np.ndarray:
     """Integer code per string; -1 for ``""``."""
@@ -127,8 +118,10 @@ class ItemMeta:
         """From one metadata mapping per painting (keys as in ``filtered_paintings``)."""
         if len(objectids) != len(records):
             raise ValueError(f"{len(records)} metadata records for {len(objectids)} paintings")
-        artists = ["" if _is_missing(r.get("artist")) else str(r.get("artist")) for r in records]
-        label_source = [r.get("artist_key") if not _is_missing(r.get("artist_key")) else r.get("artist") for r in records]
+        artists = ["" if is_missing(r.get("artist")) else str(r.get("artist")) for r in records]
+        label_source = [
+            r.get("artist") if is_missing(r.get("artist_key")) else r.get("artist_key") for r in records
+        ]
         style_bits, style_vocab = _bits([styles_of(r.get("style")) for r in records])
         word_bits, _ = _bits([medium_words(r.get("medium")) for r in records])
         years = np.array(
@@ -428,12 +421,13 @@ def random_rows(meta: ItemMeta, relevance: str, ks: Sequence[int] = DEFAULT_KS, 
     if relevance == "artist":
         labels = [int(c) if c >= 0 else None for c in meta.artist_labels]
         base = random_baseline(labels, ks=ks, seed=seed)
-        estimate, n_queries = "analytic expectation", int(base["n_queries"])
+        estimate, n_queries = "analytic", int(base["n_queries"])
         values = {key: float(base[key]) for key in [*_metric_keys(ks), "map"]}
     else:
-        sim = evaluate_method(np.ones((len(meta), 1)), meta, "random", relevance, ks, seed=seed)
-        estimate, n_queries = f"simulated (one random permutation per query, seed {seed})", sim.n_queries
-        values = {key: sim.mean(key) for key in [*_metric_keys(ks), "map"]}
+        trials = [evaluate_method(np.ones((len(meta), 1)), meta, "random", relevance, ks, seed=seed + t)
+                  for t in range(RANDOM_TRIALS)]
+        estimate, n_queries = f"simulated, {RANDOM_TRIALS} permutations per query", trials[0].n_queries
+        values = {key: float(np.mean([t.mean(key) for t in trials])) for key in [*_metric_keys(ks), "map"]}
     return [
         {
             "method": "random",
@@ -504,7 +498,7 @@ class GrayCache:
             gray = load_gray(path, self.size)
             self._cache[key] = np.round(gray * 255.0).astype(np.uint8)
             self.loads += 1
-        return self._cache[key].astype(np.float64) / 255.0
+        return self._cache[key].astype(np.float32) / 255.0  # exactly load_gray's values
 
 
 def _pair_metrics(cache: GrayCache, pairs: list[tuple[Path, Path]], workers: int) -> tuple[np.ndarray, np.ndarray]:
@@ -602,7 +596,8 @@ def pixel_evaluation(
     n_random = len(pairs)
     first = rng.integers(0, n, size=n_random) if n > 1 else np.zeros(0, np.int64)
     second = (first + rng.integers(1, n, size=n_random)) % n if n > 1 else np.zeros(0, np.int64)
-    rand_rmse, rand_ssim = _pair_metrics(cache, [(image_paths[a], image_paths[b]) for a, b in zip(first, second)], workers)
+    random_pairs = [(image_paths[a], image_paths[b]) for a, b in zip(first, second)]
+    rand_rmse, rand_ssim = _pair_metrics(cache, random_pairs, workers)
     return PixelResult(
         query_ids=ids[sample],
         result_ids=ids[rows] if rows.size else np.zeros(shape, np.int64),
@@ -662,7 +657,9 @@ def _sorted_variant(variant: VariantInput) -> VariantInput:
     )
 
 
-def _examples(vectors: np.ndarray, meta: ItemMeta, uuids: np.ndarray, n: int = N_EXAMPLES, top: int = 5) -> list[dict[str, Any]]:
+def _examples(
+    vectors: np.ndarray, meta: ItemMeta, uuids: np.ndarray, n: int = N_EXAMPLES, top: int = 5
+) -> list[dict[str, Any]]:
     """A few deterministic queries (evenly spaced by objectid among labelled ones) with their top results."""
     labelled = np.flatnonzero(meta.artist_labels >= 0)
     if len(labelled) < 2:
@@ -800,7 +797,8 @@ def evaluate_collection(
     face_cmp = timed("face vs full", lambda: _face_comparison(full, vectors, face, meta, ks, pca_dim))
 
     paths = [image_path(str(u)) for u in full.uuids]
-    pixel = timed("pixel metrics", lambda: pixel_evaluation(vectors, full.objectids, paths, pixel_queries, PIXEL_TOP, seed))
+    pixel = timed("pixel metrics",
+                  lambda: pixel_evaluation(vectors, full.objectids, paths, pixel_queries, PIXEL_TOP, seed))
     pixel_summary = pixel.summary()
 
     index_rows = None
@@ -808,6 +806,8 @@ def evaluate_collection(
         kmax = max(ks)
         found = timed("index check", lambda: index_check(vectors, full.objectids, kmax))
         index_rows = _index_check_rows(found, full.objectids, meta, ks, vectors)
+
+    random_head = next((r for r in random_rows_all if r["relevance"] == "artist" and r["k"] == 5), {})
 
     def headline_value(key: str) -> float:
         return head.mean(key) if head is not None else float("nan")
@@ -820,10 +820,8 @@ def evaluate_collection(
         "recall_at_k": headline_value("recall@5"),
         "map_at_k": headline_value("map@5"),
         "map": headline_value("map"),
-        "random_precision_at_k": next(
-            (r["precision_at_k"] for r in random_rows_all if r["relevance"] == "artist" and r["k"] == 5), float("nan")
-        ),
-        "random_map": next((r["map"] for r in random_rows_all if r["relevance"] == "artist" and r["k"] == 5), float("nan")),
+        "random_precision_at_k": random_head.get("precision_at_k", float("nan")),
+        "random_map": random_head.get("map", float("nan")),
         "precision_at_k_ci95": _ci95(head.per_query["precision@5"]) if head is not None else float("nan"),
         "map_ci95": _ci95(head.per_query["map"]) if head is not None else float("nan"),
         "mean_rmse": pixel_summary["mean_rmse"],
@@ -839,7 +837,9 @@ def evaluate_collection(
         "headline": headline,
         "methods": [row for m in methods for row in m.rows(ks)],
         "random_baseline": random_rows_all,
-        "skipped_relevances": {r: "no painting has another relevant painting (e.g. no styles in the catalog)" for r in skipped},
+        "skipped_relevances": {
+            r: "no painting has another relevant painting (e.g. no styles in the catalog)" for r in skipped
+        },
         "ablations": ablations,
         "face_vs_full": face_cmp,
         "pixel": pixel_summary,

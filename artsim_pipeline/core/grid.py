@@ -54,7 +54,7 @@ def save_grid(
     *,
     query_caption: str = "query",
     face_box: Sequence[float] | None = None,
-    columns: int = 5,
+    columns: int = 6,
     tile_inches: float = 2.6,
     dpi: int = 100,
 ) -> Path:

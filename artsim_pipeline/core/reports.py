@@ -126,7 +126,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
     parts += [
         f"**Headline** — {h['method']}, same {h['relevance']}, K={h['k']} "
         f"(models {', '.join(h['models'])}; weights {h['weights']}):\n",
-        headline_table(report), "", "**Methods**\n", methods_table(report), "", "**Ablations**\n", ablations_table(report),
+        headline_table(report), "", "**Methods**\n", methods_table(report), "",
+        "**Ablations**\n", ablations_table(report),
     ]
     return "\n".join(parts)
 
@@ -137,10 +138,11 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     lines = ["# artsim evaluation report", ""]
     if h.get("weights") == "random":
         lines += [f"> **{RANDOM_WEIGHTS_WARNING}**", ""]
+    fusion = s["fusion"]
+    pca = fusion.get("n_components") if fusion.get("use_pca") else "off"
     lines += [
         f"{h['n_paintings']} paintings; models {', '.join(h['models'])}; weights `{h['weights']}`; "
-        f"fused vectors: {s['fusion'].get('source')} (PCA {s['fusion'].get('n_components') if s['fusion'].get('use_pca') else 'off'}, "
-        f"whiten {s['fusion'].get('whiten')}).",
+        f"fused vectors: {fusion.get('source')} (PCA {pca}, whiten {fusion.get('whiten')}).",
         "",
         f"## Headline: {h['method']} search, relevance = same {h['relevance']}, K = {h['k']}",
         "",
@@ -278,7 +280,8 @@ def plot_precision_hist(result: EvaluationResult, target: Path) -> None:
                color=[_BLUE, _GREEN][j % 2])
     rand = next((r for r in result.random if r["relevance"] == "artist" and r["k"] == 5), None)
     if rand is not None:
-        ax.axvline(rand["precision_at_k"], color="#777777", linestyle="--", label=f"random mean {rand['precision_at_k']:.3f}")
+        ax.axvline(rand["precision_at_k"], color="#777777", linestyle="--",
+                   label=f"random mean {rand['precision_at_k']:.3f}")
     ax.set_xticks(np.linspace(0, 1, 6))
     ax.set_xlabel("precision@5 of one query (same artist)")
     ax.set_ylabel("queries")
@@ -286,6 +289,10 @@ def plot_precision_hist(result: EvaluationResult, target: Path) -> None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, target)
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(np.mean(values)) if len(values) else float("nan")
 
 
 def plot_pixel(result: EvaluationResult, target: Path) -> None:
@@ -299,12 +306,13 @@ def plot_pixel(result: EvaluationResult, target: Path) -> None:
         top, rand = top[np.isfinite(top)], rand[np.isfinite(rand)]
         both = np.concatenate([top, rand]) if len(top) + len(rand) else np.zeros(1)
         bins = np.linspace(both.min(), both.max() + 1e-9, 31)
-        ax.hist(rand, bins=bins, alpha=0.55, color="#777777", label=f"random pairs (mean {np.mean(rand) if len(rand) else float('nan'):.3f})")
-        ax.hist(top, bins=bins, alpha=0.55, color=_BLUE, label=f"query vs top {pixel.top} (mean {np.mean(top) if len(top) else float('nan'):.3f})")
+        ax.hist(rand, bins=bins, alpha=0.55, color="#777777", label=f"random pairs (mean {_mean(rand):.3f})")
+        ax.hist(top, bins=bins, alpha=0.55, color=_BLUE, label=f"query vs top {pixel.top} (mean {_mean(top):.3f})")
         ax.set_xlabel(name)
         ax.set_ylabel("pairs")
         ax.legend(fontsize=8)
-        ax.set_title(f"{name.split()[0]}, {pixel.size}×{pixel.size} grayscale{_title_suffix(result.report)}", fontsize=10)
+        ax.set_title(f"{name.split()[0]}, {pixel.size}×{pixel.size} grayscale{_title_suffix(result.report)}",
+                     fontsize=10)
     fig.tight_layout()
     _save(fig, target)
 

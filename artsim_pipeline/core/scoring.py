@@ -68,7 +68,8 @@ class ScoringWeights:
         return max(k, k * self.candidate_factor)
 
 
-def _is_missing(value: Any) -> bool:
+def is_missing(value: Any) -> bool:
+    """True for None, NaN/NA and blank strings."""
     if value is None:
         return True
     if isinstance(value, str):
@@ -93,7 +94,7 @@ def normalize_artist(name: Any) -> str:
     "Rembrandt van Rijn and Workshop" -> "rembrandt van rijn";
     "American 19th Century" -> "american 19th century" (kept, only folded).
     """
-    if _is_missing(name):
+    if is_missing(name):
         return ""
     text = _fold(str(name))
     changed = True
@@ -114,17 +115,17 @@ def styles_of(value: Any) -> frozenset[str]:
     """The set of folded styles from a "; "-separated string or an iterable of strings."""
     if isinstance(value, (list, tuple, set, frozenset)):
         parts: Iterable[Any] = value
-    elif _is_missing(value):
+    elif is_missing(value):
         return frozenset()
     else:
         parts = str(value).split(";")
-    folded = (_fold(str(p)) for p in parts if not _is_missing(p))
+    folded = (_fold(str(p)) for p in parts if not is_missing(p))
     return frozenset(p for p in folded if p)
 
 
 def normalize_medium(value: Any) -> str:
     """Folded medium text; ``""`` when missing."""
-    return "" if _is_missing(value) else _fold(str(value))
+    return "" if is_missing(value) else _fold(str(value))
 
 
 def medium_words(value: Any) -> frozenset[str]:
@@ -136,7 +137,7 @@ def representative_year(meta: Mapping[str, Any]) -> int | None:
     """``beginyear``, else ``endyear``, else the first 4-digit year in ``displaydate``; else None."""
     for key in ("beginyear", "endyear"):
         value = meta.get(key)
-        if _is_missing(value):
+        if is_missing(value):
             continue
         try:
             number = float(value)
@@ -145,7 +146,7 @@ def representative_year(meta: Mapping[str, Any]) -> int | None:
         if math.isfinite(number):
             return int(number)
     display = meta.get("displaydate")
-    if not _is_missing(display):
+    if not is_missing(display):
         match = _YEAR.search(str(display))
         if match:
             return int(match.group(1))

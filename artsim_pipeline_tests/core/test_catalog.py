@@ -1,4 +1,5 @@
 import duckdb
+import pandas as pd
 import pytest
 
 from artsim_pipeline.core import batches, catalog
@@ -87,3 +88,16 @@ def test_batches_are_assigned_once_and_new_paintings_get_new_batches(tmp_path):
     changed = {key for key in after if before.get(key) != after[key]}
     assert changed == {"batch-00000", "batch-00001", "batch-00003"}
     assert after["batch-00002"] == before["batch-00002"]
+
+
+def test_optional_columns_may_be_absent(tmp_path):
+    mirror = write_mirror(tmp_path / "mirror", [Painting(1, artist="A"), Painting(2, openaccess="0")], with_images=False)
+    images = mirror / "data" / "published_images.csv"
+    frame = pd.read_csv(images).drop(columns=["sequence", "openaccess", "modified"])
+    frame.to_csv(images, index=False)
+    constituents = mirror / "data" / "constituents.csv"
+    pd.read_csv(constituents).drop(columns=["preferreddisplayname"]).to_csv(constituents, index=False)
+    lake = DataLake(tmp_path / "lake")
+    con = duckdb.connect()
+    catalog.load_raw_tables(con, NgaSource(str(mirror)).fetch(lake))
+    assert catalog.build_filtered_paintings(con, 300, 0) == 2  # without openaccess every image counts as open

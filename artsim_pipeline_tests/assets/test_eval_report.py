@@ -1,0 +1,51 @@
+"""``eval_report`` through Dagster: the whole chain on a small generated mirror (random weights)."""
+
+import json
+
+from dagster import AssetKey
+
+from artsim_pipeline.config import Settings
+from artsim_pipeline.core.reports import HEADLINE_KEYS, PLOT_NAMES, REQUIRED_KEYS
+from artsim_pipeline.definitions import build_definitions
+from artsim_pipeline.runner import PipelineRunner
+from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
+
+STYLES = [["Baroque"], ["Impressionism"], ["Baroque", "Realism"]]
+
+
+def test_eval_report_materializes_after_the_index(tmp_path, instance):
+    paintings = [
+        Painting(i, artist=f"Painter {i % 3}", styles=STYLES[i % 3], width=160, height=120, beginyear=1600 + 20 * i,
+                 medium="oil on panel" if i % 2 else "oil on canvas")
+        for i in range(1, 13)
+    ]
+    mirror = write_mirror(tmp_path / "mirror", paintings)
+    settings = Settings(
+        nga_source=str(mirror), data_lake=tmp_path / "lake", limit=0, min_side=64, batch_size=6,
+        models=("mobilenet_v2",), weights="random", device="cpu", embed_batch_size=8, pca_dim=8,
+    )
+    runner = PipelineRunner(build_definitions(settings), settings, instance, echo=lambda _: None)
+    first = runner.run()
+    assert "eval_report" in first.assets_run()
+
+    event = instance.get_latest_materialization_event(AssetKey("eval_report")).asset_materialization
+    meta = {key: value.value for key, value in event.metadata.items()}
+    assert 0.0 <= meta["precision_at_k"] <= 1.0 and 0.0 <= meta["map"] <= 1.0
+    assert 0.0 <= meta["mean_rmse"] <= 1.0 and meta["n_queries"] == 12 and meta["n_paintings"] == 12
+    assert meta["weights"] == "random" and "RANDOM WEIGHTS" in meta["warning"]
+    assert "| P@5 |" in meta["report"] and "hybrid_no_label" in meta["report"]
+    assert event.tags["dagster/code_version"] == "1"
+
+    reports = tmp_path / "lake" / "reports"
+    report = json.loads((reports / "eval_report.json").read_text())
+    assert set(REQUIRED_KEYS) <= set(report) and set(HEADLINE_KEYS) <= set(report["headline"])
+    assert report["headline"]["precision_at_k"] == meta["precision_at_k"]
+    assert report["settings"]["fusion"]["source"] == "fusion file"
+    assert report["index_check"]["recall_vs_exact_at_5"] == 1.0  # 12 vectors: a flat (exact) index
+    assert {r["relevance"] for r in report["methods"]} == {"artist", "style"}
+    assert "RANDOM WEIGHTS — meaningless" in (reports / "eval_report.md").read_text()
+    for name in PLOT_NAMES.values():
+        assert (reports / name).stat().st_size > 0
+
+    second = runner.run()  # nothing changed: the report is up to date
+    assert "eval_report" not in second.assets_run()

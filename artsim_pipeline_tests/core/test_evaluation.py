@@ -1,0 +1,229 @@
+"""Evaluation protocol: vectorised metadata score, leave-one-out metrics, hybrid without the label, pixels."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from artsim_pipeline.core.evaluation import (
+    GrayCache,
+    ItemMeta,
+    evaluate_method,
+    metadata_scores,
+    pixel_evaluation,
+    ranked_rows,
+    relevant_counts,
+)
+from artsim_pipeline.core.metrics import evaluate_retrieval, load_gray, pixel_rmse, pixel_ssim
+from artsim_pipeline.core.scoring import ScoringWeights, metadata_score, rerank
+
+ARTISTS = ["Rembrandt van Rijn", "Attributed to Rembrandt van Rijn", "Rembrandt van Rijn and Workshop", "Claude Monet",
+           "claude  MONET", "Édouard Manet", "Edouard Manet", None, ""]
+STYLES = ["Baroque", "Baroque; Dutch Golden Age", "Impressionism", "impressionism; Realism", "Realism", None, ""]
+MEDIA = ["oil on canvas", "Oil on canvas", "oil on panel", "tempera on panel", "pastel on paper", "on and of", None, ""]
+DATES = [(1650, 1655, "1650-1655"), (None, 1700, ""), (None, None, "c. 1872"), (None, None, "undated"),
+         (1890.0, None, None), (float("nan"), None, "1601"), (None, None, None)]
+
+
+def random_records(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(n):
+        begin, end, display = DATES[rng.integers(len(DATES))]
+        records.append({
+            "artist": ARTISTS[rng.integers(len(ARTISTS))],
+            "style": STYLES[rng.integers(len(STYLES))],
+            "medium": MEDIA[rng.integers(len(MEDIA))],
+            "beginyear": begin,
+            "endyear": end,
+            "displaydate": display,
+        })
+    return records
+
+
+@pytest.mark.parametrize("use_artist,use_style", list(itertools.product([True, False], repeat=2)))
+def test_vectorised_metadata_score_equals_metadata_score_on_every_pair(use_artist, use_style):
+    records = random_records(60, seed=int(use_artist) * 2 + int(use_style))
+    meta = ItemMeta.from_records(list(range(60)), records)
+    weights = ScoringWeights(use_artist=use_artist, use_style=use_style)
+    rows = np.arange(60)
+    fast = metadata_scores(meta, rows, weights)
+    slow = np.array([[metadata_score(q, c, weights) for c in records] for q in records])
+    assert np.array_equal(fast, slow)  # exactly: same bonuses added in the same order
+    assert len(np.unique(slow)) >= 4  # the random records exercise the bonus combinations
+
+
+def six_paintings() -> tuple[np.ndarray, ItemMeta]:
+    """Artist A: rows 0-2, artist B: rows 3-5; unit vectors at these angles (degrees), no ties."""
+    angles = np.radians([0, 12, 50, 30, 80, 95])
+    vectors = np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    records = [{"artist": a} for a in ["Painter A"] * 3 + ["Painter B"] * 3]
+    return vectors, ItemMeta.from_records([10, 11, 12, 13, 14, 15], records)
+
+
+def test_leave_one_out_on_six_paintings_matches_hand_computation():
+    vectors, meta = six_paintings()
+    result = evaluate_method(vectors, meta, "visual", "artist", ks=(1, 5))
+    # rankings (relevant = same painter, 2 per query):
+    # q0: 11 A, 13 B, 12 A, 14 B, 15 B -> P@1 1, AP (1 + 2/3)/2
+    # q1: 10 A, 13 B, 12 A, 14, 15      -> P@1 1, AP (1 + 2/3)/2
+    # q2: 13 B, 14 B, 11 A, 15 B, 10 A  -> P@1 0, AP (1/3 + 2/5)/2
+    # q3: 11 A, 12 A, 10 A, 14 B, 15 B  -> P@1 0, AP (1/4 + 2/5)/2
+    # q4: 15 B, 12 A, 13 B, 11, 10      -> P@1 1, AP (1 + 2/3)/2
+    # q5: 14 B, 12 A, 13 B, 11, 10      -> P@1 1, AP (1 + 2/3)/2
+    ap = [5 / 6, 5 / 6, (1 / 3 + 2 / 5) / 2, (1 / 4 + 2 / 5) / 2, 5 / 6, 5 / 6]
+    assert result.n_queries == 6
+    assert list(result.query_ids) == [10, 11, 12, 13, 14, 15]
+    np.testing.assert_allclose(result.per_query["precision@1"], [1, 1, 0, 0, 1, 1])
+    np.testing.assert_allclose(result.per_query["precision@5"], [0.4] * 6)
+    np.testing.assert_allclose(result.per_query["recall@5"], [1.0] * 6)
+    np.testing.assert_allclose(result.per_query["recall@1"], [0.5, 0.5, 0, 0, 0.5, 0.5])
+    np.testing.assert_allclose(result.per_query["map@1"], [1, 1, 0, 0, 1, 1])
+    np.testing.assert_allclose(result.per_query["map"], ap)
+    assert result.mean("precision@1") == pytest.approx(4 / 6)
+    assert result.mean("map") == pytest.approx(np.mean(ap))
+    row = next(r for r in result.rows() if r["k"] == 5)
+    assert row == {"method": "visual", "relevance": "artist", "k": 5, "precision_at_k": pytest.approx(0.4),
+                   "recall_at_k": pytest.approx(1.0), "map_at_k": pytest.approx(np.mean(ap)),
+                   "map": pytest.approx(np.mean(ap)), "n_queries": 6, "leaks_label": False}
+
+
+def test_queries_without_relevant_items_are_skipped_and_style_lists_count():
+    vectors = np.random.default_rng(0).normal(size=(5, 4))
+    records = [
+        {"artist": "A", "style": "Baroque; Rococo"}, {"artist": "A", "style": "Rococo"}, {"artist": "B", "style": None},
+        {"artist": "Attributed to A", "style": "Cubism"}, {"artist": None, "style": "Baroque"},
+    ]
+    meta = ItemMeta.from_records([1, 2, 3, 4, 5], records)
+    assert list(relevant_counts(meta, "artist")) == [2, 2, 0, 2, 0]  # "Attributed to A" is A; no artist: no query
+    assert list(relevant_counts(meta, "style")) == [2, 1, 0, 0, 1]
+    assert list(evaluate_method(vectors, meta, "visual", "artist").query_ids) == [1, 2, 4]
+    assert list(evaluate_method(vectors, meta, "visual", "style").query_ids) == [1, 2, 5]
+
+
+def test_visual_protocol_agrees_with_evaluate_retrieval_including_ties():
+    rng = np.random.default_rng(3)
+    vectors = rng.integers(-2, 3, size=(80, 3)).astype(float)  # many exactly tied scores
+    vectors[vectors.sum(axis=1) == 0] += 1.0
+    labels = [f"artist {i}" for i in rng.integers(0, 6, size=80)]
+    ids = rng.permutation(1000)[:80]
+    order = np.argsort(ids)
+    meta = ItemMeta.from_records(ids[order], [{"artist": labels[i]} for i in order])
+    mine = evaluate_method(vectors[order], meta, "visual", "artist", ks=(1, 5, 10))
+    reference = evaluate_retrieval(vectors[order], [labels[i] for i in order], ks=(1, 5, 10), ids=ids[order])
+    for key in ("precision@1", "precision@5", "recall@10", "map@5", "map@10", "map"):
+        assert mine.mean(key) == pytest.approx(reference[key], abs=1e-12), key
+    assert mine.n_queries == reference["n_queries"]
+
+
+def _bonus_case(records):
+    """Query row 0; row 1 is visually closest (cosine 0.9), row 2 a bit further (0.85), row 3 far away.
+
+    A bonus of the label (artist: 0.3 * 0.3 = 0.09, style: 0.3 * 0.4 = 0.12 on the final score)
+    lifts row 2 over row 1 (0.7 * 0.05 = 0.035 visual gap).
+    """
+    vectors = np.array([[1.0, 0.0], [0.9, np.sqrt(1 - 0.81)], [0.85, np.sqrt(1 - 0.85**2)], [-1.0, 0.1]])
+    return vectors, ItemMeta.from_records([1, 2, 3, 4], records)
+
+
+LABEL_ONLY = {
+    "artist": [{"artist": "Painter A"}, {"artist": "Painter B"}, {"artist": "Painter A"}, {"artist": "Painter B"}],
+    "style": [{"style": "Baroque"}, {"style": "Rococo"}, {"style": "Baroque; Rococo"}, {"style": "Cubism"}],
+}
+
+
+@pytest.mark.parametrize("relevance", ["artist", "style"])
+def test_hybrid_no_label_does_not_use_the_bonus_of_the_label(relevance):
+    vectors, meta = _bonus_case(LABEL_ONLY[relevance])
+    no_label = evaluate_method(vectors, meta, "hybrid_no_label", relevance, ks=(1,))
+    leaky = evaluate_method(vectors, meta, "hybrid_all_leaky", relevance, ks=(1,))
+    visual = evaluate_method(vectors, meta, "visual", relevance, ks=(1,))
+    assert list(no_label.query_ids)[0] == 1
+    assert no_label.per_query["precision@1"][0] == 0.0  # row 1 (other painter/style) stays first
+    assert visual.per_query["precision@1"][0] == 0.0
+    assert leaky.per_query["precision@1"][0] == 1.0  # the bonus of the label lifts row 2
+    assert leaky.leaks_label and not no_label.leaks_label
+    # full-ranking AP re-ranks the whole collection: only the leaky bonus moves the relevant row up
+    assert no_label.per_query["map"][0] == 0.5 and leaky.per_query["map"][0] == 1.0
+    top, _ = ranked_rows(vectors, meta, [0], "hybrid_no_label", relevance, k=1)
+    assert top.tolist() == [[1]]
+
+
+def test_hybrid_no_label_keeps_the_bonuses_that_are_not_the_label():
+    records = [{"artist": "Painter A", "style": "Baroque"}, {"artist": "Painter B", "style": "Rococo"},
+               {"artist": "Painter A", "style": "Baroque"}, {"artist": "Painter B", "style": "Rococo"}]
+    vectors, meta = _bonus_case(records)
+    # artist relevance: the shared style (+0.12) still lifts row 2, the artist bonus is not needed
+    assert evaluate_method(vectors, meta, "hybrid_no_label", "artist", ks=(1,)).per_query["precision@1"][0] == 1.0
+    assert evaluate_method(vectors, meta, "visual", "artist", ks=(1,)).per_query["precision@1"][0] == 0.0
+
+
+def test_hybrid_top_k_equals_scoring_rerank_of_the_visual_candidates():
+    rng = np.random.default_rng(5)
+    n = 40
+    records = random_records(n, seed=9)
+    vectors = rng.normal(size=(n, 6))
+    meta = ItemMeta.from_records(list(range(100, 100 + n)), records)
+    frame = pd.DataFrame(records)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cases = [("artist", "hybrid_no_label"), ("style", "hybrid_no_label"), ("artist", "hybrid_all_leaky")]
+    for relevance, method in cases:
+        weights = ScoringWeights()
+        if method == "hybrid_no_label":
+            weights = replace(weights, use_artist=relevance != "artist", use_style=relevance != "style")
+        for k in (1, 5):
+            top, _ = ranked_rows(vectors, meta, np.arange(n), method, relevance, k)
+            for q in range(n):
+                sims = unit @ unit[q]
+                sims[q] = -np.inf
+                visual_order = np.lexsort((meta.objectids, -sims))[: weights.n_candidates(k)]
+                cands = frame.iloc[visual_order].assign(
+                    objectid=meta.objectids[visual_order], visual=sims[visual_order])
+                expected = rerank(records[q], cands, weights, k)["objectid"].tolist()
+                assert meta.objectids[top[q]].tolist() == expected, (method, relevance, k, q)
+
+
+def _write(path, array):
+    Image.fromarray(array).save(path)
+    return path
+
+
+def test_pixel_metrics_use_pixels_not_vectors(tmp_path):
+    rng = np.random.default_rng(0)
+    pattern = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
+    other = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
+    paths = [
+        _write(tmp_path / "a.png", pattern),
+        _write(tmp_path / "a_copy.png", pattern),  # same pixels, different vector
+        _write(tmp_path / "b.png", other),
+        _write(tmp_path / "c.png", 255 - pattern),  # identical vector to b, different pixels
+    ]
+    vectors = np.array([[1.0, 0.0, 0.0], [0.9, 0.3, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    cache = GrayCache(size=64)
+    result = pixel_evaluation(vectors, np.array([1, 2, 3, 4]), paths, n_queries=10, top=1, size=64, cache=cache)
+    assert list(result.query_ids) == [1, 2, 3, 4]
+    assert result.result_ids[:, 0].tolist() == [2, 1, 4, 3]
+    assert result.rmse[0, 0] == 0.0 and result.ssim[0, 0] == pytest.approx(1.0)
+    assert result.rmse[1, 0] == 0.0 and result.ssim[1, 0] == pytest.approx(1.0)
+    # identical vectors, different pixels: the metric sees the pixels
+    b, c = load_gray(paths[2], 64), load_gray(paths[3], 64)
+    assert result.rmse[2, 0] == pytest.approx(pixel_rmse(b, c)) and result.rmse[2, 0] > 0.1
+    assert result.ssim[2, 0] == pytest.approx(pixel_ssim(b, c)) and result.ssim[2, 0] < 0.9
+    assert len(result.random_rmse) == 4 and np.all(result.random_pairs[:, 0] != result.random_pairs[:, 1])
+    assert cache.loads == 4  # each image decoded once
+    summary = result.summary()
+    assert summary["n_pairs"] == 4 and summary["n_random_pairs"] == 4 and summary["image_size"] == 64
+    assert summary["mean_rmse"] == pytest.approx(np.mean(result.rmse))
+    again = pixel_evaluation(vectors, np.array([1, 2, 3, 4]), paths, n_queries=10, top=1, size=64)
+    assert np.array_equal(again.random_pairs, result.random_pairs)  # seeded
+
+
+def test_gray_cache_is_lossless(tmp_path):
+    path = _write(tmp_path / "x.png", np.random.default_rng(1).integers(0, 256, (30, 20, 3), dtype=np.uint8))
+    cache = GrayCache(size=32)
+    assert np.array_equal(cache.get(path), load_gray(path, 32))
