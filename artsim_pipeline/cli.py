@@ -111,9 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def root_cause(exc: BaseException) -> BaseException:
-    """The user-code exception inside Dagster's wrappers (``user_exception`` / ``__cause__``)."""
+    """The user-code exception inside Dagster's wrappers (``user_exception`` / ``__cause__``).
+
+    Only Dagster's own exceptions are unwrapped: artsim's errors keep their message (and hints).
+    """
     seen: set[int] = set()
-    while id(exc) not in seen:
+    while id(exc) not in seen and type(exc).__module__.split(".")[0] == "dagster":
         seen.add(id(exc))
         inner = getattr(exc, "user_exception", None) or exc.__cause__
         if inner is None:

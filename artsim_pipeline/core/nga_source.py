@@ -12,6 +12,7 @@ URL source, size + modification time for a local mirror.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .http import HttpClient
+from .http import FetchError, HttpClient
 from .storage import DataLake, atomic_path, atomic_write_text
 
 NGA_FILES = ("objects", "published_images", "constituents", "objects_constituents", "objects_terms")
@@ -108,6 +109,10 @@ class NgaSource:
 
     def fetch(self, lake: DataLake) -> Snapshot:
         """Download all five CSVs into ``raw/<version>/``; re-uses an identical earlier snapshot."""
+        with _unreachable_hint(self.location):
+            return self._fetch(lake)
+
+    def _fetch(self, lake: DataLake) -> Snapshot:
         staging = lake.root / "raw" / ".incoming"
         staging.mkdir(parents=True, exist_ok=True)
         hashes: dict[str, str] = {}
@@ -138,6 +143,10 @@ class NgaSource:
         URL source: HEAD requests, ``If-None-Match`` sent when ``previous`` validators are known; the
         fingerprint is a hash of the ETag/Last-Modified headers. Local mirror: size and mtime in ns.
         """
+        with _unreachable_hint(self.location):
+            return self._probe_version(previous)
+
+    def _probe_version(self, previous: dict[str, dict[str, str]] | None) -> str:
         parts: list[str] = []
         for name in NGA_FILES:
             if self.is_local:
@@ -157,6 +166,21 @@ class NgaSource:
                 tag = hashlib.sha256(self.client.get(self.file_url(name), stream=False).content).hexdigest()
             parts.append(f"{name}:{tag}")
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+class SourceUnreachableError(SourceError):
+    """The NGA source URL could not be fetched after all retries."""
+
+
+@contextlib.contextmanager
+def _unreachable_hint(location: str) -> Iterator[None]:
+    try:
+        yield
+    except FetchError as exc:
+        raise SourceUnreachableError(
+            f"{exc}. Is the network reachable? Offline, set ARTSIM_NGA_SOURCE to a local directory laid out "
+            f"like NGA's repository (data/*.csv, optional images/<uuid>.jpg) instead of {location!r}."
+        ) from exc
 
 
 def snapshot_version(file_hashes: dict[str, str]) -> str:

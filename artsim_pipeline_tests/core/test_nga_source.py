@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from artsim_pipeline.core.http import FetchError, HttpClient
-from artsim_pipeline.core.nga_source import NGA_FILES, NgaSource, SourceError
+from artsim_pipeline.core.http import HttpClient
+from artsim_pipeline.core.nga_source import NGA_FILES, NgaSource, SourceError, SourceUnreachableError
 from artsim_pipeline.core.storage import DataLake
 from artsim_pipeline_tests.http_server import LocalServer
 from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs, write_mirror
@@ -35,7 +35,7 @@ def test_http_source_gives_up_with_a_clear_error_and_keeps_nothing_half_written(
     with LocalServer() as server:
         serve_snapshot(server, nga_csvs([Painting(1)]))
         server.faults["/data/published_images.csv"] = [503] * 10
-        with pytest.raises(FetchError, match=r"published_images\.csv: HTTP 503 after 4 attempts"):
+        with pytest.raises(SourceUnreachableError, match=r"published_images\.csv: HTTP 503 after 4 attempts.*ARTSIM_NGA_SOURCE"):
             NgaSource(server.url, fast_client()).fetch(DataLake(tmp_path))
     leftovers = [p.name for p in (tmp_path / "raw").rglob("*") if p.is_file()]
     assert not any(name.endswith(".tmp") for name in leftovers)
