@@ -11,7 +11,7 @@ from ..core.fusion import load_fusion
 from ..core.index import load_index, search
 from ..core.reports import summary_markdown, write_report
 from ..resources import ArtsimSettingsResource
-from .index import current_collection, fusion_path, index_dir
+from .index import current_collection
 from .versions import CODE_VERSIONS, asset_config_fingerprint
 
 CATALOG_COLUMNS = "objectid, uuid, title, artist, artist_key, style, beginyear, endyear, displaydate, medium"
@@ -58,7 +58,7 @@ def evaluation_assets(settings: Settings, upstream: list[AssetsDefinition]) -> l
             catalog = con.execute(f"SELECT {CATALOG_COLUMNS} FROM filtered_paintings").df()
         variants = {}
         for variant, vectors in collection.items():
-            path = fusion_path(lake, variant)
+            path = lake.fusion_path(variant)
             variants[variant] = VariantInput(
                 vectors.objectids, vectors.uuids, vectors.blocks, load_fusion(path) if path.is_file() else None
             )
@@ -71,7 +71,7 @@ def evaluation_assets(settings: Settings, upstream: list[AssetsDefinition]) -> l
             models=run_settings.models,
             weights_setting=run_settings.weights,
             pca_dim=run_settings.pca_dim,
-            index_check=_index_searcher(index_dir(lake, "full")),
+            index_check=_index_searcher(lake.index_path("full")),
             settings={name: values[name] for name in REPORTED_SETTINGS},
             log=context.log.info,
         )

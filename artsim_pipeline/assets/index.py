@@ -19,14 +19,6 @@ from ..resources import ArtsimSettingsResource
 from .versions import CODE_VERSIONS, asset_config_fingerprint
 
 
-def fusion_path(lake: DataLake, variant: str):
-    return lake.index_dir / f"fusion_{variant}.npz"
-
-
-def index_dir(lake: DataLake, variant: str):
-    return lake.index_dir / variant
-
-
 def current_catalog(duckdb: DuckDBResource) -> tuple[list[str], list[int]]:
     """Active batch keys and the objectids currently in ``filtered_paintings``."""
     with duckdb.get_connection() as con:
@@ -64,7 +56,7 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
         versions = []
         for variant in VARIANTS:
             vectors = collection[variant]
-            target = fusion_path(lake, variant)
+            target = lake.fusion_path(variant)
             if len(vectors) < 2:
                 target.unlink(missing_ok=True)
                 metadata[f"{variant}_images"] = MetadataValue.int(len(vectors))
@@ -104,12 +96,12 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
         versions = []
         for variant in VARIANTS:
             vectors = collection[variant]
-            if not fusion_path(lake, variant).is_file() or len(vectors) < 2:
+            if not lake.fusion_path(variant).is_file() or len(vectors) < 2:
                 metadata[f"{variant}_size"] = MetadataValue.int(0)
                 continue
-            fused = transform(load_fusion(fusion_path(lake, variant)), vectors.blocks)
+            fused = transform(load_fusion(lake.fusion_path(variant)), vectors.blocks)
             bundle = build_index(fused, vectors.objectids)
-            versions.append(save_index(bundle, index_dir(lake, variant)))
+            versions.append(save_index(bundle, lake.index_path(variant)))
             for key in ("index_type", "nlist", "nprobe", "recall_at_10"):
                 if key in bundle.info:
                     metadata[f"{variant}_{key}"] = bundle.info[key]

@@ -80,8 +80,8 @@ def is_missing(value: Any) -> bool:
         return False
 
 
-def _fold(text: str) -> str:
-    """Lowercase, strip accents, collapse whitespace."""
+def fold_text(text: str) -> str:
+    """Lowercase, strip accents, collapse whitespace (like DuckDB ``lower(strip_accents(...))``)."""
     decomposed = unicodedata.normalize("NFKD", text)
     plain = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
     return " ".join(plain.lower().split())
@@ -96,7 +96,7 @@ def normalize_artist(name: Any) -> str:
     """
     if is_missing(name):
         return ""
-    text = _fold(str(name))
+    text = fold_text(str(name))
     changed = True
     while changed:
         changed = False
@@ -119,13 +119,13 @@ def styles_of(value: Any) -> frozenset[str]:
         return frozenset()
     else:
         parts = str(value).split(";")
-    folded = (_fold(str(p)) for p in parts if not is_missing(p))
+    folded = (fold_text(str(p)) for p in parts if not is_missing(p))
     return frozenset(p for p in folded if p)
 
 
 def normalize_medium(value: Any) -> str:
     """Folded medium text; ``""`` when missing."""
-    return "" if is_missing(value) else _fold(str(value))
+    return "" if is_missing(value) else fold_text(str(value))
 
 
 def medium_words(value: Any) -> frozenset[str]:

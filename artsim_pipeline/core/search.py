@@ -51,7 +51,6 @@ import math
 import os
 import re
 import time
-import unicodedata
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence, Union
@@ -67,7 +66,7 @@ from .fusion import FusionModel, load_fusion, transform
 from .index import IndexBundle, load_index
 from .index import search as index_search
 from .models import LoadedModel, load_model, resolve_device
-from .scoring import ScoringWeights, normalize_artist, rerank
+from .scoring import ScoringWeights, fold_text, normalize_artist, rerank
 from .storage import DataLake
 
 log = logging.getLogger(__name__)
@@ -89,25 +88,7 @@ class IndexNotBuiltError(QueryError):
     """The data lake has no catalog or search index yet (the pipeline has not run)."""
 
 
-# --------------------------------------------------------------------------- layout
-# Same layout as the ``pca_model`` / ``faiss_index`` assets (kept here so this module needs no Dagster).
-
-
-def fusion_file(lake: DataLake, variant: str) -> Path:
-    return lake.index_dir / f"fusion_{variant}.npz"
-
-
-def index_directory(lake: DataLake, variant: str) -> Path:
-    return lake.index_dir / variant
-
-
 # --------------------------------------------------------------------------- filters
-
-
-def _fold(text: str) -> str:
-    """Lowercase, strip accents, collapse whitespace (like DuckDB ``lower(strip_accents(...))``)."""
-    plain = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
-    return " ".join(plain.lower().split())
 
 
 def parse_years(text: str) -> tuple[int | None, int | None]:
@@ -401,7 +382,7 @@ class SearchEngine:
     def _load_variants(self) -> dict[str, _Variant]:
         out: dict[str, _Variant] = {}
         for variant in ("full", "face"):
-            fusion_path, directory = fusion_file(self.lake, variant), index_directory(self.lake, variant)
+            fusion_path, directory = self.lake.fusion_path(variant), self.lake.index_path(variant)
             if not fusion_path.is_file() or not (directory / "manifest.json").is_file():
                 if variant == "full":
                     raise IndexNotBuiltError(
@@ -570,10 +551,10 @@ class SearchEngine:
             params["artist"] = normalize_artist(filters.artist)
         if filters.style:
             where.append("contains(lower(strip_accents(coalesce(style, ''))), $style)")
-            params["style"] = _fold(filters.style)
+            params["style"] = fold_text(filters.style)
         if filters.medium:
             where.append("contains(lower(strip_accents(coalesce(medium, ''))), $medium)")
-            params["medium"] = _fold(filters.medium)
+            params["medium"] = fold_text(filters.medium)
         if filters.year_min is not None:
             where.append("coalesce(endyear, beginyear) >= $year_min")
             params["year_min"] = int(filters.year_min)

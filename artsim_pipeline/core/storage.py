@@ -99,6 +99,14 @@ class DataLake:
     def index_dir(self) -> Path:
         return self.root / "index"
 
+    def fusion_path(self, variant: str) -> Path:
+        """Fitted standardisation + PCA of one variant (``full`` or ``face``)."""
+        return self.index_dir / f"fusion_{safe_id(variant, 'variant')}.npz"
+
+    def index_path(self, variant: str) -> Path:
+        """FAISS bundle directory of one variant."""
+        return self.index_dir / safe_id(variant, "variant")
+
     @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
