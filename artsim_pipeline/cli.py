@@ -72,6 +72,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from .bench.embeddings import main as bench_main
     elif args.benchmark == "refresh":
         from .bench.refresh import main as bench_main
+    elif args.benchmark == "notebook":
+        from .bench.notebook_loop import main as bench_main
     else:
         from .bench.search_e2e import main as bench_main
     return int(bench_main(args.extra) or 0)
@@ -104,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     which = bench.add_subparsers(dest="benchmark", required=True)
     for name, text in (("embeddings", "embedding step vs bare forward pass"),
                        ("search", "index latency (synthetic 10k/100k) and end-to-end query latency"),
-                       ("refresh", "incremental refresh (one new batch, no change) vs full rebuild")):
+                       ("refresh", "incremental refresh (one new batch, no change) vs full rebuild"),
+                       ("notebook", "the old notebook's one-image loop vs artsim's batched faces + embeddings")):
         # add_help=False: `artsim bench search --help` reaches the benchmark's own parser
         which.add_parser(name, help=text, add_help=False).set_defaults(func=cmd_bench, passthrough=True)
     return parser

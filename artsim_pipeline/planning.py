@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 import duckdb
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
-from dagster._core.definitions.events import AssetMaterialization
+from dagster import AssetKey, AssetMaterialization, AssetRecordsFilter, DagsterInstance
 
 from .assets.versions import asset_config_fingerprint
 from .config import Settings
