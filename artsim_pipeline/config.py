@@ -38,6 +38,7 @@ class Settings:
     max_failure_share: float = 0.2
     face_threshold: float = 0.90
     face_margin: float = 0.10
+    face_max_side: int = 1024
     models: tuple[str, ...] = NOTEBOOK_MODELS
     weights: str = "pretrained"
     embed_batch_size: int = 32
@@ -59,6 +60,7 @@ class Settings:
         _check_range("ARTSIM_MAX_FAILURE_SHARE", self.max_failure_share, 0.0, 1.0)
         _check_range("ARTSIM_FACE_THRESHOLD", self.face_threshold, 0.0, 1.0)
         _check_range("ARTSIM_FACE_MARGIN", self.face_margin, 0.0, 1.0)
+        _check_range("ARTSIM_FACE_MAX_SIDE", self.face_max_side, 32)
         _check_range("ARTSIM_EMBED_BATCH_SIZE", self.embed_batch_size, 1)
         _check_range("ARTSIM_PCA_DIM", self.pca_dim, 1)
         if not self.models:
@@ -146,6 +148,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "ARTSIM_MAX_FAILURE_SHARE": ("max_failure_share", _float),
     "ARTSIM_FACE_THRESHOLD": ("face_threshold", _float),
     "ARTSIM_FACE_MARGIN": ("face_margin", _float),
+    "ARTSIM_FACE_MAX_SIDE": ("face_max_side", _int),
     "ARTSIM_MODELS": ("models", _models),
     "ARTSIM_WEIGHTS": ("weights", str),
     "ARTSIM_EMBED_BATCH_SIZE": ("embed_batch_size", _int),

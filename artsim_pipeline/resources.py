@@ -34,6 +34,7 @@ class ArtsimSettingsResource(ConfigurableResource):
     max_failure_share: float = _DEFAULTS.max_failure_share
     face_threshold: float = _DEFAULTS.face_threshold
     face_margin: float = _DEFAULTS.face_margin
+    face_max_side: int = _DEFAULTS.face_max_side
     models: list[str] = list(_DEFAULTS.models)
     weights: str = _DEFAULTS.weights
     embed_batch_size: int = _DEFAULTS.embed_batch_size

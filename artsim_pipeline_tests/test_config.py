@@ -30,6 +30,7 @@ def test_environment_values_are_parsed():
         ({"ARTSIM_MODELS": ","}, "ARTSIM_MODELS"),
         ({"ARTSIM_PRECISION": "fp8"}, "ARTSIM_PRECISION"),
         ({"ARTSIM_MAX_FAILURE_SHARE": "2"}, "ARTSIM_MAX_FAILURE_SHARE"),
+        ({"ARTSIM_FACE_MAX_SIDE": "8"}, "ARTSIM_FACE_MAX_SIDE"),
     ],
 )
 def test_bad_values_name_the_variable(env, variable):

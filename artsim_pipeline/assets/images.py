@@ -102,7 +102,10 @@ def face_crops(
     usable = status[status["status"].isin(USABLE)].reset_index(drop=True)
     paths = [lake.image_path(uuid) for uuid in usable["uuid"]]
     detector = FaceDetector(
-        threshold=settings.face_threshold, margin=settings.face_margin, device=resolve_device(settings.device)
+        threshold=settings.face_threshold,
+        margin=settings.face_margin,
+        max_side=settings.face_max_side,
+        device=resolve_device(settings.device),
     )
     faces = detect_faces_in_files(paths, detector)
     faces.insert(0, "uuid", usable["uuid"].to_numpy())

@@ -27,7 +27,7 @@ CONFIG_DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "raw_objects": (),  # the source location shows up through nga_opendata's data version
     "filtered_paintings": ("min_side", "limit", "batch_size"),
     "image_cache": ("image_size", "min_side"),
-    "face_crops": ("face_threshold", "face_margin"),
+    "face_crops": ("face_threshold", "face_margin", "face_max_side"),
     "embeddings": ("weights", "precision"),
     "pca_model": ("models", "pca_dim"),
     "faiss_index": (),

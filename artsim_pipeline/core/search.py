@@ -335,6 +335,7 @@ class SearchEngine:
         *,
         face_threshold: float = 0.90,
         face_margin: float = 0.10,
+        face_max_side: int = 1024,
         precision: str = "fp32",
         scoring: ScoringWeights = ScoringWeights(),
         preload_models: bool = True,
@@ -344,6 +345,7 @@ class SearchEngine:
         self.scoring = scoring
         self.face_threshold = face_threshold
         self.face_margin = face_margin
+        self.face_max_side = face_max_side
         self.device = resolve_device(device)
         self.variants = self._load_variants()
         full = self.variants["full"]
@@ -373,7 +375,8 @@ class SearchEngine:
     def from_settings(cls, settings: Any, **overrides: Any) -> "SearchEngine":
         """An engine for :class:`~artsim_pipeline.config.Settings` (data lake, models, weights, device, faces)."""
         kwargs: dict[str, Any] = dict(
-            face_threshold=settings.face_threshold, face_margin=settings.face_margin, precision=settings.precision,
+            face_threshold=settings.face_threshold, face_margin=settings.face_margin,
+            face_max_side=settings.face_max_side, precision=settings.precision,
         )
         kwargs.update(overrides)
         return cls(DataLake(settings.data_lake), settings.models, settings.weights, settings.device, **kwargs)
@@ -425,7 +428,7 @@ class SearchEngine:
     def detector(self) -> FaceDetector:
         if self._detector is None:
             self._detector = FaceDetector(threshold=self.face_threshold, margin=self.face_margin,
-                                          device=str(self.device))
+                                          max_side=self.face_max_side, device=str(self.device))
         return self._detector
 
     @property
