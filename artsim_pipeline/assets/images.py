@@ -1,6 +1,5 @@
 """Per-batch image assets: ``image_cache`` (IIIF downloads) and ``face_crops`` (MTCNN face regions)."""
 
-import hashlib
 import time
 
 import pandas as pd
@@ -26,11 +25,6 @@ from .catalog import filtered_paintings
 from .versions import CODE_VERSIONS, asset_config_fingerprint
 
 USABLE = ("ok", "cached")
-
-
-def _frame_version(frame: pd.DataFrame, columns: list[str]) -> str:
-    hashed = pd.util.hash_pandas_object(frame[columns].astype("string"), index=False)
-    return hashlib.sha256(hashed.to_numpy().tobytes()).hexdigest()[:16]
 
 
 @asset(
@@ -77,7 +71,7 @@ def image_cache(
         },
         # "ok" and "cached" are the same stored image: the version must not change between them
         data_version=DataVersion(
-            _frame_version(
+            catalog.frame_fingerprint(
                 status.assign(stored=status["status"].isin(USABLE)), ["objectid", "uuid", "stored", "bytes", "source_version"]
             )
         ),
@@ -126,5 +120,5 @@ def face_crops(
             **consumed_version(context.instance, "image_cache", batch),
             "config_fingerprint": asset_config_fingerprint("face_crops", settings),
         },
-        data_version=DataVersion(_frame_version(faces, [c for c in faces.columns if c != "path"])),
+        data_version=DataVersion(catalog.frame_fingerprint(faces, [c for c in faces.columns if c != "path"])),
     )

@@ -142,11 +142,16 @@ def export_parquet(con: duckdb.DuckDBPyConnection, table: str, target: Path) -> 
         con.execute(f"COPY (SELECT * FROM {table} ORDER BY objectid) TO '{tmp}' (FORMAT parquet)")
 
 
-def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> str:
-    """Content hash of a table (order-independent), used as its Dagster data version."""
-    frame = con.execute(f"SELECT * FROM {table} ORDER BY objectid").fetch_df()
-    row_hashes = pd.util.hash_pandas_object(frame.astype("string"), index=False)
+def frame_fingerprint(frame: pd.DataFrame, columns: list[str] | None = None) -> str:
+    """Short content hash of a DataFrame's rows (in their order), used as a Dagster data version."""
+    selected = frame if columns is None else frame[columns]
+    row_hashes = pd.util.hash_pandas_object(selected.astype("string"), index=False)
     return hashlib.sha256(row_hashes.to_numpy().tobytes()).hexdigest()[:16]
+
+
+def table_fingerprint(con: duckdb.DuckDBPyConnection, table: str) -> str:
+    """Content hash of a table, rows ordered by objectid (so independent of storage order)."""
+    return frame_fingerprint(con.execute(f"SELECT * FROM {table} ORDER BY objectid").fetch_df())
 
 
 def filtered_paintings_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
