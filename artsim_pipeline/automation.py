@@ -1,134 +1,80 @@
-"""Jobs, schedule and sensors: refresh when NGA opendata changes, then process new or changed batches.
+"""Declarative automation: Dagster's own conditions decide what runs when NGA changes.
 
-* ``nga_update_sensor`` (hourly) and ``nga_refresh_schedule`` (``ARTSIM_REFRESH_CRON``, daily by
-  default) make the same cheap check (HTTP conditional requests / mirror file stats). When the upstream
-  version differs from the last one observed, they record it as ``nga_opendata``'s data version and
-  request ``catalog_refresh`` (``raw_objects`` → ``filtered_paintings``).
-* ``image_batch_sensor`` registers new batch partitions and requests a run for each batch whose assets
-  are stale (new batches, changed images, new code or settings), then one run for ``pca_model`` →
-  ``faiss_index`` → ``eval_report`` once every batch is fresh. It uses the same
-  :class:`~artsim_pipeline.planning.Planner` as ``artsim run``.
+Turn on the ``artsim_automation`` sensor (UI → Automation) and the daemon keeps the lake up to date:
 
-All three start stopped; turn them on in the UI (Automation).
+* ``nga_opendata`` is observed at ``ARTSIM_REFRESH_CRON`` (cheap conditional requests); a new data
+  version makes ``raw_objects`` → ``filtered_paintings`` run (:data:`CATALOG`, eager);
+* ``filtered_paintings`` records each batch's fingerprint on ``image_batch``; a batch whose fingerprint
+  changed, or a new batch, makes its ``image_cache`` → ``face_crops`` → ``embeddings_*`` run
+  (:data:`BATCH_ENTRY`: data-version aware, so unchanged batches stay put);
+* when batches updated, ``pca_model`` → ``faiss_index`` → ``eval_report`` run once they are all done
+  (:data:`COLLECTION`, eager: it waits while any batch is missing or in progress);
+* a batch whose images failed to download (the ``image_cache`` check ``no_failed_images`` fails) is
+  retried at the next ``ARTSIM_REFRESH_CRON`` tick.
+
+On a fresh lake the first evaluation materializes whatever is missing, so turning the sensor on is
+the one action that brings a new lake all the way up. ``artsim run`` does the same work in process,
+from the same truth (Dagster's stale/missing status; see :mod:`artsim_pipeline.runner`).
 """
 
-import hashlib
+from __future__ import annotations
 
-from dagster import (
-    AddDynamicPartitionsRequest,
-    AssetKey,
-    AssetObservation,
-    AssetSelection,
-    DefaultScheduleStatus,
-    DefaultSensorStatus,
-    RunRequest,
-    ScheduleEvaluationContext,
-    SensorEvaluationContext,
-    SensorResult,
-    SkipReason,
-    define_asset_job,
-    schedule,
-    sensor,
+from dagster import AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
+
+AC = AutomationCondition
+
+# Missing on the very first evaluation (a fresh lake) or newly missing later (a new batch).
+_MISSING = AC.newly_missing() | (AC.missing() & AC.initial_evaluation())
+_READY = ~AC.any_deps_missing() & ~AC.any_deps_in_progress() & ~AC.in_progress()
+
+CATALOG = ((_MISSING | AC.any_deps_updated() | AC.code_version_changed()).since_last_handled() & _READY).with_label(
+    "catalog: missing, source or code changed"
 )
+"""``raw_objects`` and ``filtered_paintings``: eager, plus a fresh lake and new code versions."""
 
-from .config import Settings
-from .partitions import IMAGE_BATCHES
-from .planning import DATA_VERSION_TAG, Planner, latest_observation_version
-from .resources import ArtsimSettingsResource, NgaSourceResource
+BATCH_ENTRY = (
+    (_MISSING | AC.any_deps_match(AC.data_version_changed()).with_label("batch fingerprint changed")
+     | AC.code_version_changed()).since_last_handled()
+    & _READY
+).with_label("batch: new, changed or new code")
+"""``image_cache``: only batches whose ``image_batch`` data version changed (not every batch that was
+re-observed), new batches and new code."""
 
-NGA_OPENDATA = AssetKey("nga_opendata")
 
-catalog_refresh_job = define_asset_job(
-    "catalog_refresh",
-    selection=AssetSelection.assets("raw_objects", "filtered_paintings"),
-    description="Reload the NGA CSVs into DuckDB and rebuild filtered_paintings (assigns new batches).",
+def batch_step() -> AutomationCondition:
+    """``face_crops`` / ``embeddings_*``: run with their batch's upstream step, or when its output changed."""
+    return (
+        (_MISSING | AC.any_deps_match(AC.data_version_changed() | AC.will_be_requested()).with_label(
+            "upstream batch step changed or runs now") | AC.code_version_changed()).since_last_handled()
+        & _READY
+    ).with_label("batch step: upstream changed, new or new code")
+
+
+def retry_failed_images(cron: str) -> AutomationCondition:
+    """``image_cache`` partitions whose ``no_failed_images`` check failed, again at each ``cron`` tick."""
+    return (
+        AC.any_checks_match(AC.check_failed()) & AC.cron_tick_passed(cron).since_last_handled() & _READY
+    ).with_label("retry failed images")
+
+
+COLLECTION = (AC.eager() | (AC.code_version_changed().since_last_handled() & _READY)).with_label(
+    "collection: after the batches"
 )
+"""``pca_model``, ``faiss_index``, ``eval_report``."""
 
 
-def _upstream_check(instance, nga_source: NgaSourceResource) -> tuple[str, bool]:
-    """(current upstream version, whether it differs from the last observed one)."""
-    version = nga_source.source().probe_version()
-    return version, version != latest_observation_version(instance, NGA_OPENDATA)
-
-
-def _observation(version: str) -> AssetObservation:
-    return AssetObservation(asset_key=NGA_OPENDATA, tags={DATA_VERSION_TAG: version}, metadata={"version": version})
-
-
-@sensor(
-    job=catalog_refresh_job,
-    minimum_interval_seconds=3600,
-    default_status=DefaultSensorStatus.STOPPED,
-    description="Checks NGA opendata for a new version (cheap conditional requests) and refreshes the catalog.",
-)
-def nga_update_sensor(context: SensorEvaluationContext, nga_source: NgaSourceResource):
-    version, changed = _upstream_check(context.instance, nga_source)
-    if not changed:
-        return SkipReason(f"NGA opendata unchanged (version {version})")
-    return SensorResult(
-        run_requests=[RunRequest(run_key=f"nga-{version}")], asset_events=[_observation(version)], cursor=version
+def source_observation(cron: str) -> AutomationCondition:
+    """Observe ``nga_opendata`` at each ``cron`` tick and on the first evaluation."""
+    return (AC.cron_tick_passed(cron) | AC.initial_evaluation()).since_last_handled().with_label(
+        f"observe at {cron}"
     )
 
 
-def build_refresh_schedule(settings: Settings):
-    """The daily catalog refresh at ``ARTSIM_REFRESH_CRON`` (skips when NGA has not changed)."""
-
-    @schedule(
-        name="nga_refresh_schedule",
-        job=catalog_refresh_job,
-        cron_schedule=settings.refresh_cron,
-        default_status=DefaultScheduleStatus.STOPPED,
-        description="Refreshes the catalog on a schedule when NGA opendata changed.",
-    )
-    def nga_refresh_schedule(context: ScheduleEvaluationContext, nga_source: NgaSourceResource):
-        version, changed = _upstream_check(context.instance, nga_source)
-        if not changed:
-            return SkipReason(f"NGA opendata unchanged (version {version})")
-        context.instance.report_runless_asset_event(_observation(version))
-        return RunRequest(run_key=f"nga-{version}")
-
-    return nga_refresh_schedule
-
-
-@sensor(
-    minimum_interval_seconds=60,
+artsim_automation = AutomationConditionSensorDefinition(
+    "artsim_automation",
+    target="*",
     default_status=DefaultSensorStatus.STOPPED,
-    asset_selection=AssetSelection.all() - AssetSelection.assets("raw_objects", "filtered_paintings"),
-    description="Materializes new or changed image batches, then the index and the evaluation.",
+    minimum_interval_seconds=30,
+    description="Keeps the lake up to date: observes NGA, refreshes the catalog, runs new or changed batches, "
+    "then the index and the evaluation (see each asset's automation condition).",
 )
-def image_batch_sensor(context: SensorEvaluationContext, artsim: ArtsimSettingsResource):
-    planner = Planner(context.repository_def.asset_graph, artsim.settings, context.instance)
-    fingerprints = planner.batch_fingerprints()
-    known = set(context.instance.get_dynamic_partitions(IMAGE_BATCHES))
-    new_keys = [key for key in sorted(fingerprints) if key not in known]
-    partition_requests = [AddDynamicPartitionsRequest(IMAGE_BATCHES, new_keys)] if new_keys else []
-    run_requests = []
-    for batch in sorted(fingerprints):
-        stale = planner.stale_batch_assets(batch, fingerprints) if batch in known else planner.partitioned_with_reasons()
-        if stale:
-            run_requests.append(
-                RunRequest(
-                    run_key=_run_key(batch, fingerprints[batch], stale),
-                    partition_key=batch,
-                    asset_selection=[key for key, _ in stale],
-                )
-            )
-    if not run_requests and fingerprints:
-        downstream: list[AssetKey] = []  # stale collection assets and everything after them
-        for key in planner.order:
-            if planner.is_partitioned(key) or planner.is_source(key) or not planner.depends_on_batches(key):
-                continue
-            after_stale = any(parent in downstream for parent in planner.graph.get(key).parent_keys)
-            if after_stale or planner.stale_reason(key) is not None:
-                downstream.append(key)
-        if downstream:
-            run_requests.append(RunRequest(run_key=_run_key("collection", "", [(k, "") for k in downstream]),
-                                           asset_selection=downstream))
-    if not run_requests and not partition_requests:
-        return SkipReason("every batch and the index are up to date")
-    return SensorResult(run_requests=run_requests, dynamic_partitions_requests=partition_requests)
-
-
-def _run_key(batch: str, fingerprint: str, stale: list) -> str:
-    digest = hashlib.sha256(repr([(k.to_user_string(), r) for k, r in stale]).encode()).hexdigest()[:10]
-    return f"{batch}-{fingerprint}-{digest}"

@@ -42,13 +42,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from .core.search import QueryError, SearchEngine, SearchFilters, format_results
+    from .core.search import QueryError, SearchEngine, SearchFilters, format_results, models_set_in_env
 
     try:
         if args.k < 1:
             raise QueryError(f"-k must be >= 1, got {args.k}")
         filters = SearchFilters.create(artist=args.artist, style=args.style, medium=args.medium, years=args.years)
-        engine = SearchEngine.from_settings(settings, preload_models=False)  # an objectid query needs none
+        # the index's models are used; only an explicit ARTSIM_MODELS naming others is an error
+        engine = SearchEngine.from_settings(settings, models_explicit=models_set_in_env(),
+                                            preload_models=False)  # an objectid query needs none
+        for note in engine.notes:
+            print(f"artsim search: {note}", file=sys.stderr)
         response = engine.search(args.query, k=args.k, face_crop=args.face_crop, filters=filters)
     except QueryError as exc:
         print(f"artsim search: {exc}", file=sys.stderr)
@@ -87,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     search = sub.add_parser("search", help="find the paintings most similar to an image or a painting",
                             description="Rank the collection by 0.7 x visual + 0.3 x metadata similarity "
-                            "(metadata only for an objectid query). Reads the ARTSIM_* settings like `run`.")
+                            "(metadata only for an objectid query). Reads the ARTSIM_* settings like `run`; "
+                            "queries use the models the index was built with (ARTSIM_MODELS, if set, must name them).")
     search.add_argument("query", metavar="IMAGE_OR_OBJECTID",
                         help="an image file, or the objectid of a painting in the collection")
     search.add_argument("-k", type=int, default=10, help="number of results (default %(default)s)")

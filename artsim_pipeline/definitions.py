@@ -1,28 +1,52 @@
-"""The artsim code location: assets, checks, resources, partitions and automation, assembled (nothing computed here)."""
+"""The artsim code location: assets, checks, resources, jobs and automation, assembled (nothing computed here).
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+Settings that shape the graph or what assets compute (models, sizes, thresholds, the data lake) are read
+once, from the ``ARTSIM_*`` environment, when the code location loads. Runs use the in-process executor:
+every step of a run is sequential anyway (a batch's steps depend on each other, and torch already uses
+every core), so a subprocess per step would only add start-up time; parallelism comes from running
+several runs at once (several batches, a backfill, the queued run coordinator).
+"""
 
-from .assets import catalog as catalog_assets
-from .assets import images as image_assets
-from .assets.embeddings import embeddings_assets
-from .assets.evaluation import evaluation_assets
-from .assets.index import index_assets
-from .automation import build_refresh_schedule, catalog_refresh_job, image_batch_sensor, nga_update_sensor
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+
+from .automation import artsim_automation
 from .config import Settings
 from .resources import build_resources
 
-STATIC_ASSET_MODULES = [catalog_assets, image_assets]
+CATALOG_ASSETS = ("raw_objects", "filtered_paintings")
+BATCH_ASSETS_GROUPS = ("images", "embeddings")
+COLLECTION_GROUPS = ("index", "evaluation")
+
+catalog_job = define_asset_job(
+    "artsim_catalog", selection=AssetSelection.assets(*CATALOG_ASSETS),
+    description="Reload the NGA CSVs into DuckDB, rebuild filtered_paintings and record every batch's version.",
+)
+observe_job = define_asset_job(
+    "artsim_observe_nga", selection=AssetSelection.assets("nga_opendata"),
+    description="Check NGA opendata for a new version (conditional requests).",
+)
+batch_job = define_asset_job(
+    "artsim_batch", selection=AssetSelection.groups(*BATCH_ASSETS_GROUPS),
+    description="One image batch: image cache, face crops, embeddings.",
+)
+collection_job = define_asset_job(
+    "artsim_collection", selection=AssetSelection.groups(*COLLECTION_GROUPS),
+    description="Fusion (PCA), FAISS index and evaluation report over every batch.",
+)
+JOBS = [observe_job, catalog_job, batch_job, collection_job]
 
 
 def build_assets(settings: Settings) -> list:
-    """Every asset for ``settings`` (one embeddings asset per selected model)."""
+    """Every asset and check for ``settings`` (one embeddings asset per selected model)."""
+    from .assets.catalog import catalog_assets
+    from .assets.embeddings import embeddings_assets
+    from .assets.evaluation import evaluation_assets
+    from .assets.images import image_assets
+    from .assets.index import index_assets
+
     embeddings = embeddings_assets(settings)
     index = index_assets(settings, embeddings)
-    return [*load_assets_from_modules(STATIC_ASSET_MODULES), *embeddings, *index, *evaluation_assets(settings, index)]
-
-
-def build_asset_checks(settings: Settings) -> list:
-    return list(load_asset_checks_from_modules(STATIC_ASSET_MODULES))
+    return [*catalog_assets(settings), *image_assets(settings), *embeddings, *index, *evaluation_assets(settings, index)]
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:
@@ -30,11 +54,10 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
     settings = settings or Settings.from_env()
     return Definitions(
         assets=build_assets(settings),
-        asset_checks=build_asset_checks(settings),
         resources=build_resources(settings),
-        jobs=[catalog_refresh_job],
-        schedules=[build_refresh_schedule(settings)],
-        sensors=[nga_update_sensor, image_batch_sensor],
+        jobs=JOBS,
+        sensors=[artsim_automation],
+        executor=in_process_executor,
     )
 
 

@@ -1,12 +1,12 @@
-"""Dagster resources: artsim settings, the NGA source and the DuckDB catalog.
+"""Dagster resources: artsim's run-time knobs, the NGA source and the DuckDB catalog.
 
-Each is built from :class:`artsim_pipeline.config.Settings` (the one home of configuration), so the
-UI's launchpad shows every knob and tests can pass their own values to ``materialize()``.
+Settings that change what an asset computes (models, sizes, thresholds, the data lake, ...) are fixed
+when the code location loads and are part of the assets' code versions (:mod:`.assets.versions`); the
+launchpad cannot change them, so it cannot put the graph in a state its assets can't serve. What the
+launchpad may change lives here: knobs that only change how fast or where work runs.
 """
 
 from __future__ import annotations
-
-from pathlib import Path
 
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
@@ -18,46 +18,31 @@ from .core.storage import DataLake
 
 _DEFAULTS = Settings()
 
+RUNTIME_FIELDS = (
+    "download_workers", "requests_per_second", "http_timeout_s", "http_retries", "max_failure_share",
+    "embed_batch_size", "device",
+)
 
-class ArtsimSettingsResource(ConfigurableResource):
-    """Every ``ARTSIM_*`` setting (see README "Configuration"); ``.settings`` validates them."""
 
-    data_lake: str = str(_DEFAULTS.data_lake)
-    limit: int = _DEFAULTS.limit
-    min_side: int = _DEFAULTS.min_side
-    batch_size: int = _DEFAULTS.batch_size
-    image_size: int = _DEFAULTS.image_size
+class ArtsimRuntimeResource(ConfigurableResource):
+    """Run-time knobs (README "Configuration"): none of them changes an asset's output."""
+
     download_workers: int = _DEFAULTS.download_workers
     requests_per_second: float = _DEFAULTS.requests_per_second
     http_timeout_s: float = _DEFAULTS.http_timeout_s
     http_retries: int = _DEFAULTS.http_retries
     max_failure_share: float = _DEFAULTS.max_failure_share
-    face_threshold: float = _DEFAULTS.face_threshold
-    face_margin: float = _DEFAULTS.face_margin
-    face_max_side: int = _DEFAULTS.face_max_side
-    models: list[str] = list(_DEFAULTS.models)
-    weights: str = _DEFAULTS.weights
     embed_batch_size: int = _DEFAULTS.embed_batch_size
-    precision: str = _DEFAULTS.precision
     device: str = _DEFAULTS.device
-    pca_dim: int = _DEFAULTS.pca_dim
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "ArtsimSettingsResource":
+    def from_settings(cls, settings: Settings) -> "ArtsimRuntimeResource":
         values = settings.as_dict()
-        return cls(**{name: values[name] for name in cls.model_fields if name in values})
+        return cls(**{name: values[name] for name in RUNTIME_FIELDS})
 
-    @property
-    def settings(self) -> Settings:
-        values = {name: getattr(self, name) for name in type(self).model_fields}
-        values["data_lake"] = Path(values["data_lake"])
-        values["models"] = tuple(values["models"])
-        return Settings(**values)
-
-    @property
-    def lake(self) -> DataLake:
-        """The data lake at an absolute path (so paths in metadata are unambiguous)."""
-        return DataLake(Path(self.data_lake).expanduser().resolve())
+    def apply(self, settings: Settings) -> Settings:
+        """``settings`` (fixed at load) with this run's knobs; validated, so a bad launchpad value is named."""
+        return settings.with_overrides(**{name: getattr(self, name) for name in RUNTIME_FIELDS})
 
 
 class NgaSourceResource(ConfigurableResource):
@@ -80,7 +65,12 @@ class NgaSourceResource(ConfigurableResource):
 def build_resources(settings: Settings) -> dict[str, object]:
     """The resource dict used by ``Definitions``, ``artsim run`` and tests."""
     return {
-        "artsim": ArtsimSettingsResource.from_settings(settings),
+        "artsim": ArtsimRuntimeResource.from_settings(settings),
         "nga_source": NgaSourceResource.from_settings(settings),
-        "duckdb": DuckDBResource(database=str(DataLake(settings.data_lake).catalog_db)),
+        "duckdb": DuckDBResource(database=str(lake_for(settings).catalog_db)),
     }
+
+
+def lake_for(settings: Settings) -> DataLake:
+    """The data lake at an absolute path (so paths in metadata are unambiguous)."""
+    return DataLake(settings.data_lake.expanduser().resolve())

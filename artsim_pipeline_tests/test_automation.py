@@ -1,71 +1,89 @@
-"""Sensors and schedule evaluated against a real instance and data lake."""
+"""Dagster's own freshness: stale status per batch, the automation conditions and ``artsim run`` agree.
+
+Scenario (v1 → v2): a catalog of 3 batches is fully materialized; v2 changes one image of batch 0 and
+adds two paintings (a new batch). After the catalog assets ran, Dagster reports exactly batch 0 stale
+and the new batch missing; the automation conditions request exactly those batches; ``artsim run``
+runs the same set.
+"""
 
 import os
 
-from dagster import SkipReason, build_schedule_context, build_sensor_context, materialize
+from dagster import AssetKey, evaluate_automation_conditions
 
-from artsim_pipeline.automation import image_batch_sensor, nga_update_sensor
 from artsim_pipeline.config import Settings
-from artsim_pipeline.definitions import build_asset_checks, build_assets, build_definitions
-from artsim_pipeline.resources import build_resources
-from artsim_pipeline.runner import PipelineRunner
-from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
+from artsim_pipeline.definitions import build_definitions
+from artsim_pipeline.runner import PipelineRunner, stale_status_resolver
+from artsim_pipeline_tests.http_server import LocalServer, Response
+from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs, write_mirror
+
+BATCH_ASSETS = ["image_cache", "face_crops", "embeddings_mobilenet_v2"]
 
 
-def make_settings(tmp_path, mirror):
-    return Settings(nga_source=str(mirror), data_lake=tmp_path / "lake", limit=0, min_side=64, batch_size=3,
-                    models=("efficientnet_lite0",))
+def requested(result, name):
+    return sorted(p for p in result.get_requested_partitions(AssetKey(name)) if p is not None) \
+        if result.get_num_requested(AssetKey(name)) else []
 
 
-def test_nga_update_sensor_and_schedule_fire_only_when_upstream_changes(tmp_path, instance):
-    mirror = write_mirror(tmp_path / "mirror", [Painting(i) for i in range(1, 4)], with_images=False)
-    settings = make_settings(tmp_path, mirror)
-    resources = build_resources(settings)
+def batch_status(defs, instance, name, partitions):
+    resolver = stale_status_resolver(instance, defs.resolve_asset_graph())
+    return {p: resolver.get_status(AssetKey(name), p).value for p in partitions}
+
+
+def test_changed_and_new_batches_only(tmp_path, instance):
+    v1 = [Painting(i, width=96, height=80, artist=f"Painter {i % 2}") for i in range(1, 8)]
+    mirror = write_mirror(tmp_path / "mirror", v1)
+    settings = Settings(nga_source=str(mirror), data_lake=tmp_path / "lake", limit=0, min_side=64, batch_size=3,
+                        models=("mobilenet_v2",), weights="random", device="cpu", pca_dim=4)
     defs = build_definitions(settings)
+    runner = PipelineRunner(defs, settings, instance, echo=lambda _: None)
+    first = runner.run()
+    batches = ["batch-00000", "batch-00001", "batch-00002"]
+    assert first.partitions_run("image_cache") == batches
+    assert batch_status(defs, instance, "image_cache", batches) == dict.fromkeys(batches, "FRESH")
+    baseline = evaluate_automation_conditions(defs=defs, instance=instance)
+    assert baseline.total_requested == 0  # everything is fresh: nothing to do
 
-    first = nga_update_sensor(build_sensor_context(instance=instance, resources=resources))
-    assert len(first.run_requests) == 1 and first.cursor
-    instance.report_runless_asset_event(first.asset_events[0])  # what the daemon does with the result
-    again = nga_update_sensor(build_sensor_context(instance=instance, resources=resources, cursor=first.cursor))
-    assert isinstance(again, SkipReason)
+    # v2: painting 2's image changed (batch 0), paintings 8 and 9 are new (batch 3)
+    v2 = [Painting(2, width=96, height=80, artist="Painter 0", modified="2025-06-01")]
+    v2 += [p for p in v1 if p.objectid != 2] + [Painting(i, width=96, height=80) for i in (8, 9)]
+    write_mirror(mirror, v2)
+    objects = mirror / "data" / "objects.csv"
+    os.utime(objects, ns=(1, objects.stat().st_mtime_ns + 10**9))
+    defs.resolve_job_def("artsim_observe_nga").execute_in_process(instance=instance)
+    source_changed = evaluate_automation_conditions(defs=defs, instance=instance, cursor=baseline.cursor)
+    assert requested(source_changed, "image_cache") == []
+    assert source_changed.get_num_requested(AssetKey("raw_objects")) == 1
 
-    schedule = defs.get_schedule_def("nga_refresh_schedule")
-    assert schedule.cron_schedule == settings.refresh_cron
-    with build_schedule_context(instance=instance, resources=resources) as context:
-        assert isinstance(schedule(context), SkipReason)
-        objects = mirror / "data" / "objects.csv"
-        objects.write_text(objects.read_text() + "99,u99,Extra,1700,1700,1700,oil,Someone,Someone,Painting,\n")
-        os.utime(objects, ns=(1, 10**18))
-        request = schedule(context)
-        assert request.run_key and request.run_key != first.run_requests[0].run_key
-    changed = nga_update_sensor(build_sensor_context(instance=instance, resources=resources, cursor=first.cursor))
-    assert isinstance(changed, SkipReason)  # the schedule already recorded the new version
+    defs.resolve_job_def("artsim_catalog").execute_in_process(instance=instance)
+    everything = batches + ["batch-00003"]
+    assert batch_status(defs, instance, "image_cache", everything) == {
+        "batch-00000": "STALE", "batch-00001": "FRESH", "batch-00002": "FRESH", "batch-00003": "MISSING"}
+    catalog_done = evaluate_automation_conditions(defs=defs, instance=instance, cursor=source_changed.cursor)
+    for name in BATCH_ASSETS:
+        assert requested(catalog_done, name) == ["batch-00000", "batch-00003"], name
+    assert catalog_done.get_num_requested(AssetKey("raw_objects")) == 0
+
+    second = runner.run()
+    for name in BATCH_ASSETS:
+        assert second.partitions_run(name) == ["batch-00000", "batch-00003"], name
+    assert {"pca_model", "faiss_index", "eval_report"} <= set(second.assets_run())
+    assert "raw_objects" not in second.assets_run()  # the catalog was already refreshed
+    assert runner.run().ran == []  # no change: nothing materialized
+    assert batch_status(defs, instance, "image_cache", everything) == dict.fromkeys(everything, "FRESH")
 
 
-def test_image_batch_sensor_requests_stale_batches_then_the_index(tmp_path, instance):
-    mirror = write_mirror(tmp_path / "mirror", [Painting(i, width=96, height=80) for i in range(1, 6)])
-    settings = make_settings(tmp_path, mirror)
-    defs = build_definitions(settings)
-    context = lambda: build_sensor_context(instance=instance, definitions=defs, resources=build_resources(settings))
-
-    assert isinstance(image_batch_sensor(context()), SkipReason)  # no catalog yet
-    materialize([*build_assets(settings), *build_asset_checks(settings)], selection=["raw_objects", "filtered_paintings"],
-                resources=build_resources(settings), instance=instance)
-    result = image_batch_sensor(context())
-    assert [r.partition_key for r in result.run_requests] == ["batch-00000", "batch-00001"]
-    names = {k.to_user_string() for k in result.run_requests[0].asset_selection}
-    assert names == {"image_cache", "face_crops", "embeddings_efficientnet_lite0"}
-
-    PipelineRunner(defs, settings, instance, echo=lambda _: None).run()
-    assert isinstance(image_batch_sensor(context()), SkipReason)  # everything fresh
-
-    # re-running a batch that produces identical vectors does not invalidate the index
-    materialize(build_assets(settings), selection=["embeddings_efficientnet_lite0"], partition_key="batch-00001",
-                resources=build_resources(settings), instance=instance)
-    assert isinstance(image_batch_sensor(context()), SkipReason)
-    # a setting of the index changes: batches stay fresh, one run rebuilds the index and what follows it
-    changed = settings.with_overrides(pca_dim=2)
-    result = image_batch_sensor(build_sensor_context(instance=instance, definitions=build_definitions(changed),
-                                                     resources=build_resources(changed)))
-    assert len(result.run_requests) == 1 and result.run_requests[0].partition_key is None
-    assert {k.to_user_string() for k in result.run_requests[0].asset_selection} == {"pca_model", "faiss_index", "eval_report"}
+def test_nga_opendata_observation_sends_conditional_requests(tmp_path, instance):
+    bodies = nga_csvs([Painting(i, width=96, height=80) for i in range(1, 4)])
+    with LocalServer() as server:
+        for name, body in bodies.items():
+            server.routes[f"/data/{name}.csv"] = (lambda b: lambda _h: Response(200, b, {"ETag": '"v1"'}))(body)
+        settings = Settings(nga_source=server.url, data_lake=tmp_path / "lake", limit=0, min_side=64,
+                            models=("mobilenet_v2",), weights="random")
+        defs = build_definitions(settings)
+        defs.resolve_job_def("artsim_observe_nga").execute_in_process(instance=instance)
+        defs.resolve_job_def("artsim_catalog").execute_in_process(instance=instance)  # stores the validators
+        server.requests.clear()
+        defs.resolve_job_def("artsim_observe_nga").execute_in_process(instance=instance)
+    heads = [headers for method, _path, headers in server.requests if method == "HEAD"]
+    assert len(heads) == 5 and all(h.get("If-None-Match") == '"v1"' for h in heads)
+    assert not [r for r in server.requests if r[0] == "GET"]  # an observation downloads nothing

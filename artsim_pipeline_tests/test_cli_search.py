@@ -22,10 +22,13 @@ def lake_settings():
     return shared_search_lake()
 
 
-def artsim(args, cwd: Path, settings):
+def artsim(args, cwd: Path, settings, models: str | None = None):
+    """Run ``artsim``; ``models`` is ARTSIM_MODELS (default: the lake's models; "" leaves it unset)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTSIM_", "DAGSTER_HOME"))}
-    env |= {"ARTSIM_DATA_LAKE": str(settings.data_lake), "ARTSIM_MODELS": ",".join(settings.models),
-            "ARTSIM_DEVICE": "cpu"}
+    env |= {"ARTSIM_DATA_LAKE": str(settings.data_lake), "ARTSIM_DEVICE": "cpu"}
+    models = ",".join(settings.models) if models is None else models
+    if models:
+        env["ARTSIM_MODELS"] = models
     return subprocess.run([ARTSIM, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -73,6 +76,24 @@ def test_bad_queries_exit_non_zero_with_a_clear_message(lake_settings, tmp_path,
     assert result.returncode in (1, 2)
     assert expected in result.stderr and str(query) in result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
+
+
+def test_search_without_artsim_models_uses_the_index_models(lake_settings, tmp_path):
+    # regression: the default models (ARTSIM_MODELS unset) differ from the index's efficientnet_lite0
+    result = artsim(["search", "101", "-k", "2", "--json"], tmp_path, lake_settings, models="")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["results"][0]["objectid"] == 101
+    assert "artsim search: using the index's models efficientnet_lite0" in result.stderr
+    quiet = artsim(["search", "101", "-k", "2", "--json"], tmp_path, lake_settings)  # ARTSIM_MODELS = the index's
+    assert quiet.returncode == 0 and "using the index's models" not in quiet.stderr
+
+
+def test_search_with_a_conflicting_artsim_models_is_a_clear_error(lake_settings, tmp_path):
+    result = artsim(["search", "101"], tmp_path, lake_settings, models="mobilenet_v2")
+    assert result.returncode == 2 and result.stdout == ""
+    assert "ARTSIM_MODELS" in result.stderr
+    assert "mobilenet_v2" in result.stderr and "efficientnet_lite0" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_cli_parser_has_search_and_bench():

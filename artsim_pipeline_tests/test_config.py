@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from artsim_pipeline.config import NOTEBOOK_MODELS, ConfigError, Settings
-from artsim_pipeline.resources import ArtsimSettingsResource
+from artsim_pipeline.resources import ArtsimRuntimeResource
 
 
 def test_defaults_match_the_documented_ones():
@@ -42,10 +42,14 @@ def test_local_http_source_is_accepted():
     assert Settings.from_env({"ARTSIM_NGA_SOURCE": "http://127.0.0.1:8000"}).nga_source == "http://127.0.0.1:8000"
 
 
-def test_resource_round_trips_every_setting_it_carries():
-    s = Settings.from_env({"ARTSIM_LIMIT": "7", "ARTSIM_MODELS": "mobilenet_v2", "ARTSIM_DATA_LAKE": "/tmp/lake"})
-    resource = ArtsimSettingsResource.from_settings(s)
-    assert resource.settings.limit == 7 and resource.settings.models == ("mobilenet_v2",)
-    assert resource.settings.data_lake == Path("/tmp/lake")
-    # every resource field is a Settings field (no drift between the two)
-    assert set(ArtsimSettingsResource.model_fields) <= set(Settings.__dataclass_fields__)
+def test_runtime_resource_carries_only_knobs_that_change_no_output():
+    s = Settings.from_env({"ARTSIM_DOWNLOAD_WORKERS": "3", "ARTSIM_MODELS": "mobilenet_v2", "ARTSIM_DATA_LAKE": "/tmp/lake"})
+    resource = ArtsimRuntimeResource.from_settings(s)
+    assert resource.download_workers == 3
+    # what shapes outputs (models, sizes, the lake) is fixed at load: the launchpad cannot change it
+    assert not {"models", "data_lake", "min_side", "limit", "pca_dim", "weights"} & set(ArtsimRuntimeResource.model_fields)
+    assert set(ArtsimRuntimeResource.model_fields) <= set(Settings.__dataclass_fields__)
+    launched = resource.model_copy(update={"embed_batch_size": 4}).apply(s)
+    assert launched.embed_batch_size == 4 and launched.models == ("mobilenet_v2",)
+    with pytest.raises(ConfigError, match="ARTSIM_EMBED_BATCH_SIZE"):
+        resource.model_copy(update={"embed_batch_size": 0}).apply(s)

@@ -1,122 +1,186 @@
-"""Catalog assets: the NGA opendata source, ``raw_objects`` and ``filtered_paintings`` (+ checks)."""
+"""Catalog assets: the NGA opendata source, ``raw_objects``, ``filtered_paintings`` and ``image_batch``.
 
+``image_batch`` is how Dagster sees batch membership: a partitioned observable asset (one partition per
+image batch) whose data version is the batch's fingerprint (member objectids, IIIF URLs, NGA
+``modified`` dates, sizes). ``filtered_paintings`` records a new observation of every active batch each
+time it runs; only batches whose fingerprint changed become stale downstream, in the UI as in
+``artsim run`` and the automation conditions.
+
+Only these catalog assets write ``catalog.duckdb`` (DuckDB allows one writer per file); batch assets
+read ``tables/filtered_paintings.parquet`` and write their own Parquet files, so any number of batches
+can run at once.
+"""
 
 import time
 
+import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
+    AssetObservation,
+    AssetSpec,
     DataVersion,
     MaterializeResult,
     MetadataValue,
     asset,
     asset_check,
+    multi_observable_source_asset,
     observable_source_asset,
 )
 from dagster_duckdb import DuckDBResource
 
+from ..config import Settings
 from ..core import batches, catalog
-from ..partitions import IMAGE_BATCHES
-from ..resources import ArtsimSettingsResource, NgaSourceResource
-from .versions import CODE_VERSIONS, config_fingerprint
+from ..partitions import IMAGE_BATCHES, image_batches
+from ..resources import NgaSourceResource, lake_for
+from ..automation import CATALOG, source_observation
+from .versions import code_version
+
+DATA_VERSION_TAG = "dagster/data_version"
 
 
-@observable_source_asset(
-    description="NGA opendata CSVs upstream; its data version changes when NGA publishes new files.",
-    group_name="catalog",
-)
-def nga_opendata(nga_source: NgaSourceResource) -> DataVersion:
-    """Cheap update check: HTTP conditional requests / mirror file stats."""
-    return DataVersion(nga_source.source().probe_version())
+def batch_versions(lake) -> dict[str, str]:
+    """``{batch_key: fingerprint}`` of the active batches in ``tables/filtered_paintings.parquet``."""
+    path = lake.filtered_paintings_parquet
+    if not path.is_file():
+        return {}
+    paintings = pd.read_parquet(path, columns=[*batches.FINGERPRINT_COLUMNS, "batch_key"])
+    return batches.fingerprints_of(paintings)
 
 
-@asset(
-    deps=[nga_opendata],
-    code_version=CODE_VERSIONS["raw_objects"],
-    group_name="catalog",
-    description="The five NGA CSVs loaded into DuckDB (raw_objects, raw_published_images, ...).",
-)
-def raw_objects(
-    context: AssetExecutionContext, artsim: ArtsimSettingsResource, nga_source: NgaSourceResource, duckdb: DuckDBResource
-) -> MaterializeResult:
-    started = time.perf_counter()
-    lake = artsim.lake
-    lake.root.mkdir(parents=True, exist_ok=True)
-    source = nga_source.source()
-    snapshot = source.fetch(lake)
-    context.log.info(f"NGA snapshot {snapshot.version} from {source.location}")
-    with duckdb.get_connection() as con:
-        counts = catalog.load_raw_tables(con, snapshot)
-    return MaterializeResult(
-        metadata={
-            "source": source.location,
-            "source_version": snapshot.version,
-            **{f"rows_{name}": MetadataValue.int(count) for name, count in counts.items()},
-            "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
-            "config_fingerprint": config_fingerprint("raw_objects", artsim.settings),
-        },
-        data_version=DataVersion(snapshot.version),
+def batch_observations(versions: dict[str, str]) -> list[AssetObservation]:
+    """One ``image_batch`` observation per batch, carrying its fingerprint as the data version."""
+    return [
+        AssetObservation(asset_key="image_batch", partition=key, tags={DATA_VERSION_TAG: version},
+                         metadata={"fingerprint": version})
+        for key, version in sorted(versions.items())
+    ]
+
+
+def catalog_assets(settings: Settings) -> list:
+    """The source, the two catalog tables, ``image_batch`` and the catalog checks for ``settings``."""
+    lake = lake_for(settings)
+
+    @observable_source_asset(
+        description="NGA opendata CSVs upstream. Observing it sends conditional requests (If-None-Match / "
+        "If-Modified-Since with the validators of the last download); its data version changes when NGA "
+        "publishes new files.",
+        group_name="catalog",
+        automation_condition=source_observation(settings.refresh_cron),
     )
+    def nga_opendata(nga_source: NgaSourceResource) -> DataVersion:
+        source = nga_source.source()
+        return DataVersion(source.probe_version(source.last_validators(lake)))
 
-
-@asset(
-    deps=[raw_objects],
-    code_version=CODE_VERSIONS["filtered_paintings"],
-    group_name="catalog",
-    description="Paintings with a primary open-access IIIF image and an attribution; one SQL query in DuckDB. "
-    "Assigns new paintings to image batches.",
-)
-def filtered_paintings(
-    context: AssetExecutionContext, artsim: ArtsimSettingsResource, duckdb: DuckDBResource
-) -> MaterializeResult:
-    started = time.perf_counter()
-    settings = artsim.settings
-    lake = artsim.lake
-    with duckdb.get_connection() as con:
-        rows = catalog.build_filtered_paintings(con, settings.min_side, settings.limit)
-        new_batches = batches.assign_batches(con, settings.batch_size)
-        active = batches.active_batches(con)
-        catalog.export_parquet(con, "filtered_paintings", lake.filtered_paintings_parquet)
-        summary = catalog.filtered_paintings_summary(con)
-        fingerprint = catalog.table_fingerprint(con, "filtered_paintings")
-    known = set(context.instance.get_dynamic_partitions(IMAGE_BATCHES))
-    to_add = [key for key in active if key not in known]
-    if to_add:
-        context.instance.add_dynamic_partitions(IMAGE_BATCHES, to_add)
-    context.log.info(f"{rows} paintings in {len(active)} batches ({len(new_batches)} new)")
-    return MaterializeResult(
-        metadata={
-            **{key: MetadataValue.int(value) for key, value in summary.items()},
-            "batches": MetadataValue.int(len(active)),
-            "new_batches": MetadataValue.text(", ".join(new_batches) or "none"),
-            "min_side": settings.min_side,
-            "limit": settings.limit,
-            "parquet": MetadataValue.path(str(lake.filtered_paintings_parquet)),
-            "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
-            "config_fingerprint": config_fingerprint("filtered_paintings", settings),
-        },
-        data_version=DataVersion(fingerprint),
+    @asset(
+        deps=[nga_opendata],
+        code_version=code_version("raw_objects", settings),
+        group_name="catalog",
+        automation_condition=CATALOG,
+        description="The five NGA CSVs loaded into DuckDB (raw_objects, raw_published_images, ...).",
     )
-
-
-@asset_check(asset=filtered_paintings, description="objectid is unique")
-def filtered_paintings_objectid_unique(duckdb: DuckDBResource) -> AssetCheckResult:
-    with duckdb.get_connection() as con:
-        duplicates = catalog.scalar(con, "SELECT count(*) - count(DISTINCT objectid) FROM filtered_paintings")
-    return AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_objectids": int(duplicates)})
-
-
-@asset_check(asset=filtered_paintings, description="every painting has a IIIF URL")
-def filtered_paintings_iiif_present(duckdb: DuckDBResource) -> AssetCheckResult:
-    with duckdb.get_connection() as con:
-        missing = catalog.scalar(con, "SELECT count(*) FROM filtered_paintings WHERE nullif(trim(iiifurl), '') IS NULL")
-    return AssetCheckResult(passed=missing == 0, metadata={"missing_iiif_url": int(missing)})
-
-
-@asset_check(asset=filtered_paintings, description="both image sides are at least ARTSIM_MIN_SIDE")
-def filtered_paintings_sizes_respected(artsim: ArtsimSettingsResource, duckdb: DuckDBResource) -> AssetCheckResult:
-    with duckdb.get_connection() as con:
-        too_small = catalog.scalar(
-            con, "SELECT count(*) FROM filtered_paintings WHERE least(width, height) < ?", [artsim.min_side]
+    def raw_objects(
+        context: AssetExecutionContext, nga_source: NgaSourceResource, duckdb: DuckDBResource
+    ) -> MaterializeResult:
+        started = time.perf_counter()
+        lake.root.mkdir(parents=True, exist_ok=True)
+        source = nga_source.source()
+        snapshot = source.fetch(lake)
+        context.log.info(f"NGA snapshot {snapshot.version} from {source.location}")
+        with duckdb.get_connection() as con:
+            counts = catalog.load_raw_tables(con, snapshot)
+        return MaterializeResult(
+            metadata={
+                "source": source.location,
+                "source_version": snapshot.version,
+                **{f"rows_{name}": MetadataValue.int(count) for name, count in counts.items()},
+                "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
+            },
+            data_version=DataVersion(snapshot.version),
         )
-    return AssetCheckResult(passed=too_small == 0, metadata={"too_small": int(too_small), "min_side": artsim.min_side})
+
+    @asset(
+        deps=[raw_objects],
+        code_version=code_version("filtered_paintings", settings),
+        group_name="catalog",
+        automation_condition=CATALOG,
+        description="Paintings with a primary open-access IIIF image and an attribution; one SQL query in DuckDB. "
+        "Assigns new paintings to image batches (they keep them) and records each batch's version on "
+        "`image_batch`. Also written to `tables/filtered_paintings.parquet` with a `batch_key` column.",
+    )
+    def filtered_paintings(context: AssetExecutionContext, duckdb: DuckDBResource):
+        started = time.perf_counter()
+        with duckdb.get_connection() as con:
+            rows = catalog.build_filtered_paintings(con, settings.min_side, settings.limit)
+            new_batches = batches.assign_batches(con, settings.batch_size)
+            batches.attach_batch_keys(con)
+            catalog.export_parquet(con, "filtered_paintings", lake.filtered_paintings_parquet)
+            summary = catalog.filtered_paintings_summary(con)
+            fingerprint = catalog.table_fingerprint(con, "filtered_paintings")
+            for view, directory in (("image_status", lake.image_status_dir), ("face_crops", lake.faces_dir)):
+                catalog.register_parquet_view(con, view, directory)
+        versions = batch_versions(lake)
+        known = set(context.instance.get_dynamic_partitions(IMAGE_BATCHES))
+        to_add = [key for key in versions if key not in known]
+        if to_add:
+            context.instance.add_dynamic_partitions(IMAGE_BATCHES, to_add)
+        for observation in batch_observations(versions):
+            context.log_event(observation)
+        context.log.info(f"{rows} paintings in {len(versions)} batches ({len(new_batches)} new)")
+        return MaterializeResult(
+            metadata={
+                **{key: MetadataValue.int(value) for key, value in summary.items()},
+                "batches": MetadataValue.int(len(versions)),
+                "new_batches": MetadataValue.text(", ".join(new_batches) or "none"),
+                "parquet": MetadataValue.path(str(lake.filtered_paintings_parquet)),
+                "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
+            },
+            data_version=DataVersion(fingerprint),
+        )
+
+    @multi_observable_source_asset(
+        specs=[
+            AssetSpec(
+                "image_batch",
+                partitions_def=image_batches,
+                deps=[filtered_paintings],
+                group_name="catalog",
+                description="The paintings of one image batch. Its data version is the batch fingerprint "
+                "(objectids, IIIF URLs, NGA modified dates, sizes), recorded by `filtered_paintings`; "
+                "observing it recomputes the fingerprints from `tables/filtered_paintings.parquet`.",
+            )
+        ],
+        partitions_def=image_batches,
+    )
+    def image_batch(context):
+        for observation in batch_observations(batch_versions(lake)):
+            context.log_event(observation)
+
+    @asset_check(asset=filtered_paintings, description="objectid is unique")
+    def filtered_paintings_objectid_unique(duckdb: DuckDBResource) -> AssetCheckResult:
+        with duckdb.get_connection() as con:
+            duplicates = catalog.scalar(con, "SELECT count(*) - count(DISTINCT objectid) FROM filtered_paintings")
+        return AssetCheckResult(passed=duplicates == 0, metadata={"duplicate_objectids": int(duplicates)})
+
+    @asset_check(asset=filtered_paintings, description="every painting has a IIIF URL")
+    def filtered_paintings_iiif_present(duckdb: DuckDBResource) -> AssetCheckResult:
+        with duckdb.get_connection() as con:
+            missing = catalog.scalar(
+                con, "SELECT count(*) FROM filtered_paintings WHERE nullif(trim(iiifurl), '') IS NULL"
+            )
+        return AssetCheckResult(passed=missing == 0, metadata={"missing_iiif_url": int(missing)})
+
+    @asset_check(asset=filtered_paintings, description="both image sides are at least ARTSIM_MIN_SIDE")
+    def filtered_paintings_sizes_respected(duckdb: DuckDBResource) -> AssetCheckResult:
+        with duckdb.get_connection() as con:
+            too_small = catalog.scalar(
+                con, "SELECT count(*) FROM filtered_paintings WHERE least(width, height) < ?", [settings.min_side]
+            )
+        return AssetCheckResult(
+            passed=too_small == 0, metadata={"too_small": int(too_small), "min_side": settings.min_side}
+        )
+
+    return [
+        nga_opendata, raw_objects, filtered_paintings, image_batch,
+        filtered_paintings_objectid_unique, filtered_paintings_iiif_present, filtered_paintings_sizes_respected,
+    ]

@@ -1,8 +1,9 @@
 """``embeddings_<model>``: one partitioned asset per selected backbone (``ARTSIM_MODELS``).
 
 Each writes ``<data_lake>/embeddings/<model>/<batch>.parquet`` (objectid, uuid, variant, vector). Its
-``code_version`` names the model and weights, so changing one model re-runs only that model's
-embeddings and what is downstream.
+``code_version`` names the model, the weights and the precision, so changing one model re-runs only
+that model's embeddings and what is downstream. The set of models shapes the graph and is fixed when
+the code location loads. Torch is imported when a batch runs, not when the code location loads.
 """
 
 import functools
@@ -13,14 +14,13 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
+from ..automation import batch_step
 from ..config import Settings
-from ..core.embedding import BF16_MIN_COSINE, check_bf16, embed_batch_to_parquet
-from ..core.models import LoadedModel, describe, load_model, resolve_device
+from ..core.storage import DataLake
 from ..partitions import image_batches
-from ..planning import consumed_version
-from ..resources import ArtsimSettingsResource
-from .images import USABLE, face_crops
-from .versions import CODE_VERSIONS, asset_config_fingerprint
+from ..resources import ArtsimRuntimeResource, lake_for
+from .images import USABLE, progress_logger
+from .versions import code_version
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +38,14 @@ def weights_tag(weights: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def cached_model(name: str, weights: str, device: str) -> LoadedModel:
+def cached_model(name: str, weights: str, device: str):
     """Load a model once per process (``artsim run`` materializes many batches in one process)."""
+    from ..core.models import load_model
+
     return load_model(name, weights=weights, device=device)
 
 
-def batch_images(lake, batch: str) -> pd.DataFrame:
+def batch_images(lake: DataLake, batch: str) -> pd.DataFrame:
     """The batch's usable images with their face crop boxes (columns for ``embed_batch_to_parquet``)."""
     status = pd.read_parquet(lake.image_status_path(batch))
     usable = status[status["status"].isin(USABLE)][["objectid", "uuid"]]
@@ -55,24 +57,28 @@ def batch_images(lake, batch: str) -> pd.DataFrame:
 
 def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
     """Build the ``embeddings_<model_name>`` asset."""
+    lake = lake_for(settings)
 
     @asset(
         name=f"embeddings_{model_name}",
         partitions_def=image_batches,
-        deps=[face_crops],
-        code_version=f"{CODE_VERSIONS['embeddings']}-{model_name}-{weights_tag(settings.weights)}",
+        deps=["face_crops"],
+        code_version=code_version("embeddings", settings, model=model_name, weights_file=weights_tag(settings.weights)),
         group_name="embeddings",
-        description=f"{model_name} features ({describe(model_name)['dim']}-d, head removed) of each image "
+        automation_condition=batch_step(),
+        description=f"{model_name} features (classification head removed) of each image "
         "(variant `full`) and of its face crop (variant `face`), one Parquet file per batch.",
     )
-    def _embeddings(context: AssetExecutionContext, artsim: ArtsimSettingsResource) -> MaterializeResult:
+    def _embeddings(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
+        from ..core.embedding import BF16_MIN_COSINE, check_bf16, embed_batch_to_parquet
+        from ..core.models import resolve_device
+
         batch = context.partition_key
-        run_settings = artsim.settings
-        lake = artsim.lake
+        run_settings = artsim.apply(settings)
         device = str(resolve_device(run_settings.device))
-        model = cached_model(model_name, run_settings.weights, device)
+        model = cached_model(model_name, settings.weights, device)
         images = batch_images(lake, batch)
-        precision, bf16_cosine = run_settings.precision, None
+        precision, bf16_cosine = settings.precision, None
         if precision == "bf16" and len(images):
             bf16_cosine = check_bf16(model, images["path"].head(BF16_CHECK_IMAGES).tolist())
             if bf16_cosine < BF16_MIN_COSINE:
@@ -81,7 +87,8 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
         if model.weights_id == "random":
             context.log.warning(f"{model_name} has RANDOM weights: these embeddings are meaningless (tests only)")
         result = embed_batch_to_parquet(
-            model, images, lake, batch, batch_size=run_settings.embed_batch_size, precision=precision
+            model, images, lake, batch, batch_size=run_settings.embed_batch_size, precision=precision,
+            progress=progress_logger(context, batch),
         )
         log.info(f"{model_name} {batch}: {result.rows} vectors, {result.images_per_s:.1f} vectors/s")
         return MaterializeResult(
@@ -97,8 +104,6 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
                 "seconds": MetadataValue.float(round(result.seconds, 2)),
                 "vectors_per_s": MetadataValue.float(round(result.images_per_s, 2)),
                 "parquet": MetadataValue.path(str(result.path)),
-                **consumed_version(context.instance, "face_crops", batch),
-                "config_fingerprint": asset_config_fingerprint(f"embeddings_{model_name}", run_settings),
             },
             data_version=DataVersion(hashlib.sha256(result.path.read_bytes()).hexdigest()[:16]),
         )

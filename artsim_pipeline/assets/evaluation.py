@@ -1,25 +1,27 @@
 """``eval_report``: leave-one-out retrieval quality of the current index, written to ``reports/``."""
 
-
 import numpy as np
+import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
-from dagster_duckdb import DuckDBResource
 
+from ..automation import COLLECTION
 from ..config import Settings
-from ..core.evaluation import VariantInput, evaluate_collection, fingerprint
-from ..core.fusion import load_fusion
-from ..core.index import load_index, search
-from ..core.reports import summary_markdown, write_report
-from ..resources import ArtsimSettingsResource
+from ..resources import lake_for
+from .images import progress_logger
 from .index import current_collection
-from .versions import CODE_VERSIONS, asset_config_fingerprint
+from .versions import code_version
 
-CATALOG_COLUMNS = "objectid, uuid, title, artist, artist_key, style, beginyear, endyear, displaydate, medium"
+CATALOG_COLUMNS = ["objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
+                   "displaydate", "medium"]
 REPORTED_SETTINGS = ("models", "weights", "pca_dim", "precision", "min_side", "limit", "image_size")
+HEADLINE_FLOATS = ("precision_at_k", "recall_at_k", "map_at_k", "map", "random_precision_at_k", "random_map",
+                   "mean_rmse", "mean_ssim")
 
 
 def _index_searcher(directory):
     """``(vectors, objectids, k) -> [N, k] objectids`` from the served FAISS index (self left out), or None."""
+    from ..core.index import load_index, search
+
     try:
         bundle = load_index(directory)
     except (FileNotFoundError, ValueError):
@@ -41,49 +43,52 @@ def evaluation_assets(settings: Settings, upstream: list[AssetsDefinition]) -> l
     faiss_index = next((a for a in upstream if a.key.to_user_string() == "faiss_index"), None)
     if faiss_index is None:
         raise ValueError("eval_report needs the faiss_index asset")
+    lake = lake_for(settings)
 
     @asset(
         deps=[faiss_index],
-        code_version=CODE_VERSIONS["eval_report"],
+        code_version=code_version("eval_report", settings),
         group_name="evaluation",
+        automation_condition=COLLECTION,
         description="Leave-one-out retrieval quality (same artist / same style; P@K, R@K, mAP@K, mAP) of visual "
         "and hybrid search against a random baseline, fusion ablations, full vs face crops, and pixel RMSE/SSIM "
-        "of the top results. Writes reports/eval_report.{json,md} and PNG plots.",
+        "of the top results. Writes reports/eval_report.{json,md} and PNG plots (shown below the table).",
     )
-    def eval_report(
-        context: AssetExecutionContext, artsim: ArtsimSettingsResource, duckdb: DuckDBResource
-    ) -> MaterializeResult:
-        run_settings, lake, _, collection = current_collection(artsim, duckdb)
-        with duckdb.get_connection() as con:
-            catalog = con.execute(f"SELECT {CATALOG_COLUMNS} FROM filtered_paintings").df()
+    def eval_report(context: AssetExecutionContext) -> MaterializeResult:
+        from ..core.evaluation import VariantInput, evaluate_collection, fingerprint
+        from ..core.fusion import load_fusion
+        from ..core import reports
+
+        collection = current_collection(settings, lake)
+        catalog = pd.read_parquet(lake.filtered_paintings_parquet, columns=CATALOG_COLUMNS)
         variants = {}
         for variant, vectors in collection.items():
             path = lake.fusion_path(variant)
             variants[variant] = VariantInput(
                 vectors.objectids, vectors.uuids, vectors.blocks, load_fusion(path) if path.is_file() else None
             )
-        values = run_settings.as_dict()
+        values = settings.as_dict()
+
+
         result = evaluate_collection(
             variants["full"],
             catalog,
             lake.image_path,
             face=variants.get("face"),
-            models=run_settings.models,
-            weights_setting=run_settings.weights,
-            pca_dim=run_settings.pca_dim,
+            models=settings.models,
+            weights_setting=settings.weights,
+            pca_dim=settings.pca_dim,
             index_check=_index_searcher(lake.index_path("full")),
             settings={name: values[name] for name in REPORTED_SETTINGS},
-            log=context.log.info,
+            log=progress_logger(context, "eval_report"),
         )
-        files = write_report(result, lake.reports_dir, lake.image_path)
+        files = reports.write_report(result, lake.reports_dir, lake.image_path)
         report = result.report
         headline = report["headline"]
-        if run_settings.weights == "random":
+        if settings.weights == "random":
             context.log.warning(headline["warning"])
         metadata: dict[str, object] = {
-            f"{key}": MetadataValue.float(float(headline[key]))
-            for key in ("precision_at_k", "recall_at_k", "map_at_k", "map", "random_precision_at_k", "random_map",
-                        "mean_rmse", "mean_ssim")
+            key: MetadataValue.float(round(float(headline[key]), 4)) for key in HEADLINE_FLOATS
         }
         metadata.update({
             "headline": f"{headline['method']} / same {headline['relevance']} / K={headline['k']}",
@@ -91,11 +96,10 @@ def evaluation_assets(settings: Settings, upstream: list[AssetsDefinition]) -> l
             "n_paintings": MetadataValue.int(int(headline["n_paintings"])),
             "weights": headline["weights"],
             "models": ", ".join(headline["models"]),
-            "report": MetadataValue.md(summary_markdown(report)),
+            "report": MetadataValue.md(reports.markdown_with_plots(report, files)),
             "report_json": MetadataValue.path(str(files.json)),
             "report_markdown": MetadataValue.path(str(files.markdown)),
-            "seconds": MetadataValue.float(float(report["timings_s"]["total"])),
-            "config_fingerprint": asset_config_fingerprint("eval_report", run_settings),
+            "seconds": MetadataValue.float(round(float(report["timings_s"]["total"]), 2)),
         })
         if headline.get("warning"):
             metadata["warning"] = headline["warning"]

@@ -1,13 +1,28 @@
-"""Per-batch image assets: ``image_cache`` (IIIF downloads) and ``face_crops`` (MTCNN face regions)."""
+"""Per-batch image assets: ``image_cache`` (IIIF downloads) and ``face_crops`` (MTCNN face regions).
 
+Both read the batch's paintings from ``tables/filtered_paintings.parquet`` and write only their own
+per-batch Parquet files (never ``catalog.duckdb``), so several batches can run at once.
+Torch is imported inside ``face_crops`` only: steps that need no model start fast.
+"""
+
+import logging
 import time
 
 import pandas as pd
-from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
-from dagster_duckdb import DuckDBResource
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
-from ..core import batches, catalog
-from ..core.faces import FaceDetector, detect_faces_in_files, write_faces
+from ..automation import BATCH_ENTRY, batch_step, retry_failed_images
+from ..config import Settings
+from ..core import catalog
 from ..core.image_cache import (
     ImageCacheOptions,
     ImageJob,
@@ -17,108 +32,136 @@ from ..core.image_cache import (
     summarize_status,
     write_status,
 )
-from ..core.models import resolve_device
 from ..partitions import image_batches
-from ..planning import consumed_version
-from ..resources import ArtsimSettingsResource, NgaSourceResource
-from .catalog import filtered_paintings
-from .versions import CODE_VERSIONS, asset_config_fingerprint
+from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
+from .versions import code_version
+
+log = logging.getLogger(__name__)
 
 USABLE = ("ok", "cached")
+NO_FAILED_IMAGES = "no_failed_images"
 
 
-@asset(
-    partitions_def=image_batches,
-    deps=[filtered_paintings],
-    code_version=CODE_VERSIONS["image_cache"],
-    group_name="images",
-    description="IIIF images of one batch cached under <data_lake>/images/<uuid>.jpg, with a per-image status table.",
-)
-def image_cache(
-    context: AssetExecutionContext, artsim: ArtsimSettingsResource, nga_source: NgaSourceResource, duckdb: DuckDBResource
-) -> MaterializeResult:
-    batch = context.partition_key
-    settings = artsim.settings
-    lake = artsim.lake
-    with duckdb.get_connection() as con:
-        members = batches.batch_members(con, batch)
-        fingerprint = batches.batch_fingerprints(con).get(batch, "")
-    jobs = [ImageJob(int(r.objectid), str(r.uuid), r.iiifurl) for r in members.itertuples()]
-    versions = {str(r.uuid): f"{r.iiifurl}|{r.image_modified}" for r in members.itertuples()}
-    status_path = lake.image_status_path(batch)
-    previous = pd.read_parquet(status_path) if status_path.is_file() else None
-    changed = invalidate_changed_images(lake, previous, versions)
-    options = ImageCacheOptions.from_settings(settings, mirror_images_dir=nga_source.source().mirror_images_dir)
-    status = cache_images(jobs, lake, options)
-    status["source_version"] = status["uuid"].astype(str).map(versions)
-    write_status(status, status_path)
-    with duckdb.get_connection() as con:
-        catalog.register_parquet_view(con, "image_status", status_path.parent)
-    summary = summarize_status(status)
-    context.log.info(f"{batch}: {summary}")
-    check_failure_share(status, settings.max_failure_share)
-    return MaterializeResult(
-        metadata={
-            **{key: MetadataValue.int(summary[key]) for key in ("total", "ok", "cached", "skipped_small", "failed", "bytes")},
-            "images_per_s": MetadataValue.float(round(summary["images_per_s"] or 0.0, 2)),
-            "seconds": MetadataValue.float(round(summary["wall_seconds"] or 0.0, 2)),
-            "failure_kinds": MetadataValue.json(summary["failure_kinds"]),
-            "changed_upstream": MetadataValue.int(len(changed)),
-            "needs_retry": summary["failed"] > 0,
-            "status_table": MetadataValue.path(str(lake.image_status_path(batch))),
-            "batch_fingerprint": fingerprint,
-            "config_fingerprint": asset_config_fingerprint("image_cache", settings),
-        },
-        # "ok" and "cached" are the same stored image: the version must not change between them
-        data_version=DataVersion(
-            catalog.frame_fingerprint(
-                status.assign(stored=status["status"].isin(USABLE)), ["objectid", "uuid", "stored", "bytes", "source_version"]
-            )
-        ),
+def batch_paintings(lake, batch: str) -> pd.DataFrame:
+    """The paintings of ``batch`` (ordered by objectid) from ``tables/filtered_paintings.parquet``."""
+    paintings = pd.read_parquet(lake.filtered_paintings_parquet, filters=[("batch_key", "=", batch)])
+    return paintings.sort_values("objectid").reset_index(drop=True)
+
+
+def image_assets(settings: Settings) -> list:
+    """``image_cache`` and ``face_crops`` for ``settings``."""
+    lake = lake_for(settings)
+
+    @asset(
+        partitions_def=image_batches,
+        deps=["image_batch"],
+        code_version=code_version("image_cache", settings),
+        group_name="images",
+        automation_condition=BATCH_ENTRY | retry_failed_images(settings.refresh_cron),
+        check_specs=[AssetCheckSpec(
+            NO_FAILED_IMAGES, asset="image_cache", partitions_def=image_batches,
+            description="Every image of the batch is cached or deliberately skipped (too small); failed "
+            "downloads are retried by the next run (or the automation at ARTSIM_REFRESH_CRON).",
+        )],
+        description="IIIF images of one batch cached under `<data_lake>/images/&lt;uuid&gt;.jpg`, with a per-image "
+        "status table (`image_status/&lt;batch&gt;.parquet`).",
     )
+    def image_cache(
+        context: AssetExecutionContext, artsim: ArtsimRuntimeResource, nga_source: NgaSourceResource
+    ) -> MaterializeResult:
+        batch = context.partition_key
+        run_settings = artsim.apply(settings)
+        members = batch_paintings(lake, batch)
+        jobs = [ImageJob(int(r.objectid), str(r.uuid), r.iiifurl) for r in members.itertuples()]
+        versions = {str(r.uuid): f"{r.iiifurl}|{r.image_modified}" for r in members.itertuples()}
+        status_path = lake.image_status_path(batch)
+        previous = pd.read_parquet(status_path) if status_path.is_file() else None
+        changed = invalidate_changed_images(lake, previous, versions)
+        options = ImageCacheOptions.from_settings(run_settings, mirror_images_dir=nga_source.source().mirror_images_dir)
+        status = cache_images(jobs, lake, options)
+        status["source_version"] = status["uuid"].astype(str).map(versions)
+        write_status(status, status_path)
+        summary = summarize_status(status)
+        context.log.info(f"{batch}: {summary}")
+        check_failure_share(status, run_settings.max_failure_share)
+        failed = status[status["status"] == "failed"]
+        return MaterializeResult(
+            metadata={
+                **{key: MetadataValue.int(summary[key]) for key in ("total", "ok", "cached", "skipped_small", "failed", "bytes")},
+                "images_per_s": MetadataValue.float(round(summary["images_per_s"] or 0.0, 2)),
+                "seconds": MetadataValue.float(round(summary["wall_seconds"] or 0.0, 2)),
+                "failure_kinds": MetadataValue.json(summary["failure_kinds"]),
+                "changed_upstream": MetadataValue.int(len(changed)),
+                "status_table": MetadataValue.path(str(status_path)),
+            },
+            check_results=[AssetCheckResult(
+                check_name=NO_FAILED_IMAGES,
+                passed=failed.empty,
+                severity=AssetCheckSeverity.WARN,
+                metadata={
+                    "failed": MetadataValue.int(len(failed)),
+                    "failed_objectids": MetadataValue.text(", ".join(map(str, failed["objectid"].head(50))) or "none"),
+                },
+            )],
+            # "ok" and "cached" are the same stored image: the version must not change between them
+            data_version=DataVersion(
+                catalog.frame_fingerprint(
+                    status.assign(stored=status["status"].isin(USABLE)), ["objectid", "uuid", "stored", "bytes", "source_version"]
+                )
+            ),
+        )
+
+    @asset(
+        partitions_def=image_batches,
+        deps=[image_cache],
+        code_version=code_version("face_crops", settings),
+        group_name="images",
+        automation_condition=batch_step(),
+        description="MTCNN faces per image of one batch: count, probabilities, union box and crop box "
+        "(`faces/&lt;batch&gt;.parquet`).",
+    )
+    def face_crops(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
+        from ..core.faces import FaceDetector, detect_faces_in_files, write_faces
+        from ..core.models import resolve_device
+
+        batch = context.partition_key
+        run_settings = artsim.apply(settings)
+        started = time.perf_counter()
+        status = pd.read_parquet(lake.image_status_path(batch))
+        usable = status[status["status"].isin(USABLE)].reset_index(drop=True)
+        paths = [lake.image_path(uuid) for uuid in usable["uuid"]]
+        detector = FaceDetector(
+            threshold=settings.face_threshold,
+            margin=settings.face_margin,
+            max_side=settings.face_max_side,
+            device=resolve_device(run_settings.device),
+        )
+        faces = detect_faces_in_files(paths, detector, progress=progress_logger(context, batch))
+        faces.insert(0, "uuid", usable["uuid"].to_numpy())
+        faces.insert(0, "objectid", usable["objectid"].to_numpy())
+        write_faces(faces, lake.faces_path(batch))
+        seconds = time.perf_counter() - started
+        with_faces = int((faces["face_count"] > 0).sum())
+        return MaterializeResult(
+            metadata={
+                "images": MetadataValue.int(len(faces)),
+                "images_with_faces": MetadataValue.int(with_faces),
+                "faces": MetadataValue.int(int(faces["face_count"].sum())),
+                "seconds": MetadataValue.float(round(seconds, 2)),
+                "images_per_s": MetadataValue.float(round(len(faces) / seconds, 2) if seconds else 0.0),
+                "parquet": MetadataValue.path(str(lake.faces_path(batch))),
+            },
+            data_version=DataVersion(catalog.frame_fingerprint(faces, [c for c in faces.columns if c != "path"])),
+        )
+
+    return [image_cache, face_crops]
 
 
-@asset(
-    partitions_def=image_batches,
-    deps=[image_cache],
-    code_version=CODE_VERSIONS["face_crops"],
-    group_name="images",
-    description="MTCNN faces per image of one batch: count, probabilities, union box and crop box (Parquet).",
-)
-def face_crops(
-    context: AssetExecutionContext, artsim: ArtsimSettingsResource, duckdb: DuckDBResource
-) -> MaterializeResult:
-    batch = context.partition_key
-    settings = artsim.settings
-    lake = artsim.lake
-    started = time.perf_counter()
-    status = pd.read_parquet(lake.image_status_path(batch))
-    usable = status[status["status"].isin(USABLE)].reset_index(drop=True)
-    paths = [lake.image_path(uuid) for uuid in usable["uuid"]]
-    detector = FaceDetector(
-        threshold=settings.face_threshold,
-        margin=settings.face_margin,
-        max_side=settings.face_max_side,
-        device=resolve_device(settings.device),
-    )
-    faces = detect_faces_in_files(paths, detector)
-    faces.insert(0, "uuid", usable["uuid"].to_numpy())
-    faces.insert(0, "objectid", usable["objectid"].to_numpy())
-    write_faces(faces, lake.faces_path(batch))
-    with duckdb.get_connection() as con:
-        catalog.register_parquet_view(con, "face_crops", lake.faces_path(batch).parent)
-    seconds = time.perf_counter() - started
-    with_faces = int((faces["face_count"] > 0).sum())
-    return MaterializeResult(
-        metadata={
-            "images": MetadataValue.int(len(faces)),
-            "images_with_faces": MetadataValue.int(with_faces),
-            "faces": MetadataValue.int(int(faces["face_count"].sum())),
-            "seconds": MetadataValue.float(round(seconds, 2)),
-            "images_per_s": MetadataValue.float(round(len(faces) / seconds, 2) if seconds else 0.0),
-            "parquet": MetadataValue.path(str(lake.faces_path(batch))),
-            **consumed_version(context.instance, "image_cache", batch),
-            "config_fingerprint": asset_config_fingerprint("face_crops", settings),
-        },
-        data_version=DataVersion(catalog.frame_fingerprint(faces, [c for c in faces.columns if c != "path"])),
-    )
+def progress_logger(context: AssetExecutionContext, label: str):
+    """A ``progress`` callable: lines go to Dagster's log (the UI) and artsim's logger (``artsim run``)."""
+
+    def report(line: str) -> None:
+        context.log.info(f"{label}: {line}")
+        log.info(f"{label}: {line}")
+
+    return report

@@ -1,8 +1,12 @@
-"""Code versions and the settings each asset depends on.
+"""Code versions: what Dagster compares to decide that an asset's logic or output-shaping settings changed.
 
-Bump an asset's code version when its logic changes; Dagster then shows it and its dependents as
-stale. ``config_fingerprint`` hashes only the settings an asset reads, so changing, say, the models
-invalidates the embeddings but not the image cache.
+Each asset's ``code_version`` is its logic version (bump it when the code changes) plus a short hash of
+the settings that change what it computes (:data:`OUTPUT_SETTINGS`). Those settings are fixed when the
+code location loads (``ARTSIM_*`` variables), so Dagster's own staleness (the UI's badges, the
+automation conditions and ``artsim run``) sees a change of, say, ``ARTSIM_FACE_THRESHOLD`` as a new
+code version of ``face_crops`` and re-runs it and what depends on it, and nothing else.
+Run-time knobs that never change an output (download workers, rate limits, retries, device, embedding
+batch size) live in the ``artsim`` resource instead (:mod:`artsim_pipeline.resources`).
 """
 
 from __future__ import annotations
@@ -14,36 +18,38 @@ from ..config import Settings
 
 CODE_VERSIONS: dict[str, str] = {
     "raw_objects": "1",
-    "filtered_paintings": "1",
-    "image_cache": "1",
-    "face_crops": "1",
-    "embeddings": "1",
-    "pca_model": "1",
-    "faiss_index": "1",
-    "eval_report": "1",
+    "filtered_paintings": "2",
+    "image_cache": "2",
+    "face_crops": "2",
+    "embeddings": "2",
+    "pca_model": "2",
+    "faiss_index": "2",
+    "eval_report": "2",
 }
 
-CONFIG_DEPENDENCIES: dict[str, tuple[str, ...]] = {
-    "raw_objects": (),  # the source location shows up through nga_opendata's data version
+OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {
+    "raw_objects": (),  # the source shows up through nga_opendata's data version
     "filtered_paintings": ("min_side", "limit", "batch_size"),
     "image_cache": ("image_size", "min_side"),
     "face_crops": ("face_threshold", "face_margin", "face_max_side"),
-    "embeddings": ("weights", "precision"),
+    "embeddings": ("weights", "precision"),  # plus the model name and the weights file (see embeddings.py)
     "pca_model": ("models", "pca_dim"),
     "faiss_index": (),
     "eval_report": ("models", "weights", "pca_dim"),
 }
 
 
-def config_fingerprint(asset_name: str, settings: Settings, **extra: object) -> str:
-    """Short hash of the settings ``asset_name`` depends on (plus ``extra`` values)."""
+def settings_fingerprint(names: tuple[str, ...], settings: Settings, **extra: object) -> str:
+    """Short hash of the named settings (plus ``extra`` values)."""
     values = settings.as_dict()
-    chosen = {name: values[name] for name in CONFIG_DEPENDENCIES[asset_name]} | {k: str(v) for k, v in extra.items()}
-    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    chosen = {name: values[name] for name in names} | {k: str(v) for k, v in extra.items()}
+    return hashlib.sha256(json.dumps(chosen, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def asset_config_fingerprint(asset_name: str, settings: Settings) -> str:
-    """The fingerprint an asset records, by asset name (``embeddings_<model>`` adds its model)."""
-    if asset_name.startswith("embeddings_"):
-        return config_fingerprint("embeddings", settings, model=asset_name.removeprefix("embeddings_"))
-    return config_fingerprint(asset_name, settings)
+def code_version(asset_name: str, settings: Settings, **extra: object) -> str:
+    """``<logic version>`` or ``<logic version>-<settings hash>`` for ``asset_name`` (``embeddings`` for
+    every ``embeddings_<model>``)."""
+    names = OUTPUT_SETTINGS[asset_name]
+    if not names and not extra:
+        return CODE_VERSIONS[asset_name]
+    return f"{CODE_VERSIONS[asset_name]}-{settings_fingerprint(names, settings, **extra)}"

@@ -9,12 +9,10 @@ size), so a batch is recomputed only when that changes.
 
 from __future__ import annotations
 
-import hashlib
-
 import duckdb
 import pandas as pd
 
-from .catalog import scalar
+from .catalog import frame_fingerprint, scalar
 
 BATCH_PREFIX = "batch-"
 
@@ -87,10 +85,28 @@ def batch_members(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame:
 
 
 def batch_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """Fingerprint of every active batch: a hash of its members' image-relevant columns."""
-    columns = ", ".join(f"coalesce(CAST(f.{c} AS VARCHAR), '')" for c in FINGERPRINT_COLUMNS)
-    rows = con.execute(
-        f"""SELECT m.batch_key, string_agg(concat_ws('|', {columns}), '\n' ORDER BY f.objectid)
-            FROM batch_manifest m JOIN filtered_paintings f USING (objectid) GROUP BY 1 ORDER BY 1"""
-    ).fetchall()
-    return {key: hashlib.sha256(text.encode()).hexdigest()[:16] for key, text in rows}
+    """Fingerprint of every active batch (see :func:`fingerprints_of`), from the catalog tables."""
+    frame = con.execute(
+        "SELECT f.*, m.batch_key AS manifest_batch FROM filtered_paintings f JOIN batch_manifest m USING (objectid)"
+    ).fetch_df()
+    return fingerprints_of(frame.assign(batch_key=frame["manifest_batch"]))
+
+
+def fingerprints_of(paintings: pd.DataFrame) -> dict[str, str]:
+    """``{batch_key: fingerprint}`` for a frame of paintings with a ``batch_key`` column.
+
+    The fingerprint hashes what a batch's images depend on (:data:`FINGERPRINT_COLUMNS`, rows ordered
+    by objectid); it is the Dagster data version of the batch's ``image_batch`` partition.
+    """
+    out: dict[str, str] = {}
+    for key, group in paintings.groupby("batch_key", sort=True):
+        out[str(key)] = frame_fingerprint(group.sort_values("objectid"), list(FINGERPRINT_COLUMNS))
+    return out
+
+
+def attach_batch_keys(con: duckdb.DuckDBPyConnection) -> None:
+    """Add each painting's ``batch_key`` (from the manifest) as a column of ``filtered_paintings``."""
+    con.execute("ALTER TABLE filtered_paintings ADD COLUMN IF NOT EXISTS batch_key VARCHAR")
+    con.execute(
+        "UPDATE filtered_paintings f SET batch_key = m.batch_key FROM batch_manifest m WHERE m.objectid = f.objectid"
+    )

@@ -136,10 +136,15 @@ def build_filtered_paintings(con: duckdb.DuckDBPyConnection, min_side: int, limi
     return int(scalar(con, "SELECT count(*) FROM filtered_paintings"))
 
 
+def sql_path(path: Path) -> str:
+    """``path`` as a quoted SQL string literal (DuckDB's COPY and views take no parameters)."""
+    return "'" + str(path).replace("'", "''") + "'"
+
+
 def export_parquet(con: duckdb.DuckDBPyConnection, table: str, target: Path) -> None:
     """Write a table to Parquet atomically (ordered by objectid)."""
     with atomic_path(target) as tmp:
-        con.execute(f"COPY (SELECT * FROM {table} ORDER BY objectid) TO '{tmp}' (FORMAT parquet)")
+        con.execute(f"COPY (SELECT * FROM {table} ORDER BY objectid) TO {sql_path(tmp)} (FORMAT parquet)")
 
 
 def frame_fingerprint(frame: pd.DataFrame, columns: list[str] | None = None) -> str:
@@ -169,6 +174,6 @@ def register_parquet_view(con: duckdb.DuckDBPyConnection, view: str, directory: 
     """(Re)create ``view`` over every ``*.parquet`` file in ``directory``; False when there is none yet."""
     if not any(Path(directory).glob("*.parquet")):
         return False
-    pattern = str(Path(directory).resolve() / "*.parquet").replace("'", "''")
-    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{pattern}', union_by_name = true)")
+    pattern = sql_path(Path(directory).resolve() / "*.parquet")
+    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet({pattern}, union_by_name = true)")
     return True

@@ -24,7 +24,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Iterable, Iterator, Sequence, TypeVar, Union
+from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence, Sized, TypeVar, Union
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,7 @@ import torch
 from PIL import Image
 
 from .models import LoadedModel, ModelSpec, clamp_box, normalize_batch, prepare_image
+from .progress import Progress
 from .storage import DataLake, atomic_path
 
 K = TypeVar("K", bound=Hashable)
@@ -192,8 +193,17 @@ def embed_images(
     channels_last: bool | None = None,
     num_workers: int = 2,
     fast_decode: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> tuple[list[K], np.ndarray]:
-    """Embed every ``(key, image, crop_box)``: ``(keys, float32 [N, dim])`` in input order."""
+    """Embed every ``(key, image, crop_box)``: ``(keys, float32 [N, dim])`` in input order.
+
+    ``progress`` (optional) gets a line about every 10% of the items and one at the end, e.g.
+    ``efficientnet_lite0: 64/256 images (25%), 30.1 images/s`` (counting every model input: full
+    images and face crops alike).
+    """
+    if progress is not None and not isinstance(items, Sized):
+        items = list(items)
+    ticker = Progress(progress, len(items) if isinstance(items, Sized) else 0, model.name)
     keys: list[K] = []
     parts: list[np.ndarray] = []
     for batch_keys, vectors in iter_embeddings(
@@ -202,6 +212,8 @@ def embed_images(
     ):
         keys.extend(batch_keys)
         parts.append(vectors)
+        ticker.update(len(keys))
+    ticker.finish()
     if not parts:
         return keys, np.zeros((0, model.dim), dtype=np.float32)
     return keys, np.concatenate(parts, axis=0)
@@ -271,13 +283,16 @@ def embed_batch_to_parquet(
     channels_last: bool | None = None,
     num_workers: int = 2,
     fast_decode: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> EmbedBatchResult:
     """Embed one batch's images and write ``<lake>/embeddings/<model>/<batch>.parquet`` atomically.
 
     ``images`` has columns ``objectid``, ``uuid``, ``path`` and optionally ``crop_x0``, ``crop_y0``,
     ``crop_x1``, ``crop_y1`` (NaN = no face). Rows: one ``full`` per image, then a ``face`` row right
     after it when the image has a crop box. The file's schema metadata records the model, its
-    weights id, dim and precision.
+    weights id, dim and precision. ``progress`` (optional) gets a line about every 10% of the
+    vectors (full images and face crops) and one at the end, e.g.
+    ``efficientnet_lite0: 64/256 images (25%), 30.1 images/s``.
     """
     lake = lake if isinstance(lake, DataLake) else DataLake(Path(lake))
     target = lake.embeddings_path(model.name, batch)
@@ -285,7 +300,7 @@ def embed_batch_to_parquet(
     items = batch_items(images)
     keys, vectors = embed_images(
         model, items, batch_size=batch_size, precision=precision, channels_last=channels_last,
-        num_workers=num_workers, fast_decode=fast_decode,
+        num_workers=num_workers, fast_decode=fast_decode, progress=progress,
     )
     positions = np.fromiter((pos for pos, _ in keys), dtype=np.int64, count=len(keys))
     variants = [variant for _, variant in keys]

@@ -38,13 +38,14 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from PIL import Image
 
+from .progress import Progress
 from .storage import atomic_path
 
 log = logging.getLogger(__name__)
@@ -278,10 +279,22 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(dtypes)
 
 
-def detect_faces_in_files(paths: list[Path], detector: FaceDetector, batch_size: int = 16) -> pd.DataFrame:
-    """Detect faces in image files, ``batch_size`` files at a time; one row per path (schema above)."""
+def detect_faces_in_files(
+    paths: list[Path],
+    detector: FaceDetector,
+    batch_size: int = 16,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Detect faces in image files, ``batch_size`` files at a time; one row per path (schema above).
+
+    ``progress`` (optional) gets a line about every 10% of the files and one at the end, e.g.
+    ``faces: 130/1300 images (10%), 11.2 images/s, 37 with a face``.
+    """
     rows: list[dict[str, Any] | None] = [None] * len(paths)
     step = max(1, batch_size)
+    ticker = Progress(progress, len(paths), "faces")
+    with_face = 0
     for start in range(0, len(paths), step):
         loaded: list[tuple[int, Path, _Prepared]] = []
         for index in range(start, min(start + step, len(paths))):
@@ -294,6 +307,11 @@ def detect_faces_in_files(paths: list[Path], detector: FaceDetector, batch_size:
         results = detector._detect_prepared([prepared for _, _, prepared in loaded])
         for (index, path, prepared), result in zip(loaded, results):
             rows[index] = _row(path, prepared.width, prepared.height, result)
+            with_face += result.face_count > 0
+        done = min(start + step, len(paths))
+        if ticker.due(done):
+            ticker.update(done, f"{with_face} with a face")
+    ticker.finish(f"{with_face} with a face")
     if not rows:
         return empty_faces_frame()
     return _typed(pd.DataFrame(rows, columns=FACES_SCHEMA.names))

@@ -62,6 +62,7 @@ import requests
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from .http import FetchError, HttpClient
+from .progress import Progress
 from .storage import DataLake, InvalidIdError, atomic_path, safe_id
 
 if TYPE_CHECKING:
@@ -324,7 +325,7 @@ def cache_images(
     total = len(first_by_uuid)
     results: dict[str, dict[str, Any]] = {}
     counts = dict.fromkeys(STATUSES, 0)
-    step = max(1, total // 10)
+    ticker = Progress(log.info, total, "images")
     mode = f"mirror {options.mirror_images_dir}" if options.mirror_images_dir is not None else "IIIF"
     log.info("caching %d image(s) from %s with %d worker(s)", total, mode, options.workers)
 
@@ -335,13 +336,8 @@ def cache_images(
             row = future.result()
             results[futures[future]] = row
             counts[row["status"]] += 1
-            if done % step == 0 or done == total:
-                elapsed = time.perf_counter() - wall_start
-                log.info(
-                    "images %d/%d (%.0f%%): ok=%d cached=%d skipped_small=%d failed=%d, %.1f images/s",
-                    done, total, 100.0 * done / total, counts["ok"], counts["cached"],
-                    counts["skipped_small"], counts["failed"], done / elapsed if elapsed > 0 else 0.0,
-                )
+            if ticker.due(done):
+                ticker.update(done, " ".join(f"{status}={counts[status]}" for status in STATUSES))
             if progress is not None:
                 progress(done, total)
     except BaseException:

@@ -36,6 +36,9 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
 _CHUNK = 1 << 20
 
 
+LATEST_FETCH = "latest.json"  # under raw/: the source and validators of the last download
+
+
 class SourceError(RuntimeError):
     """The NGA source cannot be read; the message names the source and the file."""
 
@@ -135,7 +138,20 @@ class NgaSource:
             manifest = {"version": version, "source": self.location, "files": hashes, "validators": validators}
             atomic_write_text(target / "snapshot.json", json.dumps(manifest, indent=2))
         shutil.rmtree(staging, ignore_errors=True)
+        latest = {"version": version, "source": self.location, "validators": validators}
+        atomic_write_text(lake.root / "raw" / LATEST_FETCH, json.dumps(latest, indent=2))
         return Snapshot(version, target, hashes, validators, self.location)
+
+    def last_validators(self, lake: DataLake) -> dict[str, dict[str, str]] | None:
+        """HTTP validators (ETag / Last-Modified per file) of the last download from this source, if any."""
+        path = lake.root / "raw" / LATEST_FETCH
+        try:
+            latest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if latest.get("source") != self.location or not isinstance(latest.get("validators"), dict):
+            return None
+        return latest["validators"]
 
     def probe_version(self, previous: dict[str, dict[str, str]] | None = None) -> str:
         """A cheap fingerprint of the upstream files, without downloading them.
@@ -153,13 +169,15 @@ class NgaSource:
                 stat = self._local_file(name).stat()
                 parts.append(f"{name}:{stat.st_size}:{stat.st_mtime_ns}")
                 continue
+            known = (previous or {}).get(name, {})
             headers = {}
-            etag = (previous or {}).get(name, {}).get("ETag")
-            if etag:
-                headers["If-None-Match"] = etag
+            if known.get("ETag"):
+                headers["If-None-Match"] = known["ETag"]
+            if known.get("Last-Modified"):
+                headers["If-Modified-Since"] = known["Last-Modified"]
             response = self.client.head(self.file_url(name), headers=headers)
-            if response.status_code == 304 and etag:
-                parts.append(f"{name}:{etag}")
+            if response.status_code == 304 and headers:
+                parts.append(f"{name}:{known.get('ETag') or known.get('Last-Modified')}")
                 continue
             tag = response.headers.get("ETag") or response.headers.get("Last-Modified")
             if not tag:  # no validators: fall back to the content itself

@@ -2,15 +2,22 @@
 
 Plots use matplotlib's Agg canvas directly (no pyplot, no display); every file is written
 atomically (temp file + rename), so a reader never sees half a report.
+
+For the Dagster UI, :func:`summary_markdown` gives the headline/methods/ablations tables and
+:func:`markdown_with_plots` the same with the PNG plots embedded as ``data:image/png;base64`` images
+(downscaled to at most 800 px wide, the whole text kept under about 1.5 MB). Every number in the
+Markdown tables is rounded to 3 decimals.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -25,6 +32,16 @@ PLOT_NAMES = {
     "pixel": "eval_pixel_ssim_rmse.png",
     "examples": "eval_examples.png",
 }
+PLOT_CAPTIONS = {
+    "precision_curves": "Precision@K per method (dashed: random ranking)",
+    "precision_hist": "Per-query precision@5 (same artist)",
+    "pixel": "Pixel SSIM and RMSE, top-5 results vs random pairs",
+    "examples": "Example queries and their top 5 (green border: same artist, red: different)",
+}
+#: Embedded plots (:func:`markdown_with_plots`) are downscaled to at most this width in pixels.
+EMBED_MAX_WIDTH = 800
+#: :func:`markdown_with_plots` keeps its whole text (tables + base64 images) under this many bytes.
+EMBED_MAX_BYTES = 1_500_000
 REQUIRED_KEYS = ("headline", "methods", "random_baseline", "ablations", "pixel", "settings")
 HEADLINE_KEYS = ("precision_at_k", "recall_at_k", "map_at_k", "map", "mean_rmse", "mean_ssim", "n_queries",
                  "models", "weights")
@@ -67,14 +84,18 @@ def report_json(report: dict[str, Any]) -> str:
 # ---------------------------------------------------------------- markdown
 
 def _num(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    """A table cell: floats rounded to ``digits`` decimals, NaN/None as "–", bools as yes/no."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value.item()
+    if value is None:
         return "–"
     if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
     if isinstance(value, (int, np.integer)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
-        return f"{float(value):.{digits}f}"
+        number = float(value)
+        return f"{number:.{digits}f}" if math.isfinite(number) else "–"
     return str(value)
 
 
@@ -129,6 +150,71 @@ def summary_markdown(report: dict[str, Any]) -> str:
         headline_table(report), "", "**Methods**\n", methods_table(report), "",
         "**Ablations**\n", ablations_table(report),
     ]
+    return "\n".join(parts)
+
+
+def plot_png_for_markdown(path: Path | str, max_width: int = EMBED_MAX_WIDTH) -> bytes:
+    """A plot PNG re-encoded for embedding: flattened on white, at most ``max_width`` px wide.
+
+    Both a 256-colour palette PNG and an RGB PNG are encoded; the smaller is returned.
+    """
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            rgb = Image.new("RGB", rgba.size, (255, 255, 255))
+            rgb.paste(rgba, mask=rgba.getchannel("A"))
+        else:
+            rgb = image.convert("RGB")
+    if rgb.width > max_width:
+        height = max(1, round(rgb.height * max_width / rgb.width))
+        rgb = rgb.resize((max_width, height), Image.Resampling.LANCZOS)
+    encoded = []
+    for candidate in (rgb.quantize(colors=256), rgb):
+        buffer = io.BytesIO()
+        candidate.save(buffer, format="PNG", optimize=True)
+        encoded.append(buffer.getvalue())
+    return min(encoded, key=len)
+
+
+def markdown_with_plots(
+    report: dict[str, Any],
+    plots: ReportFiles | Mapping[str, Path | str],
+    *,
+    max_width: int = EMBED_MAX_WIDTH,
+    max_total_bytes: int = EMBED_MAX_BYTES,
+) -> str:
+    """:func:`summary_markdown` followed by the plots embedded as ``![caption](data:image/png;base64,...)``.
+
+    ``plots`` is what :func:`write_report` returned (or its ``plots`` mapping, key -> PNG path; keys
+    as in :data:`PLOT_NAMES`). Each plot is re-encoded at most ``max_width`` px wide
+    (:func:`plot_png_for_markdown`); plots are added in :data:`PLOT_NAMES` order while the whole
+    text stays within ``max_total_bytes`` (UTF-8). A plot that would exceed it, or cannot be read,
+    is left out with a one-line note naming its file.
+    """
+    files = plots.plots if isinstance(plots, ReportFiles) else plots
+    parts = [summary_markdown(report), "", "**Plots**", ""]
+
+    def size(extra: Sequence[str] = ()) -> int:
+        return len("\n".join([*parts, *extra]).encode("utf-8"))
+
+    order = [key for key in PLOT_NAMES if key in files] + [key for key in files if key not in PLOT_NAMES]
+    for key in order:
+        path = Path(files[key])
+        caption = PLOT_CAPTIONS.get(key, key)
+        try:
+            data = base64.b64encode(plot_png_for_markdown(path, max_width)).decode("ascii")
+        except Exception as exc:  # noqa: BLE001 - a missing or broken plot must not break the summary
+            parts += [f"_{caption}: not embedded ({type(exc).__name__}: {exc}); see {path.name}._", ""]
+            continue
+        block = [f"**{caption}**", "", f"![{caption}](data:image/png;base64,{data})", ""]
+        if size(block) > max_total_bytes:
+            parts += [f"_{caption}: not embedded (its {len(data) / 1e6:.2f} MB would take this summary over "
+                      f"{max_total_bytes / 1e6:.2f} MB); see {path.name} in the reports folder._", ""]
+            continue
+        parts += block
     return "\n".join(parts)
 
 
@@ -200,14 +286,9 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
             "",
         ]
     lines += ["## Plots", ""]
-    captions = {
-        "precision_curves": "Precision@K per method (dashed: random ranking)",
-        "precision_hist": "Per-query precision@5 (same artist)",
-        "pixel": "Pixel SSIM and RMSE, top-5 results vs random pairs",
-        "examples": "Example queries and their top 5 (green border: same artist, red: different)",
-    }
     for key, name in plots.items():
-        lines += [f"**{captions[key]}**", "", f"![{captions[key]}]({name})", ""]
+        caption = PLOT_CAPTIONS.get(key, key)
+        lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
     lines += [
         "## Protocol", "",
         "- Leave-one-out: every painting with at least one relevant other painting is a query; it is never its own "

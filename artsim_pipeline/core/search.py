@@ -1,7 +1,7 @@
 """Query API: find the paintings of the collection most similar to an image or to a painting.
 
 Plain Python (no Dagster). A :class:`SearchEngine` is loaded once from a data lake built by
-``artsim run`` (catalog, fusion models, FAISS indexes) and the backbones named by the settings;
+``artsim run`` (catalog, fusion models, FAISS indexes) and the backbones the index was built with;
 each :meth:`SearchEngine.search` then runs:
 
 1. **query** — an image (a file path, ``bytes`` or a PIL image) or an objectid of the collection
@@ -36,8 +36,15 @@ Filters (:class:`SearchFilters`), all case- and accent-insensitive:
 * ``year_min`` / ``year_max`` — the painting's ``[beginyear, endyear]`` interval (one of them
   standing for both when the other is missing) overlaps the range; undated paintings are excluded.
 
+Models: the index is the truth. The engine embeds queries with the models recorded in the ``full``
+fusion (:attr:`SearchEngine.model_names`, in the index's order), whatever the settings' default
+``models`` are; when those differ, :attr:`SearchEngine.notes` says which models are used. Only an
+*explicit* choice (``ARTSIM_MODELS`` set, see :func:`models_set_in_env`) naming another set of
+models than the index is an error.
+
 Errors the user can fix (a missing or unreadable file, an unknown objectid, a lake without an
-index) raise :class:`QueryError` (or :class:`IndexNotBuiltError`) with a message naming the input.
+index, an explicit ``ARTSIM_MODELS`` the index was not built with) raise :class:`QueryError` (or
+:class:`IndexNotBuiltError`) with a message naming the input.
 """
 
 from __future__ import annotations
@@ -314,6 +321,12 @@ def _collection_embedding_facts(lake: DataLake, model: str) -> tuple[set[str], s
     return weights, precisions
 
 
+def models_set_in_env(environ: Any = None) -> bool:
+    """True when ``ARTSIM_MODELS`` is set (non-empty) in ``environ`` (default ``os.environ``): an explicit choice."""
+    env = os.environ if environ is None else environ
+    return bool((env.get("ARTSIM_MODELS") or "").strip())
+
+
 def _blas_controller() -> Any:
     try:
         from threadpoolctl import ThreadpoolController
@@ -324,12 +337,18 @@ def _blas_controller() -> Any:
 
 
 class SearchEngine:
-    """Everything a query needs, loaded once: catalog, fusion + index per variant, backbones."""
+    """Everything a query needs, loaded once: catalog, fusion + index per variant, backbones.
+
+    ``models=None`` (the default) uses the models the index was built with; a list of names must
+    name the same set as the index (order does not matter: the index's order is used) or
+    :class:`QueryError` is raised. :attr:`notes` holds remarks about how the engine was set up
+    (e.g. that it uses the index's models rather than the settings' defaults).
+    """
 
     def __init__(
         self,
         lake: DataLake | Path | str,
-        models: Sequence[str],
+        models: Sequence[str] | None = None,
         weights: str = "pretrained",
         device: str = "auto",
         *,
@@ -348,12 +367,13 @@ class SearchEngine:
         self.face_max_side = face_max_side
         self.device = resolve_device(device)
         self.variants = self._load_variants()
-        full = self.variants["full"]
-        if sorted(models) != sorted(full.fusion.model_names):
+        if models is not None and set(models) != set(self.model_names):
             raise QueryError(
-                f"the index in {self.lake.index_dir} was built with models {','.join(full.fusion.model_names)} "
-                f"but the settings name {','.join(models)} (ARTSIM_MODELS); use the same models or re-run the pipeline"
+                f"the index in {self.lake.index_dir} was built with models {','.join(self.model_names)} "
+                f"but ARTSIM_MODELS names {','.join(models)}; unset ARTSIM_MODELS to use the index's models, "
+                f"set it to {','.join(self.model_names)}, or re-run the pipeline with the new models"
             )
+        self.notes: list[str] = []
         self.catalog = self._load_catalog()
         # plain per-painting dicts: per-row pandas access costs more than the rest of a query
         self._rows: dict[int, dict[str, Any]] = {
@@ -372,14 +392,26 @@ class SearchEngine:
         self.load_seconds = time.perf_counter() - started
 
     @classmethod
-    def from_settings(cls, settings: Any, **overrides: Any) -> "SearchEngine":
-        """An engine for :class:`~artsim_pipeline.config.Settings` (data lake, models, weights, device, faces)."""
+    def from_settings(cls, settings: Any, *, models_explicit: bool = False, **overrides: Any) -> "SearchEngine":
+        """An engine for :class:`~artsim_pipeline.config.Settings` (data lake, weights, device, faces).
+
+        The models are the index's. ``settings.models`` is checked against them only when
+        ``models_explicit`` (the user set ``ARTSIM_MODELS``, see :func:`models_set_in_env`): a
+        different set raises :class:`QueryError` naming both lists. Otherwise, when the settings'
+        models differ from the index's, a line in :attr:`notes` says which models are used.
+        """
         kwargs: dict[str, Any] = dict(
             face_threshold=settings.face_threshold, face_margin=settings.face_margin,
             face_max_side=settings.face_max_side, precision=settings.precision,
         )
         kwargs.update(overrides)
-        return cls(DataLake(settings.data_lake), settings.models, settings.weights, settings.device, **kwargs)
+        requested = tuple(settings.models)
+        engine = cls(DataLake(settings.data_lake), requested if models_explicit else None, settings.weights,
+                     settings.device, **kwargs)
+        if not models_explicit and set(requested) != set(engine.model_names):
+            engine.notes.append(f"using the index's models {','.join(engine.model_names)} "
+                                f"(the settings name {','.join(requested)})")
+        return engine
 
     # -- loading ---------------------------------------------------------------------------------
     def _load_variants(self) -> dict[str, _Variant]:
@@ -433,6 +465,7 @@ class SearchEngine:
 
     @property
     def model_names(self) -> tuple[str, ...]:
+        """The models the index was built with, in its fusion order (the ones queries are embedded with)."""
         return tuple(self.variants["full"].fusion.model_names)
 
     @property
@@ -679,21 +712,26 @@ class SearchEngine:
 
 
 @functools.lru_cache(maxsize=2)
-def _engine_for(settings: Any) -> SearchEngine:
-    return SearchEngine.from_settings(settings)
+def _engine_for(settings: Any, models_explicit: bool) -> SearchEngine:
+    return SearchEngine.from_settings(settings, models_explicit=models_explicit)
 
 
 def search(query: Query, k: int = 10, *, settings: Any = None, face_crop: bool = False,
            filters: SearchFilters | None = None, weights: ScoringWeights | None = None) -> SearchResponse:
-    """Convenience: search with an engine for ``settings`` (default: the ``ARTSIM_*`` environment), cached."""
+    """Convenience: search with an engine for ``settings`` (default: the ``ARTSIM_*`` environment), cached.
+
+    The engine uses the index's models; with the default settings, a ``ARTSIM_MODELS`` that names
+    other models is an error (see :meth:`SearchEngine.from_settings`).
+    """
+    explicit = False
     if settings is None:
         from artsim_pipeline.config import Settings
 
-        settings = Settings.from_env()
-    return _engine_for(settings).search(query, k=k, face_crop=face_crop, filters=filters, weights=weights)
+        settings, explicit = Settings.from_env(), models_set_in_env()
+    return _engine_for(settings, explicit).search(query, k=k, face_crop=face_crop, filters=filters, weights=weights)
 
 
 __all__ = [
     "IndexNotBuiltError", "QueryError", "SearchEngine", "SearchFilters", "SearchResponse", "SearchResult",
-    "display_date", "format_results", "parse_years", "search",
+    "display_date", "format_results", "models_set_in_env", "parse_years", "search",
 ]

@@ -86,11 +86,19 @@ class DataLake:
     def image_path(self, uuid: str) -> Path:
         return self.images_dir / f"{safe_id(uuid, 'image uuid')}.jpg"
 
+    @property
+    def image_status_dir(self) -> Path:
+        return self.root / "image_status"
+
     def image_status_path(self, batch: str) -> Path:
-        return self.root / "image_status" / f"{safe_id(batch, 'batch key')}.parquet"
+        return self.image_status_dir / f"{safe_id(batch, 'batch key')}.parquet"
+
+    @property
+    def faces_dir(self) -> Path:
+        return self.root / "faces"
 
     def faces_path(self, batch: str) -> Path:
-        return self.root / "faces" / f"{safe_id(batch, 'batch key')}.parquet"
+        return self.faces_dir / f"{safe_id(batch, 'batch key')}.parquet"
 
     def embeddings_path(self, model: str, batch: str) -> Path:
         return self.root / "embeddings" / safe_id(model, "model name") / f"{safe_id(batch, 'batch key')}.parquet"

@@ -4,7 +4,7 @@ import duckdb
 from dagster import AssetKey, materialize
 
 from artsim_pipeline.config import Settings
-from artsim_pipeline.definitions import build_asset_checks, build_assets
+from artsim_pipeline.definitions import build_assets
 from artsim_pipeline.partitions import IMAGE_BATCHES
 from artsim_pipeline.resources import build_resources
 from artsim_pipeline_tests.http_server import LocalServer
@@ -15,8 +15,7 @@ CATALOG = ["nga_opendata", "raw_objects", "filtered_paintings"]
 
 def run_catalog(settings, instance, **resource_overrides):
     resources = build_resources(settings) | resource_overrides
-    everything = [*build_assets(settings), *build_asset_checks(settings)]
-    result = materialize(everything, selection=CATALOG, resources=resources, instance=instance)
+    result = materialize(build_assets(settings), selection=CATALOG, resources=resources, instance=instance)
     assert result.success
     return result
 
@@ -37,8 +36,7 @@ def test_catalog_assets_over_http_with_one_500(tmp_path, instance):
         resources = build_resources(settings)
         resources["nga_source"] = resources["nga_source"].model_copy(update={"backoff_base_s": 0.01})
         selection = ["raw_objects", "filtered_paintings"]
-        everything = [*build_assets(settings), *build_asset_checks(settings)]
-        result = materialize(everything, selection=selection, resources=resources, instance=instance)
+        result = materialize(build_assets(settings), selection=selection, resources=resources, instance=instance)
         assert result.success
         assert server.count("/data/objects.csv", method="GET") == 2  # the 500, then the retry
     raw = metadata(instance, "raw_objects")
@@ -51,6 +49,14 @@ def test_catalog_assets_over_http_with_one_500(tmp_path, instance):
     assert len(checks) == 3 and all(c.passed for c in checks)
     parquet = tmp_path / "lake" / "tables" / "filtered_paintings.parquet"
     assert duckdb.sql(f"SELECT count(*) FROM '{parquet}'").fetchall()[0][0] == 11
+    # each batch's membership is an observation of image_batch, with the batch fingerprint as data version
+    sizes = duckdb.sql(f"SELECT batch_key, count(*) FROM '{parquet}' GROUP BY 1 ORDER BY 1").fetchall()
+    assert sizes == [("batch-00000", 4), ("batch-00001", 4), ("batch-00002", 3)]
+    versions = {}
+    for batch in ("batch-00000", "batch-00001", "batch-00002"):
+        record = instance.get_latest_data_version_record(AssetKey("image_batch"), True, batch)
+        versions[batch] = record.asset_observation.tags["dagster/data_version"]
+    assert len(set(versions.values())) == 3
 
 
 def test_catalog_assets_on_the_shared_mirror(tmp_path, instance, nga_mirror):

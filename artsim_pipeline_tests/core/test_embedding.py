@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -21,6 +23,8 @@ from artsim_pipeline.core.embedding import (
 )
 from artsim_pipeline.core.models import DEFAULT_OFFLINE_MODELS, LoadedModel, load_model
 from artsim_pipeline.core.storage import DataLake
+
+from .test_progress import assert_monotonic_to_total
 
 # skimage.data images bundled with the package (no download); ``cat`` is ``chelsea`` again, so left out.
 GALLERY = [
@@ -173,6 +177,29 @@ def test_parquet_without_crop_columns_and_empty_batch(gallery, tmp_path) -> None
     assert len(meta) == 4 and vectors.shape == (4, 1280)
     assert pq.read_table(empty.path).num_rows == 0
     assert read_embeddings([])[1].shape == (0, 0)
+
+
+def test_embedding_progress_lines_count_every_vector(gallery, tmp_path) -> None:
+    model = _model("efficientnet_lite0")
+    frame = _batch_frame(gallery, tmp_path)  # 4 images, 2 with a face crop: 6 vectors
+    lines: list[str] = []
+    result = embed_batch_to_parquet(model, frame, tmp_path / "lake", "b3", batch_size=2, num_workers=0,
+                                    progress=lines.append)
+    assert result.rows == 6
+    assert assert_monotonic_to_total(lines, 6) == [2, 4, 6]
+    assert re.fullmatch(r"efficientnet_lite0: 2/6 images \(33%\), [\d.]+ images/s", lines[0]), lines[0]
+    assert lines[-1].startswith("efficientnet_lite0: 6/6 images (100%), ")
+
+    # a generator of items works too (it is listed to know the total)
+    items = ((i, img, None) for i, img in enumerate(list(gallery.values())[:3]))
+    streamed: list[str] = []
+    keys, vectors = embed_images(model, items, batch_size=2, num_workers=0, progress=streamed.append)
+    assert keys == [0, 1, 2] and vectors.shape == (3, 1280)
+    assert assert_monotonic_to_total(streamed, 3) == [2, 3]
+
+    empty: list[str] = []
+    embed_batch_to_parquet(model, frame.iloc[:0], tmp_path / "lake", "b4", progress=empty.append)
+    assert empty == ["efficientnet_lite0: 0/0 images (100%), 0.0 images/s"]
 
 
 def test_read_embeddings_accepts_variable_list_vectors(tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,8 @@ from artsim_pipeline.core.faces import (
     union_box,
     write_faces,
 )
+
+from .test_progress import assert_monotonic_to_total
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +202,24 @@ def test_detect_faces_in_files_schema_and_errors(detector, astronaut, tmp_path):
     assert table.schema.field("crop_x0").type == pa.int64()
     assert table.column("crop_x0").null_count == 3  # crops only for the two astronauts
     assert table.column("objectid").to_pylist() == [0, 1, 2, 3, 4]
+
+
+def test_detect_faces_in_files_reports_progress(detector, astronaut, tmp_path):
+    paths = []
+    for i in range(7):
+        image = astronaut.resize((128, 128)) if i == 2 else landscape(96, 64, seed=i)
+        image.save(tmp_path / f"p{i}.jpg", "JPEG", quality=85)
+        paths.append(tmp_path / f"p{i}.jpg")
+    paths.append(tmp_path / "absent.jpg")  # an unreadable file still counts as done
+
+    lines: list[str] = []
+    df = detect_faces_in_files(paths, detector, batch_size=3, progress=lines.append)
+    assert assert_monotonic_to_total(lines, 8) == [3, 6, 8]  # one line per batch here (8 files < 10 marks)
+    assert re.fullmatch(r"faces: 3/8 images \(38%\), [\d.]+ images/s, \d with a face", lines[0]), lines[0]
+    assert lines[-1].startswith("faces: 8/8 images (100%), ")
+    quiet = detect_faces_in_files(paths, detector, batch_size=3)  # default: no progress, same result
+    pd.testing.assert_frame_equal(df, quiet)
+
+    empty: list[str] = []
+    assert detect_faces_in_files([], detector, progress=empty.append).empty
+    assert empty == ["faces: 0/0 images (100%), 0.0 images/s, 0 with a face"]

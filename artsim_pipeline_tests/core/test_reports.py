@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -10,7 +13,17 @@ import pytest
 from PIL import Image
 
 from artsim_pipeline.core.evaluation import VariantInput, evaluate_collection
-from artsim_pipeline.core.reports import HEADLINE_KEYS, PLOT_NAMES, REQUIRED_KEYS, summary_markdown, write_report
+from artsim_pipeline.core.reports import (
+    HEADLINE_KEYS,
+    PLOT_NAMES,
+    REQUIRED_KEYS,
+    full_markdown,
+    markdown_with_plots,
+    summary_markdown,
+    write_report,
+)
+
+from .test_progress import assert_monotonic_to_total
 
 N = 18
 
@@ -118,3 +131,79 @@ def test_report_without_faces_or_styles(tmp_path):
     assert {r["relevance"] for r in report["methods"]} == {"artist"}
     assert "style" in report["skipped_relevances"]
     assert report["face_vs_full"]["available"] is False
+
+
+def test_evaluation_logs_one_line_per_step_with_counts_and_elapsed(tmp_path):
+    full, face, catalog, image_path = small_collection(tmp_path)
+    lines: list[str] = []
+    evaluate_collection(full, catalog, image_path, face=face, pca_dim=4, pixel_queries=3, log=lines.append)
+    assert lines[0].startswith(f"eval: {N} paintings, 4-d fused vectors") and "8 method runs" in lines[0]
+    for stage, total in (("methods", 8), ("ablations", 6)):  # 2 relevances x (3 methods + random); 6 vector sets
+        stage_lines = [line for line in lines if line.startswith(f"eval: {stage} ")]
+        assert assert_monotonic_to_total(stage_lines, total) == list(range(1, total + 1))
+        assert all(re.search(r" in \d+\.\ds, \d+\.\ds elapsed$", line) for line in stage_lines), stage_lines
+    assert "eval: methods 4/8: random/artist in " in "\n".join(lines)
+    pixel = next(line for line in lines if line.startswith("eval: pixel metrics in "))
+    assert "15 query-result pairs + 15 random pairs" in pixel and pixel.endswith("s elapsed")
+    assert any(line.startswith("eval: face vs full in ") for line in lines)
+    assert re.fullmatch(r"eval: done in \d+\.\ds", lines[-1])
+    elapsed = [float(m.group(1)) for line in lines if (m := re.search(r"(\d+\.\d)s elapsed", line))]
+    assert elapsed == sorted(elapsed)
+
+
+def _data_uris(text: str) -> list[tuple[str, bytes]]:
+    return [(alt, base64.b64decode(data)) for alt, data in re.findall(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", text)]
+
+
+def test_markdown_with_plots_embeds_small_pngs(written):
+    result, files = written
+    text = markdown_with_plots(result.report, files)
+    assert text.startswith(summary_markdown(result.report))
+    images = _data_uris(text)
+    assert len(images) == len(PLOT_NAMES)
+    assert images[0][0].startswith("Precision@K per method")
+    for _, png in images:
+        with Image.open(io.BytesIO(png)) as img:
+            assert img.format == "PNG" and 100 < img.width <= 800
+    widest = max(files.plots.values(), key=lambda p: Image.open(p).width)
+    assert Image.open(widest).width > 800  # so the downscaling was exercised
+    assert len(text.encode("utf-8")) < 1_500_000
+    assert markdown_with_plots(result.report, files.plots) == text  # the plain mapping works too
+
+
+def test_markdown_with_plots_skips_what_does_not_fit_with_a_note(written, tmp_path):
+    result, files = written
+    base = len(summary_markdown(result.report).encode("utf-8"))
+    sizes = {key: len(markdown_with_plots(result.report, {key: path}).encode("utf-8")) - base
+             for key, path in files.plots.items()}
+    budget = base + sizes["precision_curves"] + 400  # room for the first plot (and notes), not the others
+    text = markdown_with_plots(result.report, files, max_total_bytes=budget)
+    assert [alt for alt, _ in _data_uris(text)] == ["Precision@K per method (dashed: random ranking)"]
+    for key in ("precision_hist", "pixel", "examples"):
+        assert f"see {PLOT_NAMES[key]} in the reports folder" in text
+    assert "not embedded" in text
+
+    missing = markdown_with_plots(result.report, {"pixel": tmp_path / "gone.png"})
+    assert "not embedded (FileNotFoundError" in missing and not _data_uris(missing)
+    small = markdown_with_plots(result.report, files, max_width=300)
+    assert all(Image.open(io.BytesIO(png)).width <= 300 for _, png in _data_uris(small))
+
+
+RAW_FLOAT = re.compile(r"\d\.\d{5,}")
+
+
+def test_markdown_numbers_are_rounded(written):
+    result, files = written
+    report = json.loads(files.json.read_text())
+    for text in (summary_markdown(result.report), full_markdown(report, report["plots"]), files.markdown.read_text(),
+                 re.sub(r"base64,[A-Za-z0-9+/=]+", "", markdown_with_plots(result.report, files))):
+        assert not RAW_FLOAT.findall(text), RAW_FLOAT.findall(text)[:5]
+    # raw Python and numpy floats, NaN of either kind, in every table of the summary
+    raw = json.loads(json.dumps(report))
+    raw["headline"].update(precision_at_k=0.41825677267373385, map=np.float32(0.123456789), recall_at_k=np.float32("nan"))
+    raw["methods"][0].update(precision_at_k=np.float64(0.98765432101), map=float("inf"))
+    raw["ablations"][0].update(map=1 / 3)
+    text = summary_markdown(raw)
+    assert not RAW_FLOAT.findall(text)
+    assert "0.418 ±" in text and "0.123 ±" in text and "| 0.988 |" in text and "| 0.333 |" in text
+    assert not re.search(r"\b(nan|inf)\b", text, re.IGNORECASE)

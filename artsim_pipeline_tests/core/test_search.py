@@ -19,6 +19,7 @@ from artsim_pipeline.core.search import (
     SearchEngine,
     SearchFilters,
     format_results,
+    models_set_in_env,
     parse_years,
 )
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
@@ -285,9 +286,41 @@ def test_a_lake_without_an_index_is_a_clear_error(tmp_path, lake_settings):
         SearchEngine.from_settings(lake_settings.with_overrides(data_lake=tmp_path / "empty"))
 
 
-def test_models_must_match_the_index(lake_settings):
-    with pytest.raises(QueryError, match="efficientnet_lite0"):
-        SearchEngine.from_settings(lake_settings.with_overrides(models=("mobilenet_v2",)))
+def test_default_models_differing_from_the_index_use_the_index_models(lake_settings, engine):
+    # regression: `artsim search` after a run failed unless ARTSIM_MODELS named the index's models
+    defaults = Settings().models
+    assert set(defaults) != set(lake_settings.models)
+    other = SearchEngine.from_settings(lake_settings.with_overrides(models=defaults), preload_models=False)
+    try:
+        assert other.model_names == ("efficientnet_lite0",)
+        assert len(other.notes) == 1
+        assert "efficientnet_lite0" in other.notes[0] and ",".join(defaults) in other.notes[0]
+        path = image_of(other, 109)
+        response = other.search(path, k=3)
+        assert [m.name for m in other.models] == ["efficientnet_lite0"]
+        assert response[0].objectid == 109 and response[0].visual > 0.9999
+        assert other.search(104, k=2)[0].objectid == 104
+    finally:
+        other.close()
+    assert engine.notes == []  # the settings name the index's models: nothing to say
+
+
+def test_explicit_models_must_match_the_index(lake_settings):
+    wrong = lake_settings.with_overrides(models=("mobilenet_v2",))
+    with pytest.raises(QueryError, match="ARTSIM_MODELS") as info:
+        SearchEngine.from_settings(wrong, models_explicit=True, preload_models=False)
+    assert "efficientnet_lite0" in str(info.value) and "mobilenet_v2" in str(info.value)
+    with pytest.raises(QueryError, match="mobilenet_v2"):
+        SearchEngine(lake_settings.data_lake, ["mobilenet_v2"], preload_models=False)
+    same = SearchEngine.from_settings(lake_settings, models_explicit=True, preload_models=False)
+    assert same.model_names == ("efficientnet_lite0",) and same.notes == []
+    same.close()
+
+
+def test_models_set_in_env():
+    assert models_set_in_env({"ARTSIM_MODELS": "resnet101"})
+    assert not models_set_in_env({"ARTSIM_MODELS": "  "})
+    assert not models_set_in_env({})
 
 
 # ----------------------------------------------------------------------------- grid
