@@ -23,18 +23,20 @@ from dagster import AutomationCondition, AutomationConditionSensorDefinition, De
 
 AC = AutomationCondition
 
-# Missing on the very first evaluation (a fresh lake) or newly missing later (a new batch).
-_MISSING = AC.newly_missing() | (AC.missing() & AC.initial_evaluation())
+# Missing on the very first evaluation (a fresh lake: `since_last_handled` resets on the initial
+# evaluation, so this clause stays outside it) or newly missing later (a new batch).
+_FIRST_MISSING = (AC.missing() & AC.initial_evaluation()).with_label("missing when automation starts")
 _READY = ~AC.any_deps_missing() & ~AC.any_deps_in_progress() & ~AC.in_progress()
 
-CATALOG = ((_MISSING | AC.any_deps_updated() | AC.code_version_changed()).since_last_handled() & _READY).with_label(
-    "catalog: missing, source or code changed"
-)
+CATALOG = (
+    ((AC.newly_missing() | AC.any_deps_updated() | AC.code_version_changed()).since_last_handled() | _FIRST_MISSING)
+    & _READY
+).with_label("catalog: missing, source or code changed")
 """``raw_objects`` and ``filtered_paintings``: eager, plus a fresh lake and new code versions."""
 
 BATCH_ENTRY = (
-    (_MISSING | AC.any_deps_match(AC.data_version_changed()).with_label("batch fingerprint changed")
-     | AC.code_version_changed()).since_last_handled()
+    ((AC.newly_missing() | AC.any_deps_match(AC.data_version_changed()).with_label("batch fingerprint changed")
+      | AC.code_version_changed()).since_last_handled() | _FIRST_MISSING)
     & _READY
 ).with_label("batch: new, changed or new code")
 """``image_cache``: only batches whose ``image_batch`` data version changed (not every batch that was
@@ -44,8 +46,9 @@ re-observed), new batches and new code."""
 def batch_step() -> AutomationCondition:
     """``face_crops`` / ``embeddings_*``: run with their batch's upstream step, or when its output changed."""
     return (
-        (_MISSING | AC.any_deps_match(AC.data_version_changed() | AC.will_be_requested()).with_label(
+        ((AC.newly_missing() | AC.any_deps_match(AC.data_version_changed() | AC.will_be_requested()).with_label(
             "upstream batch step changed or runs now") | AC.code_version_changed()).since_last_handled()
+         | _FIRST_MISSING)
         & _READY
     ).with_label("batch step: upstream changed, new or new code")
 
@@ -57,7 +60,7 @@ def retry_failed_images(cron: str) -> AutomationCondition:
     ).with_label("retry failed images")
 
 
-COLLECTION = (AC.eager() | (AC.code_version_changed().since_last_handled() & _READY)).with_label(
+COLLECTION = (AC.eager() | ((AC.code_version_changed().since_last_handled() | _FIRST_MISSING) & _READY)).with_label(
     "collection: after the batches"
 )
 """``pca_model``, ``faiss_index``, ``eval_report``."""
@@ -65,7 +68,7 @@ COLLECTION = (AC.eager() | (AC.code_version_changed().since_last_handled() & _RE
 
 def source_observation(cron: str) -> AutomationCondition:
     """Observe ``nga_opendata`` at each ``cron`` tick and on the first evaluation."""
-    return (AC.cron_tick_passed(cron) | AC.initial_evaluation()).since_last_handled().with_label(
+    return (AC.cron_tick_passed(cron).since_last_handled() | AC.initial_evaluation()).with_label(
         f"observe at {cron}"
     )
 

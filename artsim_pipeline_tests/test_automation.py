@@ -41,7 +41,8 @@ def test_changed_and_new_batches_only(tmp_path, instance):
     assert first.partitions_run("image_cache") == batches
     assert batch_status(defs, instance, "image_cache", batches) == dict.fromkeys(batches, "FRESH")
     baseline = evaluate_automation_conditions(defs=defs, instance=instance)
-    assert baseline.total_requested == 0  # everything is fresh: nothing to do
+    # everything is fresh: the automation's first evaluation only checks the source
+    assert baseline.total_requested == 1 and baseline.get_num_requested(AssetKey("nga_opendata")) == 1
 
     # v2: painting 2's image changed (batch 0), paintings 8 and 9 are new (batch 3)
     v2 = [Painting(2, width=96, height=80, artist="Painter 0", modified="2025-06-01")]
@@ -87,3 +88,52 @@ def test_nga_opendata_observation_sends_conditional_requests(tmp_path, instance)
     heads = [headers for method, _path, headers in server.requests if method == "HEAD"]
     assert len(heads) == 5 and all(h.get("If-None-Match") == '"v1"' for h in heads)
     assert not [r for r in server.requests if r[0] == "GET"]  # an observation downloads nothing
+
+
+def test_failed_images_fail_the_check_and_only_their_batch_is_retried(tmp_path, instance):
+    from artsim_pipeline.runner import failed_check_partitions
+    from artsim_pipeline_tests.http_server import IiifImages
+    from artsim_pipeline_tests.test_refresh import painting_image, publish
+
+    paintings = [Painting(i, width=128, height=96) for i in range(1, 7)]
+    with LocalServer() as server:
+        iiif = IiifImages(server)
+        publish(server, iiif, paintings, {p.objectid: painting_image(p.objectid) for p in paintings})
+        broken = IiifImages.path(paintings[4].uuid, 128)  # painting 5, in batch 1
+        server.faults[broken] = [503] * 3
+        settings = Settings(nga_source=server.url, data_lake=tmp_path / "lake", limit=0, min_side=64, batch_size=3,
+                            image_size=128, models=("mobilenet_v2",), weights="random", device="cpu", pca_dim=4,
+                            http_retries=0, max_failure_share=0.5)
+        runner = PipelineRunner(build_definitions(settings), settings, instance, echo=lambda _: None)
+        first = runner.run()
+        assert first.partitions_run("image_cache") == ["batch-00000", "batch-00001"]
+        assert failed_check_partitions(instance, ["batch-00000", "batch-00001"]) == {"batch-00001"}
+
+        server.faults[broken] = []  # the host recovered
+        second = runner.run()
+        assert second.partitions_run("image_cache") == ["batch-00001"]  # only the batch with a failed image
+        assert failed_check_partitions(instance, ["batch-00000", "batch-00001"]) == set()
+        assert server.count(broken) == 2
+        assert runner.run().ran == []
+
+
+def test_a_fresh_lake_comes_all_the_way_up_from_the_automation(tmp_path, instance):
+    """Ticks of the automation (as the daemon evaluates them) on a fresh lake, running what each requests."""
+    mirror = write_mirror(tmp_path / "mirror", [Painting(i, width=96, height=80) for i in range(1, 6)])
+    settings = Settings(nga_source=str(mirror), data_lake=tmp_path / "lake", limit=0, min_side=64, batch_size=3,
+                        models=("mobilenet_v2",), weights="random", device="cpu", pca_dim=4)
+    defs = build_definitions(settings)
+    jobs = {"nga_opendata": "artsim_observe_nga", "raw_objects": "artsim_catalog", "filtered_paintings": "artsim_catalog"}
+    cursor, ticks = None, []
+    for _ in range(6):
+        result = evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        cursor = result.cursor
+        wanted = [name for name in jobs if result.get_num_requested(AssetKey(name))]
+        ticks.append(wanted + [f"{n}:{','.join(requested(result, n))}" for n in BATCH_ASSETS if requested(result, n)])
+        if requested(result, "image_cache"):
+            break
+        for job in dict.fromkeys(jobs[name] for name in wanted):
+            selection = [AssetKey(name) for name in wanted if jobs[name] == job]
+            defs.resolve_job_def(job).execute_in_process(instance=instance, asset_selection=selection)
+    assert ticks[-1][-3:] == [f"{n}:batch-00000,batch-00001" for n in BATCH_ASSETS], ticks
+    assert len(ticks) <= 4, ticks  # observe, then the catalog, then every batch
