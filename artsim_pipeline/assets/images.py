@@ -57,7 +57,8 @@ def image_assets(settings: Settings) -> list:
         deps=["image_batch"],
         code_version=code_version("image_cache", settings),
         group_name="images",
-        automation_condition=BATCH_ENTRY | retry_failed_images(settings.refresh_cron),
+        automation_condition=(BATCH_ENTRY | retry_failed_images(settings.refresh_cron)).with_label(
+            "new or changed batch, new code, or retry of failed images"),
         check_specs=[AssetCheckSpec(
             NO_FAILED_IMAGES, asset="image_cache", partitions_def=image_batches,
             description="Every image of the batch is cached or deliberately skipped (too small); failed "
