@@ -7,14 +7,26 @@ Every field has a documented default (README "Configuration"); a bad value raise
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 NGA_OPENDATA_BASE = "https://raw.githubusercontent.com/NationalGalleryOfArt/opendata/main"
 
 NOTEBOOK_MODELS = ("resnet101", "efficientnet_b3", "vit_b_16")
+
+#: Hosts that serve NGA open-data images (``iiifurl`` in published_images.csv), plus the loopback
+#: names (plain http is only ever accepted for those; tests serve images from 127.0.0.1).
+NGA_IMAGE_HOSTS = ("api.nga.gov",)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_IMAGE_HOSTS = (*NGA_IMAGE_HOSTS, "127.0.0.1", "localhost")
+
+INT64_MAX = 2**63 - 1
 
 
 class ConfigError(ValueError):
@@ -46,6 +58,8 @@ class Settings:
     device: str = "auto"
     pca_dim: int = 512
     refresh_cron: str = "0 4 * * *"
+    max_shrink: float = 0.5
+    image_hosts: tuple[str, ...] = DEFAULT_IMAGE_HOSTS
 
     def __post_init__(self) -> None:
         _check_source(self.nga_source)
@@ -63,6 +77,8 @@ class Settings:
         _check_range("ARTSIM_FACE_MAX_SIDE", self.face_max_side, 32)
         _check_range("ARTSIM_EMBED_BATCH_SIZE", self.embed_batch_size, 1)
         _check_range("ARTSIM_PCA_DIM", self.pca_dim, 1)
+        _check_range("ARTSIM_MAX_SHRINK", self.max_shrink, 0.0, 1.0)
+        _check_hosts("ARTSIM_IMAGE_HOSTS", self.image_hosts)
         if not self.models:
             raise ConfigError("ARTSIM_MODELS must name at least one model")
         if self.precision not in ("fp32", "bf16"):
@@ -122,15 +138,25 @@ def _int(raw: str) -> int:
 
 def _float(raw: str) -> float:
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise ValueError("expected a number") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
 
 
 def _models(raw: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
     if not names:
         raise ValueError("expected a comma-separated list of model names")
+    return names
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip().lower() for part in raw.split(",") if part.strip()))
+    if not names:
+        raise ValueError("expected a comma-separated list of host names")
     return names
 
 
@@ -156,24 +182,68 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "ARTSIM_DEVICE": ("device", str),
     "ARTSIM_PCA_DIM": ("pca_dim", _int),
     "ARTSIM_REFRESH_CRON": ("refresh_cron", str),
+    "ARTSIM_MAX_SHRINK": ("max_shrink", _float),
+    "ARTSIM_IMAGE_HOSTS": ("image_hosts", _hosts),
 }
 
 
 def _check_range(var: str, value: float, low: float, high: float | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{var} must be a number, got {value!r}")
+    if not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        raise ConfigError(f"{var} must be a finite number, got {value}")
+    if isinstance(value, numbers.Integral) and abs(int(value)) > INT64_MAX:
+        raise ConfigError(f"{var} must be at most {INT64_MAX} (a 64-bit integer), got {value}")
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f">= {low}"
         raise ConfigError(f"{var} must be {bound}, got {value}")
 
 
+_HOSTNAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*\Z")
+_IPV6 = re.compile(r"[0-9a-f:]*:[0-9a-f:]*\Z")
+
+
+def _check_hosts(var: str, hosts: tuple[str, ...]) -> None:
+    if isinstance(hosts, str) or not hosts:
+        raise ConfigError(f"{var} must name at least one host (comma-separated), got {hosts!r}")
+    for host in hosts:
+        if not isinstance(host, str) or host != host.lower() or not (_HOSTNAME.match(host) or _IPV6.match(host)):
+            raise ConfigError(f"{var}: {host!r} is not a lowercase host name (no scheme, port, path or user@)")
+
+
+def url_host_problem(url: str, allowed_hosts: tuple[str, ...] | None = None) -> str | None:
+    """Why ``url`` may not be fetched (``None`` when it may).
+
+    The host is what ``urllib.parse.urlsplit`` parses (the one a client connects to): userinfo
+    (``user:pass@``) is refused, plain ``http`` only for loopback hosts, and with ``allowed_hosts``
+    the host must be one of them (exact, case-insensitive).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"scheme {parts.scheme!r} is not http(s)"
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        return "user:password@ in a URL is not accepted"
+    host = (parts.hostname or "").lower()
+    if not host:
+        return "no host"
+    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+        return f"plain http is only accepted for 127.0.0.1/localhost, not host {host!r}; use https://"
+    if allowed_hosts is not None and host not in allowed_hosts:
+        return f"host {host!r} is not in the allowed hosts ({', '.join(allowed_hosts)})"
+    return None
+
+
 def _check_source(source: str) -> None:
-    if source.startswith("https://"):
+    if not isinstance(source, str) or not source.strip():
+        raise ConfigError(f"ARTSIM_NGA_SOURCE must be a URL or a local directory, got {source!r}")
+    if source.startswith(("http://", "https://")):
+        problem = url_host_problem(source)
+        if problem is not None:
+            raise ConfigError(f"ARTSIM_NGA_SOURCE={source!r}: {problem}")
         return
-    if source.startswith("http://"):
-        host = source[len("http://"):].split("/", 1)[0].split(":", 1)[0]
-        if host in ("127.0.0.1", "localhost", "[::1]"):
-            return
-        raise ConfigError(
-            f"ARTSIM_NGA_SOURCE={source!r}: plain http is only accepted for 127.0.0.1/localhost; use https://"
-        )
     if "://" in source:
         raise ConfigError(f"ARTSIM_NGA_SOURCE={source!r}: expected an https:// URL or a local directory")

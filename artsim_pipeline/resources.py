@@ -20,7 +20,7 @@ _DEFAULTS = Settings()
 
 RUNTIME_FIELDS = (
     "download_workers", "requests_per_second", "http_timeout_s", "http_retries", "max_failure_share",
-    "embed_batch_size", "device",
+    "embed_batch_size", "device", "max_shrink",
 )
 
 
@@ -34,6 +34,7 @@ class ArtsimRuntimeResource(ConfigurableResource):
     max_failure_share: float = _DEFAULTS.max_failure_share
     embed_batch_size: int = _DEFAULTS.embed_batch_size
     device: str = _DEFAULTS.device
+    max_shrink: float = _DEFAULTS.max_shrink
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ArtsimRuntimeResource":

@@ -53,3 +53,73 @@ def test_runtime_resource_carries_only_knobs_that_change_no_output():
     assert launched.embed_batch_size == 4 and launched.models == ("mobilenet_v2",)
     with pytest.raises(ConfigError, match="ARTSIM_EMBED_BATCH_SIZE"):
         resource.model_copy(update={"embed_batch_size": 0}).apply(s)
+
+
+# -- fault probe regressions --------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "http://127.0.0.1:80@example.com/",  # host is example.com, not 127.0.0.1
+        "http://localhost@example.com/",
+        "http://127.0.0.1:x@example.com:8000/",
+        "https://user:secret@raw.githubusercontent.com/NationalGalleryOfArt/opendata/main",
+        "https://token@raw.githubusercontent.com/x",
+        "http://localhost\\@example.com/",
+        "http://127.0.0.1:99999/",  # bad port
+        "https:///no-host",
+    ],
+)
+def test_source_url_userinfo_and_fake_loopback_host_are_rejected(source):
+    with pytest.raises(ConfigError, match="ARTSIM_NGA_SOURCE"):
+        Settings.from_env({"ARTSIM_NGA_SOURCE": source})
+
+
+def test_source_url_host_is_parsed_like_a_client_does():
+    for source in ("http://127.0.0.1:8000/base", "http://localhost/", "http://[::1]:8080", "https://example.org/x"):
+        assert Settings(nga_source=source).nga_source == source
+
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity"])
+@pytest.mark.parametrize(
+    "variable",
+    ["ARTSIM_REQUESTS_PER_SECOND", "ARTSIM_HTTP_TIMEOUT", "ARTSIM_MAX_FAILURE_SHARE", "ARTSIM_FACE_THRESHOLD",
+     "ARTSIM_FACE_MARGIN", "ARTSIM_MAX_SHRINK"],
+)
+def test_nan_and_inf_float_settings_are_rejected(variable, raw):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({variable: raw})
+
+
+def test_nan_float_setting_is_rejected_when_set_directly():
+    with pytest.raises(ConfigError, match="ARTSIM_MAX_FAILURE_SHARE"):
+        Settings(max_failure_share=float("nan"))
+    with pytest.raises(ConfigError, match="ARTSIM_HTTP_TIMEOUT"):
+        Settings().with_overrides(http_timeout_s=float("inf"))
+
+
+def test_limit_beyond_int64_is_rejected():
+    assert Settings.from_env({"ARTSIM_LIMIT": str(2**63 - 1)}).limit == 2**63 - 1
+    for raw in (str(2**63), "99999999999999999999999", "1" + "0" * 400):
+        with pytest.raises(ConfigError, match="ARTSIM_LIMIT.*64-bit"):
+            Settings.from_env({"ARTSIM_LIMIT": raw})
+    with pytest.raises(ConfigError, match="ARTSIM_BATCH_SIZE"):
+        Settings(batch_size=2**64)
+
+
+def test_max_shrink_setting():
+    assert Settings().max_shrink == 0.5
+    assert Settings.from_env({"ARTSIM_MAX_SHRINK": "1.0"}).max_shrink == 1.0
+    for raw in ("-0.1", "1.5", "lots"):
+        with pytest.raises(ConfigError, match="ARTSIM_MAX_SHRINK"):
+            Settings.from_env({"ARTSIM_MAX_SHRINK": raw})
+
+
+def test_image_hosts_setting():
+    assert Settings().image_hosts == ("api.nga.gov", "127.0.0.1", "localhost")
+    s = Settings.from_env({"ARTSIM_IMAGE_HOSTS": " API.nga.gov , images.example.org,"})
+    assert s.image_hosts == ("api.nga.gov", "images.example.org")
+    assert Settings.from_env(s.as_env()).image_hosts == s.image_hosts
+    for raw in ("https://api.nga.gov", "api.nga.gov:443", "user@api.nga.gov", "api.nga.gov/iiif", ",", "*.nga.gov"):
+        with pytest.raises(ConfigError, match="ARTSIM_IMAGE_HOSTS"):
+            Settings.from_env({"ARTSIM_IMAGE_HOSTS": raw})

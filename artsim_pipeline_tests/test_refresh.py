@@ -5,7 +5,8 @@ import numpy as np
 from PIL import Image
 
 from artsim_pipeline.config import Settings
-from artsim_pipeline.core.index import load_index
+from artsim_pipeline.core.index import load_generation
+from artsim_pipeline.core.storage import DataLake
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.http_server import IiifImages, LocalServer
@@ -57,7 +58,7 @@ def test_refresh_runs_only_new_and_changed_batches(tmp_path, instance):
             assert second.partitions_run(asset) == ["batch-00000", "batch-00003"], asset
         assert {"raw_objects", "filtered_paintings", "pca_model", "faiss_index"} <= set(second.assets_run())
         assert server.count("/iiif/") - requests_before == 4  # the changed image and the three new ones
-        bundle = load_index(tmp_path / "lake" / "index" / "full")
+        bundle = load_generation(DataLake(tmp_path / "lake")).bundles["full"]
         expected = sorted(p.objectid for p in v2 + new)
         assert sorted(bundle.ids.tolist()) == expected
 

@@ -12,6 +12,7 @@ can run at once.
 """
 
 import time
+from contextlib import contextmanager
 
 import pandas as pd
 from dagster import (
@@ -31,8 +32,9 @@ from dagster_duckdb import DuckDBResource
 
 from ..config import Settings
 from ..core import batches, catalog
+from ..core.image_cache import sweep_lake_temp_files
 from ..partitions import IMAGE_BATCHES, image_batches
-from ..resources import NgaSourceResource, lake_for
+from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..automation import CATALOG, source_observation
 from .versions import code_version
 
@@ -55,6 +57,20 @@ def batch_observations(versions: dict[str, str]) -> list[AssetObservation]:
                          metadata={"fingerprint": version})
         for key, version in sorted(versions.items())
     ]
+
+
+@contextmanager
+def catalog_connection(duckdb: DuckDBResource):
+    """``duckdb.get_connection()`` that also closes the connection when the step raises.
+
+    ``DuckDBResource.get_connection`` closes only on success; a failed step (a refused refresh, a bad
+    CSV) would keep ``catalog.duckdb`` open, and locked for other processes, until garbage collection.
+    """
+    with duckdb.get_connection() as con:
+        try:
+            yield con
+        finally:
+            con.close()
 
 
 def catalog_assets(settings: Settings) -> list:
@@ -87,7 +103,7 @@ def catalog_assets(settings: Settings) -> list:
         source = nga_source.source()
         snapshot = source.fetch(lake)
         context.log.info(f"NGA snapshot {snapshot.version} from {source.location}")
-        with duckdb.get_connection() as con:
+        with catalog_connection(duckdb) as con:
             counts = catalog.load_raw_tables(con, snapshot)
         return MaterializeResult(
             metadata={
@@ -106,16 +122,22 @@ def catalog_assets(settings: Settings) -> list:
         automation_condition=CATALOG,
         description="Paintings with a primary open-access IIIF image and an attribution; one SQL query in DuckDB. "
         "Assigns new paintings to image batches (they keep them) and records each batch's version on "
-        "`image_batch`. Also written to `tables/filtered_paintings.parquet` with a `batch_key` column.",
+        "`image_batch`. Also written to `tables/filtered_paintings.parquet` with a `batch_key` column. "
+        "Rows with a negative or duplicate objectid are kept out and counted (`rejected_*`, table "
+        "`filtered_paintings_rejected`); a refresh that drops more than ARTSIM_MAX_SHRINK of the paintings "
+        "fails and keeps the previous table.",
     )
-    def filtered_paintings(context: AssetExecutionContext, duckdb: DuckDBResource):
+    def filtered_paintings(context: AssetExecutionContext, duckdb: DuckDBResource, artsim: ArtsimRuntimeResource):
         started = time.perf_counter()
-        with duckdb.get_connection() as con:
-            rows = catalog.build_filtered_paintings(con, settings.min_side, settings.limit)
+        run_settings = artsim.apply(settings)
+        swept = sweep_lake_temp_files(lake)
+        with catalog_connection(duckdb) as con:
+            rows = catalog.build_filtered_paintings(con, settings.min_side, settings.limit, run_settings.max_shrink)
             new_batches = batches.assign_batches(con, settings.batch_size)
             batches.attach_batch_keys(con)
             catalog.export_parquet(con, "filtered_paintings", lake.filtered_paintings_parquet)
             summary = catalog.filtered_paintings_summary(con)
+            rejected = catalog.rejected_summary(con)
             fingerprint = catalog.table_fingerprint(con, "filtered_paintings")
             for view, directory in (("image_status", lake.image_status_dir), ("face_crops", lake.faces_dir)):
                 catalog.register_parquet_view(con, view, directory)
@@ -127,9 +149,17 @@ def catalog_assets(settings: Settings) -> list:
         for observation in batch_observations(versions):
             context.log_event(observation)
         context.log.info(f"{rows} paintings in {len(versions)} batches ({len(new_batches)} new)")
+        if rejected["rejected"]:
+            context.log.warning(
+                "rows kept out of filtered_paintings: "
+                + ", ".join(f"{key.removeprefix('rejected_')}={n}" for key, n in rejected.items() if key != "rejected" and n)
+                + " (see table filtered_paintings_rejected)"
+            )
         return MaterializeResult(
             metadata={
                 **{key: MetadataValue.int(value) for key, value in summary.items()},
+                **{key: MetadataValue.int(value) for key, value in rejected.items()},
+                "stale_temp_files_removed": MetadataValue.int(swept),
                 "batches": MetadataValue.int(len(versions)),
                 "new_batches": MetadataValue.text(", ".join(new_batches) or "none"),
                 "parquet": MetadataValue.path(str(lake.filtered_paintings_parquet)),

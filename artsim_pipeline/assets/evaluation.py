@@ -18,13 +18,11 @@ HEADLINE_FLOATS = ("precision_at_k", "recall_at_k", "map_at_k", "map", "random_p
                    "mean_rmse", "mean_ssim")
 
 
-def _index_searcher(directory):
+def _index_searcher(bundle):
     """``(vectors, objectids, k) -> [N, k] objectids`` from the served FAISS index (self left out), or None."""
-    from ..core.index import load_index, search
+    from ..core.index import search
 
-    try:
-        bundle = load_index(directory)
-    except (FileNotFoundError, ValueError):
+    if bundle is None:
         return None
 
     def top_ids(vectors: np.ndarray, objectids: np.ndarray, k: int) -> np.ndarray:
@@ -36,6 +34,20 @@ def _index_searcher(directory):
         return out
 
     return top_ids
+
+
+def _served_generation(lake, models):
+    """The generation search serves (fusions + indexes of one publish), or None when there is none or
+    it was built with other models than ``models`` (then the report refits and skips the index check)."""
+    from ..core.index import NoGenerationError, load_generation
+
+    try:
+        generation = load_generation(lake)
+    except (NoGenerationError, ValueError):
+        return None
+    if set(generation.fusions["full"].model_names) != set(models):
+        return None
+    return generation
 
 
 def evaluation_assets(settings: Settings, upstream: list[AssetsDefinition]) -> list[AssetsDefinition]:
@@ -56,17 +68,15 @@ def evaluation_assets(settings: Settings, upstream: list[AssetsDefinition]) -> l
     )
     def eval_report(context: AssetExecutionContext) -> MaterializeResult:
         from ..core.evaluation import VariantInput, evaluate_collection, fingerprint
-        from ..core.fusion import load_fusion
         from ..core import reports
 
         collection = current_collection(settings, lake)
         catalog = pd.read_parquet(lake.filtered_paintings_parquet, columns=CATALOG_COLUMNS)
+        served = _served_generation(lake, settings.models)  # resolved once: fusions and the checked index agree
         variants = {}
         for variant, vectors in collection.items():
-            path = lake.fusion_path(variant)
-            variants[variant] = VariantInput(
-                vectors.objectids, vectors.uuids, vectors.blocks, load_fusion(path) if path.is_file() else None
-            )
+            fusion = served.fusions.get(variant) if served is not None else None
+            variants[variant] = VariantInput(vectors.objectids, vectors.uuids, vectors.blocks, fusion)
         values = settings.as_dict()
 
 
@@ -78,7 +88,7 @@ def evaluation_assets(settings: Settings, upstream: list[AssetsDefinition]) -> l
             models=settings.models,
             weights_setting=settings.weights,
             pca_dim=settings.pca_dim,
-            index_check=_index_searcher(lake.index_path("full")),
+            index_check=_index_searcher(served.bundles.get("full") if served is not None else None),
             settings={name: values[name] for name in REPORTED_SETTINGS},
             log=progress_logger(context, "eval_report"),
         )

@@ -2,6 +2,13 @@
 
 Both read the active batches and paintings from ``tables/filtered_paintings.parquet`` (never
 ``catalog.duckdb``). Heavy imports (FAISS, torch via the embedding reader) happen when they run.
+
+What search serves changes as one unit: ``pca_model`` only *stages* its fitted fusions
+(``index/staging/``, named by ``index/STAGED``), which search never reads; ``faiss_index`` builds the
+indexes with exactly those fusions and publishes fusions + indexes of every variant as one new
+generation directory, then swaps the ``index/CURRENT`` pointer (:mod:`artsim_pipeline.core.index`).
+A failure or a kill anywhere before that swap leaves the served generation untouched. With fewer
+than 2 paintings nothing is fitted or published: the last good generation stays served.
 """
 
 import hashlib
@@ -17,6 +24,12 @@ from ..core.storage import DataLake
 from ..resources import lake_for
 from .versions import code_version
 
+#: Part of both assets' code versions: a lake written with the old layout (``index/fusion_*.npz``,
+#: ``index/<variant>/``) is rebuilt into a generation by the next run.
+INDEX_LAYOUT = "generations-1"
+_NOTHING = hashlib.sha256(b"").hexdigest()[:16]
+
+
 def current_catalog(lake: DataLake) -> tuple[list[str], list[int]]:
     """Active batch keys and the objectids currently in ``filtered_paintings``."""
     paintings = pd.read_parquet(lake.filtered_paintings_parquet, columns=["objectid", "batch_key"])
@@ -31,39 +44,58 @@ def current_collection(settings: Settings, lake: DataLake) -> dict:
     return load_collection(lake, settings.models, active, keep_ids=ids)
 
 
+def _served_version(lake: DataLake) -> tuple[str | None, str]:
+    """(served generation or None, its content hash as a data version)."""
+    from ..core.index import current_generation_id, read_generation_manifest
+
+    served = current_generation_id(lake)
+    if served is None:
+        return None, _NOTHING
+    return served, str(read_generation_manifest(lake, served)["content_hash"])[:16]
+
+
 def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -> list[AssetsDefinition]:
     """``pca_model`` and ``faiss_index`` over the selected models' embeddings."""
     lake = lake_for(settings)
 
     @asset(
         deps=embedding_assets,
-        code_version=code_version("pca_model", settings),
+        code_version=code_version("pca_model", settings, layout=INDEX_LAYOUT),
         group_name="index",
         automation_condition=COLLECTION,
         description="Per variant (full, face): the models' vectors concatenated, standardised with collection "
-        "statistics, balanced per model and reduced by PCA (≤ ARTSIM_PCA_DIM).",
+        "statistics, balanced per model and reduced by PCA (≤ ARTSIM_PCA_DIM). Staged for faiss_index; search "
+        "only sees it once faiss_index publishes it together with the index.",
     )
     def pca_model(context: AssetExecutionContext) -> MaterializeResult:
-        from ..core.fusion import fit_fusion, save_fusion
+        from ..core.fusion import fit_fusion
+        from ..core.index import REQUIRED_VARIANT, stage_fusions
 
         started = time.perf_counter()
         collection = current_collection(settings, lake)
         metadata: dict[str, object] = {}
-        versions = []
+        fusions, counts = {}, {}
         for variant, vectors in collection.items():
-            target = lake.fusion_path(variant)
+            counts[variant] = len(vectors)
+            metadata[f"{variant}_images"] = MetadataValue.int(len(vectors))
             if len(vectors) < 2:
-                target.unlink(missing_ok=True)
-                metadata[f"{variant}_images"] = MetadataValue.int(len(vectors))
                 continue
             fusion = fit_fusion(vectors.blocks, n_components=settings.pca_dim)
-            save_fusion(fusion, target)
-            versions.append(hashlib.sha256(target.read_bytes()).hexdigest())
+            fusions[variant] = fusion
             explained = float(fusion.explained_variance_ratio.sum()) if fusion.explained_variance_ratio is not None else 1.0
-            metadata[f"{variant}_images"] = MetadataValue.int(len(vectors))
             metadata[f"{variant}_input_dim"] = MetadataValue.int(fusion.n_features)
             metadata[f"{variant}_output_dim"] = MetadataValue.int(fusion.output_dim)
             metadata[f"{variant}_explained_variance"] = MetadataValue.float(round(explained, 4))
+        if REQUIRED_VARIANT in fusions:
+            stage = stage_fusions(lake, fusions, counts)
+            metadata["staged"] = stage
+            version = stage[:16]
+        else:  # nothing to fit: stage nothing, so the served generation is left as it is
+            served, _ = _served_version(lake)
+            metadata["served_generation"] = served or "none"
+            context.log.warning(f"{counts.get(REQUIRED_VARIANT, 0)} painting(s) with vectors: no fusion fitted; "
+                                f"search keeps serving generation {served or '(none)'}")
+            version = _NOTHING
         context.log.info(json.dumps({k: getattr(v, "value", v) for k, v in metadata.items()}))
         return MaterializeResult(
             metadata={
@@ -71,39 +103,56 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
                 "models": ", ".join(settings.models),
                 "seconds": MetadataValue.float(round(time.perf_counter() - started, 2)),
             },
-            data_version=DataVersion(hashlib.sha256("".join(versions).encode()).hexdigest()[:16]),
+            data_version=DataVersion(version),
         )
 
     @asset(
         deps=[pca_model],
-        code_version=code_version("faiss_index", settings),
+        code_version=code_version("faiss_index", settings, layout=INDEX_LAYOUT),
         group_name="index",
         automation_condition=COLLECTION,
         description="FAISS inner-product index (IVF-Flat, or Flat when small) over the fused, L2-normalised "
-        "vectors of each variant; ids are objectids.",
+        "vectors of each variant; ids are objectids. Published with its fusion as one index generation "
+        "(index/generations/<id>/, served through index/CURRENT).",
     )
     def faiss_index(context: AssetExecutionContext) -> MaterializeResult:
-        from ..core.fusion import load_fusion, transform
-        from ..core.index import build_index, save_index
+        from ..core.fusion import transform
+        from ..core.index import REQUIRED_VARIANT, build_index, load_staged_fusions, publish_generation
 
         collection = current_collection(settings, lake)
+        staged = load_staged_fusions(lake)
         metadata: dict[str, object] = {}
-        versions = []
+        parts = {}
         for variant, vectors in collection.items():
-            if not lake.fusion_path(variant).is_file() or len(vectors) < 2:
+            fusion = staged.fusions.get(variant) if staged is not None else None
+            if fusion is None or len(vectors) < 2:
                 metadata[f"{variant}_size"] = MetadataValue.int(0)
                 continue
-            fused = transform(load_fusion(lake.fusion_path(variant)), vectors.blocks)
-            bundle = build_index(fused, vectors.objectids)
-            versions.append(save_index(bundle, lake.index_path(variant)))
+            bundle = build_index(transform(fusion, vectors.blocks), vectors.objectids)
+            parts[variant] = (fusion, bundle)
             for key in ("index_type", "nlist", "nprobe", "recall_at_10"):
                 if key in bundle.info:
                     value = bundle.info[key]
                     metadata[f"{variant}_{key}"] = round(value, 4) if isinstance(value, float) else value
             metadata[f"{variant}_size"] = MetadataValue.int(len(vectors))
-        return MaterializeResult(
-            metadata=metadata,
-            data_version=DataVersion(hashlib.sha256("".join(versions).encode()).hexdigest()[:16]),
-        )
+
+        if REQUIRED_VARIANT in parts:
+            result = publish_generation(lake, parts, extra={"staged_fusion": staged.stage})
+            metadata["generation"] = result.generation
+            metadata["previous_generation"] = result.previous or "none"
+            metadata["swapped"] = result.swapped
+            version = result.content_hash[:16]
+        elif len(collection.get(REQUIRED_VARIANT, ())) >= 2:
+            raise RuntimeError(
+                f"no staged {REQUIRED_VARIANT} fusion in {lake.staging_dir} for {len(collection[REQUIRED_VARIANT])} "
+                "paintings; materialize pca_model first (search keeps serving the current generation)"
+            )
+        else:  # fewer than 2 paintings: keep serving the last good generation
+            served, version = _served_version(lake)
+            metadata["generation"] = served or "none"
+            metadata["swapped"] = False
+            context.log.warning(f"fewer than 2 paintings with vectors: no index built; search keeps serving "
+                                f"generation {served or '(none)'}")
+        return MaterializeResult(metadata=metadata, data_version=DataVersion(version))
 
     return [pca_model, faiss_index]

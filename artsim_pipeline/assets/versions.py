@@ -18,7 +18,7 @@ from ..config import Settings
 
 CODE_VERSIONS: dict[str, str] = {
     "raw_objects": "1",
-    "filtered_paintings": "2",
+    "filtered_paintings": "3",
     "image_cache": "2",
     "face_crops": "2",
     "embeddings": "2",
@@ -30,7 +30,7 @@ CODE_VERSIONS: dict[str, str] = {
 OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {
     "raw_objects": (),  # the source shows up through nga_opendata's data version
     "filtered_paintings": ("min_side", "limit", "batch_size"),
-    "image_cache": ("image_size", "min_side"),
+    "image_cache": ("image_size", "min_side", "image_hosts"),
     "face_crops": ("face_threshold", "face_margin", "face_max_side"),
     "embeddings": ("weights", "precision"),  # plus the model name and the weights file (see embeddings.py)
     "pca_model": ("models", "pca_dim"),

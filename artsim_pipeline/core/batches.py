@@ -38,13 +38,13 @@ def assign_batches(con: duckdb.DuckDBPyConnection, batch_size: int) -> list[str]
     new_ids = [
         row[0]
         for row in con.execute(
-            "SELECT objectid FROM filtered_paintings WHERE objectid NOT IN (SELECT objectid FROM batch_manifest)"
-            " ORDER BY objectid"
+            "SELECT DISTINCT objectid FROM filtered_paintings"
+            " WHERE objectid NOT IN (SELECT objectid FROM batch_manifest) ORDER BY objectid"
         ).fetchall()
     ]
     if not new_ids:
         return []
-    last = scalar(con, f"SELECT max(TRY_CAST(replace(batch_key, '{BATCH_PREFIX}', '') AS INTEGER)) FROM batch_manifest")
+    last = scalar(con, "SELECT max(TRY_CAST(replace(batch_key, ?, '') AS INTEGER)) FROM batch_manifest", [BATCH_PREFIX])
     first_number = 0 if last is None else last + 1
     rows = pd.DataFrame(
         {

@@ -65,8 +65,18 @@ def _optional(con: duckdb.DuckDBPyConnection, table: str, column: str, expressio
     return expression if _has_column(con, table, column) else "NULL"
 
 
-def filtered_paintings_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """The query behind ``filtered_paintings``; parameters: ``$min_side``, ``$limit`` (0 = all)."""
+#: Why a painting that passed the filters is kept out of ``filtered_paintings`` (table ``filtered_paintings_rejected``).
+REJECT_REASONS = ("negative_objectid", "duplicate_objectid")
+REJECTED_TABLE = "filtered_paintings_rejected"
+
+
+def _candidates_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """Every painting that passes the filters, with ``reject_reason`` (NULL = kept); parameter ``$min_side``.
+
+    Rows sharing an objectid (duplicate rows in objects.csv) are ranked deterministically: lowest object
+    uuid (when objects.csv has one), then the row's text fields; only the first is kept, the others get
+    ``duplicate_objectid``. A negative objectid gets ``negative_objectid`` (the index needs ids >= 0).
+    """
     openaccess = (
         "AND coalesce(trim(openaccess), '1') IN ('1', 'true', 'True')"
         if _has_column(con, "raw_published_images", "openaccess")
@@ -75,13 +85,14 @@ def filtered_paintings_sql(con: duckdb.DuckDBPyConnection) -> str:
     modified = _optional(con, "raw_published_images", "modified", "modified")
     sequence = _optional(con, "raw_published_images", "sequence", "TRY_CAST(sequence AS INTEGER)")
     preferred_name = _optional(con, "raw_constituents", "preferreddisplayname", "nullif(trim(c.preferreddisplayname), '')")
+    object_uuid = _optional(con, "raw_objects", "uuid", "o.uuid")
     return f"""
     WITH images AS (
         SELECT TRY_CAST(depictstmsobjectid AS BIGINT) AS objectid, uuid, trim(iiifurl) AS iiifurl,
                TRY_CAST(width AS INTEGER) AS width, TRY_CAST(height AS INTEGER) AS height,
                {modified} AS image_modified,
                row_number() OVER (PARTITION BY TRY_CAST(depictstmsobjectid AS BIGINT)
-                                  ORDER BY {sequence} NULLS LAST, uuid) AS image_rank
+                                  ORDER BY {sequence} NULLS LAST, uuid, trim(iiifurl)) AS image_rank
         FROM raw_published_images
         WHERE lower(trim(viewtype)) = 'primary' AND nullif(trim(iiifurl), '') IS NOT NULL {openaccess}
     ),
@@ -89,7 +100,8 @@ def filtered_paintings_sql(con: duckdb.DuckDBPyConnection) -> str:
         SELECT TRY_CAST(oc.objectid AS BIGINT) AS objectid,
                coalesce(nullif(trim(c.forwarddisplayname), ''), {preferred_name}) AS artist,
                row_number() OVER (PARTITION BY TRY_CAST(oc.objectid AS BIGINT)
-                                  ORDER BY TRY_CAST(oc.displayorder AS INTEGER) NULLS LAST, oc.constituentid) AS artist_rank
+                                  ORDER BY TRY_CAST(oc.displayorder AS INTEGER) NULLS LAST, oc.constituentid,
+                                           c.forwarddisplayname) AS artist_rank
         FROM raw_objects_constituents oc
         JOIN raw_constituents c ON c.constituentid = oc.constituentid
         WHERE lower(trim(oc.roletype)) = 'artist'
@@ -113,7 +125,10 @@ def filtered_paintings_sql(con: duckdb.DuckDBPyConnection) -> str:
                nullif(trim(o.displaydate), '') AS displaydate,
                nullif(trim(o.medium), '') AS medium,
                (regexp_matches(lower(coalesce(o.title, '')), '\\bportrait') OR coalesce(t.portrait_term, false)) AS is_portrait,
-               i.width > 1000 AS has_high_res
+               i.width > 1000 AS has_high_res,
+               row_number() OVER (PARTITION BY TRY_CAST(o.objectid AS BIGINT)
+                                  ORDER BY {object_uuid} NULLS LAST, o.title, o.attribution, o.displaydate,
+                                           o.beginyear, o.endyear, o.medium, o.classification) AS duplicate_rank
         FROM raw_objects o
         JOIN images i ON i.objectid = TRY_CAST(o.objectid AS BIGINT) AND i.image_rank = 1
         LEFT JOIN artists a ON a.objectid = TRY_CAST(o.objectid AS BIGINT) AND a.artist_rank = 1
@@ -122,18 +137,107 @@ def filtered_paintings_sql(con: duckdb.DuckDBPyConnection) -> str:
           AND nullif(trim(o.attribution), '') IS NOT NULL
           AND i.width >= $min_side AND i.height >= $min_side
     )
-    SELECT *, lower(strip_accents(regexp_replace(trim(artist), '\\s+', ' ', 'g'))) AS artist_key
+    SELECT * EXCLUDE (duplicate_rank),
+           lower(strip_accents(regexp_replace(trim(artist), '\\s+', ' ', 'g'))) AS artist_key,
+           CASE WHEN objectid < 0 THEN 'negative_objectid'
+                WHEN duplicate_rank > 1 THEN 'duplicate_objectid' END AS reject_reason
     FROM paintings
+    """
+
+
+def filtered_paintings_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """The query behind ``filtered_paintings``; parameters: ``$min_side``, ``$limit`` (0 = all)."""
+    return f"""
+    WITH candidates AS ({_candidates_sql(con)})
+    SELECT * EXCLUDE (reject_reason)
+    FROM candidates
+    WHERE reject_reason IS NULL
     ORDER BY has_high_res DESC, objectid
     LIMIT CASE WHEN $limit > 0 THEN $limit ELSE NULL END
     """
 
 
-def build_filtered_paintings(con: duckdb.DuckDBPyConnection, min_side: int, limit: int) -> int:
-    """(Re)create the ``filtered_paintings`` table from the raw tables; returns its row count."""
-    query = filtered_paintings_sql(con)
-    con.execute(f"CREATE OR REPLACE TABLE filtered_paintings AS {query}", {"min_side": min_side, "limit": limit})
-    return int(scalar(con, "SELECT count(*) FROM filtered_paintings"))
+class ShrinkError(CatalogError):
+    """A refresh would drop more paintings than ``ARTSIM_MAX_SHRINK`` allows (e.g. a truncated NGA file)."""
+
+
+def check_shrink(previous: int | None, new: int, max_shrink: float, limit: int = 0) -> None:
+    """Refuse a refresh that drops more than ``max_shrink`` of the paintings (``1.0`` disables the check).
+
+    ``previous`` is the row count of the current ``filtered_paintings`` (``None`` on a fresh lake: no check).
+    With ``limit`` > 0 the previous count is capped at it first, so lowering ``ARTSIM_LIMIT`` is no shrink.
+    """
+    if previous is None or previous <= 0 or max_shrink >= 1.0:
+        return
+    baseline = min(previous, limit) if limit > 0 else previous
+    if baseline <= 0 or new >= baseline:
+        return
+    share = (baseline - new) / baseline
+    if share > max_shrink:
+        raise ShrinkError(
+            f"filtered_paintings would shrink from {baseline} to {new} paintings ({share:.0%} fewer, more than "
+            f"ARTSIM_MAX_SHRINK={max_shrink:g}); the previous table is kept. A truncated or partial NGA download "
+            "does this. If the drop is expected, rerun with ARTSIM_MAX_SHRINK=1.0 (or a share above "
+            f"{share:.2f}) to accept it."
+        )
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, table: str) -> bool:
+    sql = """SELECT count(*) FROM information_schema.tables
+             WHERE table_name = ? AND table_schema = 'main' AND table_catalog = current_database()"""
+    return bool(scalar(con, sql, [table]))
+
+
+def build_filtered_paintings(
+    con: duckdb.DuckDBPyConnection, min_side: int, limit: int, max_shrink: float = 1.0
+) -> int:
+    """(Re)create the ``filtered_paintings`` table from the raw tables; returns its row count.
+
+    The new table is built beside the current one and swapped in only after :func:`check_shrink`
+    passed (a refused refresh leaves ``filtered_paintings`` as it was). Rows kept out (negative or
+    duplicate objectid, :data:`REJECT_REASONS`) go to ``filtered_paintings_rejected`` (objectid, uuid,
+    reason); :func:`rejected_summary` counts them.
+    """
+    con.execute(f"CREATE OR REPLACE TEMP TABLE painting_candidates AS {_candidates_sql(con)}", {"min_side": min_side})
+    try:
+        con.execute(
+            """CREATE OR REPLACE TABLE filtered_paintings_new AS
+               SELECT * EXCLUDE (reject_reason) FROM painting_candidates WHERE reject_reason IS NULL
+               ORDER BY has_high_res DESC, objectid
+               LIMIT CASE WHEN $limit > 0 THEN $limit ELSE NULL END""",
+            {"limit": limit},
+        )
+        rows = int(scalar(con, "SELECT count(*) FROM filtered_paintings_new"))
+        previous = None
+        if _table_exists(con, "filtered_paintings"):
+            previous = int(scalar(con, "SELECT count(*) FROM filtered_paintings"))
+        check_shrink(previous, rows, max_shrink, limit)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(
+                f"""CREATE OR REPLACE TABLE {REJECTED_TABLE} AS
+                    SELECT objectid, uuid, reject_reason AS reason FROM painting_candidates
+                    WHERE reject_reason IS NOT NULL ORDER BY objectid, uuid"""
+            )
+            con.execute("DROP TABLE IF EXISTS filtered_paintings")
+            con.execute("ALTER TABLE filtered_paintings_new RENAME TO filtered_paintings")
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.execute("DROP TABLE IF EXISTS filtered_paintings_new")
+        con.execute("DROP TABLE IF EXISTS painting_candidates")
+    return rows
+
+
+def rejected_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """``rejected`` (all) and ``rejected_<reason>`` counts of the last :func:`build_filtered_paintings`."""
+    counts = dict.fromkeys(REJECT_REASONS, 0)
+    if _table_exists(con, REJECTED_TABLE):
+        rows = con.execute(f"SELECT reason, count(*) FROM {REJECTED_TABLE} GROUP BY 1").fetchall()
+        counts.update({reason: int(n) for reason, n in rows})
+    return {"rejected": sum(counts.values()), **{f"rejected_{reason}": n for reason, n in counts.items()}}
 
 
 def sql_path(path: Path) -> str:
@@ -171,9 +275,18 @@ def filtered_paintings_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]
 
 
 def register_parquet_view(con: duckdb.DuckDBPyConnection, view: str, directory: Path) -> bool:
-    """(Re)create ``view`` over every ``*.parquet`` file in ``directory``; False when there is none yet."""
-    if not any(Path(directory).glob("*.parquet")):
+    """(Re)create ``view`` over every ``*.parquet`` file in ``directory``; False when there is none yet.
+
+    The view reads ``<directory>/*.parquet`` (so files added later show up), unless the directory's path
+    holds glob characters (``*?[]{}``, which DuckDB would expand): then it names today's files one by one.
+    """
+    directory = Path(directory).resolve()
+    files = sorted(directory.glob("*.parquet"))
+    if not files:
         return False
-    pattern = sql_path(Path(directory).resolve() / "*.parquet")
-    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet({pattern}, union_by_name = true)")
+    if any(ch in str(directory) for ch in "*?[]{}"):
+        source = "[" + ", ".join(sql_path(path) for path in files) + "]"
+    else:
+        source = sql_path(directory / "*.parquet")
+    con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet({source}, union_by_name = true)")
     return True

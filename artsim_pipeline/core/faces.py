@@ -66,6 +66,9 @@ FACES_SCHEMA = pa.schema(
     ]
 )
 
+#: Key columns the pipeline adds in front of the faces table.
+KEY_COLUMNS = {"objectid": pa.int64(), "uuid": pa.string()}
+
 
 @dataclass
 class FaceResult:
@@ -273,7 +276,8 @@ def empty_faces_frame() -> pd.DataFrame:
 
 
 def _typed(frame: pd.DataFrame) -> pd.DataFrame:
-    dtypes = {"path": "object", "width": "int64", "height": "int64", "face_count": "int64", "error": "object"}
+    dtypes = {"path": "object", "width": "int64", "height": "int64", "face_count": "int64", "error": "object",
+              "probabilities": "object", "boxes": "object"}
     dtypes.update({name: "float64" for name in UNION_COLUMNS})
     dtypes.update({name: "Int64" for name in CROP_COLUMNS})
     return frame.astype(dtypes)
@@ -318,11 +322,23 @@ def detect_faces_in_files(
 
 
 def faces_table(df: pd.DataFrame) -> pa.Table:
-    """``df`` as an Arrow table with :data:`FACES_SCHEMA` types (extra columns, e.g. objectid, kept)."""
+    """``df`` as an Arrow table with :data:`FACES_SCHEMA` types (extra columns, e.g. objectid, kept).
+
+    Works for an empty frame too (a batch with no usable image): its list columns may have been
+    inferred as float64, which Arrow cannot convert to a list type, so they are made object columns.
+    """
+    list_columns = [name for name in ("probabilities", "boxes") if name in df.columns and df[name].dtype != object]
+    if list_columns:
+        if len(df) and any(df[name].notna().any() for name in list_columns):
+            raise TypeError(f"faces columns {list_columns} must hold lists, got {[str(df[n].dtype) for n in list_columns]}")
+        df = df.assign(**{name: pd.Series([None] * len(df), index=df.index, dtype=object) for name in list_columns})
     schema = pa.Schema.from_pandas(df, preserve_index=False)
     for name in FACES_SCHEMA.names:
         if name in schema.names:
             schema = schema.set(schema.get_field_index(name), FACES_SCHEMA.field(name))
+    for name, kind in KEY_COLUMNS.items():  # added by face_crops; typed even when the batch is empty
+        if name in schema.names:
+            schema = schema.set(schema.get_field_index(name), pa.field(name, kind))
     return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
 
 

@@ -17,12 +17,13 @@ Pipeline, fitted once on the whole collection and then applied to any vector:
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Mapping
 
 import numpy as np
 
@@ -165,16 +166,8 @@ def transform(model: FusionModel, blocks: dict[str, np.ndarray]) -> np.ndarray:
     return _l2_normalise(z).astype(np.float32)
 
 
-def save_fusion(model: FusionModel, path: Path | str) -> None:
-    """Write the model as one ``.npz`` file, atomically (temp file + fsync + rename)."""
-    meta = {
-        "model_names": list(model.model_names),
-        "dims": list(model.dims),
-        "options": model.options,
-        "has_pca": model.pca_components is not None,
-    }
+def _arrays(model: FusionModel) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {
-        "meta_json": np.array(json.dumps(meta, sort_keys=True)),
         "mean": model.mean,
         "scale": model.scale,
         "block_weights": model.block_weights,
@@ -186,6 +179,35 @@ def save_fusion(model: FusionModel, path: Path | str) -> None:
             explained_variance=model.explained_variance,
             explained_variance_ratio=model.explained_variance_ratio,
         )
+    return arrays
+
+
+def _meta(model: FusionModel) -> dict[str, Any]:
+    return {
+        "model_names": list(model.model_names),
+        "dims": list(model.dims),
+        "options": model.options,
+        "has_pca": model.pca_components is not None,
+    }
+
+
+def fusion_fingerprint(model: FusionModel) -> str:
+    """sha256 of what the model computes (metadata + every array's dtype, shape and bytes).
+
+    Deterministic, unlike the bytes of the ``.npz`` file (its zip entries carry the write time):
+    the same fit gives the same fingerprint, so it can serve as a data version.
+    """
+    digest = hashlib.sha256(json.dumps(_meta(model), sort_keys=True).encode("utf-8"))
+    for name, arr in sorted(_arrays(model).items()):
+        arr = np.ascontiguousarray(arr)
+        digest.update(f"|{name}|{arr.dtype.str}|{arr.shape}|".encode("utf-8"))
+        digest.update(arr.tobytes())
+    return digest.hexdigest()
+
+
+def save_fusion(model: FusionModel, path: Path | str) -> None:
+    """Write the model as one ``.npz`` file, atomically (temp file + fsync + rename)."""
+    arrays: dict[str, np.ndarray] = {"meta_json": np.array(json.dumps(_meta(model), sort_keys=True)), **_arrays(model)}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     with atomic_path(Path(path)) as tmp:
@@ -195,9 +217,10 @@ def save_fusion(model: FusionModel, path: Path | str) -> None:
             os.fsync(handle.fileno())
 
 
-def load_fusion(path: Path | str) -> FusionModel:
-    """Read a model written by :func:`save_fusion`."""
-    with np.load(Path(path), allow_pickle=False) as data:
+def load_fusion(path: Path | str | BinaryIO) -> FusionModel:
+    """Read a model written by :func:`save_fusion` (a path, or an open binary file / buffer)."""
+    source = path if hasattr(path, "read") else Path(path)
+    with np.load(source, allow_pickle=False) as data:
         meta = json.loads(str(data["meta_json"]))
         version = meta["options"].get("format_version")
         if version != FUSION_FORMAT_VERSION:

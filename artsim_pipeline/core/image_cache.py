@@ -12,8 +12,9 @@ status      str        ``ok`` (stored now), ``cached`` (already there, not fetch
                        ``skipped_small`` (shorter side < ``min_side``; not stored) or
                        ``failed`` (not stored; retried on the next call)
 reason      str        why, for ``skipped_small``/``failed`` (``"<kind>: <detail>"``,
-                       kinds: bad_uuid, no_iiifurl, not_in_mirror, http, not_jpeg,
-                       truncated, corrupt, decompression_bomb, error); empty otherwise
+                       kinds: bad_uuid, no_iiifurl, host_not_allowed, not_in_mirror,
+                       http, not_jpeg, truncated, corrupt, decompression_bomb,
+                       oversize, error); empty otherwise
 bytes       int64      file size (ok/cached) or bytes received (skipped/failed), else 0
 seconds     float64    time spent on this image (in its worker thread)
 width       int64      image width in pixels, 0 if unknown
@@ -24,12 +25,16 @@ path        str        the cached file (ok/cached), empty otherwise
 ``df.attrs["wall_seconds"]`` holds the batch's wall time (used by :func:`summarize_status`).
 
 How an image gets into the cache: the IIIF URL ``{iiifurl}/full/!S,S/0/default.jpg`` (S =
-``image_size``) is streamed through :meth:`HttpClient.download` (timeouts, retries with
-exponential backoff + jitter, ``Retry-After``, per-host rate limit) into a temp file beside the
-target (``storage.atomic_path``); the temp file is opened with Pillow (JPEG only), checked against
-``max_pixels`` from the header *before* decoding (decompression bombs), checked against
-``min_side``, then fully decoded (``Image.load``; truncated or corrupt files raise, since
-``ImageFile.LOAD_TRUNCATED_IMAGES`` is left off) and only then renamed into place. So a file at
+``image_size``) must be on a host of ``image_hosts`` (``ARTSIM_IMAGE_HOSTS``; https, or plain http
+for 127.0.0.1/localhost only), else it fails as ``host_not_allowed`` without a request; redirects
+are followed by hand and only to allowed hosts. It is streamed through :meth:`HttpClient.download`
+(timeouts, retries with exponential backoff + jitter, ``Retry-After``, per-host rate limit) into a
+temp file beside the target (``storage.atomic_path``); the temp file is opened with Pillow (JPEG
+only), checked against ``max_pixels`` (default: Pillow's own limit) from the header *before*
+decoding (decompression bombs; for an IIIF download the limit is at most ``4 * S * S``, as the
+server was asked for at most ``S``×``S``), checked against ``min_side``, then fully decoded (``Image.load``; truncated or corrupt files raise, since
+``ImageFile.LOAD_TRUNCATED_IMAGES`` is left off), the decoded size checked again (IIIF: no side
+over ``S``, else ``oversize``) and only then renamed into place. So a file at
 ``images/<uuid>.jpg`` was always fully verified when it was written, and an interrupted run leaves
 no partial file under that name: Python-level interrupts (exceptions, Ctrl-C) delete their temp
 files at once, and temp files orphaned by a hard kill are swept by the next call once older than
@@ -61,7 +66,8 @@ import pandas as pd
 import requests
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from .http import FetchError, HttpClient
+from ..config import DEFAULT_IMAGE_HOSTS, url_host_problem
+from .http import FetchError, HttpClient, UrlRefusedError
 from .progress import Progress
 from .storage import DataLake, InvalidIdError, atomic_path, safe_id
 
@@ -84,6 +90,12 @@ STATUS_DTYPES: dict[str, str] = {
 }
 _EOI = b"\xff\xd9"
 _TAIL_BYTES = 4096
+#: Pillow's own decompression-bomb limit (``Image.MAX_IMAGE_PIXELS``); artsim never accepts more by default.
+PILLOW_MAX_PIXELS = 89_478_485
+#: An IIIF download is asked for at most S x S pixels; the header may claim at most this many times S * S.
+IIIF_PIXEL_SLACK = 4
+#: Rounding slack (pixels) when checking that an IIIF image fits the requested !S,S box.
+IIIF_SIDE_SLACK = 1
 
 
 @dataclass(frozen=True)
@@ -105,10 +117,11 @@ class ImageCacheOptions:
     requests_per_second: float = 10.0
     timeout_s: float = 30.0
     retries: int = 5
-    max_pixels: int = 100_000_000  # decompression-bomb limit, checked from the header before decoding
+    max_pixels: int = PILLOW_MAX_PIXELS  # decompression-bomb limit, checked from the header before decoding
     mirror_images_dir: Path | None = None
     max_bytes: int = 200_000_000  # refuse bodies larger than this
     stale_temp_s: float = 3600.0  # orphaned temp files older than this are removed at the start of a call
+    image_hosts: tuple[str, ...] = DEFAULT_IMAGE_HOSTS  # IIIF URLs (and redirects) only to these hosts
 
     @classmethod
     def from_settings(cls, settings: "Settings", mirror_images_dir: Path | None = None) -> "ImageCacheOptions":
@@ -120,6 +133,7 @@ class ImageCacheOptions:
             timeout_s=settings.http_timeout_s,
             retries=settings.http_retries,
             mirror_images_dir=mirror_images_dir,
+            image_hosts=settings.image_hosts,
         )
 
 
@@ -147,10 +161,14 @@ def _raise_pillow_limit(max_pixels: int) -> None:
         Image.MAX_IMAGE_PIXELS = max_pixels
 
 
-def verify_image(path: Path, min_side: int, max_pixels: int, content_type: str = "") -> tuple[int, int]:
+def verify_image(
+    path: Path, min_side: int, max_pixels: int, content_type: str = "", max_side: int | None = None
+) -> tuple[int, int]:
     """Fully validate a JPEG file; return ``(width, height)`` or raise :class:`_Rejected`.
 
-    Order: JPEG header, pixel count (before decoding), shorter side, full decode.
+    Order: JPEG header, pixel count (before decoding), shorter side, full decode, then the decoded
+    image's pixel count again and, with ``max_side``, its longer side (``oversize``: e.g. an IIIF
+    server that ignored the requested size).
     """
     width = height = 0
     try:
@@ -166,6 +184,19 @@ def verify_image(path: Path, min_side: int, max_pixels: int, content_type: str =
             if min(width, height) < min_side:
                 raise _Rejected("skipped_small", f"shorter side {min(width, height)} px < min_side {min_side}", width, height)
             image.load()
+            decoded_w, decoded_h = image.im.size if image.im is not None else image.size
+            if decoded_w * decoded_h > max_pixels:
+                raise _Rejected(
+                    "failed",
+                    f"decompression_bomb: decoded {decoded_w}x{decoded_h} pixels > max_pixels {max_pixels}",
+                    width,
+                    height,
+                )
+            if max_side is not None and max(decoded_w, decoded_h) > max_side:
+                raise _Rejected(
+                    "failed", f"oversize: {decoded_w}x{decoded_h} has a side over {max_side} px (the size asked for)",
+                    width, height,
+                )
     except _Rejected:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
@@ -180,6 +211,12 @@ def verify_image(path: Path, min_side: int, max_pixels: int, content_type: str =
     except Exception as exc:  # Pillow raises many types on malformed data (SyntaxError, struct.error, ...)
         raise _Rejected("failed", f"corrupt: {type(exc).__name__}: {exc}", width, height) from None
     return width, height
+
+
+def image_url_problem(url: str, hosts: tuple[str, ...]) -> str | None:
+    """Why artsim will not fetch the image ``url`` (``None`` when it may): its host must be in ``hosts``."""
+    problem = url_host_problem(url, tuple(hosts))
+    return None if problem is None else f"{problem} (ARTSIM_IMAGE_HOSTS)"
 
 
 def _cached_size(path: Path, options: ImageCacheOptions) -> tuple[int, int] | None:
@@ -204,13 +241,17 @@ def _cached_size(path: Path, options: ImageCacheOptions) -> tuple[int, int] | No
         return None
 
 
-def sweep_stale_temp_files(images_dir: Path, older_than_s: float) -> int:
-    """Remove temp files (``.<name>.*.tmp``) left by killed runs; return how many were removed."""
+def sweep_stale_temp_files(images_dir: Path, older_than_s: float, recursive: bool = False) -> int:
+    """Remove temp files (``.<name>.*.tmp``, see ``storage.atomic_path``) left by killed runs.
+
+    Only files older than ``older_than_s`` go (a younger one may belong to a live run sharing the lake).
+    Returns how many were removed.
+    """
     if not images_dir.is_dir():
         return 0
     cutoff = time.time() - older_than_s
     removed = 0
-    for tmp in images_dir.glob(".*.tmp"):
+    for tmp in images_dir.rglob(".*.tmp") if recursive else images_dir.glob(".*.tmp"):
         try:
             if tmp.is_file() and tmp.stat().st_mtime <= cutoff:
                 tmp.unlink()
@@ -219,6 +260,20 @@ def sweep_stale_temp_files(images_dir: Path, older_than_s: float) -> int:
             pass
     if removed:
         log.info("removed %d stale temp file(s) from %s", removed, images_dir)
+    return removed
+
+
+#: Lake folders (besides ``images/``, swept by every :func:`cache_images` call) where writers leave
+#: ``atomic_path`` temp files when killed: swept by :func:`sweep_lake_temp_files`.
+LAKE_TEMP_DIRS = ("tables", "image_status", "faces", "embeddings", "index", "reports", "raw")
+
+
+def sweep_lake_temp_files(lake: DataLake, older_than_s: float = 3600.0) -> int:
+    """Sweep stale temp files from the lake's output folders (:data:`LAKE_TEMP_DIRS`, recursively) and
+    ``images/``; returns how many were removed. Run by ``filtered_paintings`` on every refresh."""
+    removed = sweep_stale_temp_files(lake.images_dir, older_than_s)
+    for name in LAKE_TEMP_DIRS:
+        removed += sweep_stale_temp_files(lake.root / name, older_than_s, recursive=True)
     return removed
 
 
@@ -264,17 +319,29 @@ def _cache_one(job: ImageJob, lake: DataLake, options: ImageCacheOptions, client
                     raise _Rejected("failed", f"not_in_mirror: {src.name} not found in the mirror")
                 _link_or_copy(src, tmp)
                 content_type = "image/jpeg"
+                max_side, max_pixels = None, options.max_pixels  # mirror files are not resized
             else:
                 iiifurl = job.iiifurl
                 if not isinstance(iiifurl, str) or not iiifurl.startswith(("http://", "https://")):
                     raise _Rejected("failed", f"no_iiifurl: {iiifurl!r} is not an http(s) IIIF base URL")
+                url = iiif_image_url(iiifurl, options.image_size)
+                problem = image_url_problem(url, options.image_hosts)
+                if problem is not None:
+                    raise _Rejected("failed", f"host_not_allowed: {url}: {problem}")
                 try:
-                    download = client.download(iiif_image_url(iiifurl, options.image_size), tmp, options.max_bytes)
+                    download = client.download(
+                        url, tmp, options.max_bytes,
+                        url_check=lambda redirect: image_url_problem(redirect, options.image_hosts),
+                    )
+                except UrlRefusedError as exc:
+                    raise _Rejected("failed", f"host_not_allowed: {exc}") from None
                 except FetchError as exc:
                     raise _Rejected("failed", f"http: {exc}") from None
                 content_type = download.content_type
+                max_side = options.image_size + IIIF_SIDE_SLACK
+                max_pixels = min(options.max_pixels, IIIF_PIXEL_SLACK * options.image_size * options.image_size)
             received = tmp.stat().st_size
-            width, height = verify_image(tmp, options.min_side, options.max_pixels, content_type)
+            width, height = verify_image(tmp, options.min_side, max_pixels, content_type, max_side)
         row.update(status="ok", bytes=received, width=width, height=height, path=str(target))
     except _Rejected as rejected:
         row.update(status=rejected.status, reason=rejected.reason, bytes=received, width=rejected.width, height=rejected.height)

@@ -2,7 +2,8 @@
 
 A *source* is either a base URL (``<base>/data/<name>.csv``, e.g. NGA's GitHub raw URLs) or a local
 directory laid out like NGA's repository (``data/*.csv`` plus optional ``images/<uuid>.jpg``). Both go
-through the same path: each CSV is streamed into ``raw/<version>/`` (temp file + rename) while hashing,
+through the same path: each CSV is streamed into ``raw/<version>/`` (temp file + rename; over HTTP a body
+shorter than its ``Content-Length`` is retried, then refused with :class:`IncompleteSourceError`) and hashed,
 and the snapshot's version is a hash of the five file hashes, so identical content gives the same version
 whatever the transport.
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .http import FetchError, HttpClient
+from .http import FetchError, HttpClient, IncompleteBodyError
 from .storage import DataLake, atomic_path, atomic_write_text
 
 NGA_FILES = ("objects", "published_images", "constituents", "objects_constituents", "objects_terms")
@@ -95,20 +96,25 @@ class NgaSource:
             raise SourceError(f"NGA source {self.location!r}: missing data/{name}.csv")
         return path
 
-    def _stream(self, name: str) -> tuple[Iterator[bytes], dict[str, str]]:
-        """Chunks of one CSV plus its HTTP validators (ETag/Last-Modified; empty for local files)."""
-        if self.is_local:
-            path = self._local_file(name)
+    def _copy_local(self, name: str, target: Path) -> None:
+        with open(self._local_file(name), "rb") as source, open(target, "wb") as handle:
+            shutil.copyfileobj(source, handle, _CHUNK)
 
-            def chunks() -> Iterator[bytes]:
-                with open(path, "rb") as handle:
-                    while block := handle.read(_CHUNK):
-                        yield block
+    def _download(self, name: str, target: Path) -> dict[str, str]:
+        """Download one CSV into ``target``; returns its HTTP validators (ETag / Last-Modified).
 
-            return chunks(), {}
-        response = self.client.get(self.file_url(name), stream=True)
-        validators = {k: response.headers[k] for k in ("ETag", "Last-Modified") if k in response.headers}
-        return response.iter_content(_CHUNK), validators
+        The body is checked against ``Content-Length`` (a short body is retried, then refused with
+        :class:`IncompleteSourceError` naming the file): a CSV cut short must never become a snapshot.
+        """
+        url = self.file_url(name)
+        try:
+            download = self.client.download(url, target)
+        except IncompleteBodyError as exc:
+            raise IncompleteSourceError(
+                f"NGA file {name}.csv from {url} arrived incomplete ({exc.reason}); nothing was loaded, "
+                "the previous snapshot stays in use. Try again later."
+            ) from exc
+        return {k: download.headers[k] for k in ("ETag", "Last-Modified") if k in download.headers}
 
     def fetch(self, lake: DataLake) -> Snapshot:
         """Download all five CSVs into ``raw/<version>/``; re-uses an identical earlier snapshot."""
@@ -121,14 +127,13 @@ class NgaSource:
         hashes: dict[str, str] = {}
         validators: dict[str, dict[str, str]] = {}
         for name in NGA_FILES:
-            digest = hashlib.sha256()
-            chunks, validators[name] = self._stream(name)
             with atomic_path(staging / f"{name}.csv") as tmp:
-                with open(tmp, "wb") as handle:
-                    for block in chunks:
-                        digest.update(block)
-                        handle.write(block)
-            hashes[name] = digest.hexdigest()
+                if self.is_local:
+                    self._copy_local(name, tmp)
+                    validators[name] = {}
+                else:
+                    validators[name] = self._download(name, tmp)
+                hashes[name] = _file_sha256(tmp)
         version = snapshot_version(hashes)
         target = lake.raw_dir(version)
         if not (target / "snapshot.json").is_file():
@@ -186,6 +191,10 @@ class NgaSource:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
+class IncompleteSourceError(SourceError):
+    """An NGA CSV arrived shorter than its ``Content-Length`` on every attempt."""
+
+
 class SourceUnreachableError(SourceError):
     """The NGA source URL could not be fetched after all retries."""
 
@@ -199,6 +208,14 @@ def _unreachable_hint(location: str) -> Iterator[None]:
             f"{exc}. Is the network reachable? Offline, set ARTSIM_NGA_SOURCE to a local directory laid out "
             f"like NGA's repository (data/*.csv, optional images/<uuid>.jpg) instead of {location!r}."
         ) from exc
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def snapshot_version(file_hashes: dict[str, str]) -> str:

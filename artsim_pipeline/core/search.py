@@ -69,8 +69,8 @@ from PIL import Image, UnidentifiedImageError
 
 from .embedding import forward_prepared, load_and_prepare
 from .faces import FaceDetector, detect_faces_in_files
-from .fusion import FusionModel, load_fusion, transform
-from .index import IndexBundle, load_index
+from .fusion import FusionModel, transform
+from .index import IndexBundle, NoGenerationError, load_generation
 from .index import search as index_search
 from .models import LoadedModel, load_model, resolve_device
 from .scoring import ScoringWeights, fold_text, normalize_artist, rerank
@@ -366,6 +366,7 @@ class SearchEngine:
         self.face_margin = face_margin
         self.face_max_side = face_max_side
         self.device = resolve_device(device)
+        self.generation: str | None = None  # the index generation served (set by _load_variants)
         self.variants = self._load_variants()
         if models is not None and set(models) != set(self.model_names):
             raise QueryError(
@@ -415,24 +416,25 @@ class SearchEngine:
 
     # -- loading ---------------------------------------------------------------------------------
     def _load_variants(self) -> dict[str, _Variant]:
-        out: dict[str, _Variant] = {}
-        for variant in ("full", "face"):
-            fusion_path, directory = self.lake.fusion_path(variant), self.lake.index_path(variant)
-            if not fusion_path.is_file() or not (directory / "manifest.json").is_file():
-                if variant == "full":
-                    raise IndexNotBuiltError(
-                        f"no search index in data lake {self.lake.root} ({fusion_path.name} or "
-                        f"{variant}/manifest.json missing under {self.lake.index_dir}); run `artsim run` first"
-                    )
-                continue
-            fusion, bundle = load_fusion(fusion_path), load_index(directory)
-            if fusion.output_dim != bundle.index.d:
-                raise IndexNotBuiltError(
-                    f"{variant} index in {self.lake.index_dir} has dim {bundle.index.d} but its fusion outputs "
-                    f"{fusion.output_dim}; re-run `artsim run`"
-                )
-            out[variant] = _Variant(fusion, bundle, frozenset(int(i) for i in bundle.ids))
-        return out
+        """Every variant's fusion and index from ONE generation (``index/CURRENT`` resolved once)."""
+        try:
+            generation = load_generation(self.lake)
+        except NoGenerationError as exc:
+            raise IndexNotBuiltError(
+                f"no search index in data lake {self.lake.root} ({self.lake.index_pointer_path.name} missing "
+                f"under {self.lake.index_dir}); run `artsim run` first"
+            ) from exc
+        except (OSError, ValueError, KeyError) as exc:
+            raise IndexNotBuiltError(
+                f"the search index in {self.lake.index_dir} cannot be read ({type(exc).__name__}: {exc}); "
+                "re-run `artsim run`"
+            ) from exc
+        self.generation = generation.id
+        return {
+            variant: _Variant(generation.fusions[variant], bundle, frozenset(int(i) for i in bundle.ids))
+            for variant, bundle in generation.bundles.items()
+            if variant in ("full", "face")
+        }
 
     def _load_catalog(self) -> pd.DataFrame:
         path = self.lake.catalog_db

@@ -13,7 +13,7 @@ from typing import Iterator
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_SAFE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 
 class InvalidIdError(ValueError):
@@ -105,15 +105,68 @@ class DataLake:
 
     @property
     def index_dir(self) -> Path:
+        """Everything search serves: generations, the ``CURRENT`` pointer, the staged fusion."""
         return self.root / "index"
 
-    def fusion_path(self, variant: str) -> Path:
-        """Fitted standardisation + PCA of one variant (``full`` or ``face``)."""
-        return self.index_dir / f"fusion_{safe_id(variant, 'variant')}.npz"
+    # The searchable state (fusion + FAISS bundle of every variant + a manifest) is one *generation*
+    # directory; ``index/CURRENT`` names the one served and is the only thing a swap replaces.
+    @property
+    def index_pointer_path(self) -> Path:
+        """``index/CURRENT``: the id of the served generation (one line, replaced atomically)."""
+        return self.index_dir / "CURRENT"
 
-    def index_path(self, variant: str) -> Path:
-        """FAISS bundle directory of one variant."""
-        return self.index_dir / safe_id(variant, "variant")
+    @property
+    def index_lock_path(self) -> Path:
+        """Lock file serialising generation publishes (and their clean-up)."""
+        return self.index_dir / ".lock"
+
+    @property
+    def generations_dir(self) -> Path:
+        return self.index_dir / "generations"
+
+    def generation_dir(self, generation: str) -> Path:
+        """One complete, never-modified generation: ``index/generations/<id>/``."""
+        return self.generations_dir / safe_id(generation, "index generation")
+
+    def generation_manifest_path(self, generation: str) -> Path:
+        """The generation's manifest (models, dims, counts, created time, file checksums)."""
+        return self.generation_dir(generation) / "generation.json"
+
+    def generation_fusion_path(self, generation: str, variant: str) -> Path:
+        """Fitted standardisation + PCA of one variant (``full`` or ``face``) in a generation."""
+        return self.generation_dir(generation) / f"fusion_{safe_id(variant, 'variant')}.npz"
+
+    def generation_index_path(self, generation: str, variant: str) -> Path:
+        """FAISS bundle directory (``manifest.json`` + files) of one variant in a generation."""
+        return self.generation_dir(generation) / safe_id(variant, "variant")
+
+    # ``pca_model``'s output: fitted fusions waiting for ``faiss_index`` to build a generation on them.
+    # Never read by search.
+    @property
+    def staged_pointer_path(self) -> Path:
+        """``index/STAGED``: the id of the fusion set ``faiss_index`` builds the next generation from."""
+        return self.index_dir / "STAGED"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.index_dir / "staging"
+
+    def staged_dir(self, stage: str) -> Path:
+        return self.staging_dir / safe_id(stage, "staged fusion id")
+
+    def staged_manifest_path(self, stage: str) -> Path:
+        return self.staged_dir(stage) / "staged.json"
+
+    def staged_fusion_path(self, stage: str, variant: str) -> Path:
+        return self.staged_dir(stage) / f"fusion_{safe_id(variant, 'variant')}.npz"
+
+    def legacy_index_paths(self, variants: tuple[str, ...] = ("full", "face")) -> list[Path]:
+        """Files of the pre-generation layout (``index/fusion_<v>.npz``, ``index/<v>/``), removed on publish."""
+        out: list[Path] = []
+        for variant in variants:
+            name = safe_id(variant, "variant")
+            out += [self.index_dir / f"fusion_{name}.npz", self.index_dir / name]
+        return out
 
     @property
     def reports_dir(self) -> Path:

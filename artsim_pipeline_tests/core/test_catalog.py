@@ -101,3 +101,104 @@ def test_optional_columns_may_be_absent(tmp_path):
     con = duckdb.connect()
     catalog.load_raw_tables(con, NgaSource(str(mirror)).fetch(lake))
     assert catalog.build_filtered_paintings(con, 300, 0) == 2  # without openaccess every image counts as open
+
+
+# -- fault probe regressions --------------------------------------------------------------------------
+
+def test_negative_objectid_is_rejected_and_counted_not_indexed(tmp_path):
+    con, _ = load(tmp_path, [Painting(1), Painting(-7), Painting(3)])
+    assert list(rows(con).index) == [1, 3]
+    assert catalog.rejected_summary(con) == {
+        "rejected": 1, "rejected_negative_objectid": 1, "rejected_duplicate_objectid": 0,
+    }
+    assert con.execute("SELECT objectid, reason FROM filtered_paintings_rejected").fetchall() == [(-7, "negative_objectid")]
+    assert batches.assign_batches(con, 10) == ["batch-00000"]
+    assert [r[0] for r in con.execute("SELECT objectid FROM batch_manifest ORDER BY 1").fetchall()] == [1, 3]
+
+
+def _duplicate_object_rows(mirror, objectid: int, titles: list[str], uuids: list[str]) -> None:
+    objects = mirror / "data" / "objects.csv"
+    frame = pd.read_csv(objects, dtype=str, keep_default_na=False)
+    row = frame[frame["objectid"] == str(objectid)].iloc[0]
+    extra = [row.copy() for _ in titles]
+    for copy, title, uuid in zip(extra, titles, uuids):
+        copy["title"], copy["uuid"] = title, uuid
+    frame = frame[frame["objectid"] != str(objectid)]
+    pd.concat([frame, pd.DataFrame(extra)], ignore_index=True).to_csv(objects, index=False)
+
+
+@pytest.mark.parametrize("order", [["b-uuid", "a-uuid", "c-uuid"], ["c-uuid", "a-uuid", "b-uuid"]])
+def test_duplicate_objectid_rows_are_deduplicated_deterministically(tmp_path, order):
+    mirror = write_mirror(tmp_path / "mirror", [Painting(1), Painting(2), Painting(3)], with_images=False)
+    titles = {"a-uuid": "Kept", "b-uuid": "Dropped B", "c-uuid": "Dropped C"}
+    _duplicate_object_rows(mirror, 2, [titles[u] for u in order], order)
+    lake = DataLake(tmp_path / "lake")
+    snapshot = NgaSource(str(mirror)).fetch(lake)
+    con = duckdb.connect(str(lake.catalog_db))  # a fresh lake: the manifest's primary key sees every row
+    catalog.load_raw_tables(con, snapshot)
+    assert catalog.build_filtered_paintings(con, 300, 0) == 3
+    table = rows(con)
+    assert list(table.index) == [1, 2, 3] and table.loc[2, "title"] == "Kept"  # lowest object uuid wins
+    assert catalog.rejected_summary(con)["rejected_duplicate_objectid"] == 2
+    assert batches.assign_batches(con, 2) == ["batch-00000", "batch-00001"]
+    assert con.execute("SELECT count(*), count(DISTINCT objectid) FROM batch_manifest").fetchall() == [(3, 3)]
+
+
+def test_duplicate_objectid_rows_without_object_uuid_column(tmp_path):
+    mirror = write_mirror(tmp_path / "mirror", [Painting(1), Painting(2)], with_images=False)
+    _duplicate_object_rows(mirror, 1, ["Zeta", "Alpha"], ["x", "y"])
+    objects = mirror / "data" / "objects.csv"
+    pd.read_csv(objects, dtype=str, keep_default_na=False).drop(columns=["uuid"]).to_csv(objects, index=False)
+    lake = DataLake(tmp_path / "lake")
+    con = duckdb.connect()
+    catalog.load_raw_tables(con, NgaSource(str(mirror)).fetch(lake))
+    assert catalog.build_filtered_paintings(con, 300, 0) == 2
+    assert rows(con).loc[1, "title"] == "Alpha"
+    assert catalog.rejected_summary(con)["rejected"] == 1
+
+
+def test_check_shrink_refuses_a_suspicious_drop_naming_the_setting():
+    catalog.check_shrink(None, 0, 0.5)  # fresh lake
+    catalog.check_shrink(30, 15, 0.5)  # exactly half: allowed
+    catalog.check_shrink(30, 40, 0.5)  # growth
+    catalog.check_shrink(30, 0, 1.0)  # 1.0 disables the check
+    catalog.check_shrink(1000, 10, 0.5, limit=10)  # ARTSIM_LIMIT lowered to 10: no shrink
+    with pytest.raises(catalog.ShrinkError, match=r"30 to 14 .*ARTSIM_MAX_SHRINK=0.5"):
+        catalog.check_shrink(30, 14, 0.5)
+    with pytest.raises(catalog.ShrinkError, match="ARTSIM_MAX_SHRINK"):
+        catalog.check_shrink(30, 20, 0.2)
+
+
+def test_shrinking_refresh_is_refused_and_keeps_the_previous_table(tmp_path):
+    con, _ = load(tmp_path, [Painting(i) for i in range(1, 31)])
+    assert catalog.build_filtered_paintings(con, 300, 0, max_shrink=0.5) == 30
+    before = rows(con)
+    con.execute("DELETE FROM raw_objects WHERE TRY_CAST(objectid AS INT) > 14")  # a CSV cut after row 14
+    with pytest.raises(catalog.ShrinkError, match="ARTSIM_MAX_SHRINK"):
+        catalog.build_filtered_paintings(con, 300, 0, max_shrink=0.5)
+    pd.testing.assert_frame_equal(rows(con), before)
+    tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert tables & {"filtered_paintings_new", "painting_candidates"} == set()
+    assert catalog.build_filtered_paintings(con, 300, 0, max_shrink=1.0) == 14  # confirmed
+
+
+def test_lake_path_with_a_single_quote_or_glob_characters_reaches_sql_safely(tmp_path):
+    root = tmp_path / "it's a [lake]; DROP TABLE x; --'"
+    con, _ = load(root, [Painting(1), Painting(2)])
+    lake = DataLake(root / "lake")
+    catalog.export_parquet(con, "filtered_paintings", lake.filtered_paintings_parquet)
+    assert pd.read_parquet(lake.filtered_paintings_parquet)["objectid"].tolist() == [1, 2]
+    lake.faces_dir.mkdir(parents=True)
+    pd.DataFrame({"objectid": [1], "face_count": [2]}).to_parquet(lake.faces_dir / "batch-00000.parquet")
+    assert catalog.register_parquet_view(con, "face_crops", lake.faces_dir)
+    assert con.execute("SELECT objectid, face_count FROM face_crops").fetchall() == [(1, 2)]
+    assert catalog.sql_path(root) == "'" + str(root).replace("'", "''") + "'"
+
+
+def test_limit_at_the_int64_maximum_builds(tmp_path):
+    """ARTSIM_LIMIT is validated up to 2**63 - 1 (config); that largest value must reach DuckDB fine."""
+    from artsim_pipeline.config import Settings
+
+    limit = Settings(limit=2**63 - 1).limit
+    con, _ = load(tmp_path, [Painting(1), Painting(2)], limit=limit)
+    assert list(rows(con).index) == [1, 2]

@@ -263,3 +263,34 @@ def test_benchmark_smoke(gallery, tmp_path) -> None:
     assert report["models"]["efficientnet_lite0"]["bf16_min_cosine"] > 0.9
     assert "efficientnet_lite0" in format_table(report)
     assert main(["--models", "no_such_model", "--n", "1", "--out", str(out)]) == 1
+
+
+def test_empty_batch_flows_through_faces_into_an_empty_embeddings_file(tmp_path) -> None:
+    """Every image ``skipped_small``: face_crops writes an empty faces file, embeddings an empty Parquet."""
+    from artsim_pipeline.assets.embeddings import batch_images
+    from artsim_pipeline.core.faces import empty_faces_frame, write_faces
+    from artsim_pipeline.core.image_cache import STATUS_DTYPES, write_status
+
+    lake = DataLake(tmp_path / "lake")
+    status = pd.DataFrame([{
+        "objectid": 1, "uuid": "u1", "status": "skipped_small", "reason": "shorter side 80 px < min_side 300",
+        "bytes": 1234, "seconds": 0.1, "width": 80, "height": 60, "path": "",
+    }]).astype(STATUS_DTYPES)
+    write_status(status, lake.image_status_path("batch-00000"))
+    usable = status[status["status"].isin(("ok", "cached"))]
+    faces = empty_faces_frame()
+    faces.insert(0, "uuid", usable["uuid"].to_numpy())
+    faces.insert(0, "objectid", usable["objectid"].to_numpy())
+    write_faces(faces, lake.faces_path("batch-00000"))  # crashed before the fix
+
+    images = batch_images(lake, "batch-00000")
+    assert len(images) == 0
+    model = _model("efficientnet_lite0")
+    result = embed_batch_to_parquet(model, images, lake, "batch-00000")
+    assert (result.images, result.rows) == (0, 0)
+    table = pq.read_table(result.path)
+    assert table.num_rows == 0
+    assert table.schema.field("vector").type == pa.list_(pa.field("item", pa.float32(), nullable=False), 1280)
+    assert table.schema.metadata[b"artsim.model"] == b"efficientnet_lite0"
+    meta, vectors = read_embeddings([result.path])
+    assert meta.empty and vectors.shape == (0, 1280)

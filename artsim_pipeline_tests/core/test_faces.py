@@ -223,3 +223,33 @@ def test_detect_faces_in_files_reports_progress(detector, astronaut, tmp_path):
     empty: list[str] = []
     assert detect_faces_in_files([], detector, progress=empty.append).empty
     assert empty == ["faces: 0/0 images (100%), 0.0 images/s, 0 with a face"]
+
+
+# -- fault probe regression: a batch with no usable image --------------------------------------------
+
+def empty_batch_faces(detector) -> pd.DataFrame:
+    """What ``face_crops`` builds for a batch whose images were all ``skipped_small``."""
+    faces = detect_faces_in_files([], detector)
+    faces.insert(0, "uuid", np.array([], dtype=object))
+    faces.insert(0, "objectid", np.array([], dtype=np.int64))
+    return faces
+
+
+def test_empty_batch_detect_and_write_faces_keep_the_schema(detector, tmp_path):
+    assert detector.detect([]) == []
+    faces = empty_batch_faces(detector)
+    target = tmp_path / "faces" / "batch-00000.parquet"
+    write_faces(faces, target)  # crashed: "NumPyConverter doesn't implement <list<item: double>> conversion"
+    table = pq.read_table(target)
+    assert table.num_rows == 0
+    assert table.schema.names == ["objectid", "uuid", *FACES_SCHEMA.names]
+    for name in FACES_SCHEMA.names:
+        assert table.schema.field(name).type == FACES_SCHEMA.field(name).type, name
+    assert table.schema.field("objectid").type == pa.int64() and table.schema.field("uuid").type == pa.string()
+    assert list(pd.read_parquet(target).columns) == ["objectid", "uuid", *FACES_SCHEMA.names]
+
+
+def test_write_faces_of_a_schema_only_empty_frame(tmp_path):
+    frame = pd.DataFrame({name: [] for name in FACES_SCHEMA.names})  # list columns inferred as float64
+    write_faces(frame, tmp_path / "f.parquet")
+    assert pq.read_table(tmp_path / "f.parquet").schema.field("boxes").type == pa.list_(pa.list_(pa.float64()))

@@ -114,3 +114,22 @@ def test_transform_validates_models_and_dims() -> None:
         transform(model, bad)
     # extra models are ignored
     assert transform(model, dict(blocks, other=np.zeros((60, 3)))).shape == (60, 5)
+
+
+def test_fingerprint_is_a_deterministic_content_hash(tmp_path) -> None:
+    """Generations and data versions use it: same fit -> same hash (unlike the .npz bytes, which carry
+    the write time); a different fit or option -> another hash; it survives save/load."""
+    import io
+
+    from artsim_pipeline.core.fusion import fusion_fingerprint
+
+    blocks = _blocks()
+    model = fit_fusion(blocks, n_components=6)
+    assert fusion_fingerprint(model) == fusion_fingerprint(fit_fusion(blocks, n_components=6))
+    assert fusion_fingerprint(model) != fusion_fingerprint(fit_fusion(blocks, n_components=5))
+    assert fusion_fingerprint(model) != fusion_fingerprint(fit_fusion(_blocks(seed=1), n_components=6))
+    assert fusion_fingerprint(model) != fusion_fingerprint(fit_fusion(blocks, n_components=6, whiten=True))
+    path = tmp_path / "fusion.npz"
+    save_fusion(model, path)
+    assert fusion_fingerprint(load_fusion(path)) == fusion_fingerprint(model)
+    assert fusion_fingerprint(load_fusion(io.BytesIO(path.read_bytes()))) == fusion_fingerprint(model)  # a buffer

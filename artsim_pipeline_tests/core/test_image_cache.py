@@ -391,3 +391,111 @@ def test_empty_batch(lake):
     assert len(df) == 0
     assert list(df.columns) == list(image_cache.STATUS_DTYPES)
     assert summarize_status(df)["total"] == 0
+
+
+# -- fault probe regressions --------------------------------------------------------------------------
+
+def test_image_host_not_on_the_allowlist_fails_without_a_request(server, iiif, lake):
+    allowed = iiif.add("allowed", picture(500, 500, 1))
+    local_name = allowed.replace("127.0.0.1", "localhost")  # same server, another host name
+    jobs = [
+        ImageJob(1, "allowed", allowed),
+        ImageJob(2, "other", local_name.replace("/allowed", "/other")),
+        ImageJob(3, "evil", "https://evil.example.com/iiif/evil"),
+        ImageJob(4, "userinfo", "http://127.0.0.1:80@evil.example.com/iiif/userinfo"),
+        ImageJob(5, "plainhttp", "http://api.nga.gov/iiif/plainhttp"),
+    ]
+    iiif.add("other", picture(500, 500, 2))
+    df = cache_images(jobs, lake, options(image_hosts=("127.0.0.1", "api.nga.gov")), client())
+    rows = by_uuid(df)
+    assert rows["allowed"]["status"] == "ok"
+    for uuid, host in (("other", "localhost"), ("evil", "evil.example.com"), ("userinfo", "user:password@"),
+                       ("plainhttp", "plain http")):
+        assert rows[uuid]["status"] == "failed", rows[uuid]
+        assert rows[uuid]["reason"].startswith("host_not_allowed:") and host in rows[uuid]["reason"], rows[uuid]
+    assert server.count("/iiif/other") == 0
+    assert summarize_status(df)["failure_kinds"] == {"host_not_allowed": 4}
+
+
+def test_default_image_hosts_are_nga_plus_loopback():
+    assert ImageCacheOptions().image_hosts == ("api.nga.gov", "127.0.0.1", "localhost")
+    assert image_cache.image_url_problem("https://api.nga.gov/iiif/x/full/!1200,1200/0/default.jpg",
+                                         ImageCacheOptions().image_hosts) is None
+    assert "evil.com" in image_cache.image_url_problem("https://evil.com/x", ImageCacheOptions().image_hosts)
+    from artsim_pipeline.config import Settings
+
+    opts = ImageCacheOptions.from_settings(Settings(image_hosts=("images.example.org",)))
+    assert opts.image_hosts == ("images.example.org",)
+
+
+def test_redirect_off_the_allowlist_is_not_followed(server, iiif, lake):
+    from artsim_pipeline_tests.http_server import Response
+
+    iiif.add("target", picture(500, 500, 3))
+    iiif.add("elsewhere", picture(500, 500, 4))
+    inside = IiifImages.path("target", SIZE)
+    outside = IiifImages.path("elsewhere", SIZE).replace("/iiif/", "/offsite/")
+    server.routes["/iiif/hop/full/!400,400/0/default.jpg"] = lambda h: Response(302, b"", {"Location": inside})
+    server.routes["/iiif/away/full/!400,400/0/default.jpg"] = lambda h: Response(
+        301, b"", {"Location": server.url.replace("127.0.0.1", "localhost") + outside})
+    server.routes[outside] = jpeg(picture(500, 500, 5))
+    jobs = [ImageJob(1, "hop", iiif.base_url("hop")), ImageJob(2, "away", iiif.base_url("away"))]
+    rows = by_uuid(cache_images(jobs, lake, options(image_hosts=("127.0.0.1",)), client()))
+    assert rows["hop"]["status"] == "ok"  # a redirect within the allowed hosts is followed
+    assert server.count(inside) == 1
+    assert rows["away"]["status"] == "failed"
+    assert rows["away"]["reason"].startswith("host_not_allowed:") and "localhost" in rows["away"]["reason"]
+    assert server.count(outside) == 0  # the off-list target was never requested
+    assert not lake.image_path("away").exists()
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's own, at Image.open
+def test_jpeg_of_9500x9500_pixels_is_refused(server, iiif, lake, tmp_path):
+    huge = jpeg(Image.new("L", (9500, 9500), 128), quality=20)  # 90.25 Mpx in a small file
+    assert len(huge) < 2_000_000
+    iiif.add("huge", huge)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (mirror / "huge.jpg").write_bytes(huge)
+    jobs = [ImageJob(1, "huge", iiif.base_url("huge"))]
+    for opts in (ImageCacheOptions(image_size=1200, min_side=100, workers=1),  # defaults otherwise
+                 ImageCacheOptions(min_side=100, workers=1, mirror_images_dir=mirror)):
+        row = cache_images(jobs, lake, opts, client()).iloc[0]
+        assert row["status"] == "failed" and row["reason"].startswith("decompression_bomb:"), row["reason"]
+        assert "90250000 pixels" in row["reason"]
+    assert not lake.image_path("huge").exists()
+
+
+def test_iiif_image_larger_than_the_requested_box_is_refused(server, iiif, lake):
+    iiif.add("big", jpeg(picture(600, 500, 1)))  # served as is: the server ignored !400,400
+    row = cache_images([ImageJob(1, "big", iiif.base_url("big"))], lake, options(), client()).iloc[0]
+    assert row["status"] == "failed" and row["reason"].startswith("oversize:"), row["reason"]
+    assert "600x500" in row["reason"] and not lake.image_path("big").exists()
+
+
+def test_uuid_with_a_trailing_newline_is_a_bad_uuid(server, iiif, lake):
+    iiif.add("abc", picture(400, 400))
+    row = cache_images([ImageJob(1, "abc\n", iiif.base_url("abc"))], lake, options(), client()).iloc[0]
+    assert row["status"] == "failed" and row["reason"].startswith("bad_uuid:")
+    assert server.count("/") == 0 and not any(lake.images_dir.iterdir())
+
+
+def test_stale_temp_files_are_swept_from_every_lake_folder(lake):
+    old = time.time() - 7200
+    stale, fresh = [], []
+    for folder in ("reports", "tables", "faces", "embeddings/m", "index/generations/g1", "images"):
+        directory = lake.root / folder
+        directory.mkdir(parents=True, exist_ok=True)
+        stale_file = directory / ".report.json.abc123.tmp"
+        stale_file.write_text("partial")
+        os.utime(stale_file, (old, old))
+        fresh_file = directory / ".live.json.def456.tmp"
+        fresh_file.write_text("being written")
+        stale.append(stale_file)
+        fresh.append(fresh_file)
+    keep = lake.root / "reports" / "eval_report.json"
+    keep.write_text("{}")
+    os.utime(keep, (old, old))
+    assert image_cache.sweep_lake_temp_files(lake, older_than_s=3600) == len(stale)
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in fresh) and keep.exists()

@@ -3,7 +3,13 @@ import json
 import pytest
 
 from artsim_pipeline.core.http import HttpClient
-from artsim_pipeline.core.nga_source import NGA_FILES, NgaSource, SourceError, SourceUnreachableError
+from artsim_pipeline.core.nga_source import (
+    NGA_FILES,
+    IncompleteSourceError,
+    NgaSource,
+    SourceError,
+    SourceUnreachableError,
+)
 from artsim_pipeline.core.storage import DataLake
 from artsim_pipeline_tests.http_server import LocalServer
 from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs, write_mirror
@@ -84,3 +90,31 @@ def test_missing_csv_in_mirror_names_the_file(tmp_path):
     (mirror / "data" / "objects_terms.csv").unlink()
     with pytest.raises(SourceError, match="objects_terms.csv"):
         NgaSource(str(mirror)).fetch(DataLake(tmp_path / "lake"))
+
+
+# -- fault probe regression: a CSV cut short ------------------------------------------------------------
+
+def test_csv_cut_short_of_its_content_length_is_refused_naming_the_file(tmp_path):
+    csvs = nga_csvs([Painting(i) for i in range(1, 31)])
+    body = csvs["objects"]
+    cut = body.rfind(b"\n", 0, len(body) // 2) + 1  # at a line boundary: still a valid, shorter CSV
+    lake = DataLake(tmp_path)
+    with LocalServer() as server:
+        serve_snapshot(server, csvs)
+        server.faults["/data/objects.csv"] = [("truncate", cut)] * 10
+        with pytest.raises(IncompleteSourceError, match=r"objects\.csv .*cut short: \d+ of \d+ bytes \(Content-Length\)"):
+            NgaSource(server.url, fast_client()).fetch(lake)
+        assert server.count("/data/objects.csv", method="GET") == 4  # retried like any short body
+    assert not any((tmp_path / "raw").glob("v*/snapshot.json"))
+    assert not [p for p in (tmp_path / "raw").rglob("*") if p.is_file() and p.name.endswith(".tmp")]
+
+
+def test_csv_cut_short_once_is_fetched_again_whole(tmp_path):
+    csvs = nga_csvs([Painting(i) for i in range(1, 11)])
+    with LocalServer() as server:
+        serve_snapshot(server, csvs)
+        server.faults["/data/published_images.csv"] = [("truncate", 200)]
+        snapshot = NgaSource(server.url, fast_client()).fetch(DataLake(tmp_path))
+        assert server.count("/data/published_images.csv", method="GET") == 2
+    for name in NGA_FILES:
+        assert snapshot.path(name).read_bytes() == csvs[name]

@@ -339,3 +339,69 @@ def test_grid_png(engine, tmp_path):
     save_grid(Image.new("RGB", (50, 40)), [], tmp_path / "g3.png")
     assert (tmp_path / "g2.png").stat().st_size > 0 and (tmp_path / "g3.png").stat().st_size > 0
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+# ----------------------------------------------------------------------------- index generations (fast, no pipeline)
+
+
+def _tiny_lake(root: Path, objectids: list[int]):
+    """A catalog of ``objectids`` and nothing else (no index yet)."""
+    import duckdb
+    import pandas as pd
+
+    from artsim_pipeline.core.storage import DataLake
+
+    lake = DataLake(root)
+    root.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame({"objectid": objectids, "uuid": [f"u{o}" for o in objectids],
+                          "title": [f"T{o}" for o in objectids], "artist": "A", "artist_key": "a", "style": "S",
+                          "beginyear": 1600, "endyear": 1600, "displaydate": "1600", "medium": "oil"})
+    with duckdb.connect(str(lake.catalog_db)) as con:
+        con.register("frame", frame)
+        con.execute("CREATE TABLE filtered_paintings AS SELECT * FROM frame")
+    return lake
+
+
+def _publish(lake, objectids: list[int], seed: int, n_components: int):
+    import numpy as np
+
+    from artsim_pipeline.core.fusion import fit_fusion, transform
+    from artsim_pipeline.core.index import build_index, publish_generation
+
+    rng = np.random.default_rng(seed)
+    raw = {"m1": rng.standard_normal((len(objectids), 10)), "m2": rng.standard_normal((len(objectids), 5))}
+    fusion = fit_fusion(raw, n_components=n_components)
+    bundle = build_index(transform(fusion, raw), np.array(objectids))
+    return publish_generation(lake, {"full": (fusion, bundle)}).generation, raw
+
+
+def test_engine_serves_one_generation_and_keeps_it_across_a_swap(tmp_path):
+    ids = list(range(1, 21))
+    lake = _tiny_lake(tmp_path / "lake", ids)
+    with pytest.raises(IndexNotBuiltError, match="artsim run"):
+        SearchEngine(lake.root, device="cpu", preload_models=False)
+    # the pre-generation layout alone is not served (its fusion and index were never swapped together)
+    (lake.index_dir / "full").mkdir(parents=True)
+    (lake.index_dir / "fusion_full.npz").write_bytes(b"")
+    with pytest.raises(IndexNotBuiltError, match="no search index.*artsim run"):
+        SearchEngine(lake.root, device="cpu", preload_models=False)
+
+    gen_a, _ = _publish(lake, ids, seed=1, n_components=6)
+    engine_a = SearchEngine(lake.root, device="cpu", preload_models=False)
+    assert engine_a.generation == gen_a and engine_a.model_names == ("m1", "m2")
+    assert "face" not in engine_a.variants
+    gen_b, _ = _publish(lake, ids[:15], seed=2, n_components=4)
+    engine_b = SearchEngine(lake.root, device="cpu", preload_models=False)
+    try:
+        assert engine_b.generation == gen_b != gen_a
+        full = engine_b.variants["full"]
+        assert full.fusion.output_dim == full.bundle.index.d == 4 and sorted(full.ids) == ids[:15]
+        # the engine that resolved A keeps answering from A, whole
+        assert engine_a.variants["full"].bundle.index.d == engine_a.variants["full"].fusion.output_dim == 6
+        for oid in (3, 18):
+            top = engine_a.search(oid, k=3)[0]
+            assert top.objectid == oid and top.visual == pytest.approx(1.0, abs=1e-5)
+        assert engine_b.search(3, k=2)[0].objectid == 3
+    finally:
+        engine_a.close()
+        engine_b.close()
