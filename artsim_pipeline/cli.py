@@ -1,4 +1,4 @@
-"""The ``artsim`` command: ``run`` (the whole pipeline), ``search`` and ``bench``."""
+"""The ``artsim`` command: ``run`` (the whole pipeline), ``search``, ``serve`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -71,6 +71,14 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from .core.search import models_set_in_env
+    from .web.app import serve
+
+    return serve(settings, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
+                 max_pixels=args.max_pixels, models_explicit=models_set_in_env())
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.benchmark == "embeddings":
         from .bench.embeddings import main as bench_main
@@ -106,6 +114,19 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     search.add_argument("--grid", type=Path, metavar="PNG", help="also write a PNG grid of the query and results")
     search.set_defaults(func=cmd_search)
+
+    serve = sub.add_parser("serve", help="the search page, the collection map and a JSON API in a browser",
+                           description="Serve the search page (upload or objectid, filters, more like this), the "
+                           "map of the collection and a JSON API (/api/search, /api/paintings/{id}, /api/map, "
+                           "/healthz; OpenAPI at /openapi.json). Loads the index once and picks up a newly "
+                           "built index without a restart.")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default %(default)s: this machine only; 0.0.0.0 exposes it)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default %(default)s)")
+    serve.add_argument("--max-upload-mb", type=float, default=20.0, help="largest upload in MiB (default %(default)s)")
+    serve.add_argument("--max-pixels", type=int, default=40_000_000,
+                       help="largest uploaded image in pixels (default %(default)s; bigger ones are refused)")
+    serve.set_defaults(func=cmd_serve)
 
     bench = sub.add_parser("bench", help="benchmarks (their options follow the benchmark name)")
     which = bench.add_subparsers(dest="benchmark", required=True)

@@ -31,7 +31,7 @@ batch_job = define_asset_job(
 )
 collection_job = define_asset_job(
     "artsim_collection", selection=AssetSelection.groups(*COLLECTION_GROUPS),
-    description="Fusion (PCA), FAISS index and evaluation report over every batch.",
+    description="Fusion (PCA), FAISS index, collection map and evaluation report over every batch.",
 )
 JOBS = [observe_job, catalog_job, batch_job, collection_job]
 
@@ -39,6 +39,7 @@ JOBS = [observe_job, catalog_job, batch_job, collection_job]
 def build_assets(settings: Settings) -> list:
     """Every asset and check for ``settings`` (one embeddings asset per selected model)."""
     from .assets.catalog import catalog_assets
+    from .assets.collection_map import collection_map_assets
     from .assets.embeddings import embeddings_assets
     from .assets.evaluation import evaluation_assets
     from .assets.images import image_assets
@@ -46,7 +47,8 @@ def build_assets(settings: Settings) -> list:
 
     embeddings = embeddings_assets(settings)
     index = index_assets(settings, embeddings)
-    return [*catalog_assets(settings), *image_assets(settings), *embeddings, *index, *evaluation_assets(settings, index)]
+    return [*catalog_assets(settings), *image_assets(settings), *embeddings, *index,
+            *evaluation_assets(settings, index), *collection_map_assets(settings, index)]
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:

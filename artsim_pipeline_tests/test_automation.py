@@ -67,7 +67,10 @@ def test_changed_and_new_batches_only(tmp_path, instance):
     second = runner.run()
     for name in BATCH_ASSETS:
         assert second.partitions_run(name) == ["batch-00000", "batch-00003"], name
-    assert {"pca_model", "faiss_index", "eval_report"} <= set(second.assets_run())
+    assert {"pca_model", "faiss_index", "eval_report", "collection_map"} <= set(second.assets_run())
+    from artsim_pipeline.core.layout import load_layout
+    layout, _generation = load_layout(settings.data_lake / "tables" / "collection_map.parquet")
+    assert sorted(layout["objectid"]) == [p.objectid for p in sorted(v2, key=lambda p: p.objectid)]
     assert "raw_objects" not in second.assets_run()  # the catalog was already refreshed
     assert runner.run().ran == []  # no change: nothing materialized
     assert batch_status(defs, instance, "image_cache", everything) == dict.fromkeys(everything, "FRESH")

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
 
 ARTSIM = str(Path(sys.executable).with_name("artsim"))
 

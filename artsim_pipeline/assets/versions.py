@@ -25,6 +25,7 @@ CODE_VERSIONS: dict[str, str] = {
     "pca_model": "2",
     "faiss_index": "2",
     "eval_report": "2",
+    "collection_map": "1",
 }
 
 OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {
@@ -36,6 +37,7 @@ OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {
     "pca_model": ("models", "pca_dim"),
     "faiss_index": (),
     "eval_report": ("models", "weights", "pca_dim"),
+    "collection_map": (),
 }
 
 

@@ -169,6 +169,11 @@ class DataLake:
         return out
 
     @property
+    def collection_map_path(self) -> Path:
+        """``collection_map``: 2-D layout of the served generation's vectors (objectid, x, y)."""
+        return self.root / "tables" / "collection_map.parquet"
+
+    @property
     def reports_dir(self) -> Path:
         return self.root / "reports"
 

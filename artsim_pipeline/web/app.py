@@ -1,0 +1,361 @@
+"""``artsim serve``: the search page, the collection map and a JSON API (FastAPI on uvicorn).
+
+Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
+
+* ``GET /`` — the search page; ``GET /map`` — the collection map;
+* ``POST /api/search`` — ``multipart/form-data`` with an ``image`` file *or* an ``objectid`` field,
+  plus ``k``, ``face_crop``, ``artist``, ``style``, ``medium``, ``years`` (or ``year_from`` /
+  ``year_to``); a raw ``image/*`` body with the options as query parameters also works.
+  ``GET /api/search?objectid=...`` is the same for an objectid;
+* ``GET /api/paintings/{objectid}``, ``GET /api/paintings?q=...`` (pick a painting by title/artist);
+* ``GET /api/map`` — every painting's place on the map (202 while it is being computed);
+* ``GET /thumbs/{objectid}.jpg?size=256`` — resized JPEG from the image cache, with an ``ETag``;
+* ``GET /healthz``.
+
+The engine (index, catalog, models) is loaded once and reused; a newly published index generation is
+picked up by the next request (see :mod:`artsim_pipeline.web.state`). Uploads stay in memory and are
+capped in bytes and pixels (see :mod:`artsim_pipeline.web.uploads`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from ..core.search import IndexNotBuiltError, QueryError, SearchEngine, SearchFilters, display_date
+from ..core.storage import DataLake
+from . import pages
+from .state import EngineHolder, MapCache, Served, ThumbnailCache, catalog_row
+from .uploads import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, UploadError, check_image, parse_multipart,
+                      read_body)
+
+log = logging.getLogger(__name__)
+
+NGA_PAGE = "https://www.nga.gov/collection/art-object-page.{objectid}.html"
+THUMB_SIZES = (64, 128, 256, 512)
+MAX_K = 100
+_FORM_FIELDS = ("objectid", "k", "face_crop", "artist", "style", "medium", "years", "year_from", "year_to")
+
+SEARCH_REQUEST_DOC = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {"type": "string", "format": "binary", "description": "the query image"},
+                        "objectid": {"type": "integer", "description": "or: a painting of the collection"},
+                        "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": MAX_K},
+                        "face_crop": {"type": "boolean", "default": False},
+                        "artist": {"type": "string"}, "style": {"type": "string"}, "medium": {"type": "string"},
+                        "years": {"type": "string", "example": "1600-1700"},
+                    },
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+
+
+def nga_url(objectid: int) -> str:
+    return NGA_PAGE.format(objectid=int(objectid))
+
+
+def _error(status: int, message: str, **extra: Any) -> JSONResponse:
+    return JSONResponse({"detail": message, **extra}, status_code=status)
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("1", "true", "on", "yes")
+
+
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    try:
+        number = int(str(value).strip())
+    except ValueError:
+        raise UploadError(400, f"{name} must be an integer, got {value!r}") from None
+    if not low <= number <= high:
+        raise UploadError(400, f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+def _filters(fields: dict[str, str]) -> SearchFilters:
+    years = (fields.get("years") or "").strip()
+    low, high = (fields.get("year_from") or "").strip(), (fields.get("year_to") or "").strip()
+    if not years and (low or high):
+        years = f"{low}-{high}" if low != high else low
+    return SearchFilters.create(artist=(fields.get("artist") or "").strip() or None,
+                                style=(fields.get("style") or "").strip() or None,
+                                medium=(fields.get("medium") or "").strip() or None, years=years or None)
+
+
+def painting_json(row: dict[str, Any], objectid: int) -> dict[str, Any]:
+    return {
+        "objectid": int(objectid), "title": row.get("title") or "", "artist": row.get("artist") or "",
+        "date": display_date(row), "style": row.get("style") or "", "medium": row.get("medium") or "",
+        "beginyear": _year(row.get("beginyear")), "endyear": _year(row.get("endyear")),
+        "thumbnail": f"/thumbs/{int(objectid)}.jpg", "nga_url": nga_url(objectid),
+    }
+
+
+def _year(value: Any) -> int | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if math.isfinite(number) else None
+
+
+def create_app(
+    lake: DataLake | Path | str,
+    engine_factory: Callable[[], SearchEngine] | None = None,
+    *,
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    map_seed: int = 0,
+    eager: bool = True,
+) -> FastAPI:
+    """The ASGI app for the data lake ``lake``.
+
+    ``engine_factory`` builds a :class:`SearchEngine` (default: ``SearchEngine(lake)`` with its
+    defaults); it is called at start-up (``eager``) and again whenever a new index generation is
+    published. The map of each generation is computed in the background unless the lake holds one.
+    """
+    lake = lake if isinstance(lake, DataLake) else DataLake(Path(lake))
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = int(max_pixels)  # Pillow's own guard must not refuse what we accept
+    factory = engine_factory or (lambda: SearchEngine(lake))
+    holder = EngineHolder(lake, factory)
+    maps = MapCache(lake, seed=map_seed)
+    thumbs = ThumbnailCache()
+    holder.listeners.append(maps.start)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if eager:  # load index, catalog and models once, before the first request
+            try:
+                await run_in_threadpool(holder.get)
+            except QueryError as exc:
+                log.warning("artsim serve: %s", exc)
+        yield
+
+    app = FastAPI(title="artsim", version="0.1.0", lifespan=lifespan,
+                  description="Find paintings of the National Gallery of Art similar to an image or a painting.")
+    app.state.holder, app.state.maps, app.state.thumbs = holder, maps, thumbs
+    app.state.limits = {"max_upload_bytes": int(max_upload_bytes), "max_pixels": int(max_pixels)}
+
+    def served_or_error() -> Served | JSONResponse:
+        try:
+            return holder.get()
+        except IndexNotBuiltError as exc:
+            return _error(503, str(exc), hint="run `artsim run` first")
+        except QueryError as exc:
+            return _error(503, str(exc))
+
+    # ------------------------------------------------------------------ pages
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index_page() -> HTMLResponse:
+        return HTMLResponse(pages.SEARCH_PAGE.replace("__LIMIT_MB__", f"{max_upload_bytes / 1048576:.3g}"))
+
+    @app.get("/map", response_class=HTMLResponse, include_in_schema=False)
+    def map_page() -> HTMLResponse:
+        return HTMLResponse(pages.MAP_PAGE)
+
+    # ------------------------------------------------------------------ health
+    @app.get("/healthz", summary="Is an index served? Which generation, how many paintings, which models")
+    def healthz() -> JSONResponse:
+        served = served_or_error()
+        if isinstance(served, JSONResponse):
+            return JSONResponse({"status": "no_index", "detail": holder.error or "no index",
+                                 "hint": "run `artsim run` first"}, status_code=503)
+        engine = served.engine
+        return JSONResponse({
+            "status": "ok", "generation": engine.generation, "paintings": int(len(engine.catalog)),
+            "indexed": int(len(engine.variants["full"].ids)), "variants": sorted(engine.variants),
+            "models": list(engine.model_names), "reloads": holder.reloads, "limits": app.state.limits,
+        })
+
+    # ------------------------------------------------------------------ search
+    def run_search(served: Served, query: Any, fields: dict[str, str]) -> JSONResponse:
+        k = _int(fields.get("k") or 10, "k", 1, MAX_K)
+        filters = _filters(fields)
+        with served.lock:
+            response = served.engine.search(query, k=k, face_crop=_truthy(fields.get("face_crop", "")),
+                                            filters=filters)
+        payload = response.as_dict()
+        payload["generation"] = served.generation
+        for result in payload["results"]:
+            result.pop("image_path", None)  # a server path; the thumbnail URL stands for it
+            result["thumbnail"] = f"/thumbs/{result['objectid']}.jpg"
+            result["nga_url"] = nga_url(result["objectid"])
+        if response.objectid is not None:
+            row = catalog_row(served.engine, response.objectid) or {}
+            payload["query_painting"] = painting_json(row, response.objectid)
+        return JSONResponse(payload)
+
+    async def search_request(request: Request, fields: dict[str, str], image: tuple[str, bytes] | None) -> Response:
+        served = served_or_error()
+        if isinstance(served, JSONResponse):
+            return served
+        try:
+            objectid = (fields.get("objectid") or "").strip()
+            if image is not None:
+                name, data = image
+                check_image(data, max_pixels, name or "upload")
+                query: Any = data  # bytes: decoded in memory by the engine, never written to disk
+            elif objectid:
+                query = _int(objectid, "objectid", 0, 2**62)
+            else:
+                raise UploadError(400, "give an image (multipart field 'image' or an image/* body) or an objectid")
+            return await run_in_threadpool(run_search, served, query, fields)
+        except UploadError as exc:
+            return _error(exc.status, exc.message)
+        except IndexNotBuiltError as exc:
+            return _error(503, str(exc), hint="run `artsim run` first")
+        except QueryError as exc:
+            status = 404 if "not in the collection" in str(exc) else 400
+            return _error(status, str(exc))
+
+    @app.post("/api/search", summary="Find the paintings most similar to an uploaded image or a painting",
+              openapi_extra=SEARCH_REQUEST_DOC)
+    async def api_search(request: Request) -> Response:
+        fields = {k: v for k, v in request.query_params.items() if k in _FORM_FIELDS}
+        content_type = request.headers.get("content-type", "")
+        image = None
+        try:
+            body = await read_body(request, max_upload_bytes + 64 * 1024)  # room for the form's other parts
+            if content_type.startswith("multipart/form-data"):
+                form = parse_multipart(body, content_type)
+                fields.update({k: v for k, v in form.fields.items() if k in _FORM_FIELDS})
+                upload = form.files.get("image") or next(iter(form.files.values()), None)
+                if upload is not None and upload[1]:
+                    image = upload
+                elif upload is not None and not fields.get("objectid"):
+                    raise UploadError(400, f"{upload[0] or 'upload'}: the file is empty")
+            elif content_type.startswith("application/x-www-form-urlencoded"):
+                from urllib.parse import parse_qsl
+
+                fields.update({k: v for k, v in parse_qsl(body.decode("utf-8", "replace")) if k in _FORM_FIELDS})
+            elif body:
+                image = ("upload", body)
+            if image is not None and len(image[1]) > max_upload_bytes:
+                raise UploadError(413, f"upload too large: {len(image[1])} bytes > limit {max_upload_bytes} bytes")
+        except UploadError as exc:
+            return _error(exc.status, exc.message)
+        return await search_request(request, fields, image)
+
+    @app.get("/api/search", summary="Find the paintings most similar to a painting of the collection")
+    async def api_search_get(request: Request, objectid: int = Query(..., description="the query painting"),
+                             k: int = Query(10, ge=1, le=MAX_K), face_crop: bool = False,
+                             artist: str | None = None, style: str | None = None, medium: str | None = None,
+                             years: str | None = Query(None, examples=["1600-1700"])) -> Response:
+        fields = {k_: str(v) for k_, v in dict(objectid=objectid, k=k, face_crop=face_crop, artist=artist,
+                                                style=style, medium=medium, years=years).items() if v is not None}
+        return await search_request(request, fields, None)
+
+    # ------------------------------------------------------------------ paintings
+    @app.get("/api/paintings/{objectid}", summary="One painting of the catalog")
+    def api_painting(objectid: int) -> JSONResponse:
+        served = served_or_error()
+        if isinstance(served, JSONResponse):
+            return served
+        row = catalog_row(served.engine, objectid)
+        if row is None:
+            return _error(404, f"objectid {objectid} is not in the collection")
+        payload = painting_json(row, objectid)
+        payload["indexed"] = int(objectid) in served.engine.variants["full"].ids
+        payload["has_face_vector"] = "face" in served.engine.variants and int(objectid) in served.engine.variants["face"].ids
+        return JSONResponse(payload)
+
+    @app.get("/api/paintings", summary="Pick paintings by title or artist (substring, case-insensitive)")
+    def api_paintings(q: str = "", limit: int = Query(20, ge=1, le=200)) -> JSONResponse:
+        served = served_or_error()
+        if isinstance(served, JSONResponse):
+            return served
+        catalog = served.engine.catalog
+        text = q.strip().lower()
+        if text:
+            hay = (catalog["title"].fillna("").astype(str) + " " + catalog["artist"].fillna("").astype(str)
+                   + " " + catalog["objectid"].astype(str)).str.lower()
+            catalog = catalog[hay.str.contains(text, regex=False)]
+        rows = catalog.head(limit).to_dict("records")
+        return JSONResponse({"count": len(rows), "paintings": [
+            painting_json({k: (None if v != v else v) for k, v in r.items()}, int(r["objectid"])) for r in rows]})
+
+    # ------------------------------------------------------------------ map
+    @app.get("/api/map", summary="Every indexed painting's place on the 2-D map of the collection (x, y in [0, 1])")
+    async def api_map(wait: float = Query(2.0, ge=0, le=60)) -> Response:
+        served = served_or_error()
+        if isinstance(served, JSONResponse):
+            return served
+        frame = await run_in_threadpool(maps.get, served, wait)
+        if frame is None:
+            status = maps.source.get(served.generation or "", "computing")
+            if status == "failed":
+                return _error(500, "the collection map could not be computed (see the server log)")
+            return JSONResponse({"status": "computing", "generation": served.generation}, status_code=202,
+                                headers={"Retry-After": "2"})
+        catalog = served.engine.catalog
+        frame = frame[frame["objectid"].isin(catalog.index)]
+        rows = catalog.loc[frame["objectid"].to_numpy()]
+        return JSONResponse({
+            "status": "ok", "generation": served.generation, "count": int(len(frame)),
+            "source": maps.source.get(served.generation or "", ""),
+            "objectid": [int(v) for v in frame["objectid"]],
+            "x": [round(float(v), 5) for v in frame["x"]], "y": [round(float(v), 5) for v in frame["y"]],
+            "title": rows["title"].fillna("").astype(str).tolist(),
+            "artist": rows["artist"].fillna("").astype(str).tolist(),
+            "style": rows["style"].fillna("").astype(str).tolist(),
+        })
+
+    # ------------------------------------------------------------------ thumbnails
+    @app.get("/thumbs/{objectid}.jpg", summary="A resized JPEG of the painting from the image cache (ETag)")
+    def thumbnail(objectid: int, request: Request, size: int = Query(256)) -> Response:
+        served = served_or_error()
+        if isinstance(served, JSONResponse):
+            return served
+        size = min(THUMB_SIZES, key=lambda s: (s < size, abs(s - size)))  # the nearest allowed size >= asked
+        path = served.engine.image_path(objectid)
+        if path is None or not path.is_file():
+            return _error(404, f"no cached image for objectid {objectid}")
+        try:
+            etag = thumbs.etag_for(path, size)
+            if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
+                return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "public, max-age=3600"})
+            data, etag = thumbs.get(path, size)
+        except OSError as exc:
+            return _error(404, f"cached image for objectid {objectid} cannot be read ({exc})")
+        return Response(data, media_type="image/jpeg",
+                        headers={"ETag": etag, "Cache-Control": "public, max-age=3600"})
+
+    return app
+
+
+def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_upload_mb: float = 20.0,
+          max_pixels: int = DEFAULT_MAX_PIXELS, models_explicit: bool = False, log_level: str = "info") -> int:
+    """Run the server until interrupted (``artsim serve``)."""
+    import uvicorn
+
+    lake = DataLake(settings.data_lake)
+
+    def factory() -> SearchEngine:
+        engine = SearchEngine.from_settings(settings, models_explicit=models_explicit)
+        for note in engine.notes:
+            log.warning("artsim serve: %s", note)
+        return engine
+
+    app = create_app(lake, factory, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
+    print(f"artsim serve: data lake {lake.root.resolve()}; open http://{host}:{port}/", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    return 0

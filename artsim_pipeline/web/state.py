@@ -1,0 +1,258 @@
+"""The server's long-lived state: one :class:`SearchEngine` (hot-reloaded when ``index/CURRENT``
+changes), the collection map per generation and a small thumbnail cache.
+
+Hot reload: every request stats ``index/CURRENT`` (one ``os.stat``, a few microseconds). When its
+(inode, size, mtime) changes and the id it names differs from the served generation, one request
+builds a complete new engine (index, catalog, models) while the others keep using the old one; the
+new engine then replaces the old one in a single reference assignment, so a request sees one whole
+engine, old or new, never a mix. A failed reload keeps the old engine serving and is retried when the
+pointer changes again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from ..core.layout import compute_layout, load_layout
+from ..core.search import IndexNotBuiltError, QueryError, SearchEngine
+from ..core.storage import DataLake
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[], SearchEngine]
+
+
+@dataclass
+class Served:
+    """One engine and the lock that serialises its searches (its DuckDB connection is not thread-safe)."""
+
+    engine: SearchEngine
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    loaded_at: float = field(default_factory=time.time)
+
+    @property
+    def generation(self) -> str | None:
+        return self.engine.generation
+
+
+class EngineHolder:
+    """Loads the engine once and swaps it atomically when a new index generation is published."""
+
+    def __init__(self, lake: DataLake, factory: EngineFactory) -> None:
+        self.lake = lake
+        self._factory = factory
+        self._served: Served | None = None
+        self._error: str | None = None
+        self._stamp: tuple[int, int, int] | None | str = "never"
+        self._reload_lock = threading.Lock()
+        self.reloads = 0
+        self.listeners: list[Callable[[Served], None]] = []
+
+    def _pointer_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.lake.index_pointer_path)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _pointer_id(self) -> str | None:
+        try:
+            return self.lake.index_pointer_path.read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+
+    def get(self) -> Served:
+        """The engine to answer this request with; raises :class:`IndexNotBuiltError` / :class:`QueryError`."""
+        stamp = self._pointer_stamp()
+        if stamp != self._stamp:
+            # only one request reloads; the others keep the old engine (or wait when there is none yet)
+            if self._reload_lock.acquire(blocking=self._served is None):
+                try:
+                    if stamp != self._stamp:
+                        self._reload(stamp)
+                finally:
+                    self._reload_lock.release()
+        served = self._served
+        if served is None:
+            raise IndexNotBuiltError(self._error or "no search index; run `artsim run` first")
+        return served
+
+    def _reload(self, stamp: tuple[int, int, int] | None) -> None:
+        current = self._served
+        if current is not None and stamp is not None and self._pointer_id() == current.generation:
+            self._stamp = stamp  # touched, not changed
+            return
+        started = time.perf_counter()
+        try:
+            engine = self._factory()
+        except (IndexNotBuiltError, QueryError) as exc:
+            self._error = str(exc)
+            self._stamp = stamp
+            if current is not None:
+                log.warning("index reload failed, still serving generation %s: %s", current.generation, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - keep serving what we have; retried on the next change
+            self._error = f"the search index could not be loaded ({type(exc).__name__}: {exc})"
+            self._stamp = stamp
+            log.exception("index reload failed")
+            return
+        served = Served(engine)
+        self._served = served  # THE swap: one reference assignment
+        self._stamp, self._error = stamp, None
+        if current is not None:
+            self.reloads += 1
+            log.warning("serving index generation %s (was %s), loaded in %.1fs", served.generation,
+                        current.generation, time.perf_counter() - started)
+        for listener in self.listeners:
+            try:
+                listener(served)
+            except Exception:  # noqa: BLE001
+                log.exception("listener failed")
+
+    @property
+    def error(self) -> str | None:
+        return self._error
+
+
+class MapCache:
+    """The collection map of the served generation: the lake's Parquet when it matches, else computed
+    from the index's vectors (in a background thread) and kept in memory."""
+
+    def __init__(self, lake: DataLake, seed: int = 0) -> None:
+        self.lake = lake
+        self.seed = seed
+        self._maps: dict[str, pd.DataFrame] = {}
+        self._lock = threading.Lock()
+        self._computing: dict[str, threading.Event] = {}
+        self.source: dict[str, str] = {}
+
+    def start(self, served: Served) -> None:
+        """Begin computing the map for ``served`` in the background (no-op when known or running)."""
+        generation = served.generation or ""
+        with self._lock:
+            if generation in self._maps or generation in self._computing:
+                return
+            done = self._computing[generation] = threading.Event()
+        threading.Thread(target=self._build, args=(served, generation, done), daemon=True,
+                         name=f"artsim-map-{generation[:16]}").start()
+
+    def get(self, served: Served, timeout: float | None = None) -> pd.DataFrame | None:
+        """The map (``objectid, x, y``), waiting up to ``timeout`` seconds; None while still computing."""
+        generation = served.generation or ""
+        if generation not in self._maps:
+            self.start(served)
+            event = self._computing.get(generation)
+            if event is not None:
+                event.wait(timeout)
+        return self._maps.get(generation)
+
+    def _build(self, served: Served, generation: str, done: threading.Event) -> None:
+        try:
+            frame = self._from_lake(generation)
+            if frame is None:
+                bundle = served.engine.variants["full"].bundle
+                ids = np.asarray(bundle.ids, dtype=np.int64)
+                vectors = bundle.index.reconstruct_batch(ids) if len(ids) else np.zeros((0, bundle.index.d), np.float32)
+                started = time.perf_counter()
+                frame = compute_layout(vectors, ids, seed=self.seed)
+                self.source[generation] = f"computed by the server in {time.perf_counter() - started:.1f}s"
+            with self._lock:
+                self._maps = {generation: frame, **{k: v for k, v in self._maps.items() if k != generation}}
+                # keep at most two generations (the served one and the one before)
+                while len(self._maps) > 2:
+                    self._maps.pop(next(reversed(self._maps)))
+        except Exception:  # noqa: BLE001 - the page says the map is unavailable
+            log.exception("collection map for %s failed", generation)
+            self.source[generation] = "failed"
+        finally:
+            with self._lock:
+                self._computing.pop(generation, None)
+            done.set()
+
+    def _from_lake(self, generation: str) -> pd.DataFrame | None:
+        path = self.lake.collection_map_path
+        try:
+            frame, made_for = load_layout(path)
+        except FileNotFoundError:
+            return None
+        except Exception:  # noqa: BLE001 - unreadable: compute instead
+            log.warning("cannot read %s; computing the map", path)
+            return None
+        if made_for is not None and made_for != generation:
+            return None  # stale: computed for another generation
+        self.source[generation] = f"read from {path}"
+        return frame
+
+
+class ThumbnailCache:
+    """Resized JPEG thumbnails of cached images, in memory (LRU bounded by bytes)."""
+
+    def __init__(self, max_bytes: int = 64 * 1024 * 1024) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, tuple[bytes, str]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def etag_for(path: Path, size: int) -> str:
+        st = path.stat()
+        key = f"{path.name}:{st.st_size}:{st.st_mtime_ns}:{size}".encode()
+        return '"' + hashlib.sha1(key).hexdigest()[:20] + '"'
+
+    def get(self, path: Path, size: int) -> tuple[bytes, str]:
+        etag = self.etag_for(path, size)
+        key = (str(path), size, etag)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        data = make_thumbnail(path, size)
+        with self._lock:
+            self._items[key] = (data, etag)
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes and len(self._items) > 1:
+                _, (old, _) = self._items.popitem(last=False)
+                self._bytes -= len(old)
+        return data, etag
+
+
+def make_thumbnail(path: Path, size: int) -> bytes:
+    """JPEG of the image at ``path`` fitted into ``size``×``size`` (JPEG draft decoding: cheap)."""
+    with Image.open(path) as image:
+        if image.format == "JPEG":
+            image.draft("RGB", (size, size))
+        image = image.convert("RGB")
+        image.thumbnail((size, size), Image.Resampling.LANCZOS if size > 96 else Image.Resampling.BILINEAR)
+        out = io.BytesIO()
+        image.save(out, format="JPEG", quality=82, optimize=size > 96)
+        return out.getvalue()
+
+
+def catalog_row(engine: SearchEngine, objectid: int) -> dict[str, Any] | None:
+    """The painting's catalog row (``SearchEngine.catalog``), None when it is not in the catalog."""
+    catalog = engine.catalog
+    if int(objectid) not in catalog.index:
+        return None
+    row = catalog.loc[int(objectid)].to_dict()
+    return {k: (None if _missing(v) else v) for k, v in row.items()}
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False

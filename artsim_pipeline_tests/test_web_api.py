@@ -1,0 +1,385 @@
+"""``artsim serve``'s JSON API over real HTTP on 127.0.0.1 (uvicorn in a thread, a free port).
+
+The lake is small and synthetic, built without Dagster in a few seconds: 18 images of the shared NGA
+mirror (synthetic pictures when the mirror is absent), a DuckDB catalog, ``mobilenet_v2`` with random
+weights (deterministic; identical input gives the identical vector, so an image of the collection
+still comes back first, itself) and one published index generation.
+"""
+
+from __future__ import annotations
+
+import io
+import socket
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from PIL import Image
+
+from artsim_pipeline.core.embedding import forward_prepared, load_and_prepare
+from artsim_pipeline.core.fusion import fit_fusion, transform
+from artsim_pipeline.core.index import build_index, current_generation_id, publish_generation
+from artsim_pipeline.core.models import load_model
+from artsim_pipeline.core.scoring import normalize_artist
+from artsim_pipeline.core.search import CATALOG_COLUMNS, SearchEngine
+from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline_tests.nga_fixtures import NGA_MIRROR
+
+MODEL = "mobilenet_v2"
+ARTISTS = [("Rembrandt van Rijn", "Baroque", "oil on canvas", 1630), ("Claude Monet", "Impressionism", "oil on canvas", 1880),
+           ("Johannes Vermeer", "Baroque", "oil on panel", 1660)]
+N_PAINTINGS = 18
+
+
+# ----------------------------------------------------------------------------- the lake
+
+
+def source_images(n: int = N_PAINTINGS) -> list[bytes]:
+    """JPEG bytes of ``n`` pictures: the shared mirror's first images, else generated patterns."""
+    files = sorted((NGA_MIRROR / "images").glob("*.jpg"))[:n] if (NGA_MIRROR / "images").is_dir() else []
+    if len(files) == n:
+        return [f.read_bytes() for f in files]
+    rng = np.random.default_rng(7)
+    out = []
+    for i in range(n):
+        h, w = 120 + 8 * i, 160
+        yy, xx = np.mgrid[0:h, 0:w]
+        base = rng.integers(0, 255, 3)
+        pic = np.stack([(base[c] + (xx * (c + 1 + i) + yy * (i % 5 + 1)) * (1 + i % 3)) % 256 for c in range(3)], -1)
+        buf = io.BytesIO()
+        Image.fromarray(pic.astype(np.uint8)).save(buf, format="JPEG", quality=90)
+        out.append(buf.getvalue())
+    return out
+
+
+def painting_rows(n: int = N_PAINTINGS) -> pd.DataFrame:
+    rows = []
+    for i in range(n):
+        artist, style, medium, year = ARTISTS[i % len(ARTISTS)]
+        oid = 1000 + i
+        rows.append({"objectid": oid, "uuid": f"web-{oid}", "title": f"Painting {i}", "artist": artist,
+                     "artist_key": normalize_artist(artist), "style": style, "beginyear": year + i,
+                     "endyear": year + i, "displaydate": f"c. {year + i}", "medium": medium})
+    return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
+
+
+def raw_vectors(lake: DataLake, frame: pd.DataFrame) -> np.ndarray:
+    model = load_model(MODEL, weights="random", device="cpu")
+    batch = np.stack([load_and_prepare(lake.image_path(u), model.spec, None, fast_decode=True) for u in frame["uuid"]])
+    return forward_prepared(model, batch)
+
+
+def publish(lake: DataLake, raw: np.ndarray, ids: np.ndarray, dim: int = 12) -> str:
+    fusion = fit_fusion({MODEL: raw}, n_components=dim)
+    vectors = transform(fusion, {MODEL: raw})
+    bundle = build_index(vectors, ids, nlist=0)
+    return publish_generation(lake, {"full": (fusion, bundle)}).generation
+
+
+def build_web_lake(root: Path) -> tuple[DataLake, np.ndarray]:
+    """The lake (catalog + images + one generation) and the raw vectors (rows = catalog order)."""
+    lake = DataLake(root)
+    frame = painting_rows()
+    lake.images_dir.mkdir(parents=True, exist_ok=True)
+    for uuid, data in zip(frame["uuid"], source_images()):
+        lake.image_path(uuid).write_bytes(data)
+    with duckdb.connect(str(lake.catalog_db)) as con:
+        con.register("frame", frame)
+        con.execute("CREATE TABLE filtered_paintings AS SELECT * FROM frame")
+    raw = raw_vectors(lake, frame)
+    publish(lake, raw, frame["objectid"].to_numpy(np.int64))
+    return lake, raw
+
+
+def engine_factory(lake: DataLake):
+    return lambda: SearchEngine(lake, weights="random", device="cpu")
+
+
+# ----------------------------------------------------------------------------- the server
+
+
+class LiveServer:
+    """uvicorn serving ``app`` on 127.0.0.1 at a free port, in a thread."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> "LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def web_lake(tmp_path_factory):
+    return build_web_lake(tmp_path_factory.mktemp("web-lake") / "lake")
+
+
+@pytest.fixture(scope="module")
+def server(web_lake):
+    from artsim_pipeline.web.app import create_app
+
+    lake, _ = web_lake
+    app = create_app(lake, engine_factory(lake), max_upload_bytes=2 * 1024 * 1024, max_pixels=4_000_000)
+    with LiveServer(app) as live:
+        yield live
+
+
+def post_image(server, data: bytes, name: str = "query.jpg", mime: str = "image/jpeg", **fields):
+    return requests.post(server.url + "/api/search", files={"image": (name, data, mime)},
+                         data={k: str(v) for k, v in fields.items()}, timeout=60)
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+def test_health_and_openapi(server, web_lake):
+    lake, _ = web_lake
+    health = requests.get(server.url + "/healthz", timeout=10).json()
+    assert health["status"] == "ok" and health["indexed"] == N_PAINTINGS and health["models"] == [MODEL]
+    assert health["generation"] == current_generation_id(lake)
+    spec = requests.get(server.url + "/openapi.json", timeout=10).json()
+    assert {"/api/search", "/api/paintings/{objectid}", "/api/map", "/healthz"} <= set(spec["paths"])
+    assert "multipart/form-data" in spec["paths"]["/api/search"]["post"]["requestBody"]["content"]
+    page = requests.get(server.url + "/", timeout=10)
+    assert page.status_code == 200 and "Drop an image here" in page.text
+    assert requests.get(server.url + "/map", timeout=10).status_code == 200
+
+
+def test_upload_a_mirror_image_returns_itself_first(server, web_lake):
+    lake, _ = web_lake
+    for oid in (1000, 1007, 1013):
+        data = lake.image_path(f"web-{oid}").read_bytes()  # the mirror's file, byte for byte
+        reply = post_image(server, data, k=5)
+        assert reply.status_code == 200, reply.text
+        body = reply.json()
+        assert body["kind"] == "image" and len(body["results"]) == 5
+        top = body["results"][0]
+        assert top["objectid"] == oid and top["visual"] > 0.9999
+        assert top["thumbnail"] == f"/thumbs/{oid}.jpg"
+        assert top["nga_url"] == f"https://www.nga.gov/collection/art-object-page.{oid}.html"
+        assert "image_path" not in top
+    # a raw image/* body works too (curl --data-binary)
+    raw = requests.post(server.url + "/api/search?k=3", data=lake.image_path("web-1004").read_bytes(),
+                        headers={"Content-Type": "image/jpeg"}, timeout=60)
+    assert raw.status_code == 200 and raw.json()["results"][0]["objectid"] == 1004
+
+
+def test_objectid_query_get_and_post(server):
+    reply = requests.get(server.url + "/api/search", params={"objectid": 1005, "k": 4}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["kind"] == "objectid" and body["results"][0]["objectid"] == 1005
+    assert body["results"][0]["visual"] == pytest.approx(1.0, abs=1e-5)
+    assert body["query_painting"]["title"] == "Painting 5"
+    assert {"title", "artist", "date", "style", "medium", "visual", "metadata", "final"} <= set(body["results"][0])
+    assert any(r["metadata"] > 0 for r in body["results"])  # an objectid query has metadata
+    posted = requests.post(server.url + "/api/search", data={"objectid": "1005", "k": "4"}, timeout=10)
+    assert [r["objectid"] for r in posted.json()["results"]] == [r["objectid"] for r in body["results"]]
+    missing = requests.get(server.url + "/api/search", params={"objectid": 424242}, timeout=10)
+    assert missing.status_code == 404 and "not in the collection" in missing.json()["detail"]
+
+
+def test_filters(server):
+    reply = requests.get(server.url + "/api/search", params={"objectid": 1000, "k": 20, "artist": "monet"}, timeout=10)
+    assert reply.status_code == 200, reply.text
+    ids = {r["objectid"] for r in reply.json()["results"]}
+    assert ids == {1000 + i for i in range(N_PAINTINGS) if i % 3 == 1}
+    years = requests.post(server.url + "/api/search", timeout=10,
+                          data={"objectid": "1000", "k": "20", "year_from": "1880", "year_to": "1890"}).json()
+    assert {r["objectid"] for r in years["results"]} == {1001, 1004, 1007, 1010}  # Monet 1881, 1884, 1887, 1890
+    styled = requests.get(server.url + "/api/search", timeout=10,
+                          params={"objectid": 1000, "k": 20, "style": "baroque", "medium": "panel"}).json()
+    assert {r["objectid"] for r in styled["results"]} == {1000 + i for i in range(N_PAINTINGS) if i % 3 == 2}
+    none = requests.get(server.url + "/api/search", params={"objectid": 1000, "artist": "nobody"}, timeout=10).json()
+    assert none["results"] == [] and "no painting matches the filters" in none["notes"]
+    bad = requests.get(server.url + "/api/search", params={"objectid": 1000, "years": "1700-1600"}, timeout=10)
+    assert bad.status_code == 400 and "year range" in bad.json()["detail"]
+
+
+def test_bad_uploads_get_a_4xx_with_a_message(server, web_lake):
+    lake, _ = web_lake
+    text = post_image(server, b"hello, I am not an image\n", name="notes.txt", mime="text/plain")
+    assert text.status_code == 415 and "not an image" in text.json()["detail"]
+    empty = post_image(server, b"", name="empty.jpg")
+    assert empty.status_code == 400 and "empty" in empty.json()["detail"]
+    big = post_image(server, b"\xff\xd8" + b"\0" * (3 * 1024 * 1024), name="huge.jpg")  # > 2 MiB limit
+    assert big.status_code == 413 and "too large" in big.json()["detail"]
+    bomb = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(bomb, format="PNG")  # ~3 KB on the wire, 25 MP decoded
+    assert len(bomb.getvalue()) < 100_000
+    refused = post_image(server, bomb.getvalue(), name="bomb.png", mime="image/png")
+    assert refused.status_code == 413 and "pixels" in refused.json()["detail"]
+    truncated = post_image(server, lake.image_path("web-1003").read_bytes()[:400], name="cut.jpg")
+    assert 400 <= truncated.status_code < 500 and truncated.json()["detail"]
+    nothing = requests.post(server.url + "/api/search", data={"k": "3"}, timeout=10)
+    assert nothing.status_code == 400 and "objectid" in nothing.json()["detail"]
+    k_bad = requests.post(server.url + "/api/search", data={"objectid": "1000", "k": "0"}, timeout=10)
+    assert k_bad.status_code in (400, 422)
+    # nothing of it reached the disk
+    assert sorted(p.name for p in lake.root.rglob("*") if "upload" in p.name or p.suffix == ".txt") == []
+
+
+def test_paintings_thumbnails_and_map(server, web_lake):
+    one = requests.get(server.url + "/api/paintings/1002", timeout=10).json()
+    assert one["title"] == "Painting 2" and one["indexed"] is True and one["artist"] == "Johannes Vermeer"
+    assert requests.get(server.url + "/api/paintings/99", timeout=10).status_code == 404
+    picked = requests.get(server.url + "/api/paintings", params={"q": "vermeer"}, timeout=10).json()
+    assert picked["count"] == N_PAINTINGS // 3
+    thumb = requests.get(server.url + "/thumbs/1002.jpg", params={"size": 128}, timeout=10)
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    with Image.open(io.BytesIO(thumb.content)) as image:
+        assert max(image.size) == 128
+    etag = thumb.headers["etag"]
+    again = requests.get(server.url + "/thumbs/1002.jpg", params={"size": 128}, headers={"If-None-Match": etag},
+                         timeout=10)
+    assert again.status_code == 304 and again.headers["etag"] == etag
+    assert requests.get(server.url + "/thumbs/99.jpg", timeout=10).status_code == 404
+    reply = requests.get(server.url + "/api/map", params={"wait": 60}, timeout=90)
+    assert reply.status_code == 200, reply.text
+    data = reply.json()
+    assert data["count"] == N_PAINTINGS and sorted(data["objectid"]) == list(range(1000, 1000 + N_PAINTINGS))
+    assert all(0.0 <= v <= 1.0 for v in data["x"] + data["y"]) and len(data["title"]) == N_PAINTINGS
+
+
+def test_index_hot_reload(server, web_lake):
+    lake, raw = web_lake
+    before = requests.get(server.url + "/healthz", timeout=10).json()
+    # a new generation without the last six paintings: the next request serves it, no restart
+    ids = np.arange(1000, 1000 + N_PAINTINGS, dtype=np.int64)
+    generation = publish(lake, raw[:12], ids[:12], dim=8)
+    assert generation != before["generation"]
+    after = requests.get(server.url + "/healthz", timeout=60).json()
+    assert after["generation"] == generation and after["indexed"] == 12 and after["reloads"] == before["reloads"] + 1
+    reply = post_image(server, lake.image_path("web-1015").read_bytes(), k=20)
+    assert reply.status_code == 200 and reply.json()["generation"] == generation
+    assert 1015 not in {r["objectid"] for r in reply.json()["results"]}
+    assert len(reply.json()["results"]) == 12
+    # and back: the painting is served again
+    generation = publish(lake, raw, ids, dim=12)
+    reply = post_image(server, lake.image_path("web-1015").read_bytes(), k=3)
+    assert reply.json()["generation"] == generation and reply.json()["results"][0]["objectid"] == 1015
+    mapped = requests.get(server.url + "/api/map", params={"wait": 60}, timeout=90).json()
+    assert mapped["generation"] == generation and mapped["count"] == N_PAINTINGS
+
+
+def test_empty_lake_says_run_artsim_run_first(tmp_path):
+    from artsim_pipeline.web.app import create_app
+
+    lake = DataLake(tmp_path / "empty")
+    with LiveServer(create_app(lake, engine_factory(lake))) as live:
+        health = requests.get(live.url + "/healthz", timeout=10)
+        assert health.status_code == 503 and "artsim run" in health.json()["hint"]
+        reply = requests.get(live.url + "/api/search", params={"objectid": 1}, timeout=10)
+        assert reply.status_code == 503 and "artsim run" in reply.json()["detail"]
+        assert requests.get(live.url + "/", timeout=10).status_code == 200  # the page itself says so
+
+
+def test_serve_binds_localhost_by_default():
+    from artsim_pipeline.cli import build_parser
+
+    args = build_parser().parse_args(["serve"])
+    assert (args.host, args.port) == ("127.0.0.1", 8000)
+
+
+def test_artsim_serve_command(web_lake, tmp_path):
+    """``artsim serve`` as a user runs it: binds 127.0.0.1, answers /healthz and a search, stops on SIGINT."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    lake, _ = web_lake
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTSIM_", "DAGSTER_HOME"))}
+    env |= {"ARTSIM_DATA_LAKE": str(lake.root), "ARTSIM_MODELS": MODEL, "ARTSIM_WEIGHTS": "random",
+            "ARTSIM_DEVICE": "cpu"}
+    artsim = str(Path(sys.executable).with_name("artsim"))
+    proc = subprocess.Popen([artsim, "serve", "--port", str(port)], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url, deadline, health = f"http://127.0.0.1:{port}", time.monotonic() + 90, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = requests.get(url + "/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.2)
+        assert health is not None and health.status_code == 200, proc.stdout.read() if proc.poll() is not None else ""
+        assert health.json()["indexed"] == N_PAINTINGS
+        reply = requests.get(url + "/api/search", params={"objectid": 1003, "k": 2}, timeout=30)
+        assert reply.status_code == 200 and reply.json()["results"][0]["objectid"] == 1003
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    assert f"open http://127.0.0.1:{port}/" in out
+
+
+def test_compute_layout_is_deterministic_and_normalised(tmp_path):
+    from artsim_pipeline.core.layout import compute_layout, load_layout, save_layout
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((120, 24)).astype(np.float32)
+    ids = np.arange(5000, 5120)
+    a = compute_layout(x, ids, seed=0)
+    b = compute_layout(x[::-1], ids[::-1], seed=0)  # input order does not matter
+    assert list(a.columns) == ["objectid", "x", "y"] and list(a["objectid"]) == list(ids)
+    assert np.allclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy())
+    xy = a[["x", "y"]].to_numpy()
+    assert xy.min() >= 0.0 and xy.max() <= 1.0 and np.isclose(xy.max(axis=0) - xy.min(axis=0), 1.0).any()
+    assert len(compute_layout(x[:3], ids[:3])) == 3 and len(compute_layout(x[:1], ids[:1])) == 1
+    assert len(compute_layout(x[:0], ids[:0])) == 0
+    lake = DataLake(tmp_path / "lake")
+    save_layout(a, lake.collection_map_path, generation="gen-1")
+    frame, generation = load_layout(lake.collection_map_path)
+    assert generation == "gen-1" and frame.equals(a)
+
+
+def test_server_uses_the_lakes_collection_map_when_it_matches(web_lake, tmp_path):
+    from artsim_pipeline.core.layout import save_layout
+    from artsim_pipeline.web.state import MapCache, Served
+
+    lake, _ = web_lake
+    engine = engine_factory(lake)()
+    ids = np.arange(1000, 1000 + N_PAINTINGS)
+    frame = pd.DataFrame({"objectid": ids, "x": np.linspace(0, 1, N_PAINTINGS), "y": 0.5})
+    path = lake.collection_map_path
+    try:
+        save_layout(frame, path, generation=engine.generation)
+        got = MapCache(lake).get(Served(engine), timeout=30)
+        assert got is not None and np.allclose(got["x"], frame["x"])  # read, not recomputed
+        save_layout(frame, path, generation="another-generation")  # stale: computed again
+        cache = MapCache(lake)
+        got = cache.get(Served(engine), timeout=60)
+        assert got is not None and not np.allclose(got["x"], frame["x"])
+        assert cache.source[engine.generation].startswith("computed")
+    finally:
+        path.unlink(missing_ok=True)

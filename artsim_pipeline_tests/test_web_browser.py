@@ -1,0 +1,120 @@
+"""The search page and the map in headless Chromium (Debian's ``chromium`` driven by Playwright's Python
+package; nothing is downloaded at test time).
+
+Upload an image of the shared mirror -> the result grid (itself first) -> "More like this" -> a new
+grid -> the map -> click a painting -> its "more like this" grid. Screenshots of the search page and
+the map are written to the test's tmp dir, and also to ``$ARTSIM_SCREENSHOT_DIR`` when set.
+Skips (with the reason) only when Playwright or a Chromium binary is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from artsim_pipeline_tests.nga_fixtures import NGA_MIRROR
+from artsim_pipeline_tests.test_web_api import N_PAINTINGS, LiveServer, build_web_lake, engine_factory, source_images
+
+CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def chromium_path() -> str | None:
+    explicit = os.environ.get("ARTSIM_CHROMIUM")
+    if explicit:
+        return explicit if Path(explicit).is_file() else None
+    for name in CHROMIUM_CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return "/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None
+
+
+def _skip_reason() -> str | None:
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "Playwright's Python package is not installed (pip install -e '.[test]')"
+    if chromium_path() is None:
+        return ("no Chromium binary (looked for $ARTSIM_CHROMIUM, " + ", ".join(CHROMIUM_CANDIDATES)
+                + "); install Debian's `chromium` (apt-get install chromium) — .ci/run does when it can")
+    return None
+
+
+pytestmark = pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+
+
+def _save(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / name
+    page.screenshot(path=str(path), full_page=False)
+    extra = os.environ.get("ARTSIM_SCREENSHOT_DIR")
+    if extra:
+        Path(extra).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, Path(extra) / name)
+    return path
+
+
+def test_upload_grid_more_like_this_and_map(tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+
+    from artsim_pipeline.web.app import create_app
+
+    lake, _ = build_web_lake(tmp_path / "lake")
+    # the query: an image of the shared mirror (the lake's painting 1006 is a copy of it)
+    mirror_files = sorted((NGA_MIRROR / "images").glob("*.jpg"))[:N_PAINTINGS] if NGA_MIRROR.is_dir() else []
+    query = mirror_files[6] if len(mirror_files) == N_PAINTINGS else tmp_path / "query.jpg"
+    if not query.exists():
+        query.write_bytes(source_images()[6])
+
+    with LiveServer(create_app(lake, engine_factory(lake))) as live, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(live.url + "/")
+            expect(page.locator("#banner")).to_contain_text(f"{N_PAINTINGS} paintings indexed")
+
+            # upload -> grid, itself first
+            page.set_input_files("#file", str(query))
+            cards = page.locator("#grid .card")
+            expect(cards.first).to_be_visible(timeout=30_000)
+            expect(cards).to_have_count(12)
+            assert cards.first.get_attribute("data-objectid") == "1006"
+            expect(cards.first).to_contain_text("Painting 6")
+            expect(cards.first.locator("a.nga")).to_have_attribute(
+                "href", "https://www.nga.gov/collection/art-object-page.1006.html")
+            expect(cards.first.locator(".scores")).to_contain_text("visual 1.000")
+            page.wait_for_function("() => [...document.querySelectorAll('#grid img')].slice(0, 4)"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=20_000)
+            _save(page, tmp_path, "web_search.png")
+
+            # "More like this" on the third card -> a new grid for that painting
+            third = cards.nth(2).get_attribute("data-objectid")
+            cards.nth(2).locator("button.more").click()
+            expect(page.locator("#grid")).to_have_attribute("data-query", f"objectid {third}", timeout=20_000)
+            expect(cards.first).to_have_attribute("data-objectid", third)
+            expect(page.locator("#query-title")).to_contain_text(f"objectid {third}")
+            assert f"objectid={third}" in page.url
+
+            # the map: every painting, then a click opens "more like this"
+            page.click("text=Map of the collection")
+            canvas = page.locator("canvas#map")
+            expect(canvas).to_have_attribute("data-ready", "1", timeout=60_000)
+            assert canvas.get_attribute("data-count") == str(N_PAINTINGS)
+            page.wait_for_function("() => [...document.querySelectorAll('img')].length === 0 && "
+                                   "typeof images !== 'undefined' && [...images.values()].filter(i => i.ready)"
+                                   f".length >= {N_PAINTINGS}", timeout=30_000)
+            page.wait_for_timeout(200)
+            _save(page, tmp_path, "web_map.png")
+            x, y, oid = page.evaluate("() => { const [x, y] = toScreen(0); return [x, y, data.objectid[0]]; }")
+            box = canvas.bounding_box()
+            page.mouse.click(box["x"] + x, box["y"] + y)
+            page.wait_for_url(f"**/?objectid={oid}", timeout=10_000)
+            expect(page.locator("#grid .card").first).to_have_attribute("data-objectid", str(oid), timeout=20_000)
+            assert errors == [], errors
+        finally:
+            browser.close()
