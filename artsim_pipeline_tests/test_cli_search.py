@@ -105,6 +105,7 @@ def test_cli_parser_has_search_and_bench():
 
 
 def test_bench_search_end_to_end_only(lake_settings, tmp_path, monkeypatch, capsys):
+    from artsim_pipeline.bench.search_e2e import build_parser as bench_parser
     from artsim_pipeline.bench.search_e2e import main
 
     monkeypatch.setenv("ARTSIM_MODELS", ",".join(lake_settings.models))
@@ -115,7 +116,21 @@ def test_bench_search_end_to_end_only(lake_settings, tmp_path, monkeypatch, caps
     assert rows[0]["query"] == "user image" and rows[0]["p50_ms"] > 0 and rows[0]["forward_p50_ms"] > 0
     assert rows[0]["target_ms"] == pytest.approx(1.2 * rows[0]["forward_p50_ms"] + 20, abs=0.02)
     assert rows[1]["query"].startswith("user image --face-crop") and rows[2]["query"].startswith("objectid")
-    assert "forward_p50_ms" in capsys.readouterr().out
+    # the web API, timed over real HTTP against the app served in-process
+    by_id, upload = rows[3], rows[4]
+    assert by_id["query"].startswith("http GET /api/search?objectid=") and by_id["query"].endswith("&k=10")
+    assert upload["query"].startswith("http POST /api/search")
+    for row in (by_id, upload):
+        assert row["n"] == 2 and isinstance(row["p50_ms"], float) and 0 < row["p50_ms"] <= row["p99_ms"]
+        assert isinstance(row["meets_target"], bool) and row["meets_target"] == (row["p50_ms"] < row["target_ms"])
+    assert by_id["target_ms"] == 50.0
+    assert upload["target_ms"] == pytest.approx(1.3 * rows[0]["forward_p50_ms"], abs=0.02)
+    http = json.loads(out.read_text())["end_to_end"]["http"]
+    assert http["shutdown_clean"] is True and http["port"] > 0
+    printed = capsys.readouterr().out
+    assert "forward_p50_ms" in printed and "http GET /api/search" in printed
+    assert ("pass" in printed or "fail" in printed) and "True" not in printed
+    assert bench_parser().parse_args(["--no-http"]).no_http and not bench_parser().parse_args([]).no_http
 
 
 def test_bench_search_skips_the_end_to_end_row_without_an_index(tmp_path, capsys):

@@ -11,7 +11,16 @@ Two parts, one table each, one JSON report (``--out``, default
   written to a temporary file). Each timed search is followed by the models' bare forward passes
   on the same, already prepared image; the target is ``e2e p50 <= 1.2 × forward p50 + 20 ms``.
   Informational rows: the same image with ``--face-crop`` (adds MTCNN) and an objectid query
-  (stored vector: no model runs). Skipped, with the reason, when the lake has no index.
+  (stored vector: no model runs). Skipped, with the reason, when the lake has no index;
+* **web API** (rows of the same table; skipped with ``--no-http`` or without an index) — the ``artsim serve`` app
+  (:func:`artsim_pipeline.web.app.create_app`, serving the engine loaded above; the background
+  collection map is not started) runs in-process under uvicorn on a free 127.0.0.1 port, is warmed
+  up, then timed over real HTTP with one keep-alive client connection: ``--queries`` ×
+  ``GET /api/search?objectid=<the first indexed objectid>&k=10`` (target p50 < 50 ms) and
+  ``--queries`` × ``POST /api/search`` with the same user image as a multipart ``image`` field and
+  ``k=10`` (target p50 < 1.3 × the forward p50 measured above). The server is shut down after.
+
+Every row with a target has ``target_ms`` and ``meets_target`` (``pass``/``fail`` in the table).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import json
 import platform
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -33,6 +43,9 @@ from artsim_pipeline.core.storage import atomic_write_text
 TARGET_FACTOR = 1.2
 TARGET_OFFSET_MS = 20.0
 WARMUP = 3
+HTTP_OBJECTID_TARGET_MS = 50.0
+HTTP_UPLOAD_FACTOR = 1.3
+HTTP_TIMEOUT_S = 120.0
 
 
 def _percentiles(values: list[float]) -> tuple[float, float]:
@@ -98,9 +111,108 @@ def end_to_end(engine: Any, image: Path, n_queries: int, k: int = 10) -> list[di
     return rows
 
 
+class _LiveServer:
+    """uvicorn serving ``app`` on 127.0.0.1 at a free port, in a daemon thread of this process."""
+
+    def __init__(self, app: Any) -> None:
+        import socket
+
+        import uvicorn
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="artsim-bench-uvicorn")
+        self.stopped_cleanly: bool | None = None
+
+    def __enter__(self) -> "_LiveServer":
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                self.__exit__()
+                raise RuntimeError("the web app (uvicorn) did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.stopped_cleanly = not self.thread.is_alive()
+        self.sock.close()
+
+
+def web_api(engine: Any, lake: Any, image: Path, n_queries: int, forward_p50_ms: float,
+            k: int = 10) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Rows of warm HTTP latencies (ms) of the web app serving ``engine`` (see the module doc), and
+    facts about the run (port, clean shutdown)."""
+    import requests
+
+    from artsim_pipeline.web.app import create_app
+
+    app = create_app(lake, lambda: engine)
+    app.state.holder.listeners.remove(app.state.maps.start)  # no background map computation during timings
+    objectid = int(engine.variants["full"].bundle.ids[0])
+    data = image.read_bytes()
+    mime = {".png": "image/png", ".webp": "image/webp"}.get(image.suffix.lower(), "image/jpeg")
+
+    with _LiveServer(app) as live, requests.Session() as client:
+        def get_by_id() -> None:
+            _check(client.get(f"{live.url}/api/search", params={"objectid": objectid, "k": k},
+                              timeout=HTTP_TIMEOUT_S), k)
+
+        def post_upload() -> None:
+            _check(client.post(f"{live.url}/api/search", files={"image": (image.name, data, mime)},
+                               data={"k": str(k)}, timeout=HTTP_TIMEOUT_S), k)
+
+        for _ in range(WARMUP):
+            get_by_id()
+            post_upload()
+        by_id = _timed(get_by_id, n_queries)
+        upload = _timed(post_upload, n_queries)
+    if not live.stopped_cleanly:
+        print("warning: the web app did not shut down within 15 s", file=sys.stderr)
+
+    rows = []
+    for query, times, target in (
+        (f"http GET /api/search?objectid={objectid}&k={k}", by_id, HTTP_OBJECTID_TARGET_MS),
+        (f"http POST /api/search (image upload, k={k})", upload, round(HTTP_UPLOAD_FACTOR * forward_p50_ms, 2)),
+    ):
+        p50, p99 = _percentiles(times)
+        rows.append({"query": query, "n": len(times), "p50_ms": p50, "p99_ms": p99,
+                     **({"forward_p50_ms": forward_p50_ms} if "POST" in query else {}),
+                     "target_ms": target, "meets_target": bool(p50 < target)})
+    info = {"server": "uvicorn in-process on 127.0.0.1", "port": live.port,
+            "client": "requests.Session (one keep-alive connection)", "warmup": WARMUP,
+            "targets": {"objectid": f"p50 < {HTTP_OBJECTID_TARGET_MS:g} ms",
+                        "upload": f"p50 < {HTTP_UPLOAD_FACTOR} x forward p50"},
+            "shutdown_clean": bool(live.stopped_cleanly)}
+    return rows, info
+
+
+def _check(response: Any, k: int) -> None:
+    if response.status_code != 200:
+        raise RuntimeError(f"{response.request.method} {response.url} -> HTTP {response.status_code}: "
+                           f"{response.text[:300]}")
+    if len(response.json().get("results", ())) > k:
+        raise RuntimeError(f"{response.request.method} {response.url}: more than k={k} results")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "pass" if value else "fail"
+    return str(value)
+
+
 def format_e2e(rows: list[dict[str, Any]]) -> str:
     cols = ("query", "n", "p50_ms", "p99_ms", "forward_p50_ms", "target_ms", "meets_target")
-    cells = [["-" if row.get(c) is None else str(row.get(c)) for c in cols] for row in rows]
+    cells = [[_cell(row.get(c)) for c in cols] for row in rows]
     widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(cols)]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cols, widths)))]
     lines += ["  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths))) for r in cells]
@@ -116,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="index part: comma-separated synthetic collection sizes (default %(default)s)")
     parser.add_argument("--index-queries", type=int, default=200, help="index part: timed queries per index")
     parser.add_argument("--skip-index", action="store_true", help="only the end-to-end part")
+    parser.add_argument("--no-http", action="store_true",
+                        help="skip the web API part (the app served over HTTP on 127.0.0.1)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON report (default <data_lake>/reports/bench_search.json)")
     return parser
@@ -139,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_lake is not None:
         settings = settings.with_overrides(data_lake=args.data_lake)
     lake = DataLake(settings.data_lake)
+    status = 0
     report: dict[str, Any] = {
         "benchmark": "search", "data_lake": str(lake.root), "models": list(settings.models),
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
@@ -157,9 +272,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"skipped: {exc}")
         report["end_to_end"] = {"skipped": str(exc)}
     else:
+        http_info: dict[str, Any]
         with tempfile.TemporaryDirectory(prefix="artsim-bench-") as tmp:
             image = args.image or default_user_image(Path(tmp))
             rows = end_to_end(engine, image, args.queries)
+            if args.no_http:
+                http_info = {"skipped": "--no-http"}
+            else:
+                try:
+                    http_rows, http_info = web_api(engine, lake, image, args.queries, rows[0]["forward_p50_ms"])
+                except Exception as exc:  # noqa: BLE001 - report it; the other rows still stand
+                    status = 1
+                    http_info = {"error": f"{type(exc).__name__}: {exc}"}
+                else:
+                    rows += http_rows
         import torch
 
         report["end_to_end"] = {
@@ -167,13 +293,16 @@ def main(argv: list[str] | None = None) -> int:
             "torch_threads": torch.get_num_threads(), "precision": engine.precision,
             "models": list(engine.model_names), "engine_load_s": round(engine.load_seconds, 2),
             "target": f"p50 <= {TARGET_FACTOR} x forward p50 + {TARGET_OFFSET_MS:g} ms", "rows": rows,
+            "http": http_info,
         }
         print(f"models {','.join(engine.model_names)} on {engine.device}, engine loaded in {engine.load_seconds:.1f}s")
         print(format_e2e(rows))
+        if "error" in http_info:
+            print(f"web API part failed: {http_info['error']}", file=sys.stderr)
     out = args.out or lake.reports_dir / "bench_search.json"
     atomic_write_text(Path(out), json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":
