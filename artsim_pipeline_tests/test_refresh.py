@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from artsim_pipeline.config import Settings
-from artsim_pipeline.core.index import load_generation
+from artsim_pipeline.core.generations import load_generation
 from artsim_pipeline.core.storage import DataLake
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.runner import PipelineRunner

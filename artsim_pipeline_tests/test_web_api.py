@@ -23,7 +23,8 @@ from PIL import Image
 
 from artsim_pipeline.core.embedding import forward_prepared, load_and_prepare
 from artsim_pipeline.core.fusion import fit_fusion, transform
-from artsim_pipeline.core.index import build_index, current_generation_id, publish_generation
+from artsim_pipeline.core.generations import current_generation_id, publish_generation
+from artsim_pipeline.core.index import build_index
 from artsim_pipeline.core.models import load_model
 from artsim_pipeline.core.scoring import normalize_artist
 from artsim_pipeline.core.search import CATALOG_COLUMNS, SearchEngine

@@ -31,7 +31,7 @@ def collection_map_assets(settings: Settings, upstream: list[AssetsDefinition]) 
         "`artsim serve` at /map. Written to `tables/collection_map.parquet` (objectid, x, y).",
     )
     def collection_map(context: AssetExecutionContext) -> MaterializeResult:
-        from ..core.index import NoGenerationError, load_generation
+        from ..core.generations import NoGenerationError, load_generation
         from ..core.layout import compute_layout, save_layout
 
         started = time.perf_counter()

@@ -39,7 +39,7 @@ def _index_searcher(bundle):
 def _served_generation(lake, models):
     """The generation search serves (fusions + indexes of one publish), or None when there is none or
     it was built with other models than ``models`` (then the report refits and skips the index check)."""
-    from ..core.index import NoGenerationError, load_generation
+    from ..core.generations import NoGenerationError, load_generation
 
     try:
         generation = load_generation(lake)

@@ -46,7 +46,7 @@ def current_collection(settings: Settings, lake: DataLake) -> dict:
 
 def _served_version(lake: DataLake) -> tuple[str | None, str]:
     """(served generation or None, its content hash as a data version)."""
-    from ..core.index import current_generation_id, read_generation_manifest
+    from ..core.generations import current_generation_id, read_generation_manifest
 
     served = current_generation_id(lake)
     if served is None:
@@ -69,7 +69,7 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
     )
     def pca_model(context: AssetExecutionContext) -> MaterializeResult:
         from ..core.fusion import fit_fusion
-        from ..core.index import REQUIRED_VARIANT, stage_fusions
+        from ..core.generations import REQUIRED_VARIANT, stage_fusions
 
         started = time.perf_counter()
         collection = current_collection(settings, lake)
@@ -117,7 +117,8 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
     )
     def faiss_index(context: AssetExecutionContext) -> MaterializeResult:
         from ..core.fusion import transform
-        from ..core.index import REQUIRED_VARIANT, build_index, load_staged_fusions, publish_generation
+        from ..core.generations import REQUIRED_VARIANT, load_staged_fusions, publish_generation
+        from ..core.index import build_index
 
         collection = current_collection(settings, lake)
         staged = load_staged_fusions(lake)

@@ -13,29 +13,24 @@ The IVF default ``nprobe`` is the smallest one whose recall@10 against exact sea
 to 1000 of the collection's own vectors, reaches ``target_recall`` (0.99), or ``nlist``.
 
 Serving: a fusion model and the index built with it are only meaningful together, so they are
-published together as one *generation* (:func:`publish_generation`, :func:`load_generation`; layout
-in the "generations" section below and in :class:`~artsim_pipeline.core.storage.DataLake`).
+published together as one *generation* (:mod:`artsim_pipeline.core.generations`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
-import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable
 
 import faiss
 import numpy as np
 
-from artsim_pipeline.core.fusion import FusionModel, fusion_fingerprint, load_fusion, save_fusion
-from artsim_pipeline.core.storage import DataLake, atomic_write_bytes, atomic_write_text, safe_id
+from artsim_pipeline.core.storage import atomic_write_bytes
 
 INDEX_FORMAT_VERSION = 1
 IVF_MIN_N = 1000
@@ -335,7 +330,7 @@ def _exact_subset(bundle: IndexBundle, q: np.ndarray, k: int, present: np.ndarra
 
 # ---------------------------------------------------------------- persistence
 
-def _sha256(data: bytes) -> str:
+def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
@@ -360,7 +355,7 @@ def save_index(bundle: IndexBundle, directory: Path | str) -> str:
         "info": json.dumps(bundle.info, indent=2, sort_keys=True).encode("utf-8"),
     }
     try:
-        previous: dict[str, Any] | None = _read_manifest(root)
+        previous: dict[str, Any] | None = read_bundle_manifest(root)
     except (FileNotFoundError, ValueError):  # first save, or an unreadable manifest to replace
         previous = None
     try:
@@ -370,7 +365,7 @@ def save_index(bundle: IndexBundle, directory: Path | str) -> str:
             "format_version": INDEX_FORMAT_VERSION,
             "version": version,
             "files": names,
-            "sha256": {key: _sha256(payloads[key]) for key in names},
+            "sha256": {key: sha256_hex(payloads[key]) for key in names},
             "n_vectors": int(len(bundle.ids)),
             "index_type": bundle.info.get("index_type"),
         }
@@ -393,7 +388,7 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _read_manifest(root: Path) -> dict[str, Any]:
+def read_bundle_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST_NAME
     if not path.exists():
         raise FileNotFoundError(f"no index manifest at {path}")
@@ -406,11 +401,11 @@ def _read_manifest(root: Path) -> dict[str, Any]:
 def load_index(directory: Path | str) -> IndexBundle:
     """Read the bundle named by ``directory/manifest.json`` (checksums verified)."""
     root = Path(directory)
-    manifest = _read_manifest(root)
+    manifest = read_bundle_manifest(root)
     data: dict[str, bytes] = {}
     for key, name in manifest["files"].items():
         blob = (root / name).read_bytes()
-        if _sha256(blob) != manifest["sha256"][key]:
+        if sha256_hex(blob) != manifest["sha256"][key]:
             raise ValueError(f"{root / name}: checksum does not match the manifest")
         data[key] = blob
     index = faiss.deserialize_index(np.frombuffer(data["index"], dtype=np.uint8))
@@ -421,376 +416,3 @@ def load_index(directory: Path | str) -> IndexBundle:
         if ivf.direct_map.type != faiss.DirectMap.Hashtable:
             ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
     return IndexBundle(index=index, ids=ids, info=info)
-
-
-# ---------------------------------------------------------------- generations
-#
-# The searchable state is swapped as ONE unit. Layout (paths from :class:`DataLake`):
-#
-#   index/STAGED                      id of the fusion set pca_model fitted last (faiss_index's input)
-#   index/staging/<stage>/            fusion_<variant>.npz + staged.json (never read by search)
-#   index/CURRENT                     id of the served generation (the only file a swap replaces)
-#   index/generations/<generation>/   generation.json + fusion_<variant>.npz + <variant>/ (FAISS bundle)
-#
-# A generation directory is written under a temporary name, fsynced, renamed into place complete and
-# never modified afterwards; then ``CURRENT`` is replaced atomically (temp + fsync + os.replace).
-# Readers resolve ``CURRENT`` once and load every variant's fusion and index from that directory, so
-# they see one complete generation, old or new, never a mix. The previous generation stays on disk (a
-# reader may be loading it); older ones are deleted by the next publish.
-
-GENERATION_FORMAT_VERSION = 1
-STAGE_FORMAT_VERSION = 1
-GENERATION_MANIFEST = "generation.json"
-REQUIRED_VARIANT = "full"  # a generation without it cannot answer a query
-_TMP_PREFIX = ".tmp-"
-_STALE_TMP_SECONDS = 3600.0
-_LOAD_ATTEMPTS = 3
-
-
-class NoGenerationError(FileNotFoundError):
-    """The data lake has no published index generation (``index/CURRENT`` is missing)."""
-
-
-@dataclass
-class StagedFusions:
-    """Fusions fitted by ``pca_model`` and not yet published: the input of the next generation."""
-
-    stage: str
-    fusions: dict[str, FusionModel]
-    manifest: dict[str, Any]
-
-
-@dataclass
-class Generation:
-    """One loaded generation: every variant's fusion and index, all from the same directory."""
-
-    id: str
-    directory: Path
-    manifest: dict[str, Any]
-    fusions: dict[str, FusionModel]
-    bundles: dict[str, IndexBundle]
-
-    @property
-    def variants(self) -> tuple[str, ...]:
-        return tuple(sorted(self.bundles))
-
-    @property
-    def content_hash(self) -> str:
-        return str(self.manifest["content_hash"])
-
-
-@dataclass(frozen=True)
-class PublishResult:
-    """What :func:`publish_generation` did."""
-
-    generation: str  # the generation served now
-    content_hash: str  # deterministic hash of what it serves (fusions, id maps, indexes)
-    swapped: bool  # False: the served generation already had this content, nothing was written
-    previous: str | None  # the generation served before (kept on disk one more round)
-    removed: tuple[str, ...] = ()  # older generations deleted
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make a rename / new entry in ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _publish_lock(lake: DataLake) -> Iterator[None]:
-    """Serialise publishes (and their clean-up) across processes; readers never take it."""
-    lake.index_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: no cross-process lock
-        yield
-        return
-    with open(lake.index_lock_path, "a+b") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-def _read_pointer(path: Path, what: str) -> str | None:
-    try:
-        text = path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return None
-    if not text:
-        return None
-    return safe_id(text, what)
-
-
-def _write_pointer(path: Path, value: str) -> None:
-    atomic_write_text(path, value + "\n")  # temp + fsync + os.replace
-    _fsync_dir(path.parent)
-
-
-def _remove_tree(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
-def _clean_dir(parent: Path, keep: set[str]) -> tuple[str, ...]:
-    """Delete entries of ``parent`` not in ``keep``; temp dirs only once stale (a writer may own them)."""
-    removed = []
-    if not parent.is_dir():
-        return ()
-    now = time.time()
-    for entry in sorted(parent.iterdir()):
-        if entry.name in keep:
-            continue
-        if entry.name.startswith(_TMP_PREFIX):
-            try:
-                if now - entry.stat().st_mtime < _STALE_TMP_SECONDS:
-                    continue
-            except FileNotFoundError:
-                continue
-        _remove_tree(entry)
-        if not entry.name.startswith(_TMP_PREFIX):
-            removed.append(entry.name)
-    return tuple(removed)
-
-
-def _fresh_tmp_dir(parent: Path) -> Path:
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-    tmp.mkdir()
-    return tmp
-
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, indent=2, sort_keys=True).encode("utf-8")
-
-
-# -- staging (pca_model -> faiss_index) ------------------------------------------------------------
-
-def stage_fusions(lake: DataLake, fusions: Mapping[str, FusionModel],
-                  counts: Mapping[str, int] | None = None) -> str:
-    """Record ``fusions`` (variant -> fitted model) as the input of the next generation; return its id.
-
-    Search never reads staged fusions, so staging changes nothing that is served. The id is a content
-    hash of the fusions (deterministic). ``index/STAGED`` is replaced atomically to name the new set.
-    """
-    if not fusions:
-        raise ValueError("stage_fusions needs at least one variant's fusion")
-    prints = {variant: fusion_fingerprint(model) for variant, model in sorted(fusions.items())}
-    stage = hashlib.sha256(_json_bytes(prints)).hexdigest()[:32]
-    target = lake.staged_dir(stage)
-    with _publish_lock(lake):
-        previous = _read_pointer(lake.staged_pointer_path, "staged fusion id")
-        if not lake.staged_manifest_path(stage).is_file():
-            tmp = _fresh_tmp_dir(lake.staging_dir)
-            try:
-                for variant, model in fusions.items():
-                    save_fusion(model, tmp / lake.staged_fusion_path(stage, variant).name)
-                manifest = {
-                    "format_version": STAGE_FORMAT_VERSION,
-                    "stage": stage,
-                    "created": _utc_now(),
-                    "fingerprints": prints,
-                    "counts": {v: int(n) for v, n in (counts or {}).items()},
-                    "variants": {
-                        v: {"models": list(m.model_names), "dims": list(m.dims), "output_dim": m.output_dim}
-                        for v, m in sorted(fusions.items())
-                    },
-                }
-                atomic_write_bytes(tmp / lake.staged_manifest_path(stage).name, _json_bytes(manifest))
-                _fsync_dir(tmp)
-                _remove_tree(target)  # a leftover without a manifest
-                os.replace(tmp, target)
-                _fsync_dir(lake.staging_dir)
-            except BaseException:
-                _remove_tree(tmp)
-                raise
-        _write_pointer(lake.staged_pointer_path, stage)
-        _clean_dir(lake.staging_dir, {stage} | ({previous} if previous else set()))
-    return stage
-
-
-def load_staged_fusions(lake: DataLake) -> StagedFusions | None:
-    """The fusions ``index/STAGED`` names (fingerprints verified), or None when nothing is staged."""
-    stage = _read_pointer(lake.staged_pointer_path, "staged fusion id")
-    if stage is None:
-        return None
-    manifest = json.loads(lake.staged_manifest_path(stage).read_text(encoding="utf-8"))
-    if manifest.get("format_version") != STAGE_FORMAT_VERSION:
-        raise ValueError(f"{lake.staged_manifest_path(stage)}: unsupported format {manifest.get('format_version')!r}")
-    fusions = {}
-    for variant, expected in manifest["fingerprints"].items():
-        model = load_fusion(lake.staged_fusion_path(stage, variant))
-        if fusion_fingerprint(model) != expected:
-            raise ValueError(f"{lake.staged_fusion_path(stage, variant)}: content does not match {stage}")
-        fusions[variant] = model
-    return StagedFusions(stage, fusions, manifest)
-
-
-# -- publish / load --------------------------------------------------------------------------------
-
-def _utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def current_generation_id(lake: DataLake) -> str | None:
-    """The id in ``index/CURRENT`` (None when no generation was ever published)."""
-    return _read_pointer(lake.index_pointer_path, "index generation")
-
-
-def read_generation_manifest(lake: DataLake, generation: str) -> dict[str, Any]:
-    """``generation.json`` of one generation (models, dims, counts, created time, checksums)."""
-    path = lake.generation_manifest_path(generation)
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    if manifest.get("format_version") != GENERATION_FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported generation format version {manifest.get('format_version')!r}")
-    return manifest
-
-
-def publish_generation(
-    lake: DataLake,
-    parts: Mapping[str, tuple[FusionModel, IndexBundle]],
-    *,
-    extra: Mapping[str, Any] | None = None,
-) -> PublishResult:
-    """Write ``parts`` (variant -> (fusion, index bundle)) as a new generation and serve it.
-
-    Every variant's fusion must output the dimension its index holds, and ``parts`` must contain
-    ``full``. The new directory is complete and durable before ``index/CURRENT`` is swapped; a
-    failure at any point leaves the served generation untouched (and no partial directory behind).
-    When the served generation already has the same content (fusions, id maps and indexes), nothing
-    is written and it stays served. After a swap, generations other than the new and the previous
-    one are deleted. ``extra`` is merged into the manifest (e.g. the staged fusion id).
-    """
-    if REQUIRED_VARIANT not in parts:
-        raise ValueError(f"a generation needs the {REQUIRED_VARIANT!r} variant (got {sorted(parts)})")
-    for variant, (fusion, bundle) in parts.items():
-        safe_id(variant, "variant")
-        if fusion.output_dim != bundle.index.d:
-            raise ValueError(f"{variant}: fusion outputs {fusion.output_dim} dims but the index holds {bundle.index.d}")
-        if len(bundle.ids) != bundle.index.ntotal:
-            raise ValueError(f"{variant}: {len(bundle.ids)} ids for {bundle.index.ntotal} vectors")
-
-    with _publish_lock(lake):
-        previous = current_generation_id(lake)
-        tmp = _fresh_tmp_dir(lake.generations_dir)
-        final: Path | None = None
-        try:
-            variants: dict[str, Any] = {}
-            for variant, (fusion, bundle) in sorted(parts.items()):
-                fusion_name = f"fusion_{variant}.npz"
-                save_fusion(fusion, tmp / fusion_name)
-                save_index(bundle, tmp / variant)
-                _fsync_dir(tmp / variant)
-                bundle_manifest = _read_manifest(tmp / variant)
-                variants[variant] = {
-                    "n_vectors": int(len(bundle.ids)),
-                    "dim": int(bundle.index.d),
-                    "input_dim": int(fusion.n_features),
-                    "models": list(fusion.model_names),
-                    "model_dims": list(fusion.dims),
-                    "fusion_file": fusion_name,
-                    "fusion_sha256": _sha256((tmp / fusion_name).read_bytes()),
-                    "fusion_fingerprint": fusion_fingerprint(fusion),
-                    "index_dir": variant,
-                    "index_sha256": bundle_manifest["sha256"]["index"],
-                    "ids_sha256": bundle_manifest["sha256"]["ids"],
-                    **{key: bundle.info.get(key) for key in ("index_type", "nlist", "nprobe", "recall_at_10")},
-                }
-            content = {v: {k: d[k] for k in ("fusion_fingerprint", "index_sha256", "ids_sha256")}
-                       for v, d in variants.items()}
-            content_hash = hashlib.sha256(_json_bytes(content)).hexdigest()
-            if previous is not None:
-                try:
-                    served = read_generation_manifest(lake, previous)
-                except (FileNotFoundError, ValueError):
-                    served = None
-                if served is not None and served.get("content_hash") == content_hash:
-                    _remove_tree(tmp)
-                    return PublishResult(previous, content_hash, False, previous)
-
-            generation = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{content_hash[:12]}"
-            if lake.generation_dir(generation).exists():
-                generation += f"-{uuid.uuid4().hex[:6]}"
-            manifest = {
-                "format_version": GENERATION_FORMAT_VERSION,
-                "generation": generation,
-                "created": _utc_now(),
-                "content_hash": content_hash,
-                "models": variants[REQUIRED_VARIANT]["models"],
-                "variants": variants,
-                "previous": previous,
-                **dict(extra or {}),
-            }
-            atomic_write_bytes(tmp / GENERATION_MANIFEST, _json_bytes(manifest))
-            _fsync_dir(tmp)
-            final = lake.generation_dir(generation)
-            os.replace(tmp, final)  # complete before anyone can name it
-            _fsync_dir(lake.generations_dir)
-            _write_pointer(lake.index_pointer_path, generation)  # THE swap
-        except BaseException:
-            _remove_tree(tmp)
-            if final is not None and current_generation_id(lake) != final.name:
-                _remove_tree(final)
-            raise
-        keep = {generation} | ({previous} if previous else set())
-        removed = _clean_dir(lake.generations_dir, keep)
-        for legacy in lake.legacy_index_paths():
-            if legacy.exists():
-                _remove_tree(legacy)
-    return PublishResult(generation, content_hash, True, previous, removed)
-
-
-def load_generation(lake: DataLake, generation: str | None = None) -> Generation:
-    """Load one whole generation: ``generation``, or the one ``index/CURRENT`` names (read once).
-
-    Raises :class:`NoGenerationError` when none was published. Files are checked against the
-    manifest (fusion checksums, index checksums, fusion output dim = index dim). When the current
-    generation vanishes while it is read (two publishes in the meantime deleted it), the pointer is
-    resolved again, so the result is always one complete generation.
-    """
-    last_error: Exception | None = None
-    for _ in range(1 if generation is not None else _LOAD_ATTEMPTS):
-        target = generation or current_generation_id(lake)
-        if target is None:
-            raise NoGenerationError(
-                f"no index generation in {lake.index_dir} ({lake.index_pointer_path.name} is missing)"
-            )
-        try:
-            return _load_generation_dir(lake, target)
-        except FileNotFoundError as exc:
-            if generation is not None or current_generation_id(lake) == target:
-                raise
-            last_error = exc  # swapped and cleaned while we read: resolve the pointer again
-    assert last_error is not None
-    raise last_error
-
-
-def _load_generation_dir(lake: DataLake, generation: str) -> Generation:
-    directory = lake.generation_dir(generation)
-    manifest = read_generation_manifest(lake, generation)
-    fusions, bundles = {}, {}
-    for variant, facts in sorted(manifest["variants"].items()):
-        fusion_path = lake.generation_fusion_path(generation, variant)
-        blob = fusion_path.read_bytes()
-        if _sha256(blob) != facts["fusion_sha256"]:
-            raise ValueError(f"{fusion_path}: checksum does not match {GENERATION_MANIFEST}")
-        fusion = load_fusion(io.BytesIO(blob))
-        bundle = load_index(lake.generation_index_path(generation, variant))
-        if fusion.output_dim != bundle.index.d or fusion_fingerprint(fusion) != facts["fusion_fingerprint"]:
-            raise ValueError(f"{directory}: {variant} fusion (dim {fusion.output_dim}) does not match its index "
-                             f"(dim {bundle.index.d}) or the manifest")
-        fusions[variant], bundles[variant] = fusion, bundle
-    if REQUIRED_VARIANT not in bundles:
-        raise ValueError(f"{directory}: generation has no {REQUIRED_VARIANT!r} variant")
-    return Generation(generation, directory, manifest, fusions, bundles)

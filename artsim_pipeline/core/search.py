@@ -70,7 +70,8 @@ from PIL import Image, UnidentifiedImageError
 from .embedding import forward_prepared, load_and_prepare
 from .faces import FaceDetector, detect_faces_in_files
 from .fusion import FusionModel, transform
-from .index import IndexBundle, NoGenerationError, load_generation
+from .generations import NoGenerationError, load_generation
+from .index import IndexBundle
 from .index import search as index_search
 from .models import LoadedModel, load_model, resolve_device
 from .scoring import ScoringWeights, fold_text, normalize_artist, rerank

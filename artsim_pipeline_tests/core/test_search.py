@@ -366,7 +366,8 @@ def _publish(lake, objectids: list[int], seed: int, n_components: int):
     import numpy as np
 
     from artsim_pipeline.core.fusion import fit_fusion, transform
-    from artsim_pipeline.core.index import build_index, publish_generation
+    from artsim_pipeline.core.generations import publish_generation
+    from artsim_pipeline.core.index import build_index
 
     rng = np.random.default_rng(seed)
     raw = {"m1": rng.standard_normal((len(objectids), 10)), "m2": rng.standard_normal((len(objectids), 5))}
