@@ -11,16 +11,23 @@ What Dagster lacks, and is therefore written here (each with the reason):
   ``face_crops`` and ``embeddings_*`` run with it (as the automation conditions request them together);
 * stale status of the collection assets stops tracking partitions past 100 batches
   (``SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD``): when a batch ran, ``pca_model`` and what
-  follows run too.
+  follows run too;
+* an in-process run has no run monitor: when ``artsim run`` is killed, its run stays ``STARTED`` in
+  Dagster's records for ever, and the automation conditions (``~in_progress``) would never request
+  that batch again. Every run is tagged with the host and pid of the ``artsim run`` that executes it;
+  the next ``artsim run`` marks such runs of processes that no longer exist as failed
+  (:func:`fail_orphaned_runs`).
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dagster import AssetCheckKey, AssetKey, DagsterInstance, Definitions
+from dagster import AssetCheckKey, AssetKey, DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
 from .partitions import IMAGE_BATCHES
 
@@ -28,6 +35,36 @@ from .partitions import IMAGE_BATCHES
 # runner's echo lines, and a failure is reported once by the CLI.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 IMAGE_CACHE_CHECK = AssetCheckKey(AssetKey("image_cache"), "no_failed_images")
+LAUNCHED_BY_TAG = "artsim/launched_by"  # "<host>:<pid>" of the `artsim run` executing the run
+
+
+def launcher_tag() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
+    """Mark as failed the unfinished runs of ``artsim run`` processes on this host that no longer exist."""
+    unfinished = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]
+    host = socket.gethostname()
+    failed = []
+    for run in instance.get_runs(RunsFilter(statuses=unfinished)):
+        owner = run.tags.get(LAUNCHED_BY_TAG, "")
+        owner_host, _, pid = owner.rpartition(":")
+        if owner_host != host or not pid.isdigit() or _process_exists(int(pid)):
+            continue
+        instance.report_run_failed(run, f"the `artsim run` executing it (pid {pid}) is gone (killed or crashed)")
+        failed.append(run.run_id)
+    return failed
 
 
 @dataclass
@@ -96,6 +133,7 @@ class PipelineRunner:
     def _execute(self, job: str, keys: list[AssetKey], partition: str | None = None) -> None:
         result = self.defs.resolve_job_def(job).execute_in_process(
             instance=self.instance, asset_selection=keys, partition_key=partition, run_config=QUIET_RUN_CONFIG,
+            tags={LAUNCHED_BY_TAG: launcher_tag()},
         )
         if not result.success:  # raise_on_error=True raises first; this guards the rest
             raise RuntimeError(f"{job} run of {[k.to_user_string() for k in keys]} failed")
@@ -130,6 +168,9 @@ class PipelineRunner:
         """Observe the source, then materialize the missing or stale catalog, batches and collection."""
         started = time.perf_counter()
         report = RunReport()
+        orphans = fail_orphaned_runs(self.instance)
+        if orphans:
+            self.echo(f"marked {len(orphans)} run(s) of an interrupted `artsim run` as failed")
         self._execute("artsim_observe_nga", [AssetKey("nga_opendata")])
         stale = self._stale(self.catalog_keys)
         if stale:

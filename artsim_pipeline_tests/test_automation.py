@@ -140,3 +140,27 @@ def test_a_fresh_lake_comes_all_the_way_up_from_the_automation(tmp_path, instanc
             defs.resolve_job_def(job).execute_in_process(instance=instance, asset_selection=selection)
     assert ticks[-1][-3:] == [f"{n}:batch-00000,batch-00001" for n in BATCH_ASSETS], ticks
     assert len(ticks) <= 4, ticks  # observe, then the catalog, then every batch
+
+
+def test_runs_of_a_killed_artsim_run_are_failed_so_the_automation_requests_them_again(tmp_path, instance):
+    """A killed in-process run stays STARTED; the next `artsim run` marks it failed (no run monitor does)."""
+    import subprocess
+    import sys
+
+    from dagster import DagsterRunStatus
+    from dagster._core.storage.dagster_run import DagsterRun
+
+    from artsim_pipeline.runner import LAUNCHED_BY_TAG, fail_orphaned_runs, launcher_tag
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    host = launcher_tag().rpartition(":")[0]
+    orphan = instance.add_run(DagsterRun(job_name="artsim_batch", run_id="orphan-run", status=DagsterRunStatus.STARTED,
+                                         tags={LAUNCHED_BY_TAG: f"{host}:{gone.pid}"}))
+    alive = instance.add_run(DagsterRun(job_name="artsim_batch", run_id="alive-run", status=DagsterRunStatus.STARTED,
+                                        tags={LAUNCHED_BY_TAG: launcher_tag()}))
+    other = instance.add_run(DagsterRun(job_name="artsim_batch", run_id="daemon-run", status=DagsterRunStatus.STARTED))
+    assert fail_orphaned_runs(instance) == [orphan.run_id]
+    assert instance.get_run_by_id(orphan.run_id).status == DagsterRunStatus.FAILURE
+    assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED  # this process is alive
+    assert instance.get_run_by_id(other.run_id).status == DagsterRunStatus.STARTED  # not launched by artsim run
