@@ -48,7 +48,7 @@ def build_assets(settings: Settings) -> list:
     embeddings = embeddings_assets(settings)
     index = index_assets(settings, embeddings)
     return [*catalog_assets(settings), *image_assets(settings), *embeddings, *index,
-            *evaluation_assets(settings, index), *collection_map_assets(settings, index)]
+            *evaluation_assets(settings), *collection_map_assets(settings)]
 
 
 def build_definitions(settings: Settings | None = None) -> Definitions:

@@ -138,22 +138,30 @@ class PipelineRunner:
         if not result.success:  # raise_on_error=True raises first; this guards the rest
             raise RuntimeError(f"{job} run of {[k.to_user_string() for k in keys]} failed")
 
-    def _stale(self, keys: list[AssetKey], partition: str | None = None, resolver=None) -> list[tuple[AssetKey, str]]:
-        """``keys`` (in order) that are missing or stale, each with its reason; descendants of a stale key follow it."""
+    def _stale(
+        self, keys: list[AssetKey], partition: str | None = None, resolver=None, also: dict[AssetKey, str] | None = None
+    ) -> list[tuple[AssetKey, str]]:
+        """``keys`` (in order) that must run, each with its reason; descendants of a chosen key follow it.
+
+        A key runs when Dagster reports it missing or stale, or else when ``also`` gives it a reason of
+        artsim's own (see the module docstring).
+        """
         resolver = resolver or stale_status_resolver(self.instance, self.graph)
-        chosen: list[tuple[AssetKey, str]] = []
+        also = also or {}
+        chosen: dict[AssetKey, str] = {}
         for key in keys:
-            parents = self.graph.get(key).parent_keys
-            if any(parent in dict(chosen) for parent in parents):
-                chosen.append((key, "upstream runs"))
+            if any(parent in chosen for parent in self.graph.get(key).parent_keys):
+                chosen[key] = "upstream runs"
                 continue
             status = resolver.get_status(key, partition).value
             if status == "MISSING":
-                chosen.append((key, "missing"))
+                chosen[key] = "missing"
             elif status == "STALE":
                 causes = resolver.get_stale_root_causes(key, partition)
-                chosen.append((key, causes[0].reason if causes else "stale"))
-        return chosen
+                chosen[key] = causes[0].reason if causes else "stale"
+            elif key in also:
+                chosen[key] = also[key]
+        return list(chosen.items())
 
     def _run_stage(self, job: str, stale: list[tuple[AssetKey, str]], report: RunReport, label: str = "",
                    partition: str | None = None) -> None:
@@ -176,9 +184,11 @@ class PipelineRunner:
         if stale:
             self._run_stage("artsim_catalog", stale, report)
         batches_ran = self._run_batches(report)
-        stale = self._stale(self.collection_keys)
-        if batches_ran and self.collection_keys and not stale:  # see the module docstring
-            stale = [(key, "batches changed") for key in self.collection_keys]
+        after_batches = {  # see the module docstring
+            key: "batches changed" for key in self.collection_keys
+            if batches_ran and set(self.graph.get(key).parent_keys) & set(self.batch_keys)
+        }
+        stale = self._stale(self.collection_keys, also=after_batches)
         if stale:
             self._run_stage("artsim_collection", stale, report)
         report.seconds = time.perf_counter() - started
@@ -192,10 +202,8 @@ class PipelineRunner:
         retry = failed_check_partitions(self.instance, partitions)
         plan = []
         for partition in partitions:
-            stale = self._stale(self.batch_keys, partition, resolver)
-            if not stale and partition in retry:
-                stale = [(self.batch_keys[0], "retrying failed images")]
-                stale += [(key, "upstream runs") for key in self.batch_keys[1:]]
+            also = {IMAGE_CACHE_CHECK.asset_key: "retrying failed images"} if partition in retry else None
+            stale = self._stale(self.batch_keys, partition, resolver, also)
             if stale:
                 plan.append((partition, stale))
         for number, (partition, stale) in enumerate(plan, start=1):

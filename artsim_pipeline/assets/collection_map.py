@@ -17,13 +17,12 @@ from .versions import code_version
 LAYOUT_SEED = 0
 
 
-def collection_map_assets(settings: Settings, upstream: list[AssetsDefinition]) -> list[AssetsDefinition]:
-    """``collection_map``, downstream of ``faiss_index`` (taken from ``upstream``)."""
-    faiss_index = next(a for a in upstream if a.key.to_user_string() == "faiss_index")
+def collection_map_assets(settings: Settings) -> list[AssetsDefinition]:
+    """``collection_map``, downstream of ``faiss_index``."""
     lake = lake_for(settings)
 
     @asset(
-        deps=[faiss_index],
+        deps=["faiss_index"],
         code_version=code_version("collection_map", settings),
         group_name="index",
         automation_condition=COLLECTION,
@@ -32,7 +31,7 @@ def collection_map_assets(settings: Settings, upstream: list[AssetsDefinition]) 
     )
     def collection_map(context: AssetExecutionContext) -> MaterializeResult:
         from ..core.generations import NoGenerationError, load_generation
-        from ..core.layout import compute_layout, save_layout
+        from ..core.layout import bundle_layout, save_layout
 
         started = time.perf_counter()
         try:
@@ -40,9 +39,7 @@ def collection_map_assets(settings: Settings, upstream: list[AssetsDefinition]) 
         except NoGenerationError:
             context.log.warning("no index generation yet: no map")
             return MaterializeResult(metadata={"paintings": MetadataValue.int(0)}, data_version=DataVersion("none"))
-        bundle = generation.bundles["full"]
-        vectors = bundle.index.reconstruct_batch(bundle.ids)
-        frame = compute_layout(vectors, bundle.ids, seed=LAYOUT_SEED)
+        frame = bundle_layout(generation.bundles["full"], seed=LAYOUT_SEED)
         save_layout(frame, lake.collection_map_path, generation=generation.id)
         digest = hashlib.sha256(frame.round(6).to_csv(index=False).encode()).hexdigest()[:16]
         return MaterializeResult(

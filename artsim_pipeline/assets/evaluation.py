@@ -50,15 +50,12 @@ def _served_generation(lake, models):
     return generation
 
 
-def evaluation_assets(settings: Settings, upstream: list[AssetsDefinition]) -> list[AssetsDefinition]:
-    """``eval_report``, downstream of ``faiss_index`` (taken from ``upstream``)."""
-    faiss_index = next((a for a in upstream if a.key.to_user_string() == "faiss_index"), None)
-    if faiss_index is None:
-        raise ValueError("eval_report needs the faiss_index asset")
+def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
+    """``eval_report``, downstream of ``faiss_index``."""
     lake = lake_for(settings)
 
     @asset(
-        deps=[faiss_index],
+        deps=["faiss_index"],
         code_version=code_version("eval_report", settings),
         group_name="evaluation",
         automation_condition=COLLECTION,

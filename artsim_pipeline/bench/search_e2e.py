@@ -154,8 +154,7 @@ def web_api(engine: Any, lake: Any, image: Path, n_queries: int, forward_p50_ms:
 
     from artsim_pipeline.web.app import create_app
 
-    app = create_app(lake, lambda: engine)
-    app.state.holder.listeners.remove(app.state.maps.start)  # no background map computation during timings
+    app = create_app(lake, lambda: engine, precompute_map=False)  # no map computation during timings
     objectid = int(engine.variants["full"].bundle.ids[0])
     data = image.read_bytes()
     mime = {".png": "image/png", ".webp": "image/webp"}.get(image.suffix.lower(), "image/jpeg")

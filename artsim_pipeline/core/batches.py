@@ -60,21 +60,6 @@ def assign_batches(con: duckdb.DuckDBPyConnection, batch_size: int) -> list[str]
     return sorted(rows["batch_key"].unique().tolist())
 
 
-def active_batches(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Batch keys that still have at least one painting in ``filtered_paintings``."""
-    return [
-        row[0]
-        for row in con.execute(
-            "SELECT DISTINCT m.batch_key FROM batch_manifest m JOIN filtered_paintings f USING (objectid) ORDER BY 1"
-        ).fetchall()
-    ]
-
-
-def all_batches(con: duckdb.DuckDBPyConnection) -> list[str]:
-    """Every batch key ever assigned."""
-    return [row[0] for row in con.execute("SELECT DISTINCT batch_key FROM batch_manifest ORDER BY 1").fetchall()]
-
-
 def batch_members(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame:
     """The active paintings of one batch with their metadata, ordered by objectid."""
     return con.execute(

@@ -86,6 +86,13 @@ def compute_layout(vectors: np.ndarray, objectids: np.ndarray | list[int], seed:
     return pd.DataFrame({"objectid": ids, "x": xy[:, 0].astype(np.float64), "y": xy[:, 1].astype(np.float64)})
 
 
+def bundle_layout(bundle, seed: int = 0) -> pd.DataFrame:
+    """:func:`compute_layout` of every vector stored in a FAISS index bundle (``core.index.IndexBundle``)."""
+    ids = np.asarray(bundle.ids, dtype=np.int64)
+    vectors = bundle.index.reconstruct_batch(ids) if len(ids) else np.zeros((0, bundle.index.d), np.float32)
+    return compute_layout(vectors, ids, seed=seed)
+
+
 def save_layout(frame: pd.DataFrame, path: Path, generation: str | None = None) -> None:
     """Write the layout atomically, recording the index generation it was computed from."""
     import pyarrow as pa
@@ -124,4 +131,4 @@ def benchmark(n: int = 10_000, dim: int = 512, seed: int = 0) -> dict[str, float
     return {"n": n, "dim": dim, "seconds": time.perf_counter() - started}
 
 
-__all__ = ["compute_layout", "load_layout", "save_layout", "benchmark"]
+__all__ = ["bundle_layout", "compute_layout", "load_layout", "save_layout", "benchmark"]

@@ -62,6 +62,11 @@ def atomic_write_text(target: Path, text: str) -> None:
     atomic_write_bytes(target, text.encode("utf-8"))
 
 
+def _fusion_name(variant: str) -> str:
+    """File name of one variant's fitted standardisation + PCA (``fusion_full.npz``)."""
+    return f"fusion_{safe_id(variant, 'variant')}.npz"
+
+
 @dataclass(frozen=True)
 class DataLake:
     """Where every artsim artefact lives under one root (``ARTSIM_DATA_LAKE``)."""
@@ -134,7 +139,7 @@ class DataLake:
 
     def generation_fusion_path(self, generation: str, variant: str) -> Path:
         """Fitted standardisation + PCA of one variant (``full`` or ``face``) in a generation."""
-        return self.generation_dir(generation) / f"fusion_{safe_id(variant, 'variant')}.npz"
+        return self.generation_dir(generation) / _fusion_name(variant)
 
     def generation_index_path(self, generation: str, variant: str) -> Path:
         """FAISS bundle directory (``manifest.json`` + files) of one variant in a generation."""
@@ -158,14 +163,13 @@ class DataLake:
         return self.staged_dir(stage) / "staged.json"
 
     def staged_fusion_path(self, stage: str, variant: str) -> Path:
-        return self.staged_dir(stage) / f"fusion_{safe_id(variant, 'variant')}.npz"
+        return self.staged_dir(stage) / _fusion_name(variant)
 
     def legacy_index_paths(self, variants: tuple[str, ...] = ("full", "face")) -> list[Path]:
         """Files of the pre-generation layout (``index/fusion_<v>.npz``, ``index/<v>/``), removed on publish."""
         out: list[Path] = []
         for variant in variants:
-            name = safe_id(variant, "variant")
-            out += [self.index_dir / f"fusion_{name}.npz", self.index_dir / name]
+            out += [self.index_dir / _fusion_name(variant), self.index_dir / safe_id(variant, "variant")]
         return out
 
     @property

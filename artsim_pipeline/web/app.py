@@ -123,12 +123,14 @@ def create_app(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     map_seed: int = 0,
     eager: bool = True,
+    precompute_map: bool = True,
 ) -> FastAPI:
     """The ASGI app for the data lake ``lake``.
 
     ``engine_factory`` builds a :class:`SearchEngine` (default: ``SearchEngine(lake)`` with its
     defaults); it is called at start-up (``eager``) and again whenever a new index generation is
-    published. The map of each generation is computed in the background unless the lake holds one.
+    published. With ``precompute_map``, the map of each generation is computed in the background (unless
+    the lake holds one) as soon as it is served; otherwise on the first ``/api/map`` request.
     """
     lake = lake if isinstance(lake, DataLake) else DataLake(Path(lake))
     from PIL import Image
@@ -139,7 +141,8 @@ def create_app(
     holder = EngineHolder(lake, factory)
     maps = MapCache(lake, seed=map_seed)
     thumbs = ThumbnailCache()
-    holder.listeners.append(maps.start)
+    if precompute_map:
+        holder.listeners.append(maps.start)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):

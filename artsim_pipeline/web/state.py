@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 from PIL import Image
 
-from ..core.layout import compute_layout, load_layout
+from ..core.layout import bundle_layout, load_layout
 from ..core.search import IndexNotBuiltError, QueryError, SearchEngine
 from ..core.storage import DataLake
 
@@ -163,11 +162,8 @@ class MapCache:
         try:
             frame = self._from_lake(generation)
             if frame is None:
-                bundle = served.engine.variants["full"].bundle
-                ids = np.asarray(bundle.ids, dtype=np.int64)
-                vectors = bundle.index.reconstruct_batch(ids) if len(ids) else np.zeros((0, bundle.index.d), np.float32)
                 started = time.perf_counter()
-                frame = compute_layout(vectors, ids, seed=self.seed)
+                frame = bundle_layout(served.engine.variants["full"].bundle, seed=self.seed)
                 self.source[generation] = f"computed by the server in {time.perf_counter() - started:.1f}s"
             with self._lock:
                 self._maps = {generation: frame, **{k: v for k, v in self._maps.items() if k != generation}}
