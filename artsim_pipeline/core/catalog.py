@@ -145,16 +145,12 @@ def _candidates_sql(con: duckdb.DuckDBPyConnection) -> str:
     """
 
 
-def filtered_paintings_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """The query behind ``filtered_paintings``; parameters: ``$min_side``, ``$limit`` (0 = all)."""
-    return f"""
-    WITH candidates AS ({_candidates_sql(con)})
-    SELECT * EXCLUDE (reject_reason)
-    FROM candidates
-    WHERE reject_reason IS NULL
-    ORDER BY has_high_res DESC, objectid
-    LIMIT CASE WHEN $limit > 0 THEN $limit ELSE NULL END
-    """
+def kept_paintings_sql(candidates: str) -> str:
+    """The rows of table ``candidates`` (:func:`_candidates_sql`) that make ``filtered_paintings``: not
+    rejected, high-resolution first, then by objectid; parameter ``$limit`` (0 = all)."""
+    return f"""SELECT * EXCLUDE (reject_reason) FROM {candidates} WHERE reject_reason IS NULL
+               ORDER BY has_high_res DESC, objectid
+               LIMIT CASE WHEN $limit > 0 THEN $limit ELSE NULL END"""
 
 
 class ShrinkError(CatalogError):
@@ -201,10 +197,7 @@ def build_filtered_paintings(
     con.execute(f"CREATE OR REPLACE TEMP TABLE painting_candidates AS {_candidates_sql(con)}", {"min_side": min_side})
     try:
         con.execute(
-            """CREATE OR REPLACE TABLE filtered_paintings_new AS
-               SELECT * EXCLUDE (reject_reason) FROM painting_candidates WHERE reject_reason IS NULL
-               ORDER BY has_high_res DESC, objectid
-               LIMIT CASE WHEN $limit > 0 THEN $limit ELSE NULL END""",
+            f"CREATE OR REPLACE TABLE filtered_paintings_new AS {kept_paintings_sql('painting_candidates')}",
             {"limit": limit},
         )
         rows = int(scalar(con, "SELECT count(*) FROM filtered_paintings_new"))

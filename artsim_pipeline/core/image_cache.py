@@ -324,14 +324,10 @@ def _cache_one(job: ImageJob, lake: DataLake, options: ImageCacheOptions, client
                 iiifurl = job.iiifurl
                 if not isinstance(iiifurl, str) or not iiifurl.startswith(("http://", "https://")):
                     raise _Rejected("failed", f"no_iiifurl: {iiifurl!r} is not an http(s) IIIF base URL")
-                url = iiif_image_url(iiifurl, options.image_size)
-                problem = image_url_problem(url, options.image_hosts)
-                if problem is not None:
-                    raise _Rejected("failed", f"host_not_allowed: {url}: {problem}")
-                try:
+                try:  # the URL and every redirect are checked against the allowlist before anything is sent
                     download = client.download(
-                        url, tmp, options.max_bytes,
-                        url_check=lambda redirect: image_url_problem(redirect, options.image_hosts),
+                        iiif_image_url(iiifurl, options.image_size), tmp, options.max_bytes,
+                        url_check=lambda url: image_url_problem(url, options.image_hosts),
                     )
                 except UrlRefusedError as exc:
                     raise _Rejected("failed", f"host_not_allowed: {exc}") from None
