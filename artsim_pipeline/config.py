@@ -28,6 +28,9 @@ DEFAULT_IMAGE_HOSTS = (*NGA_IMAGE_HOSTS, "127.0.0.1", "localhost")
 
 INT64_MAX = 2**63 - 1
 
+#: How a launched run executes its steps (``ARTSIM_EXECUTOR``; see ``artsim_pipeline/deploy``).
+EXECUTORS = ("in_process", "multiprocess", "celery", "k8s")
+
 
 class ConfigError(ValueError):
     """A setting has a value artsim cannot use; the message names the variable."""
@@ -60,6 +63,7 @@ class Settings:
     refresh_cron: str = "0 4 * * *"
     max_shrink: float = 0.5
     image_hosts: tuple[str, ...] = DEFAULT_IMAGE_HOSTS
+    executor: str = "in_process"
 
     def __post_init__(self) -> None:
         _check_source(self.nga_source)
@@ -83,6 +87,8 @@ class Settings:
             raise ConfigError("ARTSIM_MODELS must name at least one model")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"ARTSIM_PRECISION must be fp32 or bf16, got {self.precision!r}")
+        if self.executor not in EXECUTORS:
+            raise ConfigError(f"ARTSIM_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError(f"ARTSIM_DEVICE must be auto, cpu, cuda or mps, got {self.device!r}")
         if len(self.refresh_cron.split()) != 5:
@@ -184,6 +190,7 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "ARTSIM_REFRESH_CRON": ("refresh_cron", str),
     "ARTSIM_MAX_SHRINK": ("max_shrink", _float),
     "ARTSIM_IMAGE_HOSTS": ("image_hosts", _hosts),
+    "ARTSIM_EXECUTOR": ("executor", str),
 }
 
 

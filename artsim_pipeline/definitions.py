@@ -1,16 +1,18 @@
 """The artsim code location: assets, checks, resources, jobs and automation, assembled (nothing computed here).
 
 Settings that shape the graph or what assets compute (models, sizes, thresholds, the data lake) are read
-once, from the ``ARTSIM_*`` environment, when the code location loads. Runs use the in-process executor:
-every step of a run is sequential anyway (a batch's steps depend on each other, and torch already uses
-every core), so a subprocess per step would only add start-up time; parallelism comes from running
-several runs at once (several batches, a backfill, the queued run coordinator).
+once, from the ``ARTSIM_*`` environment, when the code location loads. Runs use the in-process executor
+by default: every step of a run is sequential anyway (a batch's steps depend on each other, and torch
+already uses every core), so a subprocess per step would only add start-up time; parallelism comes from
+running several runs at once (several batches, a backfill, the queued run coordinator).
+``ARTSIM_EXECUTOR`` selects multiprocess, Celery or Kubernetes instead (:mod:`.deploy.executors`).
 """
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from dagster import AssetSelection, Definitions, define_asset_job
 
 from .automation import artsim_automation
 from .config import Settings
+from .deploy.executors import executor_for
 from .resources import build_resources
 
 CATALOG_ASSETS = ("raw_objects", "filtered_paintings")
@@ -59,7 +61,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         resources=build_resources(settings),
         jobs=JOBS,
         sensors=[artsim_automation],
-        executor=in_process_executor,
+        executor=executor_for(settings.executor),
     )
 
 

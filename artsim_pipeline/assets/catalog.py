@@ -36,6 +36,7 @@ from ..core.image_cache import sweep_lake_temp_files
 from ..partitions import IMAGE_BATCHES, image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..automation import CATALOG, source_observation
+from ..deploy import tags
 from .versions import code_version
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -91,6 +92,7 @@ def catalog_assets(settings: Settings) -> list:
     @asset(
         deps=[nga_opendata],
         code_version=code_version("raw_objects", settings),
+        pool=tags.pool("raw_objects"),
         group_name="catalog",
         automation_condition=CATALOG,
         description="The five NGA CSVs loaded into DuckDB (raw_objects, raw_published_images, ...).",
@@ -118,6 +120,7 @@ def catalog_assets(settings: Settings) -> list:
     @asset(
         deps=[raw_objects],
         code_version=code_version("filtered_paintings", settings),
+        pool=tags.pool("filtered_paintings"),
         group_name="catalog",
         automation_condition=CATALOG,
         description="Paintings with a primary open-access IIIF image and an attribution; one SQL query in DuckDB. "

@@ -20,6 +20,7 @@ from ..core.storage import DataLake
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, lake_for
 from .images import USABLE, progress_logger
+from ..deploy import tags
 from .versions import code_version
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
         deps=["face_crops"],
         code_version=code_version("embeddings", settings, model=model_name, weights_file=weights_tag(settings.weights)),
         group_name="embeddings",
+        pool=tags.pool("embeddings"), op_tags=tags.op_tags("embeddings"),
         automation_condition=batch_step(),
         description=f"{model_name} features (classification head removed) of each image "
         "(variant `full`) and of its face crop (variant `face`), one Parquet file per batch.",

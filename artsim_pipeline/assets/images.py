@@ -34,6 +34,7 @@ from ..core.image_cache import (
 )
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
+from ..deploy import tags
 from .versions import code_version
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ def image_assets(settings: Settings) -> list:
         partitions_def=image_batches,
         deps=["image_batch"],
         code_version=code_version("image_cache", settings),
+        pool=tags.pool("image_cache"), op_tags=tags.op_tags("image_cache"),
         group_name="images",
         automation_condition=(BATCH_ENTRY | retry_failed_images(settings.refresh_cron)).with_label(
             "new or changed batch, new code, or retry of failed images"),

