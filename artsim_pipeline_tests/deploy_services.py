@@ -14,6 +14,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -136,6 +137,33 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+
+def materialize(select: list[str], partition: str, env: dict, log: Path) -> subprocess.Popen:
+    """``dagster asset materialize`` of one batch, in its own process (the code location from ``env``)."""
+    dagster = Path(sys.executable).with_name("dagster")
+    out = open(log, "wb")
+    try:
+        return subprocess.Popen([str(dagster), "asset", "materialize", "-m", "artsim_pipeline.definitions",
+                                 "--select", ",".join(select), "--partition", partition],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    finally:
+        out.close()
+
+
+def wait_all(procs: list[subprocess.Popen], logs: list[Path], timeout: float) -> None:
+    """Wait for every process; fail with the log tail of the first one that did not succeed."""
+    deadline = time.monotonic() + timeout
+    try:
+        for proc in procs:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    for proc, log in zip(procs, logs):
+        assert proc.returncode == 0, f"{log.name}: rc={proc.returncode}\n" + log.read_text(errors="replace")[-3000:]
 
 
 def deploy_home(home: Path, extra_yaml: str = "") -> Path:
