@@ -13,11 +13,14 @@ from .config import ConfigError, Settings
 
 
 def _prepare_instance(settings: Settings):
-    """The Dagster instance: ``$DAGSTER_HOME`` if set, else ``<data_lake>/dagster_home`` (SQLite)."""
+    """The Dagster instance: ``$DAGSTER_HOME`` if set, else ``<data_lake>/dagster_home`` (SQLite; with an
+    object-store lake ``<ARTSIM_WORK_DIR>/dagster_home``)."""
     from dagster import DagsterInstance
 
+    from .core.storage import lake_at
+
     if not os.environ.get("DAGSTER_HOME"):
-        home = (settings.data_lake / "dagster_home").resolve()
+        home = lake_at(settings.data_lake, settings.work_dir, absolute=True).dagster_home
         home.mkdir(parents=True, exist_ok=True)
         config = home / "dagster.yaml"
         if not config.exists():
@@ -31,7 +34,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from .runner import PipelineRunner
 
     instance = _prepare_instance(settings)
-    print(f"artsim run: source {settings.nga_source}, data lake {settings.data_lake.resolve()}", flush=True)
+    from .core.storage import lake_at
+
+    lake = lake_at(settings.data_lake, settings.work_dir, absolute=True)
+    where = f"{lake.root} (work dir {lake.work_dir})" if lake.is_remote else str(lake.root)
+    print(f"artsim run: source {settings.nga_source}, data lake {where}", flush=True)
     runner = PipelineRunner(build_definitions(settings), settings, instance, echo=lambda m: print(m, flush=True))
     report = runner.run()
     if report.ran:

@@ -14,7 +14,7 @@ from dagster_duckdb import DuckDBResource
 from .config import Settings
 from .core.http import HttpClient
 from .core.nga_source import NgaSource
-from .core.storage import DataLake
+from .core.storage import DataLake, lake_at
 
 _DEFAULTS = Settings()
 
@@ -73,5 +73,5 @@ def build_resources(settings: Settings) -> dict[str, object]:
 
 
 def lake_for(settings: Settings) -> DataLake:
-    """The data lake at an absolute path (so paths in metadata are unambiguous)."""
-    return DataLake(settings.data_lake.expanduser().resolve())
+    """The data lake (a directory or an object-store URL) with absolute local paths (unambiguous in metadata)."""
+    return lake_at(settings.data_lake, settings.work_dir, absolute=True)

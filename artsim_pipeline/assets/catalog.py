@@ -14,7 +14,6 @@ can run at once.
 import time
 from contextlib import contextmanager
 
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
@@ -33,6 +32,7 @@ from dagster_duckdb import DuckDBResource
 from ..config import Settings
 from ..core import batches, catalog
 from ..core.image_cache import sweep_lake_temp_files
+from ..core.storage import read_parquet
 from ..partitions import IMAGE_BATCHES, image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..automation import CATALOG, source_observation
@@ -47,7 +47,7 @@ def batch_versions(lake) -> dict[str, str]:
     path = lake.filtered_paintings_parquet
     if not path.is_file():
         return {}
-    paintings = pd.read_parquet(path, columns=[*batches.FINGERPRINT_COLUMNS, "batch_key"])
+    paintings = read_parquet(path, columns=[*batches.FINGERPRINT_COLUMNS, "batch_key"])
     return batches.fingerprints_of(paintings)
 
 
@@ -101,7 +101,7 @@ def catalog_assets(settings: Settings) -> list:
         context: AssetExecutionContext, nga_source: NgaSourceResource, duckdb: DuckDBResource
     ) -> MaterializeResult:
         started = time.perf_counter()
-        lake.root.mkdir(parents=True, exist_ok=True)
+        lake.work_dir.mkdir(parents=True, exist_ok=True)  # the lake root, or a remote lake's catalog.duckdb folder
         source = nga_source.source()
         snapshot = source.fetch(lake)
         context.log.info(f"NGA snapshot {snapshot.version} from {source.location}")

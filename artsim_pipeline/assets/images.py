@@ -23,6 +23,7 @@ from dagster import (
 from ..automation import BATCH_ENTRY, batch_step, retry_failed_images
 from ..config import Settings
 from ..core import catalog
+from ..core.storage import read_parquet
 from ..core.image_cache import (
     ImageCacheOptions,
     ImageJob,
@@ -45,7 +46,7 @@ NO_FAILED_IMAGES = "no_failed_images"
 
 def batch_paintings(lake, batch: str) -> pd.DataFrame:
     """The paintings of ``batch`` (ordered by objectid) from ``tables/filtered_paintings.parquet``."""
-    paintings = pd.read_parquet(lake.filtered_paintings_parquet, filters=[("batch_key", "=", batch)])
+    paintings = read_parquet(lake.filtered_paintings_parquet, filters=[("batch_key", "=", batch)])
     return paintings.sort_values("objectid").reset_index(drop=True)
 
 
@@ -78,7 +79,7 @@ def image_assets(settings: Settings) -> list:
         jobs = [ImageJob(int(r.objectid), str(r.uuid), r.iiifurl) for r in members.itertuples()]
         versions = {str(r.uuid): f"{r.iiifurl}|{r.image_modified}" for r in members.itertuples()}
         status_path = lake.image_status_path(batch)
-        previous = pd.read_parquet(status_path) if status_path.is_file() else None
+        previous = read_parquet(status_path) if status_path.is_file() else None
         changed = invalidate_changed_images(lake, previous, versions)
         options = ImageCacheOptions.from_settings(run_settings, mirror_images_dir=nga_source.source().mirror_images_dir)
         status = cache_images(jobs, lake, options)
@@ -130,7 +131,7 @@ def image_assets(settings: Settings) -> list:
         batch = context.partition_key
         run_settings = artsim.apply(settings)
         started = time.perf_counter()
-        status = pd.read_parquet(lake.image_status_path(batch))
+        status = read_parquet(lake.image_status_path(batch))
         usable = status[status["status"].isin(USABLE)].reset_index(drop=True)
         paths = [lake.image_path(uuid) for uuid in usable["uuid"]]
         detector = FaceDetector(

@@ -2,6 +2,9 @@
 
 Raw CSVs are loaded with DuckDB's CSV reader as text (NGA's files carry free text with quotes and
 newlines; types are applied in SQL with ``TRY_CAST``). ``filtered_paintings`` is one SQL query.
+On an object-store lake DuckDB reads the snapshot CSVs and the per-batch Parquet files through fsspec
+(:func:`~artsim_pipeline.core.storage.register_filesystem`); the views over ``s3://`` files then need the
+same registration in any connection that queries them.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import duckdb
 import pandas as pd
 
 from .nga_source import NGA_FILES, REQUIRED_COLUMNS, Snapshot
-from .storage import atomic_path
+from .storage import atomic_path, is_remote, lake_path, register_filesystem
 
 RAW_TABLE = {name: f"raw_{name}" for name in NGA_FILES}
 
@@ -34,6 +37,7 @@ def load_raw_tables(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> dict[
     A missing required column raises :class:`CatalogError`; extra columns are kept.
     """
     counts: dict[str, int] = {}
+    register_filesystem(con, snapshot.directory)
     con.execute("BEGIN TRANSACTION")
     try:
         for name in NGA_FILES:
@@ -273,8 +277,12 @@ def register_parquet_view(con: duckdb.DuckDBPyConnection, view: str, directory: 
     The view reads ``<directory>/*.parquet`` (so files added later show up), unless the directory's path
     holds glob characters (``*?[]{}``, which DuckDB would expand): then it names today's files one by one.
     """
-    directory = Path(directory).resolve()
-    files = sorted(directory.glob("*.parquet"))
+    directory = lake_path(directory)
+    if is_remote(directory):
+        register_filesystem(con, directory)
+    else:
+        directory = directory.resolve()
+    files = sorted(directory.glob("*.parquet"), key=lambda path: path.name)
     if not files:
         return False
     if any(ch in str(directory) for ch in "*?[]{}"):

@@ -46,7 +46,7 @@ import pyarrow as pa
 from PIL import Image
 
 from .progress import Progress
-from .storage import atomic_path
+from .storage import atomic_path, lake_path, readable
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class FaceDetector:
         return _Prepared(small, width, height)
 
     def _load(self, path: Path) -> _Prepared:
-        with Image.open(path) as image:
+        with Image.open(readable(path)) as image:
             width, height = image.size
             target = self.target_size(width, height)
             if image.format == "JPEG" and target != (width, height):
@@ -302,7 +302,7 @@ def detect_faces_in_files(
     for start in range(0, len(paths), step):
         loaded: list[tuple[int, Path, _Prepared]] = []
         for index in range(start, min(start + step, len(paths))):
-            path = Path(paths[index])
+            path = lake_path(paths[index])
             try:
                 loaded.append((index, path, detector._load(path)))
             except Exception as exc:  # missing, not an image, truncated, ...
@@ -347,5 +347,5 @@ def write_faces(df: pd.DataFrame, path: Path) -> None:
     import pyarrow.parquet as pq
 
     table = faces_table(df)
-    with atomic_path(Path(path)) as tmp:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

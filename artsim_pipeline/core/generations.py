@@ -8,12 +8,12 @@ swap rule are below; paths come from :class:`~artsim_pipeline.core.storage.DataL
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import hashlib
 import io
 import json
 import os
-import shutil
 import time
 import uuid
 from dataclasses import dataclass
@@ -23,7 +23,10 @@ from typing import Any, Iterator, Mapping
 
 from artsim_pipeline.core.fusion import FusionModel, fusion_fingerprint, load_fusion, save_fusion
 from artsim_pipeline.core.index import IndexBundle, read_bundle_manifest, sha256_hex, load_index, save_index
-from artsim_pipeline.core.storage import DataLake, atomic_write_bytes, atomic_write_text, safe_id
+from artsim_pipeline.core.storage import (
+    DataLake, atomic_write_bytes, atomic_write_text, is_remote, local_tmp_dir, place_dir, readable, remove_tree,
+    safe_id,
+)
 
 # ---------------------------------------------------------------- generations
 #
@@ -39,6 +42,13 @@ from artsim_pipeline.core.storage import DataLake, atomic_write_bytes, atomic_wr
 # Readers resolve ``CURRENT`` once and load every variant's fusion and index from that directory, so
 # they see one complete generation, old or new, never a mix. The previous generation stays on disk (a
 # reader may be loading it); older ones are deleted by the next publish.
+#
+# Object-store lake (``s3://``): a generation is built in a local temp directory and uploaded under its
+# final name, which nothing names until ``CURRENT`` (one PUT, atomic per object) is replaced; a failed
+# upload is deleted. The publish lock is local (``DataLake.index_lock_path``): across machines, Dagster
+# runs one ``faiss_index`` / ``pca_model`` at a time; as a second guard, clean-up never deletes a remote
+# generation younger than an hour (its id starts with its UTC creation time), so two overlapping
+# publishes cannot delete each other's new generation.
 
 GENERATION_FORMAT_VERSION = 1
 STAGE_FORMAT_VERSION = 1
@@ -94,6 +104,8 @@ class PublishResult:
 
 def _fsync_dir(path: Path) -> None:
     """Make a rename / new entry in ``path`` durable (no-op where directories cannot be opened)."""
+    if is_remote(path):
+        return
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:
@@ -109,7 +121,7 @@ def _fsync_dir(path: Path) -> None:
 @contextlib.contextmanager
 def _publish_lock(lake: DataLake) -> Iterator[None]:
     """Serialise publishes (and their clean-up) across processes; readers never take it."""
-    lake.index_dir.mkdir(parents=True, exist_ok=True)
+    lake.index_lock_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         import fcntl
     except ImportError:  # pragma: no cover - non-POSIX: no cross-process lock
@@ -138,39 +150,42 @@ def _write_pointer(path: Path, value: str) -> None:
     _fsync_dir(path.parent)
 
 
-def _remove_tree(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
-
-
 def _clean_dir(parent: Path, keep: set[str]) -> tuple[str, ...]:
     """Delete entries of ``parent`` not in ``keep``; temp dirs only once stale (a writer may own them)."""
     removed = []
     if not parent.is_dir():
         return ()
     now = time.time()
-    for entry in sorted(parent.iterdir()):
+    for entry in sorted(parent.iterdir(), key=lambda entry: entry.name):
         if entry.name in keep:
             continue
+        if is_remote(entry) and _created_within(entry.name, _STALE_TMP_SECONDS, now):
+            continue  # maybe another machine's publish in progress (no shared lock on an object store)
         if entry.name.startswith(_TMP_PREFIX):
+            if is_remote(entry):  # never written to an object store (temp directories are local)
+                continue
             try:
                 if now - entry.stat().st_mtime < _STALE_TMP_SECONDS:
                     continue
             except FileNotFoundError:
                 continue
-        _remove_tree(entry)
+        remove_tree(entry)
         if not entry.name.startswith(_TMP_PREFIX):
             removed.append(entry.name)
     return tuple(removed)
 
 
+def _created_within(generation: str, seconds: float, now: float) -> bool:
+    """True when ``generation``'s id (``YYYYmmddTHHMMSSZ-...``) says it was created less than ``seconds`` ago."""
+    try:
+        created = calendar.timegm(time.strptime(generation[:16], "%Y%m%dT%H%M%SZ"))
+    except ValueError:
+        return False  # not a generation id (a staged fusion set: content-hash names)
+    return now - created < seconds
+
+
 def _fresh_tmp_dir(parent: Path) -> Path:
-    parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f"{_TMP_PREFIX}{uuid.uuid4().hex}"
-    tmp.mkdir()
-    return tmp
+    return local_tmp_dir(parent, _TMP_PREFIX)
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -211,11 +226,11 @@ def stage_fusions(lake: DataLake, fusions: Mapping[str, FusionModel],
                 }
                 atomic_write_bytes(tmp / lake.staged_manifest_path(stage).name, _json_bytes(manifest))
                 _fsync_dir(tmp)
-                _remove_tree(target)  # a leftover without a manifest
-                os.replace(tmp, target)
+                remove_tree(target)  # a leftover without a manifest
+                place_dir(tmp, target, last=(lake.staged_manifest_path(stage).name,))
                 _fsync_dir(lake.staging_dir)
             except BaseException:
-                _remove_tree(tmp)
+                remove_tree(tmp)
                 raise
         _write_pointer(lake.staged_pointer_path, stage)
         _clean_dir(lake.staging_dir, {stage} | ({previous} if previous else set()))
@@ -232,7 +247,7 @@ def load_staged_fusions(lake: DataLake) -> StagedFusions | None:
         raise ValueError(f"{lake.staged_manifest_path(stage)}: unsupported format {manifest.get('format_version')!r}")
     fusions = {}
     for variant, expected in manifest["fingerprints"].items():
-        model = load_fusion(lake.staged_fusion_path(stage, variant))
+        model = load_fusion(readable(lake.staged_fusion_path(stage, variant)))
         if fusion_fingerprint(model) != expected:
             raise ValueError(f"{lake.staged_fusion_path(stage, variant)}: content does not match {stage}")
         fusions[variant] = model
@@ -286,7 +301,7 @@ def publish_generation(
     with _publish_lock(lake):
         previous = current_generation_id(lake)
         tmp = _fresh_tmp_dir(lake.generations_dir)
-        final: Path | None = None
+        final = None
         try:
             variants: dict[str, Any] = {}
             for variant, (fusion, bundle) in sorted(parts.items()):
@@ -318,7 +333,7 @@ def publish_generation(
                 except (FileNotFoundError, ValueError):
                     served = None
                 if served is not None and served.get("content_hash") == content_hash:
-                    _remove_tree(tmp)
+                    remove_tree(tmp)
                     return PublishResult(previous, content_hash, False, previous)
 
             generation = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{content_hash[:12]}"
@@ -337,19 +352,19 @@ def publish_generation(
             atomic_write_bytes(tmp / GENERATION_MANIFEST, _json_bytes(manifest))
             _fsync_dir(tmp)
             final = lake.generation_dir(generation)
-            os.replace(tmp, final)  # complete before anyone can name it
+            place_dir(tmp, final, last=(GENERATION_MANIFEST,))  # complete before anyone can name it
             _fsync_dir(lake.generations_dir)
             _write_pointer(lake.index_pointer_path, generation)  # THE swap
         except BaseException:
-            _remove_tree(tmp)
+            remove_tree(tmp)
             if final is not None and current_generation_id(lake) != final.name:
-                _remove_tree(final)
+                remove_tree(final)
             raise
         keep = {generation} | ({previous} if previous else set())
         removed = _clean_dir(lake.generations_dir, keep)
         for legacy in lake.legacy_index_paths():
             if legacy.exists():
-                _remove_tree(legacy)
+                remove_tree(legacy)
     return PublishResult(generation, content_hash, True, previous, removed)
 
 

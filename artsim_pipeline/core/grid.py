@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 from PIL import Image
 
-from .storage import atomic_path
+from .storage import atomic_path, readable
 
 THUMB_PX = 256  # longest side of a tile's image before plotting (keeps big photos cheap)
 
@@ -27,7 +27,7 @@ def _thumbnail(source: Any) -> Image.Image | None:
             width = source.size[0]
             image = source.convert("RGB")
         else:
-            src = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source
+            src = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else readable(source)
             with Image.open(src) as opened:
                 width = opened.size[0]
                 opened.draft("RGB", (THUMB_PX, THUMB_PX))

@@ -34,7 +34,8 @@ only), checked against ``max_pixels`` (default: Pillow's own limit) from the hea
 decoding (decompression bombs; for an IIIF download the limit is at most ``4 * S * S``, as the
 server was asked for at most ``S``×``S``), checked against ``min_side``, then fully decoded (``Image.load``; truncated or corrupt files raise, since
 ``ImageFile.LOAD_TRUNCATED_IMAGES`` is left off), the decoded size checked again (IIIF: no side
-over ``S``, else ``oversize``) and only then renamed into place. So a file at
+over ``S``, else ``oversize``) and only then renamed into place (on an object-store lake: uploaded
+with one PUT, the temp file being local). So a file at
 ``images/<uuid>.jpg`` was always fully verified when it was written, and an interrupted run leaves
 no partial file under that name: Python-level interrupts (exceptions, Ctrl-C) delete their temp
 files at once, and temp files orphaned by a hard kill are swept by the next call once older than
@@ -53,6 +54,7 @@ file shares its inode with the mirror; artsim never writes cached files in place
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import shutil
@@ -69,7 +71,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from ..config import DEFAULT_IMAGE_HOSTS, url_host_problem
 from .http import FetchError, HttpClient, UrlRefusedError
 from .progress import Progress
-from .storage import DataLake, InvalidIdError, atomic_path, safe_id
+from .storage import DataLake, InvalidIdError, atomic_path, is_remote, safe_id
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -224,16 +226,20 @@ def _cached_size(path: Path, options: ImageCacheOptions) -> tuple[int, int] | No
     if not path.is_file():
         return None
     try:
-        with Image.open(path, formats=("JPEG",)) as image:
+        data = path.read_bytes() if is_remote(path) else None  # a remote image: one GET, header and tail
+        with Image.open(path if data is None else io.BytesIO(data), formats=("JPEG",)) as image:
             width, height = image.size
         if width * height > options.max_pixels:
             raise ValueError("over max_pixels")
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            handle.seek(max(0, size - _TAIL_BYTES))
-            has_eoi = _EOI in handle.read()
+        if data is None:
+            size = path.stat().st_size
+            with open(path, "rb") as handle:
+                handle.seek(max(0, size - _TAIL_BYTES))
+                has_eoi = _EOI in handle.read()
+        else:
+            has_eoi = _EOI in data[-_TAIL_BYTES:]
         if not has_eoi:  # rare (trailing bytes after the marker, or damage): decode it all to decide
-            verify_image(path, 0, options.max_pixels)
+            verify_image(path if data is None else io.BytesIO(data), 0, options.max_pixels)
         return width, height
     except Exception as exc:
         log.warning("cached image %s is invalid (%s); fetching it again", path, exc)
@@ -245,9 +251,9 @@ def sweep_stale_temp_files(images_dir: Path, older_than_s: float, recursive: boo
     """Remove temp files (``.<name>.*.tmp``, see ``storage.atomic_path``) left by killed runs.
 
     Only files older than ``older_than_s`` go (a younger one may belong to a live run sharing the lake).
-    Returns how many were removed.
+    Returns how many were removed. An object-store lake never holds temp files (they are local): 0.
     """
-    if not images_dir.is_dir():
+    if is_remote(images_dir) or not images_dir.is_dir():
         return 0
     cutoff = time.time() - older_than_s
     removed = 0
@@ -464,7 +470,7 @@ def check_failure_share(df: pd.DataFrame, max_share: float) -> float:
 
 def write_status(df: pd.DataFrame, path: Path) -> None:
     """Write the status table to Parquet atomically (temp file + rename)."""
-    with atomic_path(Path(path)) as tmp:
+    with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
 
 

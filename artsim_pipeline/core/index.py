@@ -30,7 +30,7 @@ from typing import Any, Iterable
 import faiss
 import numpy as np
 
-from artsim_pipeline.core.storage import atomic_write_bytes
+from artsim_pipeline.core.storage import atomic_write_bytes, lake_path
 
 INDEX_FORMAT_VERSION = 1
 IVF_MIN_N = 1000
@@ -335,7 +335,7 @@ def sha256_hex(data: bytes) -> str:
 
 
 def save_index(bundle: IndexBundle, directory: Path | str) -> str:
-    """Write the bundle under ``directory``; return the version written.
+    """Write the bundle under ``directory`` (local or a lake ``UPath``); return the version written.
 
     Crash-safe by construction: the index, id map and info are written as *new* files whose names
     carry a fresh version (``index-<v>.faiss``, ``ids-<v>.npy``, ``info-<v>.json``), each via a temp
@@ -345,7 +345,7 @@ def save_index(bundle: IndexBundle, directory: Path | str) -> str:
     Afterwards files of versions other than the new and the previous one are deleted (the previous
     is kept for a reader that read the old manifest just before the switch).
     """
-    root = Path(directory)
+    root = lake_path(directory)
     root.mkdir(parents=True, exist_ok=True)
     version = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:12]}"
     names = {"index": f"index-{version}.faiss", "ids": f"ids-{version}.npy", "info": f"info-{version}.json"}
@@ -400,7 +400,7 @@ def read_bundle_manifest(root: Path) -> dict[str, Any]:
 
 def load_index(directory: Path | str) -> IndexBundle:
     """Read the bundle named by ``directory/manifest.json`` (checksums verified)."""
-    root = Path(directory)
+    root = lake_path(directory)
     manifest = read_bundle_manifest(root)
     data: dict[str, bytes] = {}
     for key, name in manifest["files"].items():

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .storage import atomic_path
+from .storage import atomic_path, read_table
 
 LAYOUT_FORMAT_VERSION = 1
 PCA_DIM = 32
@@ -104,15 +104,13 @@ def save_layout(frame: pd.DataFrame, path: Path, generation: str | None = None) 
     if generation:
         meta[GENERATION_KEY] = generation.encode()
     table = table.replace_schema_metadata(meta)
-    with atomic_path(Path(path)) as tmp:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
 
 
 def load_layout(path: Path) -> tuple[pd.DataFrame, str | None]:
     """(layout, generation it was computed from or None); raises FileNotFoundError when absent."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
+    table = read_table(path)
     meta = table.schema.metadata or {}
     generation = meta.get(GENERATION_KEY)
     frame = table.to_pandas()[["objectid", "x", "y"]]

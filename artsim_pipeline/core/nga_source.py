@@ -2,7 +2,8 @@
 
 A *source* is either a base URL (``<base>/data/<name>.csv``, e.g. NGA's GitHub raw URLs) or a local
 directory laid out like NGA's repository (``data/*.csv`` plus optional ``images/<uuid>.jpg``). Both go
-through the same path: each CSV is streamed into ``raw/<version>/`` (temp file + rename; over HTTP a body
+through the same path: each CSV is streamed into ``raw/<version>/`` (temp file + rename, or one upload per
+file on an object-store lake with ``snapshot.json`` last; over HTTP a body
 shorter than its ``Content-Length`` is retried, then refused with :class:`IncompleteSourceError`) and hashed,
 and the snapshot's version is a hash of the five file hashes, so identical content gives the same version
 whatever the transport.
@@ -17,12 +18,13 @@ import contextlib
 import hashlib
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from .http import FetchError, HttpClient, IncompleteBodyError
-from .storage import DataLake, atomic_path, atomic_write_text
+from .storage import DataLake, atomic_path, atomic_write_text, is_remote
 
 NGA_FILES = ("objects", "published_images", "constituents", "objects_constituents", "objects_terms")
 
@@ -122,7 +124,8 @@ class NgaSource:
             return self._fetch(lake)
 
     def _fetch(self, lake: DataLake) -> Snapshot:
-        staging = lake.root / "raw" / ".incoming"
+        # downloads land in a local staging folder (beside raw/ for a local lake, a temp folder for a remote one)
+        staging = Path(tempfile.mkdtemp(prefix="artsim-incoming-")) if lake.is_remote else lake.root / "raw" / ".incoming"
         staging.mkdir(parents=True, exist_ok=True)
         hashes: dict[str, str] = {}
         validators: dict[str, dict[str, str]] = {}
@@ -139,7 +142,10 @@ class NgaSource:
         if not (target / "snapshot.json").is_file():
             target.mkdir(parents=True, exist_ok=True)
             for name in NGA_FILES:
-                (staging / f"{name}.csv").replace(target / f"{name}.csv")
+                if is_remote(target):  # one PUT per file; snapshot.json (below, last) marks the snapshot complete
+                    target.fs.put_file(str(staging / f"{name}.csv"), (target / f"{name}.csv").path)
+                else:
+                    (staging / f"{name}.csv").replace(target / f"{name}.csv")
             manifest = {"version": version, "source": self.location, "files": hashes, "validators": validators}
             atomic_write_text(target / "snapshot.json", json.dumps(manifest, indent=2))
         shutil.rmtree(staging, ignore_errors=True)

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from .evaluation import RANDOM_WEIGHTS_WARNING, EvaluationResult
-from .storage import atomic_path, atomic_write_text
+from .storage import atomic_path, atomic_write_text, lake_path, readable
 
 JSON_NAME = "eval_report.json"
 MARKDOWN_NAME = "eval_report.md"
@@ -160,7 +160,7 @@ def plot_png_for_markdown(path: Path | str, max_width: int = EMBED_MAX_WIDTH) ->
     """
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(readable(path)) as image:
         image.load()
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
             rgba = image.convert("RGBA")
@@ -202,7 +202,7 @@ def markdown_with_plots(
 
     order = [key for key in PLOT_NAMES if key in files] + [key for key in files if key not in PLOT_NAMES]
     for key in order:
-        path = Path(files[key])
+        path = lake_path(files[key])
         caption = PLOT_CAPTIONS.get(key, key)
         try:
             data = base64.b64encode(plot_png_for_markdown(path, max_width)).decode("ascii")
@@ -402,7 +402,7 @@ def _thumb(path: Path, side: int = 160) -> np.ndarray:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as img:
+        with Image.open(readable(path)) as img:
             img = ImageOps.exif_transpose(img).convert("RGB")
             img.thumbnail((side, side))
             canvas = Image.new("RGB", (side, side), (255, 255, 255))
@@ -452,7 +452,7 @@ def plot_examples(result: EvaluationResult, image_path: Callable[[str], Path], t
 
 def write_report(result: EvaluationResult, reports_dir: Path, image_path: Callable[[str], Path]) -> ReportFiles:
     """Write the plots, then the markdown and the JSON (last, so its presence means a full report)."""
-    reports_dir = Path(reports_dir)
+    reports_dir = lake_path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
     plots: dict[str, Path] = {}
     plot_precision_curves(result, reports_dir / PLOT_NAMES["precision_curves"])

@@ -1,14 +1,45 @@
-"""Data-lake layout, safe ids and atomic file writes (plain Python, no Dagster)."""
+"""Data-lake layout, safe ids and atomic file writes, local or on an object store (plain Python, no Dagster).
+
+The lake's root is a local directory (a :class:`pathlib.Path`, the default) or an object-store URL
+(``s3://bucket/prefix``; a ``upath.UPath`` over fsspec/s3fs, endpoint and credentials from the standard
+``AWS_*`` variables). Both have the same layout (:class:`DataLake`) and the same pathlib API (``/``,
+``exists``, ``is_file``, ``read_bytes``, ``glob``, ``unlink``...); the primitives below cover what
+pathlib cannot do on both:
+
+* :func:`atomic_path` / :func:`atomic_write_bytes`: a writer gets a *local* temp file; on success it
+  replaces a local target (``os.replace``) or is uploaded with one PUT (an object appears complete or
+  not at all); on failure nothing is left behind.
+* :func:`read_parquet`, :func:`read_table`, :func:`read_parquet_schema`: pandas / pyarrow reads through
+  the path's filesystem; :func:`readable` hands readers that take a path or a file object (Pillow,
+  ``np.load``) a remote file's bytes in memory; :func:`register_filesystem` lets DuckDB read ``s3://``.
+* :func:`remove_tree`, :func:`place_dir` (a finished local directory moved / uploaded into the lake).
+
+What cannot live on an object store (``catalog.duckdb``, Dagster's home, the index publish lock) lives in
+:attr:`DataLake.work_dir`: the lake root itself for a local lake, ``ARTSIM_WORK_DIR`` for a remote one.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
+import shutil
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING, Any, Iterator, Union
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+#: A path of the lake: local, or (object-store lake) a ``upath.UPath``.
+LakePath = Union[Path, Any]
+
+#: Where ``catalog.duckdb``, ``dagster_home`` and the index lock live with an object-store lake (relative: cwd).
+DEFAULT_WORK_DIR = Path("artsim_work")
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -28,13 +59,54 @@ def safe_id(value: object, what: str = "id") -> str:
     return text
 
 
-@contextlib.contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``target``; on success it replaces ``target`` atomically.
+def is_remote(path: object) -> bool:
+    """True for a path on an object store (a ``UPath``); False for a local path."""
+    return not isinstance(path, (PurePath, str)) and getattr(path, "fs", None) is not None
 
-    On any exception the temp file is removed and ``target`` is left untouched.
+
+def remote_path(url: str) -> Any:
+    """The ``UPath`` of an object-store URL, without listing caches (other processes write the lake too).
+
+    Raises ``ValueError`` naming the URL when its filesystem package (``s3fs``) is not installed.
     """
-    target = Path(target)
+    import fsspec
+    from upath import UPath
+
+    protocol = url.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise ValueError(f"{url!r}: the {protocol}:// data lake needs the s3 extra (pip install 'artsim[s3]'): {exc}") from None
+    return UPath(url, use_listings_cache=False)
+
+
+def lake_path(value: Any) -> LakePath:
+    """A path of the lake from a path or its text (tables store ``str(path)``): a URL gives a ``UPath``."""
+    if isinstance(value, Path) or is_remote(value):
+        return value
+    text = os.fspath(value)
+    return remote_path(text) if "://" in text else Path(text)
+
+
+@contextlib.contextmanager
+def atomic_path(target: LakePath | str) -> Iterator[Path]:
+    """Yield a local temp path; on success it replaces ``target`` atomically.
+
+    Local: the temp file is beside ``target`` and renamed over it. Remote: the temp file is in the
+    system's temp directory and uploaded as one PUT. On any exception the temp file is removed and
+    ``target`` is left untouched.
+    """
+    target = lake_path(target)
+    if is_remote(target):
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        local = Path(name)
+        try:
+            yield local
+            target.fs.put_file(str(local), target.path)
+        finally:
+            local.unlink(missing_ok=True)
+        return
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -48,8 +120,12 @@ def atomic_path(target: Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-def atomic_write_bytes(target: Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` atomically (temp file + fsync + rename)."""
+def atomic_write_bytes(target: LakePath | str, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically (temp file + fsync + rename; remote: one PUT)."""
+    target = lake_path(target)
+    if is_remote(target):
+        target.fs.pipe_file(target.path, bytes(data))
+        return
     with atomic_path(target) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(data)
@@ -57,9 +133,100 @@ def atomic_write_bytes(target: Path, data: bytes) -> None:
             os.fsync(handle.fileno())
 
 
-def atomic_write_text(target: Path, text: str) -> None:
+def atomic_write_text(target: LakePath | str, text: str) -> None:
     """Write UTF-8 ``text`` to ``target`` atomically."""
     atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def readable(source: Any) -> Any:
+    """``source`` for readers taking a local path or a file object (Pillow, ``np.load``): a remote file
+    (a ``UPath`` or an ``s3://`` string) becomes an in-memory copy; anything else is returned as is."""
+    if isinstance(source, str) and "://" in source:
+        source = lake_path(source)
+    return io.BytesIO(source.read_bytes()) if is_remote(source) else source
+
+
+def read_parquet(path: LakePath | str, **kwargs: Any) -> "pd.DataFrame":
+    """``pandas.read_parquet`` of a lake file (keyword arguments passed on)."""
+    import pandas as pd
+
+    path = lake_path(path)
+    if is_remote(path):
+        return pd.read_parquet(path.path, filesystem=path.fs, **kwargs)
+    return pd.read_parquet(path, **kwargs)
+
+
+def read_table(path: LakePath | str, **kwargs: Any) -> "pa.Table":
+    """``pyarrow.parquet.read_table`` of a lake file (keyword arguments passed on)."""
+    import pyarrow.parquet as pq
+
+    path = lake_path(path)
+    if is_remote(path):
+        return pq.read_table(path.path, filesystem=path.fs, **kwargs)
+    return pq.read_table(path, **kwargs)
+
+
+def read_parquet_schema(path: LakePath | str) -> "pa.Schema":
+    """The Arrow schema (with its metadata) of a lake Parquet file, reading only its footer."""
+    import pyarrow.parquet as pq
+
+    path = lake_path(path)
+    if is_remote(path):
+        with path.open("rb") as handle:
+            return pq.read_schema(handle)
+    return pq.read_schema(path)
+
+
+def remove_tree(path: LakePath) -> None:
+    """Delete a file or a directory tree (remote: every object under the prefix); absent is fine."""
+    path = lake_path(path)
+    if is_remote(path):
+        try:
+            path.fs.rm(path.path, recursive=True)
+        except FileNotFoundError:
+            pass
+    elif path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def place_dir(local: Path, target: LakePath, last: tuple[str, ...] = ()) -> None:
+    """Move the finished local directory ``local`` to ``target`` (which must not exist).
+
+    Local: one ``os.replace`` (atomic). Remote: every file is uploaded (the top-level files named in
+    ``last`` after all others, so their presence means the directory is complete), then ``local`` is
+    deleted; readers must only name ``target`` once this returns.
+    """
+    target = lake_path(target)
+    if not is_remote(target):
+        os.replace(local, target)
+        return
+    files = sorted(p for p in Path(local).rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.parent == Path(local) and p.name in last)
+    for file in files:
+        target.fs.put_file(str(file), (target / file.relative_to(local).as_posix()).path)
+    shutil.rmtree(local, ignore_errors=True)
+
+
+def local_tmp_dir(parent: LakePath, prefix: str) -> Path:
+    """A new empty local directory to build ``parent``'s next entry in: beside it for a local lake (so
+    :func:`place_dir` is a rename), in the system's temp directory for a remote one."""
+    if is_remote(parent):
+        return Path(tempfile.mkdtemp(prefix=prefix))
+    parent.mkdir(parents=True, exist_ok=True)
+    tmp = parent / f"{prefix}{uuid.uuid4().hex}"
+    tmp.mkdir()  # the usual mode (mkdtemp's is 0700): the directory is published by a rename
+    return tmp
+
+
+def register_filesystem(con: Any, path: LakePath) -> None:
+    """Let the DuckDB connection ``con`` read ``path``'s URLs (``s3://...``) through fsspec; no-op when local.
+
+    DuckDB's own ``httpfs`` extension is not used (it would be downloaded at run time).
+    """
+    if is_remote(path) and path.fs.protocol[0] not in con.list_filesystems():
+        con.register_filesystem(path.fs)
 
 
 def _fusion_name(variant: str) -> str:
@@ -69,13 +236,33 @@ def _fusion_name(variant: str) -> str:
 
 @dataclass(frozen=True)
 class DataLake:
-    """Where every artsim artefact lives under one root (``ARTSIM_DATA_LAKE``)."""
+    """Where every artsim artefact lives under one root (``ARTSIM_DATA_LAKE``: a directory or ``s3://...``).
 
-    root: Path
+    ``work`` is the local working directory of a remote lake (``catalog.duckdb``, ``dagster_home``, the
+    index lock); default :data:`DEFAULT_WORK_DIR`. A local lake keeps them in its root.
+    """
+
+    root: LakePath
+    work: Path | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", lake_path(self.root))
+
+    @property
+    def is_remote(self) -> bool:
+        """True when the lake is on an object store."""
+        return is_remote(self.root)
+
+    @property
+    def work_dir(self) -> Path:
+        """Local directory of the files that cannot live on an object store (the root, for a local lake)."""
+        if not self.is_remote:
+            return self.root
+        return Path(self.work) if self.work is not None else DEFAULT_WORK_DIR
 
     @property
     def catalog_db(self) -> Path:
-        return self.root / "catalog.duckdb"
+        return self.work_dir / "catalog.duckdb"
 
     def raw_dir(self, source_version: str) -> Path:
         return self.root / "raw" / safe_id(source_version, "source version")
@@ -122,8 +309,12 @@ class DataLake:
 
     @property
     def index_lock_path(self) -> Path:
-        """Lock file serialising generation publishes (and their clean-up)."""
-        return self.index_dir / ".lock"
+        """Lock file serialising generation publishes (and their clean-up) on this machine.
+
+        A remote lake's lock is local (``<work_dir>/index.lock``): publishes from several machines are
+        serialised by Dagster instead (one ``faiss_index`` run at a time).
+        """
+        return self.work_dir / "index.lock" if self.is_remote else self.index_dir / ".lock"
 
     @property
     def generations_dir(self) -> Path:
@@ -183,5 +374,17 @@ class DataLake:
 
     @property
     def dagster_home(self) -> Path:
-        return self.root / "dagster_home"
+        return self.work_dir / "dagster_home"
+
+
+def lake_at(location: Path | str, work_dir: Path | str | None = None, *, absolute: bool = False) -> DataLake:
+    """The lake at ``location`` (a directory or an ``s3://bucket/prefix`` URL) with its ``work_dir``.
+
+    With ``absolute``, local paths (the root, the work directory) are made absolute.
+    """
+    root = lake_path(location)
+    if is_remote(root):
+        work = Path(work_dir) if work_dir is not None else DEFAULT_WORK_DIR
+        return DataLake(root, work.expanduser().resolve() if absolute else work)
+    return DataLake(root.expanduser().resolve() if absolute else root)
 

@@ -30,7 +30,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from ..core.search import IndexNotBuiltError, QueryError, SearchEngine, SearchFilters, display_date
-from ..core.storage import DataLake
+from ..core.storage import DataLake, lake_at
 from . import pages
 from .state import EngineHolder, MapCache, Served, ThumbnailCache, catalog_row
 from .uploads import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, UploadError, check_image, parse_multipart,
@@ -132,7 +132,7 @@ def create_app(
     published. With ``precompute_map``, the map of each generation is computed in the background (unless
     the lake holds one) as soon as it is served; otherwise on the first ``/api/map`` request.
     """
-    lake = lake if isinstance(lake, DataLake) else DataLake(Path(lake))
+    lake = lake if isinstance(lake, DataLake) else DataLake(lake)
     from PIL import Image
 
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
@@ -350,7 +350,7 @@ def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_uploa
     """Run the server until interrupted (``artsim serve``)."""
     import uvicorn
 
-    lake = DataLake(settings.data_lake)
+    lake = lake_at(settings.data_lake, settings.work_dir)
 
     def factory() -> SearchEngine:
         engine = SearchEngine.from_settings(settings, models_explicit=models_explicit)
@@ -359,6 +359,6 @@ def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_uploa
         return engine
 
     app = create_app(lake, factory, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
-    print(f"artsim serve: data lake {lake.root.resolve()}; open http://{host}:{port}/", flush=True)
+    print(f"artsim serve: data lake {lake.root if lake.is_remote else lake.root.resolve()}; open http://{host}:{port}/", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
     return 0

@@ -1,8 +1,9 @@
 """The server's long-lived state: one :class:`SearchEngine` (hot-reloaded when ``index/CURRENT``
 changes), the collection map per generation and a small thumbnail cache.
 
-Hot reload: every request stats ``index/CURRENT`` (one ``os.stat``, a few microseconds). When its
-(inode, size, mtime) changes and the id it names differs from the served generation, one request
+Hot reload: every request stats ``index/CURRENT`` (one ``os.stat``, a few microseconds; on an
+object-store lake the pointer is read at most every :data:`REMOTE_POLL_S` seconds). When its
+(inode, size, mtime) (remote: its content) changes and the id it names differs from the served generation, one request
 builds a complete new engine (index, catalog, models) while the others keep using the old one; the
 new engine then replaces the old one in a single reference assignment, so a request sees one whole
 engine, old or new, never a mix. A failed reload keeps the old engine serving and is retried when the
@@ -27,11 +28,14 @@ from PIL import Image
 
 from ..core.layout import bundle_layout, load_layout
 from ..core.search import IndexNotBuiltError, QueryError, SearchEngine
-from ..core.storage import DataLake
+from ..core.storage import DataLake, readable
 
 log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[], SearchEngine]
+
+#: How often (seconds) the server reads ``index/CURRENT`` of an object-store lake (one GET each time).
+REMOTE_POLL_S = 2.0
 
 
 @dataclass
@@ -57,10 +61,17 @@ class EngineHolder:
         self._error: str | None = None
         self._stamp: tuple[int, int, int] | None | str = "never"
         self._reload_lock = threading.Lock()
+        self._polled: tuple[float, tuple | None] | None = None  # remote lake: (when, stamp) of the last read
         self.reloads = 0
         self.listeners: list[Callable[[Served], None]] = []
 
-    def _pointer_stamp(self) -> tuple[int, int, int] | None:
+    def _pointer_stamp(self) -> tuple | None:
+        if self.lake.is_remote:
+            now = time.monotonic()
+            if self._polled is None or now - self._polled[0] >= REMOTE_POLL_S:
+                generation = self._pointer_id()
+                self._polled = (now, ("remote", generation) if generation else None)
+            return self._polled[1]
         try:
             st = os.stat(self.lake.index_pointer_path)
         except FileNotFoundError:
@@ -228,7 +239,7 @@ class ThumbnailCache:
 
 def make_thumbnail(path: Path, size: int) -> bytes:
     """JPEG of the image at ``path`` fitted into ``size``×``size`` (JPEG draft decoding: cheap)."""
-    with Image.open(path) as image:
+    with Image.open(readable(path)) as image:
         if image.format == "JPEG":
             image.draft("RGB", (size, size))
         image = image.convert("RGB")
