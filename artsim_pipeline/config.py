@@ -41,7 +41,8 @@ class Settings:
     """Validated artsim settings. Build with :meth:`from_env` or :meth:`with_overrides`."""
 
     nga_source: str = NGA_OPENDATA_BASE
-    data_lake: Path = Path("data_lake")
+    data_lake: Path | str = Path("data_lake")  # a directory, or an object-store URL (s3://bucket/prefix)
+    work_dir: Path = Path("artsim_work")  # catalog.duckdb + dagster_home of an object-store lake
     limit: int = 1000
     min_side: int = 300
     batch_size: int = 256
@@ -67,6 +68,7 @@ class Settings:
 
     def __post_init__(self) -> None:
         _check_source(self.nga_source)
+        object.__setattr__(self, "data_lake", _check_lake(self.data_lake))
         _check_range("ARTSIM_LIMIT", self.limit, 0)
         _check_range("ARTSIM_MIN_SIDE", self.min_side, 1)
         _check_range("ARTSIM_BATCH_SIZE", self.batch_size, 1)
@@ -168,7 +170,8 @@ def _hosts(raw: str) -> tuple[str, ...]:
 
 ENV_VARS: dict[str, tuple[str, Any]] = {
     "ARTSIM_NGA_SOURCE": ("nga_source", str),
-    "ARTSIM_DATA_LAKE": ("data_lake", Path),
+    "ARTSIM_DATA_LAKE": ("data_lake", lambda raw: raw if "://" in raw else Path(raw)),
+    "ARTSIM_WORK_DIR": ("work_dir", Path),
     "ARTSIM_LIMIT": ("limit", _int),
     "ARTSIM_MIN_SIDE": ("min_side", _int),
     "ARTSIM_BATCH_SIZE": ("batch_size", _int),
@@ -242,6 +245,24 @@ def url_host_problem(url: str, allowed_hosts: tuple[str, ...] | None = None) -> 
     if allowed_hosts is not None and host not in allowed_hosts:
         return f"host {host!r} is not in the allowed hosts ({', '.join(allowed_hosts)})"
     return None
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
+
+
+def _check_lake(lake: Path | str) -> Path | str:
+    """``ARTSIM_DATA_LAKE`` as a local ``Path``, or an ``s3://bucket[/prefix]`` URL (checked)."""
+    if isinstance(lake, Path) or (isinstance(lake, str) and lake.strip() and "://" not in lake):
+        return Path(lake)
+    if not isinstance(lake, str):
+        raise ConfigError(f"ARTSIM_DATA_LAKE must be a directory or an s3://bucket/prefix URL, got {lake!r}")
+    parts = urlsplit(lake)
+    if parts.scheme != "s3":
+        raise ConfigError(f"ARTSIM_DATA_LAKE={lake!r}: only s3:// URLs are supported (or a local directory)")
+    if not _BUCKET.match(parts.netloc) or parts.query or parts.fragment or ".." in parts.path:
+        raise ConfigError(f"ARTSIM_DATA_LAKE={lake!r}: expected s3://<bucket>/<prefix> with a valid bucket name "
+                          "(lowercase letters, digits, '.', '-'), no query, '..' or user@")
+    return lake
 
 
 def _check_source(source: str) -> None:

@@ -16,7 +16,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 
 from ..automation import batch_step
 from ..config import Settings
-from ..core.storage import DataLake
+from ..core.storage import DataLake, read_parquet
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, lake_for
 from .images import USABLE, progress_logger
@@ -48,9 +48,9 @@ def cached_model(name: str, weights: str, device: str):
 
 def batch_images(lake: DataLake, batch: str) -> pd.DataFrame:
     """The batch's usable images with their face crop boxes (columns for ``embed_batch_to_parquet``)."""
-    status = pd.read_parquet(lake.image_status_path(batch))
+    status = read_parquet(lake.image_status_path(batch))
     usable = status[status["status"].isin(USABLE)][["objectid", "uuid"]]
-    faces = pd.read_parquet(lake.faces_path(batch), columns=["objectid", "crop_x0", "crop_y0", "crop_x1", "crop_y1"])
+    faces = read_parquet(lake.faces_path(batch), columns=["objectid", "crop_x0", "crop_y0", "crop_x1", "crop_y1"])
     images = usable.merge(faces, on="objectid", how="left").reset_index(drop=True)
     images["path"] = [str(lake.image_path(uuid)) for uuid in images["uuid"]]
     return images

@@ -1,11 +1,11 @@
 """``eval_report``: leave-one-out retrieval quality of the current index, written to ``reports/``."""
 
 import numpy as np
-import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
 from ..automation import COLLECTION
 from ..config import Settings
+from ..core.storage import read_parquet
 from ..resources import lake_for
 from .images import progress_logger
 from .index import current_collection
@@ -68,7 +68,7 @@ def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
         from ..core import reports
 
         collection = current_collection(settings, lake)
-        catalog = pd.read_parquet(lake.filtered_paintings_parquet, columns=CATALOG_COLUMNS)
+        catalog = read_parquet(lake.filtered_paintings_parquet, columns=CATALOG_COLUMNS)
         served = _served_generation(lake, settings.models)  # resolved once: fusions and the checked index agree
         variants = {}
         for variant, vectors in collection.items():

@@ -15,12 +15,11 @@ import hashlib
 import json
 import time
 
-import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
 from ..automation import COLLECTION
 from ..config import Settings
-from ..core.storage import DataLake
+from ..core.storage import DataLake, read_parquet
 from ..resources import lake_for
 from .versions import code_version
 
@@ -32,7 +31,7 @@ _NOTHING = hashlib.sha256(b"").hexdigest()[:16]
 
 def current_catalog(lake: DataLake) -> tuple[list[str], list[int]]:
     """Active batch keys and the objectids currently in ``filtered_paintings``."""
-    paintings = pd.read_parquet(lake.filtered_paintings_parquet, columns=["objectid", "batch_key"])
+    paintings = read_parquet(lake.filtered_paintings_parquet, columns=["objectid", "batch_key"])
     return sorted(paintings["batch_key"].dropna().unique().tolist()), paintings["objectid"].astype(int).tolist()
 
 

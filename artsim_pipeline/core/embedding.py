@@ -36,7 +36,7 @@ from PIL import Image
 
 from .models import LoadedModel, ModelSpec, clamp_box, normalize_batch, prepare_image
 from .progress import Progress
-from .storage import DataLake, atomic_path
+from .storage import DataLake, atomic_path, read_table, readable
 
 K = TypeVar("K", bound=Hashable)
 ImageSource = Union[Image.Image, str, "os.PathLike[str]"]
@@ -68,7 +68,7 @@ def load_and_prepare(
     """
     if isinstance(source, Image.Image):
         return prepare_image(source, spec, crop_box)
-    with Image.open(source) as image:
+    with Image.open(readable(source)) as image:
         if fast_decode and image.format == "JPEG":
             width, height = image.size
             region = clamp_box(crop_box, image.size) if crop_box is not None else (0, 0, width, height)
@@ -340,7 +340,7 @@ def read_embeddings(paths: Path | str | Iterable[Path | str]) -> tuple[pd.DataFr
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    tables = [pq.read_table(p) for p in paths]
+    tables = [read_table(p) for p in paths]
     if not tables:
         empty = pd.DataFrame({"objectid": pd.Series(dtype="int64"), "uuid": pd.Series(dtype=object),
                               "variant": pd.Series(dtype=object)})

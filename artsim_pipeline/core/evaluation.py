@@ -45,6 +45,7 @@ import pandas as pd
 from .fusion import FusionModel, fit_fusion, transform
 from .index import exact_topk
 from .metrics import load_gray, pixel_rmse, pixel_ssim, random_baseline
+from .storage import lake_path
 from .scoring import (
     ScoringWeights,
     is_missing,
@@ -507,7 +508,7 @@ def _pair_metrics(cache: GrayCache, pairs: list[tuple[Path, Path]], workers: int
     for a, b in pairs:  # decode serially (fills the cache once per image)
         for path in (a, b):
             if str(path) not in grays:
-                grays[str(path)] = cache.get(path) if Path(path).is_file() else None
+                grays[str(path)] = cache.get(path) if lake_path(path).is_file() else None
 
     def one(pair: tuple[Path, Path]) -> tuple[float, float]:
         a, b = grays[str(pair[0])], grays[str(pair[1])]

@@ -210,7 +210,7 @@ def save_fusion(model: FusionModel, path: Path | str) -> None:
     arrays: dict[str, np.ndarray] = {"meta_json": np.array(json.dumps(_meta(model), sort_keys=True)), **_arrays(model)}
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    with atomic_path(Path(path)) as tmp:
+    with atomic_path(path) as tmp:
         with open(tmp, "wb") as handle:
             handle.write(buffer.getvalue())
             handle.flush()

@@ -274,7 +274,9 @@ def load_gray(path: Path | str, size: int = 256) -> np.ndarray:
     """Image as grayscale float32 ``[size, size]`` in [0, 1] (resized bilinearly, aspect not kept)."""
     from PIL import Image, ImageOps
 
-    with Image.open(path) as img:
+    from .storage import readable
+
+    with Image.open(readable(path)) as img:
         gray = ImageOps.exif_transpose(img).convert("L").resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(gray, dtype=np.float32) / 255.0
 

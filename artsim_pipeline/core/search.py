@@ -75,7 +75,7 @@ from .index import IndexBundle
 from .index import search as index_search
 from .models import LoadedModel, load_model, resolve_device
 from .scoring import ScoringWeights, fold_text, normalize_artist, rerank
-from .storage import DataLake
+from .storage import DataLake, lake_at, read_parquet, read_parquet_schema, readable
 
 log = logging.getLogger(__name__)
 
@@ -292,7 +292,7 @@ class _Parsed:
     def source(self) -> Any:
         """A fresh source for ``Image.open`` / ``load_and_prepare`` (path, buffer or PIL image)."""
         if self.path is not None:
-            return self.path
+            return readable(self.path)
         if self.data is not None:
             return io.BytesIO(self.data)
         return self.image
@@ -306,13 +306,11 @@ class _Parsed:
 
 def _collection_embedding_facts(lake: DataLake, model: str) -> tuple[set[str], set[str]]:
     """(weights ids, precisions) recorded in the model's embeddings files."""
-    import pyarrow.parquet as pq
-
     weights, precisions = set(), set()
     directory = lake.root / "embeddings" / model
     for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
         try:
-            meta = pq.read_schema(path).metadata or {}
+            meta = read_parquet_schema(path).metadata or {}
         except Exception:  # noqa: BLE001 - a damaged file is the pipeline's problem, not the query's
             continue
         if b"artsim.weights_id" in meta:
@@ -408,7 +406,7 @@ class SearchEngine:
         )
         kwargs.update(overrides)
         requested = tuple(settings.models)
-        engine = cls(DataLake(settings.data_lake), requested if models_explicit else None, settings.weights,
+        engine = cls(lake_at(settings.data_lake, settings.work_dir), requested if models_explicit else None, settings.weights,
                      settings.device, **kwargs)
         if not models_explicit and set(requested) != set(engine.model_names):
             engine.notes.append(f"using the index's models {','.join(engine.model_names)} "
@@ -439,16 +437,16 @@ class SearchEngine:
 
     def _load_catalog(self) -> pd.DataFrame:
         path = self.lake.catalog_db
-        if not path.is_file():
+        if not path.is_file() and not self.lake.is_remote:  # remote lake: its Parquet serves without one
             raise IndexNotBuiltError(f"no catalog at {path}; run `artsim run` first")
         try:
             with duckdb.connect(str(path), read_only=True) as con:
                 frame = con.execute(f"SELECT {', '.join(CATALOG_COLUMNS)} FROM filtered_paintings").df()
-        except duckdb.IOException:
-            parquet = self.lake.filtered_paintings_parquet  # the catalog is locked by a running pipeline
+        except duckdb.IOException:  # the catalog is locked by a running pipeline, or not on this machine
+            parquet = self.lake.filtered_paintings_parquet
             if not parquet.is_file():
                 raise
-            frame = pd.read_parquet(parquet, columns=list(CATALOG_COLUMNS))
+            frame = read_parquet(parquet, columns=list(CATALOG_COLUMNS))
         except duckdb.CatalogException as exc:
             raise IndexNotBuiltError(f"{path} has no filtered_paintings table; run `artsim run` first") from exc
         frame["objectid"] = frame["objectid"].astype("int64")
