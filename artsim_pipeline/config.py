@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from .core.fusion import TAP_SETS
+
 NGA_OPENDATA_BASE = "https://raw.githubusercontent.com/NationalGalleryOfArt/opendata/main"
 
 NOTEBOOK_MODELS = ("resnet101", "efficientnet_b3", "vit_b_16")
@@ -61,6 +63,8 @@ class Settings:
     precision: str = "fp32"
     device: str = "auto"
     pca_dim: int = 512
+    taps: str = "mean"  # mid-level features fused beside each backbone's final one: none | mean | mean+std
+    epochs: int = 0  # similarity_head training epochs (maximum; 0 = no learned head)
     refresh_cron: str = "0 4 * * *"
     max_shrink: float = 0.5
     image_hosts: tuple[str, ...] = DEFAULT_IMAGE_HOSTS
@@ -83,6 +87,9 @@ class Settings:
         _check_range("ARTSIM_FACE_MAX_SIDE", self.face_max_side, 32)
         _check_range("ARTSIM_EMBED_BATCH_SIZE", self.embed_batch_size, 1)
         _check_range("ARTSIM_PCA_DIM", self.pca_dim, 1)
+        _check_range("ARTSIM_EPOCHS", self.epochs, 0, 10_000)
+        if self.taps not in TAP_SETS:
+            raise ConfigError(f"ARTSIM_TAPS must be one of {', '.join(TAP_SETS)}, got {self.taps!r}")
         _check_range("ARTSIM_MAX_SHRINK", self.max_shrink, 0.0, 1.0)
         _check_hosts("ARTSIM_IMAGE_HOSTS", self.image_hosts)
         if not self.models:
@@ -190,6 +197,8 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "ARTSIM_PRECISION": ("precision", str),
     "ARTSIM_DEVICE": ("device", str),
     "ARTSIM_PCA_DIM": ("pca_dim", _int),
+    "ARTSIM_TAPS": ("taps", str),
+    "ARTSIM_EPOCHS": ("epochs", _int),
     "ARTSIM_REFRESH_CRON": ("refresh_cron", str),
     "ARTSIM_MAX_SHRINK": ("max_shrink", _float),
     "ARTSIM_IMAGE_HOSTS": ("image_hosts", _hosts),

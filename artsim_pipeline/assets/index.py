@@ -21,6 +21,7 @@ from ..automation import COLLECTION
 from ..config import Settings
 from ..core.storage import DataLake, read_parquet
 from ..resources import lake_for
+from .similarity_head import similarity_head_assets
 from .versions import code_version
 
 #: Part of both assets' code versions: a lake written with the old layout (``index/fusion_*.npz``,
@@ -35,12 +36,13 @@ def current_catalog(lake: DataLake) -> tuple[list[str], list[int]]:
     return sorted(paintings["batch_key"].dropna().unique().tolist()), paintings["objectid"].astype(int).tolist()
 
 
-def current_collection(settings: Settings, lake: DataLake) -> dict:
-    """The aligned vectors (per variant) of the paintings now in the catalog."""
+def current_collection(settings: Settings, lake: DataLake, all_blocks: bool = False) -> dict:
+    """The aligned vectors (per variant) of the paintings now in the catalog: the fusion blocks of
+    ``ARTSIM_TAPS``, or with ``all_blocks`` every stored block (the evaluation's tap-set ablations)."""
     from ..core.collection import load_collection
 
     active, ids = current_catalog(lake)
-    return load_collection(lake, settings.models, active, keep_ids=ids)
+    return load_collection(lake, settings.models, active, keep_ids=ids, tap_set=None if all_blocks else settings.taps)
 
 
 def _served_version(lake: DataLake) -> tuple[str | None, str]:
@@ -62,8 +64,8 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
         code_version=code_version("pca_model", settings, layout=INDEX_LAYOUT),
         group_name="index",
         automation_condition=COLLECTION,
-        description="Per variant (full, face): the models' vectors concatenated, standardised with collection "
-        "statistics, balanced per model and reduced by PCA (≤ ARTSIM_PCA_DIM). Staged for faiss_index; search "
+        description="Per variant (full, face): the models' final and mid-level (ARTSIM_TAPS) features concatenated, "
+        "standardised with collection statistics, balanced per block and reduced by PCA (≤ ARTSIM_PCA_DIM). Staged for faiss_index; search "
         "only sees it once faiss_index publishes it together with the index.",
     )
     def pca_model(context: AssetExecutionContext) -> MaterializeResult:
@@ -105,17 +107,20 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
             data_version=DataVersion(version),
         )
 
+    heads = similarity_head_assets(settings, pca_model)
+
     @asset(
-        deps=[pca_model],
-        code_version=code_version("faiss_index", settings, layout=INDEX_LAYOUT),
+        deps=[pca_model, *heads],
+        code_version=code_version("faiss_index", settings, layout=INDEX_LAYOUT, head=bool(heads)),
         group_name="index",
         automation_condition=COLLECTION,
         description="FAISS inner-product index (IVF-Flat, or Flat when small) over the fused, L2-normalised "
-        "vectors of each variant; ids are objectids. Published with its fusion as one index generation "
+        "vectors of each variant (the full variant through similarity_head when ARTSIM_EPOCHS > 0); ids are "
+        "objectids. Published with its fusion as one index generation "
         "(index/generations/<id>/, served through index/CURRENT).",
     )
     def faiss_index(context: AssetExecutionContext) -> MaterializeResult:
-        from ..core.fusion import transform
+        from ..core.fusion import transform, with_projection
         from ..core.generations import REQUIRED_VARIANT, load_staged_fusions, publish_generation
         from ..core.index import build_index
 
@@ -125,6 +130,8 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
         parts = {}
         for variant, vectors in collection.items():
             fusion = staged.fusions.get(variant) if staged is not None else None
+            if fusion is not None and heads and variant == REQUIRED_VARIANT:
+                fusion = with_projection(fusion, staged_head(lake, staged.stage).weight)
             if fusion is None or len(vectors) < 2:
                 metadata[f"{variant}_size"] = MetadataValue.int(0)
                 continue
@@ -155,4 +162,17 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
                                 f"generation {served or '(none)'}")
         return MaterializeResult(metadata=metadata, data_version=DataVersion(version))
 
-    return [pca_model, faiss_index]
+    return [pca_model, *heads, faiss_index]
+
+
+def staged_head(lake: DataLake, stage: str):
+    """``similarity_head``'s output, checked to be trained on the staged fusion ``stage``."""
+    from ..core.head import load_head
+
+    if not lake.similarity_head_path.is_file():
+        raise RuntimeError(f"no similarity head at {lake.similarity_head_path}; materialize similarity_head first")
+    head = load_head(lake.similarity_head_path)
+    if head.info.get("stage") != stage:
+        raise RuntimeError(f"{lake.similarity_head_path} was trained on staged fusion {head.info.get('stage')!r}, "
+                           f"not the staged {stage!r}; materialize similarity_head again")
+    return head

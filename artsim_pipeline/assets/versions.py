@@ -21,9 +21,10 @@ CODE_VERSIONS: dict[str, str] = {
     "filtered_paintings": "3",
     "image_cache": "2",
     "face_crops": "2",
-    "embeddings": "2",
-    "pca_model": "2",
+    "embeddings": "3",  # bump when a registry entry's taps (core/models.py) change
+    "pca_model": "3",
     "faiss_index": "2",
+    "similarity_head": "1",
     "eval_report": "2",
     "collection_map": "1",
 }
@@ -34,9 +35,10 @@ OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {
     "image_cache": ("image_size", "min_side", "image_hosts"),
     "face_crops": ("face_threshold", "face_margin", "face_max_side"),
     "embeddings": ("weights", "precision"),  # plus the model name and the weights file (see embeddings.py)
-    "pca_model": ("models", "pca_dim"),
+    "pca_model": ("models", "pca_dim", "taps"),
+    "similarity_head": ("epochs",),
     "faiss_index": (),
-    "eval_report": ("models", "weights", "pca_dim"),
+    "eval_report": ("models", "weights", "pca_dim", "taps"),
     "collection_map": (),
 }
 

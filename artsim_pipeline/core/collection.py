@@ -2,7 +2,8 @@
 
 Plain Python. Reads ``embeddings/<model>/<batch>.parquet`` for the given batches, keeps the objectids
 still in the catalog (removed paintings drop out here even when their batch was not re-run) and
-aligns the models row by row on (objectid, variant).
+aligns the models row by row on (objectid, variant). ``blocks`` holds every fusion block: ``<model>`` (the
+final feature) and ``<model>@<module>.<stat>`` for the model's tap features (see :mod:`.fusion`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,17 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .embedding import VARIANTS, read_embeddings
+from .embedding import FINAL, VARIANTS, read_embedding_blocks
+from .fusion import block_key, in_tap_set
 from .storage import DataLake
 
 
 @dataclass
 class CollectionVectors:
-    """One variant's aligned vectors: ``blocks[model]`` is ``[N, dim]``, row i is ``objectids[i]``."""
+    """One variant's aligned vectors: ``blocks[name]`` is ``[N, width]``, row i is ``objectids[i]``.
+
+    Block names: ``<model>`` and ``<model>@<module>.<stat>`` (see :func:`.fusion.block_key`).
+    """
 
     variant: str
     objectids: np.ndarray
@@ -31,27 +36,33 @@ class CollectionVectors:
 
 
 def load_collection(
-    lake: DataLake, models: Iterable[str], batches: Iterable[str], keep_ids: Iterable[int] | None = None
+    lake: DataLake, models: Iterable[str], batches: Iterable[str], keep_ids: Iterable[int] | None = None,
+    tap_set: str | None = None,
 ) -> dict[str, CollectionVectors]:
     """Aligned vectors per variant (``full``, ``face``) for ``models`` over ``batches``.
 
-    A painting appears in a variant only when every model has a vector for it; rows are sorted by
-    objectid. Missing batch files are an error naming the file (run the embeddings first).
+    ``tap_set`` (``none`` | ``mean`` | ``mean+std``) picks the tap blocks loaded beside each final
+    feature; ``None`` loads every block the files share. A painting appears in a variant only when
+    every model has a vector for it; rows are sorted by objectid. Missing batch files are an error
+    naming the file (run the embeddings first).
     """
     models = list(models)
     batches = list(batches)
     keep = None if keep_ids is None else np.asarray(sorted(set(int(i) for i in keep_ids)), dtype=np.int64)
-    per_model: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
+    per_model: dict[str, tuple[pd.DataFrame, dict[str, np.ndarray]]] = {}
     for model in models:
         paths = [lake.embeddings_path(model, batch) for batch in batches]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"embeddings missing for model {model}: {', '.join(missing[:3])}")
-        meta, vectors = read_embeddings(paths)
+        meta, stored = read_embedding_blocks(paths)
+        if FINAL not in stored:
+            stored[FINAL] = np.zeros((0, 0), dtype=np.float32)
+        stored = {name: v for name, v in stored.items() if tap_set is None or in_tap_set(block_key(model, name), tap_set)}
         meta = meta.assign(row=np.arange(len(meta)))
         if keep is not None:
             meta = meta[meta["objectid"].isin(keep)]
-        per_model[model] = (meta, vectors)
+        per_model[model] = (meta, stored)
     result: dict[str, CollectionVectors] = {}
     for variant in VARIANTS:
         joined: pd.DataFrame | None = None
@@ -61,7 +72,10 @@ def load_collection(
             part = part.drop_duplicates("objectid", keep="last")
             joined = part if joined is None else joined.merge(part.drop(columns="uuid"), on="objectid", how="inner")
         joined = joined.sort_values("objectid").reset_index(drop=True) if joined is not None else pd.DataFrame()
-        blocks = {model: per_model[model][1][joined[model].to_numpy(dtype=np.int64)] for model in models}
+        blocks = {
+            block_key(model, name): values[joined[model].to_numpy(dtype=np.int64)]
+            for model in models for name, values in per_model[model][1].items()
+        }
         result[variant] = CollectionVectors(
             variant=variant,
             objectids=joined["objectid"].to_numpy(dtype=np.int64) if len(joined) else np.zeros(0, np.int64),

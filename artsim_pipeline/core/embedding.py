@@ -11,7 +11,14 @@ Plain Python (no Dagster import). The flow for one batch of the pipeline:
    ``torch.inference_mode`` (optionally ``bf16`` autocast);
 3. :func:`embed_batch_to_parquet` writes ``<lake>/embeddings/<model>/<batch>.parquet`` atomically.
 
-Vectors are the raw (not L2-normalised) float32 backbone features.
+Vectors are the raw (not L2-normalised) float32 backbone features. Each row also carries the model's
+mid-level tap features (:attr:`~artsim_pipeline.core.models.ModelSpec.taps`), computed in the same
+forward pass: column ``tap:<module>.<stat>`` (stat ``mean`` or ``std`` per channel over space).
+
+Parquet schema of ``embeddings/<model>/<batch>.parquet``: ``objectid`` int64, ``uuid`` string,
+``variant`` string (``full`` | ``face``), ``vector`` fixed_size_list<float32>[dim], then one
+``tap:<module>.<stat>`` fixed_size_list<float32>[channels] per tap block; schema metadata
+``artsim.model``, ``artsim.weights_id``, ``artsim.dim``, ``artsim.precision``, ``artsim.taps``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ PRECISIONS = ("fp32", "bf16")
 #: similarity with its fp32 vector.
 BF16_MIN_COSINE = 0.995
 VARIANTS = ("full", "face")
+#: Block name of a model's final pooled feature (its tap blocks are ``<module>.<stat>``).
+FINAL = "final"
+TAP_PREFIX = "tap:"
 CROP_COLUMNS = ("crop_x0", "crop_y0", "crop_x1", "crop_y1")
 
 
@@ -124,14 +134,25 @@ def forward(model: LoadedModel, x: torch.Tensor, precision: str = "fp32") -> np.
     return np.ascontiguousarray(y.float().cpu().numpy(), dtype=np.float32)
 
 
+def forward_blocks(model: LoadedModel, x: torch.Tensor, precision: str = "fp32") -> dict[str, np.ndarray]:
+    """One forward pass with the tap features: ``{"final": [N, dim], "<tap>.<stat>": [N, C], ...}``."""
+    _check_precision(precision)
+    with model.capture_taps() as taps, torch.inference_mode(), _autocast(model, precision):
+        y = model.module(x)
+    blocks = {FINAL: y, **{name: taps[name] for name in model.spec.tap_blocks}}
+    return {name: np.ascontiguousarray(v.float().cpu().numpy(), dtype=np.float32) for name, v in blocks.items()}
+
+
 def forward_prepared(
-    model: LoadedModel, batch: np.ndarray, precision: str = "fp32", channels_last: bool | None = None
-) -> np.ndarray:
-    """Normalise a ``uint8 [N, S, S, 3]`` batch and run the model: ``float32 [N, dim]``."""
+    model: LoadedModel, batch: np.ndarray, precision: str = "fp32", channels_last: bool | None = None,
+    taps: bool = False,
+) -> Any:
+    """Normalise a ``uint8 [N, S, S, 3]`` batch and run the model: ``float32 [N, dim]``, or with ``taps``
+    every block (:func:`forward_blocks`)."""
     cl = model.spec.channels_last if channels_last is None else channels_last
     model.use_memory_format(cl)
     x = normalize_batch(batch, model.spec, model.device, channels_last=cl)
-    return forward(model, x, precision)
+    return forward_blocks(model, x, precision) if taps else forward(model, x, precision)
 
 
 def iter_embeddings(
@@ -144,8 +165,10 @@ def iter_embeddings(
     num_workers: int = 2,
     prefetch_batches: int = 2,
     fast_decode: bool = True,
-) -> Iterator[tuple[list[K], np.ndarray]]:
-    """Stream ``(keys, float32 [n, dim])`` per batch of ``items`` = ``(key, image, crop_box)``.
+    taps: bool = False,
+) -> Iterator[tuple[list[K], Any]]:
+    """Stream ``(keys, float32 [n, dim])`` per batch of ``items`` = ``(key, image, crop_box)``
+    (with ``taps``: ``(keys, {block: float32 [n, width]})``, see :func:`forward_blocks`).
 
     ``image`` is a path or a PIL image; ``crop_box`` is ``(x0, y0, x1, y1)`` pixels or None.
     ``num_workers`` threads prepare up to ``prefetch_batches`` batches ahead of the batch in
@@ -158,8 +181,8 @@ def iter_embeddings(
     spec = model.spec
     cl = spec.channels_last if channels_last is None else channels_last
 
-    def run(keys: list[K], arrays: list[np.ndarray]) -> tuple[list[K], np.ndarray]:
-        return keys, forward_prepared(model, np.stack(arrays), precision, cl)
+    def run(keys: list[K], arrays: list[np.ndarray]) -> tuple[list[K], Any]:
+        return keys, forward_prepared(model, np.stack(arrays), precision, cl, taps=taps)
 
     if num_workers <= 0:
         for chunk in _chunks(items, batch_size):
@@ -194,8 +217,10 @@ def embed_images(
     num_workers: int = 2,
     fast_decode: bool = True,
     progress: Callable[[str], None] | None = None,
-) -> tuple[list[K], np.ndarray]:
-    """Embed every ``(key, image, crop_box)``: ``(keys, float32 [N, dim])`` in input order.
+    taps: bool = False,
+) -> tuple[list[K], Any]:
+    """Embed every ``(key, image, crop_box)``: ``(keys, float32 [N, dim])`` in input order
+    (with ``taps``: ``(keys, {block: float32 [N, width]})`` with the ``final`` and tap blocks).
 
     ``progress`` (optional) gets a line about every 10% of the items and one at the end, e.g.
     ``efficientnet_lite0: 64/256 images (25%), 30.1 images/s`` (counting every model input: full
@@ -205,31 +230,37 @@ def embed_images(
         items = list(items)
     ticker = Progress(progress, len(items) if isinstance(items, Sized) else 0, model.name)
     keys: list[K] = []
-    parts: list[np.ndarray] = []
+    parts: list[dict[str, np.ndarray]] = []
     for batch_keys, vectors in iter_embeddings(
         model, items, batch_size=batch_size, precision=precision, channels_last=channels_last,
-        num_workers=num_workers, fast_decode=fast_decode,
+        num_workers=num_workers, fast_decode=fast_decode, taps=True,
     ):
         keys.extend(batch_keys)
         parts.append(vectors)
         ticker.update(len(keys))
     ticker.finish()
-    if not parts:
-        return keys, np.zeros((0, model.dim), dtype=np.float32)
-    return keys, np.concatenate(parts, axis=0)
+    blocks = {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]} if parts else {
+        FINAL: np.zeros((0, model.dim), dtype=np.float32)}
+    return keys, blocks if taps else blocks[FINAL]
 
 
 # --------------------------------------------------------------------------- parquet
 
 
-def embeddings_schema(dim: int) -> pa.Schema:
-    """Schema of an embeddings file: one row per (image, variant)."""
+def _vector_type(width: int) -> pa.DataType:
+    return pa.list_(pa.field("item", pa.float32(), nullable=False), width)
+
+
+def embeddings_schema(dim: int, tap_widths: dict[str, int] | None = None) -> pa.Schema:
+    """Schema of an embeddings file: one row per (image, variant), tap blocks after ``vector``."""
     return pa.schema(
         [
             pa.field("objectid", pa.int64(), nullable=False),
             pa.field("uuid", pa.string(), nullable=False),
             pa.field("variant", pa.string(), nullable=False),
-            pa.field("vector", pa.list_(pa.field("item", pa.float32(), nullable=False), dim), nullable=False),
+            pa.field("vector", _vector_type(dim), nullable=False),
+            *[pa.field(TAP_PREFIX + name, _vector_type(width), nullable=False)
+              for name, width in (tap_widths or {}).items()],
         ]
     )
 
@@ -298,29 +329,32 @@ def embed_batch_to_parquet(
     target = lake.embeddings_path(model.name, batch)
     started = time.perf_counter()
     items = batch_items(images)
-    keys, vectors = embed_images(
+    keys, blocks = embed_images(
         model, items, batch_size=batch_size, precision=precision, channels_last=channels_last,
-        num_workers=num_workers, fast_decode=fast_decode, progress=progress,
+        num_workers=num_workers, fast_decode=fast_decode, progress=progress, taps=True,
     )
+    tap_names = model.spec.tap_blocks
+    if not keys:  # an empty batch still gets the full schema (tap widths from a dry pass)
+        blocks = _empty_blocks(model, precision)
     positions = np.fromiter((pos for pos, _ in keys), dtype=np.int64, count=len(keys))
     variants = [variant for _, variant in keys]
     objectids = images["objectid"].to_numpy(dtype=np.int64)[positions]
     uuids = images["uuid"].astype(str).to_numpy()[positions]
-    schema = embeddings_schema(model.dim).with_metadata(
+    schema = embeddings_schema(model.dim, {name: blocks[name].shape[1] for name in tap_names}).with_metadata(
         {
             "artsim.model": model.name,
             "artsim.weights_id": model.weights_id,
             "artsim.dim": str(model.dim),
             "artsim.precision": precision,
+            "artsim.taps": ",".join(model.spec.taps),
         }
     )
-    flat = pa.array(vectors.reshape(-1), type=pa.float32())
     table = pa.Table.from_arrays(
         [
             pa.array(objectids, type=pa.int64()),
             pa.array(uuids, type=pa.string()),
             pa.array(variants, type=pa.string()),
-            pa.FixedSizeListArray.from_arrays(flat, model.dim),
+            *[_fixed_list(blocks[name]) for name in (FINAL, *tap_names)],
         ],
         schema=schema,
     )
@@ -331,6 +365,51 @@ def embed_batch_to_parquet(
         path=target, images=len(images), full_rows=len(variants) - face_rows, face_rows=face_rows,
         seconds=time.perf_counter() - started,
     )
+
+
+def _fixed_list(vectors: np.ndarray) -> pa.FixedSizeListArray:
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
+
+
+def _empty_blocks(model: LoadedModel, precision: str) -> dict[str, np.ndarray]:
+    """Zero-row blocks with the model's real widths (one dry forward pass of a blank image)."""
+    size = model.spec.input_size
+    one = forward_prepared(model, np.zeros((1, size, size, 3), dtype=np.uint8), precision, taps=True)
+    return {name: np.zeros((0, v.shape[1]), dtype=np.float32) for name, v in one.items()}
+
+
+def read_embedding_blocks(
+    paths: Path | str | Iterable[Path | str], blocks: Sequence[str] | None = None
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Read embeddings files with their tap blocks: ``(meta, {block: float32 [N, width]})``.
+
+    ``blocks`` names the blocks to read (``final`` and ``<module>.<stat>``); ``None`` reads every block
+    the files share. A named block missing from a file is an error naming the file.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    paths = list(paths)
+    tables = [read_table(p) for p in paths]
+    if not tables:
+        empty, _ = read_embeddings([])
+        return empty, {}
+    available = [
+        [FINAL] + [n[len(TAP_PREFIX):] for n in t.column_names if n.startswith(TAP_PREFIX)] for t in tables
+    ]
+    wanted = list(blocks) if blocks is not None else [n for n in available[0] if all(n in a for a in available)]
+    out: dict[str, np.ndarray] = {}
+    for name in wanted:
+        column = "vector" if name == FINAL else TAP_PREFIX + name
+        for table, path in zip(tables, paths):
+            if column not in table.column_names:
+                raise ValueError(f"{path}: no embeddings block {name!r} (column {column!r}); re-run the embeddings")
+        widths = {_vector_dim(t, p, column) for t, p in zip(tables, paths)}
+        if len(widths) > 1:
+            raise ValueError(f"embeddings block {name!r} has different widths {sorted(widths)} across files")
+        width = widths.pop()
+        out[name] = np.concatenate([_vectors(t.column(column), width) for t in tables], axis=0)
+    meta = pd.concat([t.select(["objectid", "uuid", "variant"]).to_pandas() for t in tables], ignore_index=True)
+    return meta, out
 
 
 def read_embeddings(paths: Path | str | Iterable[Path | str]) -> tuple[pd.DataFrame, np.ndarray]:
@@ -354,11 +433,11 @@ def read_embeddings(paths: Path | str | Iterable[Path | str]) -> tuple[pd.DataFr
     return meta, vectors
 
 
-def _vector_dim(table: pa.Table, path: Any) -> int:
-    kind = table.schema.field("vector").type
+def _vector_dim(table: pa.Table, path: Any, column: str = "vector") -> int:
+    kind = table.schema.field(column).type
     if pa.types.is_fixed_size_list(kind):
         return int(kind.list_size)
-    lengths = pc.unique(pc.list_value_length(table.column("vector"))).to_pylist()
+    lengths = pc.unique(pc.list_value_length(table.column(column))).to_pylist()
     if len(lengths) > 1:
         raise ValueError(f"{path}: vectors of different lengths {sorted(lengths)}")
     return int(lengths[0]) if lengths else 0
@@ -417,6 +496,6 @@ def bf16_acceptable(
 __all__ = [
     "BF16_MIN_COSINE", "CROP_COLUMNS", "EmbedBatchResult", "ImageReadError", "PRECISIONS", "VARIANTS",
     "batch_items", "bf16_acceptable", "check_bf16", "cosine_rows", "embed_batch_to_parquet", "embed_images",
-    "embeddings_schema", "forward", "forward_prepared", "iter_embeddings", "load_and_prepare",
-    "read_embeddings",
+    "embeddings_schema", "FINAL", "forward", "forward_blocks", "forward_prepared", "iter_embeddings",
+    "load_and_prepare", "read_embedding_blocks", "read_embeddings",
 ]

@@ -12,7 +12,9 @@ Pipeline, fitted once on the whole collection and then applied to any vector:
    dot product;
 4. optionally PCA to ``min(n_components, n_samples - 1, n_features)`` dimensions
    (``whiten`` divides each component by its standard deviation);
-5. L2-normalise each row, so inner product equals cosine similarity.
+5. optionally a learned projection (``projection``, the ``similarity_head`` asset's weight,
+   :mod:`artsim_pipeline.core.head`; attached with :func:`with_projection`);
+6. L2-normalise each row, so inner product equals cosine similarity.
 """
 
 from __future__ import annotations
@@ -21,15 +23,18 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Mapping
+from typing import Any, BinaryIO, Mapping, Sequence
 
 import numpy as np
 
 from artsim_pipeline.core.storage import atomic_path
 
 FUSION_FORMAT_VERSION = 1
+#: Values of ``ARTSIM_TAPS``: which mid-level statistics of each backbone's taps join its final feature
+#: (the taps themselves are declared per model in the registry, :mod:`artsim_pipeline.core.models`).
+TAP_SETS = ("none", "mean", "mean+std")
 PCA_RANDOM_STATE = 0
 _EPS = 1e-12
 
@@ -48,6 +53,7 @@ class FusionModel:
     explained_variance: np.ndarray | None  # [n_components]
     explained_variance_ratio: np.ndarray | None  # [n_components]
     options: dict[str, Any] = field(default_factory=dict)
+    projection: np.ndarray | None = None  # [d_out, output dim of PCA]: the learned similarity head
 
     @property
     def n_features(self) -> int:
@@ -57,6 +63,8 @@ class FusionModel:
     @property
     def output_dim(self) -> int:
         """Width of the fused output vectors."""
+        if self.projection is not None:
+            return int(self.projection.shape[0])
         return int(self.pca_components.shape[0]) if self.pca_components is not None else self.n_features
 
 
@@ -163,7 +171,20 @@ def transform(model: FusionModel, blocks: dict[str, np.ndarray]) -> np.ndarray:
         z = (z - model.pca_mean) @ model.pca_components.T
         if model.options.get("whiten"):
             z = z / np.sqrt(np.maximum(model.explained_variance, _EPS))
+    if model.projection is not None:
+        z = _l2_normalise(z) @ model.projection.T  # the head was trained on the L2-normalised fused vectors
     return _l2_normalise(z).astype(np.float32)
+
+
+def with_projection(model: FusionModel, projection: np.ndarray | None) -> FusionModel:
+    """``model`` followed by a learned projection (``None``: without one). The input must match its output."""
+    if projection is None:
+        return replace(model, projection=None)
+    weight = np.asarray(projection, dtype=np.float64)
+    base = replace(model, projection=None).output_dim
+    if weight.ndim != 2 or weight.shape[1] != base:
+        raise ValueError(f"projection of shape {weight.shape} does not fit the fusion's {base}-d output")
+    return replace(model, projection=weight)
 
 
 def _arrays(model: FusionModel) -> dict[str, np.ndarray]:
@@ -179,6 +200,8 @@ def _arrays(model: FusionModel) -> dict[str, np.ndarray]:
             explained_variance=model.explained_variance,
             explained_variance_ratio=model.explained_variance_ratio,
         )
+    if model.projection is not None:
+        arrays["projection"] = model.projection
     return arrays
 
 
@@ -188,6 +211,7 @@ def _meta(model: FusionModel) -> dict[str, Any]:
         "dims": list(model.dims),
         "options": model.options,
         "has_pca": model.pca_components is not None,
+        **({"has_projection": True} if model.projection is not None else {}),
     }
 
 
@@ -237,4 +261,43 @@ def load_fusion(path: Path | str | BinaryIO) -> FusionModel:
             explained_variance=data["explained_variance"] if pca else None,
             explained_variance_ratio=data["explained_variance_ratio"] if pca else None,
             options=dict(meta["options"]),
+            projection=data["projection"] if meta.get("has_projection") else None,
         )
+
+
+# ---------------------------------------------------------------- block names (final feature + taps)
+#
+# A fusion block is named ``<model>`` for a backbone's final pooled feature and ``<model>@<module>.<stat>``
+# for one of its mid-level taps (e.g. ``efficientnet_lite0@blocks.3.mean``); every block is standardised
+# and balanced on its own (steps 2-3 above), so each tap weighs as much as a final feature.
+
+TAP_SEPARATOR = "@"
+
+
+def block_key(model: str, block: str) -> str:
+    """Fusion block name of ``block`` (``final`` or ``<module>.<stat>``) of ``model``."""
+    return model if block == "final" else f"{model}{TAP_SEPARATOR}{block}"
+
+
+def block_model(name: str) -> str:
+    """The backbone a fusion block comes from."""
+    return name.split(TAP_SEPARATOR, 1)[0]
+
+
+def block_models(names: Sequence[str]) -> tuple[str, ...]:
+    """The distinct backbones of ``names``, in first-seen order."""
+    return tuple(dict.fromkeys(block_model(name) for name in names))
+
+
+def in_tap_set(name: str, tap_set: str) -> bool:
+    """Whether block ``name`` is used under ``ARTSIM_TAPS=tap_set`` (``none`` | ``mean`` | ``mean+std``)."""
+    if tap_set not in TAP_SETS:
+        raise ValueError(f"tap set must be one of {', '.join(TAP_SETS)}, got {tap_set!r}")
+    if TAP_SEPARATOR not in name:
+        return True
+    return tap_set == "mean+std" or (tap_set == "mean" and name.endswith(".mean"))
+
+
+def tap_blocks(blocks: Mapping[str, np.ndarray], tap_set: str) -> dict[str, np.ndarray]:
+    """The blocks of ``blocks`` used under ``tap_set`` (final features always; then taps by statistic)."""
+    return {name: values for name, values in blocks.items() if in_tap_set(name, tap_set)}

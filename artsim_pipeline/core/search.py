@@ -69,7 +69,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .embedding import forward_prepared, load_and_prepare
 from .faces import FaceDetector, detect_faces_in_files
-from .fusion import FusionModel, transform
+from .fusion import FusionModel, block_key, block_models, transform
 from .generations import NoGenerationError, load_generation
 from .index import IndexBundle
 from .index import search as index_search
@@ -466,8 +466,8 @@ class SearchEngine:
 
     @property
     def model_names(self) -> tuple[str, ...]:
-        """The models the index was built with, in its fusion order (the ones queries are embedded with)."""
-        return tuple(self.variants["full"].fusion.model_names)
+        """The backbones the index was built with, in its fusion order (the ones queries are embedded with)."""
+        return block_models(self.variants["full"].fusion.model_names)
 
     @property
     def models(self) -> list[LoadedModel]:
@@ -539,8 +539,13 @@ class SearchEngine:
         return arrays
 
     def forward(self, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-        """Each model's raw vector ``[1, dim]`` for prepared inputs (the bare forward passes)."""
-        return {m.name: forward_prepared(m, a[None], self.precision) for m, a in zip(self.models, arrays)}
+        """Every fusion block ``[1, width]`` (each model's final feature and taps) for prepared inputs
+        (the bare forward passes, one per model)."""
+        blocks: dict[str, np.ndarray] = {}
+        for model, array in zip(self.models, arrays):
+            for name, values in forward_prepared(model, array[None], self.precision, taps=True).items():
+                blocks[block_key(model.name, name)] = values
+        return blocks
 
     def embed(self, image: Query, crop_box: tuple[float, float, float, float] | None = None,
               variant: str = "full") -> np.ndarray:

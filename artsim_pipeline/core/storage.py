@@ -356,6 +356,12 @@ class DataLake:
     def staged_fusion_path(self, stage: str, variant: str) -> Path:
         return self.staged_dir(stage) / _fusion_name(variant)
 
+    @property
+    def similarity_head_path(self) -> LakePath:
+        """``similarity_head``'s output (``index/similarity_head.npz``): the learned projection, for the staged
+        fusion its ``info`` names; ``faiss_index`` folds it into the full fusion it publishes."""
+        return self.index_dir / "similarity_head.npz"
+
     def legacy_index_paths(self, variants: tuple[str, ...] = ("full", "face")) -> list[Path]:
         """Files of the pre-generation layout (``index/fusion_<v>.npz``, ``index/<v>/``), removed on publish."""
         out: list[Path] = []

@@ -26,7 +26,8 @@ def test_adding_a_model_runs_only_its_embeddings_and_the_collection_assets(tmp_p
     assert {"pca_model", "faiss_index"} <= set(second.assets_run())
 
     table = pq.read_table(tmp_path / "lake" / "embeddings" / "mobilenet_v2" / "batch-00000.parquet")
-    assert table.column_names == ["objectid", "uuid", "variant", "vector"]
+    taps = [f"tap:features.{i}.{stat}" for i in (10, 13, 16, 17) for stat in ("mean", "std")]
+    assert table.column_names == ["objectid", "uuid", "variant", "vector", *taps]
     assert table.num_rows >= 3 and len(table.column("vector")[0]) == 1280
 
     # changing the weights of one model invalidates that model's embeddings only

@@ -19,6 +19,9 @@ from artsim_pipeline.core.embedding import (
     cosine_rows,
     embed_batch_to_parquet,
     embed_images,
+    forward_prepared,
+    load_and_prepare,
+    read_embedding_blocks,
     read_embeddings,
 )
 from artsim_pipeline.core.models import DEFAULT_OFFLINE_MODELS, LoadedModel, load_model
@@ -139,7 +142,10 @@ def test_parquet_layout_schema_and_face_rows(gallery, tmp_path) -> None:
     assert (result.images, result.full_rows, result.face_rows) == (4, 4, 2)
 
     table = pq.read_table(expected)
-    assert table.column_names == ["objectid", "uuid", "variant", "vector"]
+    taps = [f"tap:blocks.{i}.{stat}" for i in (3, 4, 5, 6) for stat in ("mean", "std")]
+    assert table.column_names == ["objectid", "uuid", "variant", "vector", *taps]
+    widths = {f"tap:blocks.{i}.{stat}": w for i, w in zip((3, 4, 5, 6), (80, 112, 192, 320)) for stat in ("mean", "std")}
+    assert {name: table.schema.field(name).type.list_size for name in taps} == widths
     assert table.schema.field("objectid").type == pa.int64()
     assert table.schema.field("uuid").type == pa.string()
     assert table.schema.field("variant").type == pa.string()
@@ -148,6 +154,7 @@ def test_parquet_layout_schema_and_face_rows(gallery, tmp_path) -> None:
     meta = table.schema.metadata
     assert meta[b"artsim.model"] == b"efficientnet_lite0"
     assert meta[b"artsim.weights_id"] == model.weights_id.encode()
+    assert meta[b"artsim.taps"] == b"blocks.3,blocks.4,blocks.5,blocks.6"
 
     rows = table.select(["objectid", "uuid", "variant"]).to_pylist()
     assert [(r["objectid"], r["variant"]) for r in rows] == [
@@ -166,6 +173,37 @@ def test_parquet_layout_schema_and_face_rows(gallery, tmp_path) -> None:
     np.testing.assert_allclose(vectors[:2], direct, rtol=1e-4, atol=1e-4)
     assert cosine_rows(vectors[0:1], vectors[1:2])[0] < 0.99
 
+    # The tap blocks read back equal the ones computed directly, row for row.
+    _, blocks = read_embedding_blocks([expected])
+    assert sorted(blocks) == sorted(["final", *(name[len("tap:"):] for name in taps)])
+    np.testing.assert_array_equal(blocks["final"], vectors)
+    _, direct_blocks = embed_images(model, [("full", frame.path[0], None)], taps=True)
+    for name, values in direct_blocks.items():
+        np.testing.assert_allclose(blocks[name][:1], values, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="no embeddings block 'blocks.9.mean'"):
+        read_embedding_blocks([expected], ["final", "blocks.9.mean"])
+
+
+def test_tap_features_are_pooled_statistics_of_the_tapped_block(gallery) -> None:
+    """Each tap is the per-channel mean / std over space of that block's output, from the same pass."""
+    model = _model("efficientnet_lite0")
+    spec = model.spec
+    batch = np.stack([load_and_prepare(gallery[name], spec) for name in sorted(gallery)[:2]])
+    blocks = forward_prepared(model, batch, taps=True, channels_last=False)
+    seen = {}
+    handle = dict(model.module.named_modules())["blocks.4"].register_forward_hook(
+        lambda _m, _i, out: seen.setdefault("out", out.detach().clone()))
+    try:
+        final = forward_prepared(model, batch, channels_last=False)
+    finally:
+        handle.remove()
+    out = seen["out"].float()
+    np.testing.assert_allclose(blocks["blocks.4.mean"], out.mean((2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(blocks["blocks.4.std"], out.std((2, 3), correction=0).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(blocks["final"], final)
+    assert blocks["blocks.6.mean"].shape == (2, 320)
+    assert not np.allclose(blocks["blocks.3.mean"][0], blocks["blocks.3.mean"][1])  # two images, two answers
+
 
 def test_parquet_without_crop_columns_and_empty_batch(gallery, tmp_path) -> None:
     model = _model("efficientnet_lite0")
@@ -176,6 +214,9 @@ def test_parquet_without_crop_columns_and_empty_batch(gallery, tmp_path) -> None
     meta, vectors = read_embeddings([result.path, empty.path])
     assert len(meta) == 4 and vectors.shape == (4, 1280)
     assert pq.read_table(empty.path).num_rows == 0
+    assert pq.read_table(empty.path).schema == pq.read_table(result.path).schema  # taps included when empty
+    _, blocks = read_embedding_blocks([result.path, empty.path])
+    assert blocks["blocks.6.std"].shape == (4, 320)
     assert read_embeddings([])[1].shape == (0, 0)
 
 
