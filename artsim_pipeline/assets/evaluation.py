@@ -16,6 +16,10 @@ CATALOG_COLUMNS = ["objectid", "uuid", "title", "artist", "artist_key", "style",
 REPORTED_SETTINGS = ("models", "weights", "pca_dim", "precision", "min_side", "limit", "image_size")
 HEADLINE_FLOATS = ("precision_at_k", "recall_at_k", "map_at_k", "map", "random_precision_at_k", "random_map",
                    "mean_rmse", "mean_ssim")
+#: The learned head on held-out artists: report key -> metadata key.
+LEARNED_FLOATS = {"precision_at_5_pca": "heldout_precision_at_5_pca",
+                  "precision_at_5_learned": "heldout_precision_at_5_learned",
+                  "map_pca": "heldout_map_pca", "map_learned": "heldout_map_learned"}
 
 
 def _index_searcher(bundle):
@@ -61,13 +65,13 @@ def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
         automation_condition=COLLECTION,
         description="Leave-one-out retrieval quality (same artist / same style; P@K, R@K, mAP@K, mAP) of visual "
         "and hybrid search against a random baseline, fusion ablations, full vs face crops, and pixel RMSE/SSIM "
-        "of the top results. Writes reports/eval_report.{json,md} and PNG plots (shown below the table).",
+        "of the top results, and the learned similarity head on held-out artists. Writes reports/eval_report.{json,md} and PNG plots (shown below the table).",
     )
     def eval_report(context: AssetExecutionContext) -> MaterializeResult:
-        from ..core.evaluation import VariantInput, evaluate_collection, fingerprint
+        from ..core.evaluation import VariantInput, evaluate_collection, report_fingerprint
         from ..core import reports
 
-        collection = current_collection(settings, lake)
+        collection = current_collection(settings, lake, all_blocks=True)
         catalog = read_parquet(lake.filtered_paintings_parquet, columns=CATALOG_COLUMNS)
         served = _served_generation(lake, settings.models)  # resolved once: fusions and the checked index agree
         variants = {}
@@ -75,8 +79,6 @@ def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
             fusion = served.fusions.get(variant) if served is not None else None
             variants[variant] = VariantInput(vectors.objectids, vectors.uuids, vectors.blocks, fusion)
         values = settings.as_dict()
-
-
         result = evaluate_collection(
             variants["full"],
             catalog,
@@ -86,6 +88,8 @@ def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
             weights_setting=settings.weights,
             pca_dim=settings.pca_dim,
             index_check=_index_searcher(served.bundles.get("full") if served is not None else None),
+            taps=settings.taps,
+            epochs=settings.epochs,
             settings={name: values[name] for name in REPORTED_SETTINGS},
             log=progress_logger(context, "eval_report"),
         )
@@ -108,9 +112,12 @@ def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
             "report_markdown": MetadataValue.path(str(files.markdown)),
             "seconds": MetadataValue.float(round(float(report["timings_s"]["total"]), 2)),
         })
+        learned = report["learned"]
+        if learned.get("available"):
+            metadata.update({name: MetadataValue.float(round(float(learned[key]), 4))
+                             for key, name in LEARNED_FLOATS.items()})
         if headline.get("warning"):
             metadata["warning"] = headline["warning"]
-        version = fingerprint({key: report[key] for key in ("headline", "methods", "ablations", "pixel")})
-        return MaterializeResult(metadata=metadata, data_version=DataVersion(version))
+        return MaterializeResult(metadata=metadata, data_version=DataVersion(report_fingerprint(report)))
 
     return [eval_report]

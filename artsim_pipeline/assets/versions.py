@@ -25,7 +25,7 @@ CODE_VERSIONS: dict[str, str] = {
     "pca_model": "3",
     "faiss_index": "2",
     "similarity_head": "1",
-    "eval_report": "2",
+    "eval_report": "3",
     "collection_map": "1",
 }
 
@@ -38,7 +38,7 @@ OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {
     "pca_model": ("models", "pca_dim", "taps"),
     "similarity_head": ("epochs",),
     "faiss_index": (),
-    "eval_report": ("models", "weights", "pca_dim", "taps"),
+    "eval_report": ("models", "weights", "pca_dim", "taps", "epochs"),
     "collection_map": (),
 }
 

@@ -1,4 +1,4 @@
-"""Retrieval and pixel metrics (plain Python, no Dagster).
+"""Ranking metrics (plain Python, no Dagster): each rule once, scalar beside vectorised.
 
 Ranking conventions, used everywhere below:
 
@@ -13,21 +13,28 @@ Ranking conventions, used everywhere below:
 * ``AP`` (full ranking) = the same sum over the whole ranking divided by n_relevant;
 * a query with no relevant item has no defined recall/AP: those functions return NaN and the
   aggregate evaluation leaves such queries out (``n_queries`` counts the ones kept);
-* ties in score are broken deterministically by the lower id (:func:`rank_with_ties`).
+* ties in score are broken deterministically by the lower id, NaN scores last.
+
+Each rule has a scalar form (one ranking: :func:`precision_at_k`, :func:`recall_at_k`,
+:func:`average_precision_at_k`, :func:`average_precision`, :func:`rank_with_ties`) and the
+vectorised form the evaluation protocol uses (one row per query: :func:`topk_metrics`,
+:func:`average_precision_rows`, :func:`rank_rows`); the tests hold them equal.
+:func:`evaluate_retrieval` is leave-one-out retrieval over plain labels built from the vectorised
+forms, and :func:`random_baseline` its closed-form chance level.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 _NAN = float("nan")
+_EPS = 1e-12
 _EVAL_CHUNK = 512
 
 
-# ---------------------------------------------------------------- single-ranking metrics
+# ---------------------------------------------------------------- one ranking (scalar forms)
 
 def _as_ranked(ranked: Any) -> np.ndarray:
     arr = np.asarray(ranked, dtype=bool)
@@ -64,9 +71,9 @@ def recall_at_k(ranked: Any, n_relevant: int, k: int) -> float:
 
 
 def _precision_at_hits(arr: np.ndarray) -> np.ndarray:
-    """precision@i at every rank i (1-based), zero where rank i is not relevant."""
-    ranks = np.arange(1, arr.size + 1)
-    return np.where(arr, np.cumsum(arr) / ranks, 0.0)
+    """precision@i at every rank i (1-based), zero where rank i is not relevant (works per row)."""
+    cum = np.cumsum(arr, axis=-1, dtype=np.float64)
+    return np.where(arr, cum / np.arange(1, arr.shape[-1] + 1), 0.0)
 
 
 def average_precision_at_k(ranked: Any, k: int, n_relevant: int) -> float:
@@ -94,18 +101,65 @@ def average_precision(ranked_full: Any, n_relevant: int | None = None) -> float:
 
 
 def rank_with_ties(scores: Any, ids: Any) -> np.ndarray:
-    """Positions ordered by score descending, equal scores by id ascending (NaN scores last)."""
+    """Positions ordered by score descending, equal scores by id ascending, NaN scores last.
+
+    The one-ranking form of :func:`rank_rows` (plain Python sort, kept as its reference).
+    """
     s = np.asarray(scores, dtype=np.float64)
     i = np.asarray(ids)
     if s.shape != i.shape or s.ndim != 1:
         raise ValueError(f"scores and ids must be 1-d and the same length, got {s.shape} and {i.shape}")
-    return np.lexsort((i, -s))
+    key = [(bool(np.isnan(v)), 0.0 if np.isnan(v) else -float(v), ident) for v, ident in zip(s, i.tolist())]
+    return np.array(sorted(range(len(key)), key=key.__getitem__), dtype=np.int64)
 
 
-# ---------------------------------------------------------------- leave-one-out evaluation
+# ---------------------------------------------------------------- one row per query (vectorised forms)
 
-def _label_codes(labels: Sequence[Any]) -> np.ndarray:
-    """Integer code per label; -1 for None / NaN / empty."""
+def rank_rows(scores: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """:func:`rank_with_ties` for every row of ``scores [q, n]`` at once (``ids [n]`` shared)."""
+    scores = np.asarray(scores)
+    return np.lexsort((np.broadcast_to(ids, scores.shape), -scores), axis=1)
+
+
+def drop_self(order: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Ranking ``order [q, n]`` without each query's own position ``rows[i]`` -> ``[q, n - 1]``."""
+    keep = order != rows[:, None]
+    return order[keep].reshape(len(rows), order.shape[1] - 1)
+
+
+def topk_metrics(rel: np.ndarray, n_rel: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """``precision@k``, ``recall@k``, ``map@k`` per query from ``rel [q, m]`` (rank order, m may be < k)
+    and ``n_rel [q]`` (> 0): :func:`precision_at_k`, :func:`recall_at_k`, :func:`average_precision_at_k`
+    row by row."""
+    _check_k(k)
+    top = rel[:, :k]
+    hits = np.cumsum(top, axis=1, dtype=np.float64)[:, -1] if top.shape[1] else np.zeros(len(n_rel))
+    prec_sum = _precision_at_hits(top).sum(axis=1)
+    return {
+        f"precision@{k}": hits / k,
+        f"recall@{k}": hits / n_rel,
+        f"map@{k}": prec_sum / np.minimum(k, n_rel),
+    }
+
+
+def average_precision_rows(rel: np.ndarray, n_rel: np.ndarray) -> np.ndarray:
+    """Full-ranking AP per query (:func:`average_precision` row by row)."""
+    return _precision_at_hits(rel).sum(axis=1) / n_rel
+
+
+def metric_keys(ks: Sequence[int]) -> list[str]:
+    """The per-query metric names for ``ks``: ``precision@K``, ``recall@K``, ``map@K`` ..., then ``map``."""
+    return [f"{name}@{k}" for k in ks for name in ("precision", "recall", "map")] + ["map"]
+
+
+def l2_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float64; all-zero rows stay zero)."""
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)
+
+
+def label_codes(labels: Sequence[Any]) -> np.ndarray:
+    """Integer code per label (first seen first); -1 for None / NaN / blank."""
     codes = np.full(len(labels), -1, dtype=np.int64)
     seen: dict[str, int] = {}
     for i, label in enumerate(labels):
@@ -118,30 +172,13 @@ def _label_codes(labels: Sequence[Any]) -> np.ndarray:
     return codes
 
 
-def _relevant_counts(codes: np.ndarray, exclude_self: bool) -> np.ndarray:
-    """Per item, how many ranked items share its label (0 for unlabelled items)."""
+def _relevant_counts(codes: np.ndarray) -> np.ndarray:
+    """Per item, how many *other* items share its label (0 for unlabelled items)."""
     counts = np.bincount(codes[codes >= 0], minlength=1)
-    same = counts[np.maximum(codes, 0)] - (1 if exclude_self else 0)
-    return np.where(codes >= 0, same, 0)
+    return np.where(codes >= 0, counts[np.maximum(codes, 0)] - 1, 0)
 
 
-def _ranking_metrics(rel: np.ndarray, n_rel: np.ndarray, ks: Sequence[int]) -> dict[str, np.ndarray]:
-    """Per-query metrics from relevance rows ``rel [q, m]`` (rank order) and ``n_rel [q]`` (> 0)."""
-    m = rel.shape[1]
-    cum = np.cumsum(rel, axis=1, dtype=np.float64)
-    prec_hits = np.where(rel, cum / np.arange(1, m + 1), 0.0)
-    ap_cum = np.cumsum(prec_hits, axis=1)
-    out: dict[str, np.ndarray] = {}
-    for k in ks:
-        col = min(k, m) - 1
-        hits = cum[:, col] if col >= 0 else np.zeros(len(n_rel))
-        apk = ap_cum[:, col] if col >= 0 else np.zeros(len(n_rel))
-        out[f"precision@{k}"] = hits / k
-        out[f"recall@{k}"] = hits / n_rel
-        out[f"map@{k}"] = apk / np.minimum(k, n_rel)
-    out["map"] = (ap_cum[:, -1] if m else np.zeros(len(n_rel))) / n_rel
-    return out
-
+# ---------------------------------------------------------------- leave-one-out over labels
 
 def _result(sums: dict[str, float], n_queries: int, n_items: int, n_labelled: int, ks: Sequence[int]) -> dict[str, Any]:
     result: dict[str, Any] = {"n_items": n_items, "n_labelled": n_labelled, "n_queries": n_queries, "ks": list(ks)}
@@ -150,102 +187,60 @@ def _result(sums: dict[str, float], n_queries: int, n_items: int, n_labelled: in
     return result
 
 
-def _metric_keys(ks: Sequence[int]) -> list[str]:
-    keys = [f"{name}@{k}" for k in ks for name in ("precision", "recall", "map")]
-    return keys + ["map"]
-
-
 def evaluate_retrieval(
-    data: np.ndarray,
-    labels: Sequence[Any],
-    ks: Sequence[int] = (1, 5, 10),
-    exclude_self: bool = True,
-    *,
-    is_similarity: bool = False,
-    ids: Sequence[int] | None = None,
+    vectors: np.ndarray, labels: Sequence[Any], ks: Sequence[int] = (1, 5, 10), *, ids: Sequence[int] | None = None
 ) -> dict[str, Any]:
     """Leave-one-out retrieval quality: each labelled item queries all the others.
 
-    ``data`` is an ``[N, d]`` embedding matrix (rows are L2-normalised here, so scores are cosine)
-    or, with ``is_similarity=True``, an ``[N, N]`` similarity matrix. An item is relevant to a
-    query when their labels are equal. Queries with a missing label or no other item sharing it
-    are skipped. Ties are broken by ``ids`` (default: row number). Returns the mean
+    ``vectors`` is ``[N, d]`` (rows are L2-normalised here, so scores are cosine). An item is
+    relevant to a query when their labels are equal; queries with a missing label or no other item
+    sharing it are skipped. Ties are broken by ``ids`` (default: row number). Returns the mean
     ``precision@K``, ``recall@K``, ``map@K`` for each K, full-ranking ``map``, and ``n_queries``.
     """
     for k in ks:
         _check_k(k)
-    x = np.asarray(data, dtype=np.float64)
+    x = np.asarray(vectors, dtype=np.float64)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be 2-d [N, d], got {x.shape}")
     n = x.shape[0]
-    if is_similarity:
-        if x.shape != (n, n):
-            raise ValueError(f"a similarity matrix must be square, got {x.shape}")
-        sim_all = x
-    else:
-        if x.ndim != 2:
-            raise ValueError(f"embeddings must be 2-d [N, d], got {x.shape}")
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        sim_all = None
     if len(labels) != n:
         raise ValueError(f"{len(labels)} labels for {n} items")
+    x = l2_rows(x)
     tie_ids = np.arange(n) if ids is None else np.asarray(ids)
-    codes = _label_codes(labels)
-    n_rel_all = _relevant_counts(codes, exclude_self)
+    codes = label_codes(labels)
+    n_rel_all = _relevant_counts(codes)
     queries = np.flatnonzero(n_rel_all > 0)
-
-    sums = dict.fromkeys(_metric_keys(ks), 0.0)
+    sums = dict.fromkeys(metric_keys(ks), 0.0)
     for start in range(0, len(queries), _EVAL_CHUNK):
         rows = queries[start:start + _EVAL_CHUNK]
-        sim = sim_all[rows] if sim_all is not None else x[rows] @ x.T
-        order = np.lexsort((np.broadcast_to(tie_ids, sim.shape), -sim), axis=1)
-        if exclude_self:
-            keep = order != rows[:, None]
-            order = order[keep].reshape(len(rows), n - 1)
+        order = drop_self(rank_rows(x[rows] @ x.T, tie_ids), rows)
         rel = codes[order] == codes[rows][:, None]
-        for key, values in _ranking_metrics(rel, n_rel_all[rows].astype(np.float64), ks).items():
-            sums[key] += float(values.sum())
+        n_rel = n_rel_all[rows].astype(np.float64)
+        values = {key: v for k in ks for key, v in topk_metrics(rel, n_rel, k).items()}
+        values["map"] = average_precision_rows(rel, n_rel)
+        for key, v in values.items():
+            sums[key] += float(v.sum())
     return _result(sums, len(queries), n, int((codes >= 0).sum()), ks)
 
 
-def random_baseline(
-    labels: Sequence[Any],
-    ks: Sequence[int] = (1, 5, 10),
-    seed: int = 0,
-    *,
-    exclude_self: bool = True,
-    method: str = "analytic",
-    n_trials: int = 200,
-) -> dict[str, Any]:
+def random_baseline(labels: Sequence[Any], ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
     """Expected :func:`evaluate_retrieval` values when the ranking is a uniform random permutation.
 
-    ``method="analytic"`` (default) uses the closed forms; with n relevant among M candidates and
-    ``L = min(K, M)``: E[P@K] = n·L/(M·K), E[R@K] = L/M, and since E[rel_i·rel_j] is n/M (i = j) or
-    n(n-1)/(M(M-1)) (i != j), E[sum of precision@i at hits up to rank L] =
-    n/M·H_L + n(n-1)/(M(M-1))·(L - H_L) with H_L the L-th harmonic number (AP@K divides it by
-    min(K, n), AP uses L = M and divides by n). ``method="simulate"`` averages ``n_trials`` random
-    rankings per query drawn with ``seed`` (a check on the formulas).
+    Closed forms: with n relevant among M candidates and ``L = min(K, M)``: E[P@K] = n·L/(M·K),
+    E[R@K] = L/M, and since E[rel_i·rel_j] is n/M (i = j) or n(n-1)/(M(M-1)) (i != j),
+    E[sum of precision@i at hits up to rank L] = n/M·H_L + n(n-1)/(M(M-1))·(L - H_L) with H_L the
+    L-th harmonic number (AP@K divides it by min(K, n), AP uses L = M and divides by n).
     """
     for k in ks:
         _check_k(k)
-    if method not in ("analytic", "simulate"):
-        raise ValueError(f"method must be 'analytic' or 'simulate', got {method!r}")
-    codes = _label_codes(labels)
+    codes = label_codes(labels)
     n_items = len(codes)
-    m = n_items - (1 if exclude_self else 0)
-    n_rel_all = _relevant_counts(codes, exclude_self)
+    n_rel_all = _relevant_counts(codes)
     queries = np.flatnonzero(n_rel_all > 0)
     sizes, n_queries_per_size = np.unique(n_rel_all[queries], return_counts=True)
-
-    sums = dict.fromkeys(_metric_keys(ks), 0.0)
-    rng = np.random.default_rng(seed)
+    sums = dict.fromkeys(metric_keys(ks), 0.0)
     for size, weight in zip(sizes.astype(np.float64), n_queries_per_size):
-        if method == "analytic":
-            values = _expected_random(size, m, ks)
-        else:
-            ranks = rng.random((n_trials, m)).argsort(axis=1)
-            rel = ranks < size
-            per_trial = _ranking_metrics(rel, np.full(n_trials, size), ks)
-            values = {key: float(v.mean()) for key, v in per_trial.items()}
-        for key, value in values.items():
+        for key, value in _expected_random(size, n_items - 1, ks).items():
             sums[key] += weight * value
     return _result(sums, len(queries), n_items, int((codes >= 0).sum()), ks)
 
@@ -266,48 +261,3 @@ def _expected_random(n: float, m: int, ks: Sequence[int]) -> dict[str, float]:
         out[f"map@{k}"] = hit_precision_sum(length) / min(k, n)
     out["map"] = hit_precision_sum(m) / n
     return out
-
-
-# ---------------------------------------------------------------- pixel metrics
-
-def load_gray(path: Path | str, size: int = 256) -> np.ndarray:
-    """Image as grayscale float32 ``[size, size]`` in [0, 1] (resized bilinearly, aspect not kept)."""
-    from PIL import Image, ImageOps
-
-    from .storage import readable
-
-    with Image.open(readable(path)) as img:
-        gray = ImageOps.exif_transpose(img).convert("L").resize((size, size), Image.Resampling.BILINEAR)
-        return np.asarray(gray, dtype=np.float32) / 255.0
-
-
-def _check_pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    x = np.asarray(a, dtype=np.float64)
-    y = np.asarray(b, dtype=np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"images differ in shape: {x.shape} vs {y.shape}")
-    if x.ndim != 2:
-        raise ValueError(f"expected 2-d grayscale images, got shape {x.shape}")
-    return x, y
-
-
-def pixel_rmse(a: np.ndarray, b: np.ndarray) -> float:
-    """Root-mean-square pixel difference of two [0, 1] grayscale images (0 = identical, max 1)."""
-    x, y = _check_pair(a, b)
-    return float(np.sqrt(np.mean((x - y) ** 2)))
-
-
-def pixel_ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean structural similarity of two [0, 1] grayscale images (1 = identical).
-
-    skimage's 7x7 uniform window; for images smaller than 7 pixels a side, the largest odd window
-    that fits (at least 3).
-    """
-    from skimage.metrics import structural_similarity
-
-    x, y = _check_pair(a, b)
-    side = min(x.shape)
-    if side < 3:
-        raise ValueError(f"SSIM needs images at least 3x3, got {x.shape}")
-    win = min(7, side if side % 2 else side - 1)
-    return float(structural_similarity(x, y, data_range=1.0, win_size=win))

@@ -9,6 +9,12 @@ Metadata score of a candidate against the query (defaults from the original note
 * date: +0.1 when the representative years are at most 50 years apart (missing date: no bonus).
 
 Final score = 0.7 * visual + 0.3 * metadata. Every number lives in :class:`ScoringWeights`.
+Re-ranking order: final score desc (compared to ``FINAL_DECIMALS`` decimals, so finals equal up to
+float rounding tie), then visual desc, then objectid asc.
+
+Each rule has a scalar form (one pair / one query: :func:`metadata_score`, :func:`rerank`) and a
+vectorised form (a query against N paintings, many queries at once: :func:`metadata_scores` over a
+:class:`MetadataTable`, :func:`rerank_order`); the tests hold them equal, to the last float bit.
 """
 
 from __future__ import annotations
@@ -17,8 +23,9 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 
 META_KEYS = ("artist", "style", "medium", "beginyear", "endyear", "displaydate")
@@ -42,6 +49,9 @@ ARTIST_SUFFIXES = ("and workshop", "and studio", "and assistants")
 MEDIUM_STOP_WORDS = frozenset(
     {"a", "an", "and", "the", "on", "of", "in", "with", "over", "or", "to", "onto", "into", "laid", "mounted"}
 )
+
+#: Final scores are compared rounded to this many decimals (0.5*0.3 and 0.5*0.1 + 0.5*0.2 tie).
+FINAL_DECIMALS = 12
 
 _YEAR = re.compile(r"(?<!\d)(\d{4})(?!\d)")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -175,8 +185,8 @@ def metadata_score(
     return score
 
 
-def final_score(visual: float, metadata: float, weights: ScoringWeights = ScoringWeights()) -> float:
-    """``weights.visual * visual + weights.metadata * metadata``."""
+def final_score(visual: Any, metadata: Any, weights: ScoringWeights = ScoringWeights()) -> Any:
+    """``weights.visual * visual + weights.metadata * metadata`` (floats or arrays alike)."""
     return weights.visual * visual + weights.metadata * metadata
 
 
@@ -204,8 +214,104 @@ def rerank(
             "metadata": [metadata_score(query_meta, rec, weights) for rec in records],
         }
     )
-    out["final"] = weights.visual * out["visual"] + weights.metadata * out["metadata"]
+    out["final"] = final_score(out["visual"], out["metadata"], weights)
     # Finals equal up to float rounding count as tied (e.g. 0.5*0.3 + 0.5*0.2 vs 0.5*0.5).
-    out["_key"] = out["final"].round(12)
+    out["_key"] = out["final"].round(FINAL_DECIMALS)
     out = out.sort_values(["_key", "visual", "objectid"], ascending=[False, False, True], kind="mergesort")
     return out.drop(columns="_key").head(k).reset_index(drop=True)
+
+
+def rerank_order(final: np.ndarray, visual: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """The order :func:`rerank` sorts candidates in, for every row of ``[q, m]`` arrays at once.
+
+    Final desc (rounded to ``FINAL_DECIMALS``), then visual desc, then id asc; returns ``[q, m]``
+    positions into each row.
+    """
+    final = np.asarray(final, dtype=np.float64)
+    return np.lexsort((np.broadcast_to(ids, final.shape), -np.asarray(visual), -np.round(final, FINAL_DECIMALS)),
+                      axis=-1)
+
+
+# ---------------------------------------------------------------- vectorised metadata score
+
+def text_codes(values: Sequence[str]) -> np.ndarray:
+    """Integer code per string (first seen first); -1 for ``""``."""
+    seen: dict[str, int] = {}
+    return np.array([seen.setdefault(v, len(seen)) if v else -1 for v in values], dtype=np.int64)
+
+
+def _bits(sets: Sequence[frozenset[str]]) -> tuple[np.ndarray, list[str]]:
+    """``[N, V]`` float32 0/1 membership matrix over the sorted vocabulary of ``sets``."""
+    vocab = sorted(set().union(*sets)) if sets else []
+    where = {word: j for j, word in enumerate(vocab)}
+    bits = np.zeros((len(sets), len(vocab)), dtype=np.float32)
+    for i, words in enumerate(sets):
+        for word in words:
+            bits[i, where[word]] = 1.0
+    return bits, vocab
+
+
+def shares(bits: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``[len(rows), N]`` bool: row ``rows[i]`` of a membership matrix shares a member with item j."""
+    if bits.shape[1] == 0:
+        return np.zeros((len(rows), bits.shape[0]), dtype=bool)
+    return (bits[rows] @ bits.T) > 0.5
+
+
+@dataclass
+class MetadataTable:
+    """The metadata of N paintings, precomputed once for :func:`metadata_scores`."""
+
+    artist_codes: np.ndarray  # int [N]: normalize_artist(artist), -1 missing
+    style_bits: np.ndarray  # float32 [N, S]: styles_of(style)
+    styles: list[str]  # the style vocabulary (columns of style_bits)
+    medium_codes: np.ndarray  # int [N]: normalize_medium(medium), -1 missing
+    medium_word_bits: np.ndarray  # float32 [N, W]: medium_words(medium)
+    years: np.ndarray  # float64 [N]: representative_year, NaN missing
+
+    def __len__(self) -> int:
+        return int(len(self.artist_codes))
+
+    @classmethod
+    def from_records(cls, records: Sequence[Mapping[str, Any]]) -> "MetadataTable":
+        """From one metadata mapping per painting (keys as in :data:`META_KEYS`)."""
+        style_bits, styles = _bits([styles_of(r.get("style")) for r in records])
+        word_bits, _ = _bits([medium_words(r.get("medium")) for r in records])
+        years = np.array(
+            [np.nan if (y := representative_year(r)) is None else float(y) for r in records], dtype=np.float64
+        )
+        return cls(
+            artist_codes=text_codes([normalize_artist(r.get("artist")) for r in records]),
+            style_bits=style_bits,
+            styles=styles,
+            medium_codes=text_codes([normalize_medium(r.get("medium")) for r in records]),
+            medium_word_bits=word_bits,
+            years=years,
+        )
+
+    def subset(self, rows: np.ndarray) -> "MetadataTable":
+        rows = np.asarray(rows, dtype=np.int64)
+        return MetadataTable(self.artist_codes[rows], self.style_bits[rows], self.styles, self.medium_codes[rows],
+                             self.medium_word_bits[rows], self.years[rows])
+
+
+def metadata_scores(table: MetadataTable, rows: np.ndarray, weights: ScoringWeights = ScoringWeights()) -> np.ndarray:
+    """``[len(rows), N]``: :func:`metadata_score` of every painting against each query row.
+
+    The same bonuses added in the same order as the scalar form, so even the float rounding matches.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    score = np.zeros((len(rows), len(table)), dtype=np.float64)
+    if weights.use_style:
+        score += np.where(shares(table.style_bits, rows), weights.style, 0.0)
+    if weights.use_artist:
+        q = table.artist_codes[rows][:, None]
+        score += np.where((q >= 0) & (q == table.artist_codes[None, :]), weights.artist, 0.0)
+    qm = table.medium_codes[rows][:, None]
+    exact = (qm >= 0) & (qm == table.medium_codes[None, :])
+    partial = ~exact & shares(table.medium_word_bits, rows)
+    score += np.where(exact, weights.medium_exact, np.where(partial, weights.medium_partial, 0.0))
+    with np.errstate(invalid="ignore"):
+        close = np.abs(table.years[rows][:, None] - table.years[None, :]) <= weights.date_window_years
+    score += np.where(close, weights.date, 0.0)
+    return score

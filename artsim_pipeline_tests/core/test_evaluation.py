@@ -1,62 +1,18 @@
-"""Evaluation protocol: vectorised metadata score, leave-one-out metrics, hybrid without the label, pixels."""
+"""Evaluation protocol: leave-one-out metrics, relevance, hybrid without the label, the chance level."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
 
-from artsim_pipeline.core.evaluation import (
-    GrayCache,
-    ItemMeta,
-    evaluate_method,
-    metadata_scores,
-    pixel_evaluation,
-    ranked_rows,
-    relevant_counts,
-)
-from artsim_pipeline.core.metrics import evaluate_retrieval, load_gray, pixel_rmse, pixel_ssim
-from artsim_pipeline.core.scoring import ScoringWeights, metadata_score, rerank
+from artsim_pipeline.core.evaluation import ItemMeta, evaluate_method, random_rows, ranked_rows, relevant_counts
+from artsim_pipeline.core.metrics import evaluate_retrieval
+from artsim_pipeline.core.scoring import ScoringWeights, rerank
 
-ARTISTS = ["Rembrandt van Rijn", "Attributed to Rembrandt van Rijn", "Rembrandt van Rijn and Workshop", "Claude Monet",
-           "claude  MONET", "Édouard Manet", "Edouard Manet", None, ""]
-STYLES = ["Baroque", "Baroque; Dutch Golden Age", "Impressionism", "impressionism; Realism", "Realism", None, ""]
-MEDIA = ["oil on canvas", "Oil on canvas", "oil on panel", "tempera on panel", "pastel on paper", "on and of", None, ""]
-DATES = [(1650, 1655, "1650-1655"), (None, 1700, ""), (None, None, "c. 1872"), (None, None, "undated"),
-         (1890.0, None, None), (float("nan"), None, "1601"), (None, None, None)]
-
-
-def random_records(n: int, seed: int) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    records = []
-    for _ in range(n):
-        begin, end, display = DATES[rng.integers(len(DATES))]
-        records.append({
-            "artist": ARTISTS[rng.integers(len(ARTISTS))],
-            "style": STYLES[rng.integers(len(STYLES))],
-            "medium": MEDIA[rng.integers(len(MEDIA))],
-            "beginyear": begin,
-            "endyear": end,
-            "displaydate": display,
-        })
-    return records
-
-
-@pytest.mark.parametrize("use_artist,use_style", list(itertools.product([True, False], repeat=2)))
-def test_vectorised_metadata_score_equals_metadata_score_on_every_pair(use_artist, use_style):
-    records = random_records(60, seed=int(use_artist) * 2 + int(use_style))
-    meta = ItemMeta.from_records(list(range(60)), records)
-    weights = ScoringWeights(use_artist=use_artist, use_style=use_style)
-    rows = np.arange(60)
-    fast = metadata_scores(meta, rows, weights)
-    slow = np.array([[metadata_score(q, c, weights) for c in records] for q in records])
-    assert np.array_equal(fast, slow)  # exactly: same bonuses added in the same order
-    assert len(np.unique(slow)) >= 4  # the random records exercise the bonus combinations
-
+from .test_scoring import random_records
 
 def six_paintings() -> tuple[np.ndarray, ItemMeta]:
     """Artist A: rows 0-2, artist B: rows 3-5; unit vectors at these angles (degrees), no ties."""
@@ -188,42 +144,15 @@ def test_hybrid_top_k_equals_scoring_rerank_of_the_visual_candidates():
                 assert meta.objectids[top[q]].tolist() == expected, (method, relevance, k, q)
 
 
-def _write(path, array):
-    Image.fromarray(array).save(path)
-    return path
-
-
-def test_pixel_metrics_use_pixels_not_vectors(tmp_path):
-    rng = np.random.default_rng(0)
-    pattern = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
-    other = rng.integers(0, 256, size=(40, 50, 3), dtype=np.uint8)
-    paths = [
-        _write(tmp_path / "a.png", pattern),
-        _write(tmp_path / "a_copy.png", pattern),  # same pixels, different vector
-        _write(tmp_path / "b.png", other),
-        _write(tmp_path / "c.png", 255 - pattern),  # identical vector to b, different pixels
-    ]
-    vectors = np.array([[1.0, 0.0, 0.0], [0.9, 0.3, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
-    cache = GrayCache(size=64)
-    result = pixel_evaluation(vectors, np.array([1, 2, 3, 4]), paths, n_queries=10, top=1, size=64, cache=cache)
-    assert list(result.query_ids) == [1, 2, 3, 4]
-    assert result.result_ids[:, 0].tolist() == [2, 1, 4, 3]
-    assert result.rmse[0, 0] == 0.0 and result.ssim[0, 0] == pytest.approx(1.0)
-    assert result.rmse[1, 0] == 0.0 and result.ssim[1, 0] == pytest.approx(1.0)
-    # identical vectors, different pixels: the metric sees the pixels
-    b, c = load_gray(paths[2], 64), load_gray(paths[3], 64)
-    assert result.rmse[2, 0] == pytest.approx(pixel_rmse(b, c)) and result.rmse[2, 0] > 0.1
-    assert result.ssim[2, 0] == pytest.approx(pixel_ssim(b, c)) and result.ssim[2, 0] < 0.9
-    assert len(result.random_rmse) == 4 and np.all(result.random_pairs[:, 0] != result.random_pairs[:, 1])
-    assert cache.loads == 4  # each image decoded once
-    summary = result.summary()
-    assert summary["n_pairs"] == 4 and summary["n_random_pairs"] == 4 and summary["image_size"] == 64
-    assert summary["mean_rmse"] == pytest.approx(np.mean(result.rmse))
-    again = pixel_evaluation(vectors, np.array([1, 2, 3, 4]), paths, n_queries=10, top=1, size=64)
-    assert np.array_equal(again.random_pairs, result.random_pairs)  # seeded
-
-
-def test_gray_cache_is_lossless(tmp_path):
-    path = _write(tmp_path / "x.png", np.random.default_rng(1).integers(0, 256, (30, 20, 3), dtype=np.uint8))
-    cache = GrayCache(size=32)
-    assert np.array_equal(cache.get(path), load_gray(path, 32))
+def test_protocol_random_ranking_averages_to_the_analytic_chance_level():
+    labels = ["a"] * 3 + ["b"] * 6 + ["c"] * 1 + [None] * 2 + ["d"] * 8
+    meta = ItemMeta.from_records(list(range(len(labels))), [{"artist": a} for a in labels])
+    ks = (1, 3, 5, 30)
+    analytic = {row["k"]: row for row in random_rows(meta, "artist", ks)}
+    trials = [evaluate_method(np.ones((len(labels), 1)), meta, "random", "artist", ks, seed=s) for s in range(600)]
+    assert analytic[1]["n_queries"] == trials[0].n_queries == 17
+    for k in ks:
+        for key, name in (("precision_at_k", f"precision@{k}"), ("recall_at_k", f"recall@{k}"),
+                          ("map_at_k", f"map@{k}"), ("map", "map")):
+            simulated = np.mean([t.mean(name) for t in trials])
+            assert simulated == pytest.approx(analytic[k][key], abs=0.01), (k, key)

@@ -2,23 +2,51 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from artsim_pipeline.core.scoring import (
+    MetadataTable,
     ScoringWeights,
     final_score,
     medium_words,
     metadata_score,
+    metadata_scores,
     normalize_artist,
     representative_year,
     rerank,
+    rerank_order,
     styles_of,
 )
 
 W = ScoringWeights()
+
+ARTISTS = ["Rembrandt van Rijn", "Attributed to Rembrandt van Rijn", "Rembrandt van Rijn and Workshop", "Claude Monet",
+           "claude  MONET", "Édouard Manet", "Edouard Manet", None, ""]
+STYLES = ["Baroque", "Baroque; Dutch Golden Age", "Impressionism", "impressionism; Realism", "Realism", None, ""]
+MEDIA = ["oil on canvas", "Oil on canvas", "oil on panel", "tempera on panel", "pastel on paper", "on and of", None, ""]
+DATES = [(1650, 1655, "1650-1655"), (None, 1700, ""), (None, None, "c. 1872"), (None, None, "undated"),
+         (1890.0, None, None), (float("nan"), None, "1601"), (None, None, None)]
+
+
+def random_records(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    records = []
+    for _ in range(n):
+        begin, end, display = DATES[rng.integers(len(DATES))]
+        records.append({
+            "artist": ARTISTS[rng.integers(len(ARTISTS))],
+            "style": STYLES[rng.integers(len(STYLES))],
+            "medium": MEDIA[rng.integers(len(MEDIA))],
+            "beginyear": begin,
+            "endyear": end,
+            "displaydate": display,
+        })
+    return records
 
 
 def _meta(**kw):
@@ -145,3 +173,30 @@ def test_rerank_tie_breaks() -> None:
 def test_rerank_requires_columns() -> None:
     with pytest.raises(ValueError, match="visual"):
         rerank(_meta(), pd.DataFrame({"objectid": [1]}), W, k=1)
+
+
+@pytest.mark.parametrize("use_artist,use_style", list(itertools.product([True, False], repeat=2)))
+def test_metadata_scores_equal_metadata_score_on_every_pair(use_artist, use_style) -> None:
+    records = random_records(60, seed=int(use_artist) * 2 + int(use_style))
+    table = MetadataTable.from_records(records)
+    weights = ScoringWeights(use_artist=use_artist, use_style=use_style)
+    fast = metadata_scores(table, np.arange(60), weights)
+    slow = np.array([[metadata_score(q, c, weights) for c in records] for q in records])
+    assert np.array_equal(fast, slow)  # exactly: same bonuses added in the same order
+    assert len(np.unique(slow)) >= 4  # the random records exercise the bonus combinations
+
+
+def test_rerank_order_equals_rerank_on_random_candidates() -> None:
+    rng = np.random.default_rng(4)
+    records = random_records(30, seed=7)
+    table = MetadataTable.from_records(records)
+    frame = pd.DataFrame(records)
+    w = ScoringWeights(visual=0.5, metadata=0.5)  # float-rounding ties between finals happen
+    visual = rng.integers(0, 5, size=(30, 30)) / 10  # and exact visual ties
+    ids = rng.permutation(500)[:30]
+    final = final_score(visual, metadata_scores(table, np.arange(30), w), w)
+    order = rerank_order(final, visual, ids)
+    for q in range(30):
+        cands = frame.assign(objectid=ids, visual=visual[q])
+        assert ids[order[q]].tolist() == rerank(records[q], cands, w, k=30)["objectid"].tolist(), q
+    assert len(np.unique(np.round(final, 12))) < final.size // 4  # the case is full of ties

@@ -1,0 +1,146 @@
+"""Inputs and side checks of the evaluation (plain Python, no Dagster).
+
+* :class:`VariantInput`: one variant's model blocks (rows = objectids) and its fitted fusion;
+  :func:`fused_vectors` gives the pipeline's fused vectors (the fusion file, else refitted the same way);
+* :func:`face_comparison`: visual/artist P@K of the full painting vs the face crop, on the paintings
+  that have a face vector (like with like);
+* :func:`index_check_rows`: the served ANN index vs exact search, neighbour overlap (recall vs exact
+  @K) and same-artist precision@K;
+* :func:`examples`: a few deterministic queries with their top results (for the examples plot).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..fusion import FusionModel, fit_fusion, tap_blocks, transform
+from ..index import exact_topk
+from ..metrics import l2_rows
+from .protocol import ItemMeta, evaluate_method, relevant_counts
+
+N_EXAMPLES = 4
+
+
+@dataclass
+class VariantInput:
+    """One variant's vectors: model blocks (rows = objectids, sorted) and the fitted fusion, if any."""
+
+    objectids: np.ndarray
+    uuids: np.ndarray
+    blocks: dict[str, np.ndarray]
+    fusion: FusionModel | None = None
+
+
+def fused_vectors(variant: VariantInput, pca_dim: int, taps: str | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    """The variant's fused vectors and a description of the fusion (refitted on the ``taps`` blocks,
+    all blocks when None, if the variant has no fusion file)."""
+    fusion = variant.fusion
+    source = "fusion file"
+    if fusion is None:
+        blocks: Mapping[str, np.ndarray] = variant.blocks if taps is None else tap_blocks(variant.blocks, taps)
+        fusion = fit_fusion(dict(blocks), n_components=pca_dim)
+        source = "refitted (no fusion file)"
+    return transform(fusion, variant.blocks), {"source": source, **fusion.options, "models": list(fusion.model_names)}
+
+
+def sorted_variant(variant: VariantInput) -> VariantInput:
+    """The variant with its rows sorted by objectid."""
+    order = np.argsort(variant.objectids, kind="stable")
+    if np.all(order == np.arange(len(order))):
+        return variant
+    return VariantInput(
+        variant.objectids[order], variant.uuids[order], {m: v[order] for m, v in variant.blocks.items()}, variant.fusion
+    )
+
+
+def examples(
+    vectors: np.ndarray, meta: ItemMeta, uuids: np.ndarray, n: int = N_EXAMPLES, top: int = 5
+) -> list[dict[str, Any]]:
+    """A few deterministic queries (evenly spaced by objectid among labelled ones) with their top results."""
+    labelled = np.flatnonzero(meta.artist_labels >= 0)
+    if len(labelled) < 2:
+        return []
+    picks = labelled[np.unique(np.linspace(0, len(labelled) - 1, min(n, len(labelled))).round().astype(int))]
+    scores, rows = exact_topk(l2_rows(vectors).astype(np.float32), l2_rows(vectors[picks]).astype(np.float32), top,
+                              exclude_self=True, query_rows=picks)
+    out = []
+    for q, row, score in zip(picks, rows, scores):
+        out.append({
+            "objectid": int(meta.objectids[q]),
+            "uuid": str(uuids[q]),
+            "artist": meta.artists[q],
+            "results": [
+                {
+                    "objectid": int(meta.objectids[r]),
+                    "uuid": str(uuids[r]),
+                    "artist": meta.artists[r],
+                    "score": float(s),
+                    "same_artist": bool(meta.artist_labels[r] == meta.artist_labels[q]),
+                }
+                for r, s in zip(row, score)
+            ],
+        })
+    return out
+
+
+def face_comparison(
+    full: VariantInput, full_vectors: np.ndarray, face: VariantInput | None, meta_full: ItemMeta,
+    ks: Sequence[int], pca_dim: int, taps: str | None = None,
+) -> dict[str, Any]:
+    """Visual/artist P@K of the full vs the face variant over the paintings that have a face vector."""
+    if face is None or len(face.objectids) < 2:
+        return {"available": False, "reason": "fewer than 2 paintings with a face vector"}
+    face = sorted_variant(face)
+    pos = {int(o): i for i, o in enumerate(full.objectids)}
+    keep = np.array([int(o) in pos for o in face.objectids])
+    face_ids = face.objectids[keep]
+    rows_full = np.array([pos[int(o)] for o in face_ids], dtype=np.int64)
+    face_vectors, face_fusion = fused_vectors(
+        VariantInput(face_ids, face.uuids[keep], {m: v[keep] for m, v in face.blocks.items()}, face.fusion), pca_dim, taps
+    )
+    sub_meta = meta_full.subset(rows_full)
+    results = {
+        "face variant, face subset": evaluate_method(face_vectors, sub_meta, "visual", "artist", ks),
+        "full variant, face subset": evaluate_method(full_vectors[rows_full], sub_meta, "visual", "artist", ks),
+        "full variant, all paintings as candidates": evaluate_method(
+            full_vectors, meta_full, "visual", "artist", ks, query_rows=rows_full
+        ),
+    }
+    rows = []
+    for name, res in results.items():
+        row = {"name": name, "n_queries": res.n_queries, "n_candidates": res.n_candidates, "map": res.mean("map")}
+        row.update({f"precision_at_{k}": res.mean(f"precision@{k}") for k in ks})
+        rows.append(row)
+    return {
+        "available": True,
+        "n_paintings_with_face": int(len(face_ids)),
+        "face_fusion": face_fusion,
+        "note": "queries: paintings with a face vector and another painting by the same artist among the candidates; "
+                "the first two rows rank only the face subset, so they compare like with like",
+        "rows": rows,
+    }
+
+
+def index_check_rows(
+    found: np.ndarray, objectids: np.ndarray, meta: ItemMeta, ks: Sequence[int], vectors: np.ndarray
+) -> dict[str, Any]:
+    """Served index vs exact search: neighbour overlap and same-artist precision@K."""
+    kmax = max(ks)
+    x = l2_rows(vectors).astype(np.float32)
+    _, exact_rows = exact_topk(x, x, kmax)
+    exact_ids = objectids[exact_rows]
+    pos = {int(o): i for i, o in enumerate(objectids)}
+    labels = meta.artist_labels
+    queries = np.flatnonzero(relevant_counts(meta, "artist") > 0)
+    out: dict[str, Any] = {"n_queries": int(len(queries))}
+    for k in ks:
+        overlap = [len(set(found[i, :k].tolist()) & set(exact_ids[i, :k].tolist())) / k for i in range(len(objectids))]
+        hits = [
+            sum(1 for o in found[i, :k] if o >= 0 and labels[pos[int(o)]] == labels[i]) / k for i in queries
+        ]
+        out[f"recall_vs_exact_at_{k}"] = float(np.mean(overlap))
+        out[f"precision_at_{k}"] = float(np.mean(hits)) if hits else float("nan")
+    return out

@@ -1,0 +1,317 @@
+"""The leave-one-out retrieval protocol (plain Python, no Dagster).
+
+Every painting with at least one relevant other painting queries all the others.
+
+* Relevance ``artist``: same normalised artist (``artist_key``, folded and stripped of attribution
+  prefixes with :func:`~artsim_pipeline.core.scoring.normalize_artist`); paintings without an
+  artist are never queries nor relevant.
+* Relevance ``style``: the two paintings share at least one style ("A; B" lists); paintings
+  without a style are skipped.
+* Metrics (:mod:`artsim_pipeline.core.metrics`, their one home): precision@K, recall@K, AP@K over
+  the retrieved top K, and full-ranking AP, averaged over the queries; ties in score go to the
+  lower objectid.
+
+Methods:
+
+* ``visual``: cosine similarity of the fused vectors, exact (no ANN approximation);
+* ``hybrid_no_label``: ``0.7 * visual + 0.3 * metadata`` re-ranking of the top ``3K`` visual
+  candidates (the order of :func:`~artsim_pipeline.core.scoring.rerank`), *without* the bonus of
+  the label being evaluated (no artist bonus under artist relevance, no style bonus under style
+  relevance) — the honest hybrid number;
+* ``hybrid_all_leaky``: every bonus, including the one that *is* the label: it leaks the answer and
+  is only shown to make that visible;
+* ``random``: a seeded random permutation per query (the empirical chance level).
+
+Full-ranking AP of a hybrid method re-ranks the whole collection by the hybrid score, with the
+vectorised metadata score (:func:`~artsim_pipeline.core.scoring.metadata_scores`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..metrics import (
+    average_precision_rows,
+    drop_self,
+    l2_rows,
+    metric_keys,
+    random_baseline,
+    rank_rows,
+    topk_metrics,
+)
+from ..scoring import (
+    MetadataTable,
+    ScoringWeights,
+    final_score,
+    is_missing,
+    metadata_scores,
+    normalize_artist,
+    rerank_order,
+    shares,
+    text_codes,
+)
+
+DEFAULT_KS = (1, 5, 10)
+METHODS = ("visual", "hybrid_no_label", "hybrid_all_leaky")
+RELEVANCES = ("artist", "style")
+RANDOM_TRIALS = 5
+CHUNK = 256
+
+
+@dataclass
+class ItemMeta:
+    """Catalog metadata of N paintings: relevance labels plus the precomputed metadata-score table."""
+
+    objectids: np.ndarray  # int64 [N], row order of the vectors
+    artists: list[str]  # display names (captions)
+    artist_keys: list[str]  # normalised artist_key (the artist relevance label), "" missing
+    artist_labels: np.ndarray  # int [N]: code of artist_keys, -1 missing
+    table: MetadataTable  # for metadata_scores; its style_bits also give style relevance
+
+    def __len__(self) -> int:
+        return int(len(self.objectids))
+
+    @classmethod
+    def from_records(cls, objectids: Sequence[int], records: Sequence[Mapping[str, Any]]) -> "ItemMeta":
+        """From one metadata mapping per painting (keys as in ``filtered_paintings``)."""
+        if len(objectids) != len(records):
+            raise ValueError(f"{len(records)} metadata records for {len(objectids)} paintings")
+        keys = [normalize_artist(r.get("artist") if is_missing(r.get("artist_key")) else r.get("artist_key"))
+                for r in records]
+        return cls(
+            objectids=np.asarray(objectids, dtype=np.int64),
+            artists=["" if is_missing(r.get("artist")) else str(r.get("artist")) for r in records],
+            artist_keys=keys,
+            artist_labels=text_codes(keys),
+            table=MetadataTable.from_records(records),
+        )
+
+    @classmethod
+    def from_catalog(cls, objectids: Sequence[int], catalog: pd.DataFrame) -> "ItemMeta":
+        """Rows of ``catalog`` (indexed or keyed by ``objectid``) in the order of ``objectids``."""
+        table = catalog.set_index("objectid") if "objectid" in catalog.columns else catalog
+        ids = [int(i) for i in objectids]
+        missing = [i for i in ids if i not in table.index]
+        if missing:
+            raise ValueError(f"{len(missing)} embedded paintings are not in the catalog, e.g. {missing[:3]}")
+        return cls.from_records(ids, table.loc[ids].to_dict("records"))
+
+    def subset(self, rows: np.ndarray) -> "ItemMeta":
+        rows = np.asarray(rows, dtype=np.int64)
+        return ItemMeta(
+            objectids=self.objectids[rows],
+            artists=[self.artists[i] for i in rows],
+            artist_keys=[self.artist_keys[i] for i in rows],
+            artist_labels=self.artist_labels[rows],
+            table=self.table.subset(rows),
+        )
+
+
+def relevant_rows(meta: ItemMeta, relevance: str, rows: np.ndarray) -> np.ndarray:
+    """``[len(rows), N]`` bool: item j is relevant to query row ``rows[i]`` (self included)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    if relevance == "artist":
+        q = meta.artist_labels[rows][:, None]
+        return (q >= 0) & (q == meta.artist_labels[None, :])
+    if relevance == "style":
+        return shares(meta.table.style_bits, rows)
+    raise ValueError(f"relevance must be one of {RELEVANCES}, got {relevance!r}")
+
+
+def relevant_counts(meta: ItemMeta, relevance: str) -> np.ndarray:
+    """Per painting, how many *other* paintings are relevant to it."""
+    n = len(meta)
+    counts = np.zeros(n, dtype=np.int64)
+    for start in range(0, n, CHUNK):
+        rows = np.arange(start, min(start + CHUNK, n))
+        rel = relevant_rows(meta, relevance, rows)
+        rel[np.arange(len(rows)), rows] = False
+        counts[rows] = rel.sum(axis=1)
+    return counts
+
+
+def method_weights(method: str, relevance: str, weights: ScoringWeights = ScoringWeights()) -> ScoringWeights | None:
+    """Scoring weights of a hybrid method (None for ``visual``/``random``); ``hybrid_no_label`` drops
+    the bonus that equals the relevance label."""
+    if relevance not in RELEVANCES:
+        raise ValueError(f"relevance must be one of {RELEVANCES}, got {relevance!r}")
+    if method == "hybrid_no_label":
+        return replace(weights, use_artist=False) if relevance == "artist" else replace(weights, use_style=False)
+    if method == "hybrid_all_leaky":
+        return replace(weights, use_artist=True, use_style=True)
+    if method in ("visual", "random"):
+        return None
+    raise ValueError(f"unknown method {method!r}")
+
+
+@dataclass
+class MethodResult:
+    """Per-query metrics of one method under one relevance."""
+
+    method: str
+    relevance: str
+    ks: tuple[int, ...]
+    query_ids: np.ndarray  # objectids of the queries
+    per_query: dict[str, np.ndarray]  # "precision@K", "recall@K", "map@K", "map"
+    leaks_label: bool = False
+    n_candidates: int = 0
+
+    @property
+    def n_queries(self) -> int:
+        return int(len(self.query_ids))
+
+    def mean(self, key: str) -> float:
+        values = self.per_query[key]
+        return float(values.mean()) if len(values) else float("nan")
+
+    def rows(self, ks: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """One row per K: {method, relevance, k, precision_at_k, recall_at_k, map_at_k, map, n_queries, leaks_label}."""
+        return [
+            {
+                "method": self.method,
+                "relevance": self.relevance,
+                "k": int(k),
+                "precision_at_k": self.mean(f"precision@{k}"),
+                "recall_at_k": self.mean(f"recall@{k}"),
+                "map_at_k": self.mean(f"map@{k}"),
+                "map": self.mean("map"),
+                "n_queries": self.n_queries,
+                "leaks_label": self.leaks_label,
+            }
+            for k in (ks or self.ks)
+        ]
+
+
+def _rankings(
+    sim: np.ndarray,
+    meta: ItemMeta,
+    rows: np.ndarray,
+    method: str,
+    hybrid: ScoringWeights | None,
+    ks: Sequence[int],
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Full ranking ``[q, N-1]`` and the top-K rows per K (query itself left out) for one chunk."""
+    ids = meta.objectids
+    if method == "random":
+        order = drop_self(np.argsort(rng.random(sim.shape), axis=1), rows)
+    else:
+        order = drop_self(rank_rows(sim, ids), rows)
+    if hybrid is None:
+        return order, {k: order[:, :k] for k in ks}
+    final = final_score(sim, metadata_scores(meta.table, rows, hybrid), hybrid)
+    tops = {}
+    for k in ks:
+        cand = order[:, : hybrid.n_candidates(k)]
+        sub = rerank_order(np.take_along_axis(final, cand, 1), np.take_along_axis(sim, cand, 1), ids[cand])
+        tops[k] = np.take_along_axis(cand, sub, axis=1)[:, :k]
+    return drop_self(rerank_order(final, sim, ids), rows), tops
+
+
+def ranked_rows(
+    vectors: np.ndarray,
+    meta: ItemMeta,
+    rows: Sequence[int],
+    method: str = "visual",
+    relevance: str = "artist",
+    k: int = 5,
+    weights: ScoringWeights = ScoringWeights(),
+) -> tuple[np.ndarray, np.ndarray]:
+    """What ``method`` returns for query ``rows``: (top-k rows ``[q, k]``, full ranking ``[q, N-1]``)."""
+    x = l2_rows(vectors)
+    rows = np.asarray(rows, dtype=np.int64)
+    full, tops = _rankings(x[rows] @ x.T, meta, rows, method, method_weights(method, relevance, weights), (k,),
+                           np.random.default_rng(0))
+    return tops[k], full
+
+
+def evaluate_method(
+    vectors: np.ndarray,
+    meta: ItemMeta,
+    method: str = "visual",
+    relevance: str = "artist",
+    ks: Sequence[int] = DEFAULT_KS,
+    weights: ScoringWeights = ScoringWeights(),
+    *,
+    query_rows: np.ndarray | None = None,
+    seed: int = 0,
+    chunk: int = CHUNK,
+) -> MethodResult:
+    """Leave-one-out evaluation of ``method`` on ``vectors [N, d]`` (row i is ``meta.objectids[i]``).
+
+    Queries are the rows with at least one relevant other row (restricted to ``query_rows`` when
+    given). Visual scores are cosine similarities; ties go to the lower objectid. Hybrid methods:
+    for each K the top ``weights.n_candidates(K)`` visual results are re-ranked in the order of
+    :func:`~artsim_pipeline.core.scoring.rerank`; the full-ranking AP re-ranks every painting the same way.
+    """
+    ks = tuple(int(k) for k in ks)
+    if any(k < 1 for k in ks):
+        raise ValueError(f"every k must be >= 1, got {ks}")
+    x = l2_rows(vectors)
+    n = x.shape[0]
+    if len(meta) != n:
+        raise ValueError(f"metadata for {len(meta)} paintings, vectors for {n}")
+    hybrid = method_weights(method, relevance, weights)
+    counts = relevant_counts(meta, relevance)
+    candidates = counts > 0
+    if query_rows is not None:
+        mask = np.zeros(n, dtype=bool)
+        mask[np.asarray(query_rows, dtype=np.int64)] = True
+        candidates &= mask
+    queries = np.flatnonzero(candidates)
+    per_query: dict[str, list[np.ndarray]] = {}
+    rng = np.random.default_rng(seed)
+    for start in range(0, len(queries), chunk):
+        rows = queries[start:start + chunk]
+        rel_all = relevant_rows(meta, relevance, rows)
+        rel_all[np.arange(len(rows)), rows] = False
+        n_rel = counts[rows].astype(np.float64)
+        full, tops = _rankings(x[rows] @ x.T, meta, rows, method, hybrid, ks, rng)
+        out = {}
+        for k in ks:
+            out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
+        out["map"] = average_precision_rows(np.take_along_axis(rel_all, full, axis=1), n_rel)
+        for key, values in out.items():
+            per_query.setdefault(key, []).append(values)
+    empty = np.zeros(0, dtype=np.float64)
+    return MethodResult(
+        method=method,
+        relevance=relevance,
+        ks=ks,
+        query_ids=meta.objectids[queries],
+        per_query={key: np.concatenate(per_query.get(key, [empty])) for key in metric_keys(ks)},
+        leaks_label=method == "hybrid_all_leaky",
+        n_candidates=n - 1,
+    )
+
+
+def random_rows(meta: ItemMeta, relevance: str, ks: Sequence[int] = DEFAULT_KS, seed: int = 0) -> list[dict[str, Any]]:
+    """Chance level of each metric: exact expectation for artist relevance, seeded simulation for style."""
+    keys = metric_keys(ks)
+    if relevance == "artist":
+        base = random_baseline([int(c) if c >= 0 else None for c in meta.artist_labels], ks=ks)
+        estimate, n_queries = "analytic", int(base["n_queries"])
+        values = {key: float(base[key]) for key in keys}
+    else:
+        trials = [evaluate_method(np.ones((len(meta), 1)), meta, "random", relevance, ks, seed=seed + t)
+                  for t in range(RANDOM_TRIALS)]
+        estimate, n_queries = f"simulated, {RANDOM_TRIALS} permutations per query", trials[0].n_queries
+        values = {key: float(np.mean([t.mean(key) for t in trials])) for key in keys}
+    return [
+        {
+            "method": "random",
+            "relevance": relevance,
+            "k": int(k),
+            "precision_at_k": values[f"precision@{k}"],
+            "recall_at_k": values[f"recall@{k}"],
+            "map_at_k": values[f"map@{k}"],
+            "map": values["map"],
+            "n_queries": n_queries,
+            "estimate": estimate,
+        }
+        for k in ks
+    ]
