@@ -2,10 +2,11 @@
 
 The workers are started the way the README says (``dagster-celery worker start`` with
 ``artsim_pipeline/deploy/celery-worker.yaml``, concurrency 1, queues ``dagster,gpu``: one comma-separated
-``-q``, as Celery takes only the last of several ``-Q``) over one
-shared Dagster instance; two batch runs with ``ARTSIM_EXECUTOR=celery`` send their steps through the
-broker. Both batches are materialized, the embedding steps went through the ``gpu`` queue, and steps ran
-on both workers. Skips when ``redis-server`` is not installed.
+``-q``, as Celery takes only the last of several ``-Q``) over one shared Dagster instance (the deploy
+``dagster.yaml`` on a real PostgreSQL server when one is installed), with the pool limits of
+``deploy/tags.py``; two batch runs with ``ARTSIM_EXECUTOR=celery`` send their steps through the broker.
+Both batches are materialized, the embedding steps went through the ``gpu`` queue one at a time (the
+``gpu`` pool), and steps ran on both workers. Skips when ``redis-server`` is not installed.
 """
 
 import os
@@ -21,8 +22,11 @@ from dagster import DagsterInstance
 
 from artsim_pipeline.config import Settings
 from artsim_pipeline.definitions import build_definitions
-from artsim_pipeline_tests.deploy_services import DEPLOY, REPO, RedisServer, materialize, redis_bin, wait_all
-from artsim_pipeline_tests.test_deploy_catalog_rule import lake_env, materializations
+from artsim_pipeline.deploy.tags import POOL_LIMITS
+from artsim_pipeline_tests.deploy_services import (
+    DEPLOY, REPO, PostgresServer, RedisServer, deploy_home, materialize, postgres_bin, redis_bin, wait_all,
+)
+from artsim_pipeline_tests.test_deploy_catalog_rule import lake_env, materializations, sqlite_home
 
 BATCH = ["image_cache", "face_crops", "embeddings_mobilenet_v2"]
 SUBMITTED = re.compile(r'Submitting celery task for step "(?P<step>[^"]+)" to queue "(?P<queue>[^"]+)"')
@@ -83,21 +87,43 @@ def celery_steps(instance, run_id: str) -> tuple[dict[str, str], dict[str, str]]
     return queues, workers
 
 
-def test_two_batches_on_two_celery_workers(tmp_path):
+def step_interval(instance, run_id: str, step: str) -> tuple[float, float]:
+    """When ``step`` started and succeeded in ``run_id``."""
+    times = {r.dagster_event.event_type_value: r.timestamp for r in instance.all_logs(run_id)
+             if r.dagster_event is not None and r.dagster_event.step_key == step}
+    return times["STEP_START"], times["STEP_SUCCESS"]
+
+
+@pytest.fixture
+def shared_instance(tmp_path, monkeypatch):
+    """``(DAGSTER_HOME, its environment)`` shared by the runs and the workers: the deploy profile on a real
+    PostgreSQL server when one is installed, else SQLite with the same pools; pool limits from the table."""
+    bindir = postgres_bin()
+    if bindir is None:
+        home = sqlite_home(tmp_path)
+        yield home, {}
+        return
+    with PostgresServer(bindir) as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        yield deploy_home(tmp_path / "dagster_home"), server.env()
+
+
+def test_two_batches_on_two_celery_workers(tmp_path, shared_instance):
     if redis_bin() is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server); no Celery broker")
+    home, instance_env = shared_instance
     env_vars = lake_env(tmp_path, paintings=6, batch_size=3) | {"ARTSIM_MODELS": "mobilenet_v2"}
-    home = tmp_path / "dagster_home"  # one instance shared by the runs and the workers
-    home.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     with DagsterInstance.from_config(str(home)) as instance:
+        for pool, limit in POOL_LIMITS.items():
+            instance.event_log_storage.set_concurrency_slots(pool, limit)
         build_definitions(Settings.from_env(env_vars)).resolve_job_def("artsim_catalog").execute_in_process(
             instance=instance)
         batches = sorted(instance.get_dynamic_partitions("image_batches"))
     assert batches == ["batch-00000", "batch-00001"]
 
     with RedisServer(tmp_path) as redis:
-        env = os.environ | env_vars | {"ARTSIM_EXECUTOR": "celery", "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1",
+        env = os.environ | env_vars | instance_env | {"ARTSIM_EXECUTOR": "celery", "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1",
                                        "ARTSIM_CELERY_BROKER": redis.url, "ARTSIM_CELERY_BACKEND": redis.url,
                                        # `dagster-celery worker start` runs `celery` from PATH
                                        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -120,4 +146,7 @@ def test_two_batches_on_two_celery_workers(tmp_path):
             assert queues == {"image_cache": "dagster", "face_crops": "dagster", "embeddings_mobilenet_v2": "gpu"}
             assert set(steps) == set(BATCH), steps  # every step ran in a worker
             ran_on |= {(run.tags["dagster/partition"], step): worker for step, worker in steps.items()}
+        # the `gpu` pool (limit 1) kept the two runs' embedding steps apart, across workers
+        (a_start, a_end), (b_start, b_end) = sorted(step_interval(instance, r.run_id, BATCH[-1]) for r in runs)
+        assert a_end <= b_start
     assert {worker.split("@")[0] for worker in ran_on.values()} == {"w1", "w2"}, ran_on
