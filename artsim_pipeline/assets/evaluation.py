@@ -43,13 +43,14 @@ def _index_searcher(bundle):
 def _served_generation(lake, models):
     """The generation search serves (fusions + indexes of one publish), or None when there is none or
     it was built with other models than ``models`` (then the report refits and skips the index check)."""
+    from ..core.fusion import block_models
     from ..core.generations import NoGenerationError, load_generation
 
     try:
         generation = load_generation(lake)
     except (NoGenerationError, ValueError):
         return None
-    if set(generation.fusions["full"].model_names) != set(models):
+    if set(block_models(generation.fusions["full"].model_names)) != set(models):
         return None
     return generation
 

@@ -3,7 +3,7 @@
 Plots use matplotlib's Agg canvas directly (no pyplot, no display); every file is written
 atomically (temp file + rename), so a reader never sees half a report.
 
-For the Dagster UI, :func:`summary_markdown` gives the headline/methods/ablations tables and
+For the Dagster UI, :func:`summary_markdown` gives the headline/methods/ablations/learned-head tables and
 :func:`markdown_with_plots` the same with the PNG plots embedded as ``data:image/png;base64`` images
 (downscaled to at most 800 px wide, the whole text kept under about 1.5 MB). Every number in the
 Markdown tables is rounded to 3 decimals.
@@ -42,7 +42,7 @@ PLOT_CAPTIONS = {
 EMBED_MAX_WIDTH = 800
 #: :func:`markdown_with_plots` keeps its whole text (tables + base64 images) under this many bytes.
 EMBED_MAX_BYTES = 1_500_000
-REQUIRED_KEYS = ("headline", "methods", "random_baseline", "ablations", "pixel", "settings")
+REQUIRED_KEYS = ("headline", "methods", "random_baseline", "ablations", "pixel", "learned", "settings")
 HEADLINE_KEYS = ("precision_at_k", "recall_at_k", "map_at_k", "map", "mean_rmse", "mean_ssim", "n_queries",
                  "models", "weights")
 _GREEN, _RED, _BLUE = "#1a9641", "#d7191c", "#2c7bb6"
@@ -138,6 +138,34 @@ def ablations_table(report: dict[str, Any]) -> str:
     return _table(["vectors (visual, same artist)", "dim", *[f"P@{k}" for k in ks], "mAP@5", "mAP (full)"], rows)
 
 
+LEARNED_TITLE = "Learned head (held-out artists)"
+
+
+def learned_table(report: dict[str, Any]) -> str:
+    """One row per held-out split and their mean: P@5 and mAP of the PCA fusion vs through the head."""
+    learned = report.get("learned") or {}
+    if not learned.get("available"):
+        return f"_Not measured: {learned.get('reason', 'no learned block in this report')}._"
+    rows = [[f"seed {r['seed']}", r["heldout_artists"], r["heldout_paintings"], r["precision_at_5_pca"],
+             r["precision_at_5_learned"], r["map_pca"], r["map_learned"], r["epochs"], r["train_seconds"]]
+            for r in learned["splits"]]
+    rows.append(["mean", learned["heldout_artists"]["mean"], "", learned["precision_at_5_pca"],
+                 learned["precision_at_5_learned"], learned["map_pca"], learned["map_learned"], "",
+                 learned["train_seconds"]])
+    return _table(["split", "held-out artists", "paintings", "P@5 PCA", "P@5 learned", "mAP PCA", "mAP learned",
+                   "epochs chosen", "train s"], rows)
+
+
+def learned_note(report: dict[str, Any]) -> str:
+    learned = report.get("learned") or {}
+    served = ("the pipeline serves the head (ARTSIM_EPOCHS=" f"{learned.get('epochs')})" if learned.get("enabled")
+              else f"the pipeline serves no head (ARTSIM_EPOCHS=0); this is what one trained for up to "
+                   f"{learned.get('epochs')} epochs would give")
+    return (f"A head trained on the other artists' paintings only, measured by leave-one-out same-artist retrieval "
+            f"among the held-out artists' paintings; {served}. Δ P@5 (learned − PCA): "
+            f"{_num(learned.get('delta_precision_at_5'))}.")
+
+
 def summary_markdown(report: dict[str, Any]) -> str:
     """Headline, methods and ablations tables (what the Dagster UI shows)."""
     h = report["headline"]
@@ -148,7 +176,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"**Headline** — {h['method']}, same {h['relevance']}, K={h['k']} "
         f"(models {', '.join(h['models'])}; weights {h['weights']}):\n",
         headline_table(report), "", "**Methods**\n", methods_table(report), "",
-        "**Ablations**\n", ablations_table(report),
+        "**Ablations**\n", ablations_table(report), "",
+        f"**{LEARNED_TITLE}**\n", learned_table(report),
     ]
     return "\n".join(parts)
 
@@ -249,6 +278,9 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     for relevance, reason in (report.get("skipped_relevances") or {}).items():
         lines += [f"Relevance `{relevance}` skipped: {reason}.", ""]
     lines += ["## Ablations (visual search, same artist)", "", ablations_table(report), ""]
+    lines += [f"## {LEARNED_TITLE}", "", learned_table(report), ""]
+    if (report.get("learned") or {}).get("available"):
+        lines += [learned_note(report), ""]
     face = report.get("face_vs_full") or {}
     if face.get("available"):
         ks = s["ks"]

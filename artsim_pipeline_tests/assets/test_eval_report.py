@@ -34,6 +34,8 @@ def test_eval_report_materializes_after_the_index(tmp_path, instance):
     assert 0.0 <= meta["precision_at_k"] <= 1.0 and 0.0 <= meta["map"] <= 1.0
     assert 0.0 <= meta["mean_rmse"] <= 1.0 and meta["n_queries"] == 12 and meta["n_paintings"] == 12
     assert meta["weights"] == "random" and "RANDOM WEIGHTS" in meta["warning"]
+    for key in ("heldout_precision_at_5_pca", "heldout_precision_at_5_learned", "heldout_map_pca", "heldout_map_learned"):
+        assert 0.0 <= meta[key] <= 1.0, key
     assert "| P@5 |" in meta["report"] and "hybrid_no_label" in meta["report"]
     assert event.tags["dagster/code_version"] == code_version("eval_report", settings)  # logic + its settings
 
@@ -44,6 +46,9 @@ def test_eval_report_materializes_after_the_index(tmp_path, instance):
     assert report["settings"]["fusion"]["source"] == "fusion file"
     assert report["index_check"]["recall_vs_exact_at_5"] == 1.0  # 12 vectors: a flat (exact) index
     assert {r["relevance"] for r in report["methods"]} == {"artist", "style"}
+    learned = report["learned"]  # 3 painters: one held out per split, the head off (ARTSIM_EPOCHS=0)
+    assert learned["enabled"] is False and len(learned["splits"]) == 3
+    assert round(learned["precision_at_5_learned"], 4) == meta["heldout_precision_at_5_learned"]
     assert "RANDOM WEIGHTS — meaningless" in (reports / "eval_report.md").read_text()
     for name in PLOT_NAMES.values():
         assert (reports / name).stat().st_size > 0

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from artsim_pipeline.core.evaluation import VariantInput, evaluate_collection
+from artsim_pipeline.core.evaluation import EVAL_EPOCHS, VariantInput, evaluate_collection
 from artsim_pipeline.core.reports import (
     HEADLINE_KEYS,
     PLOT_NAMES,
@@ -98,6 +98,14 @@ def test_json_has_the_required_keys(written):
     assert pixel["n_queries"] == 6 and pixel["n_pairs"] == 30 and pixel["n_random_pairs"] == 30
     assert 0 <= pixel["mean_rmse"] <= 1 and -1 <= pixel["mean_ssim"] <= 1
     assert report["plots"] == {key: name for key, name in PLOT_NAMES.items()}
+    learned = report["learned"]
+    assert learned["available"] and learned["enabled"] is False and learned["epochs"] == EVAL_EPOCHS
+    assert set(learned) >= {"heldout_artists", "precision_at_5_pca", "precision_at_5_learned", "map_pca",
+                            "map_learned", "train_seconds", "splits", "delta_precision_at_5"}
+    assert learned["heldout_artists"] == {"per_split": [1, 1, 1], "mean": 1.0}  # 3 painters: a third held out
+    for row in learned["splits"]:
+        assert len(row["artists"]) == 1 and row["heldout_paintings"] == 6 and row["train_paintings"] == 12
+        assert 0.0 <= row["precision_at_5_pca"] <= 1.0 and row["epochs"] == 0  # 2 training artists: identity head
 
 
 def test_markdown_has_tables_warning_and_plot_links(written):
@@ -106,6 +114,8 @@ def test_markdown_has_tables_warning_and_plot_links(written):
     assert "RANDOM WEIGHTS — meaningless" in text
     assert "| method | relevance | K | P@K |" in text and "leaks the label" in text
     assert "## Ablations" in text and "## Pixel similarity" in text
+    assert "## Learned head (held-out artists)" in text and "| seed 0 | 1 | 6 |" in text
+    assert "serves no head (ARTSIM_EPOCHS=0)" in text
     for name in PLOT_NAMES.values():
         assert f"]({name})" in text
     summary = summary_markdown(result.report)
@@ -131,6 +141,7 @@ def test_report_without_faces_or_styles(tmp_path):
     assert {r["relevance"] for r in report["methods"]} == {"artist"}
     assert "style" in report["skipped_relevances"]
     assert report["face_vs_full"]["available"] is False
+    assert "Learned head (held-out artists)" in summary_markdown(report)
 
 
 def test_evaluation_logs_one_line_per_step_with_counts_and_elapsed(tmp_path):

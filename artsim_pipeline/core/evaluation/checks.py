@@ -1,7 +1,8 @@
 """Inputs and side checks of the evaluation (plain Python, no Dagster).
 
 * :class:`VariantInput`: one variant's model blocks (rows = objectids) and its fitted fusion;
-  :func:`fused_vectors` gives the pipeline's fused vectors (the fusion file, else refitted the same way);
+  :func:`fused_vectors` gives the pipeline's fused vectors (the fusion file, else refitted the same way),
+  :func:`unprojected_vectors` the same without the learned head a served fusion may carry;
 * :func:`face_comparison`: visual/artist P@K of the full painting vs the face crop, on the paintings
   that have a face vector (like with like);
 * :func:`index_check_rows`: the served ANN index vs exact search, neighbour overlap (recall vs exact
@@ -16,7 +17,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..fusion import FusionModel, fit_fusion, tap_blocks, transform
+from ..fusion import FusionModel, fit_fusion, tap_blocks, transform, with_projection
 from ..index import exact_topk
 from ..metrics import l2_rows
 from .protocol import ItemMeta, evaluate_method, relevant_counts
@@ -43,7 +44,17 @@ def fused_vectors(variant: VariantInput, pca_dim: int, taps: str | None = None) 
         blocks: Mapping[str, np.ndarray] = variant.blocks if taps is None else tap_blocks(variant.blocks, taps)
         fusion = fit_fusion(dict(blocks), n_components=pca_dim)
         source = "refitted (no fusion file)"
-    return transform(fusion, variant.blocks), {"source": source, **fusion.options, "models": list(fusion.model_names)}
+    info = {"source": source, **fusion.options, "models": list(fusion.model_names)}
+    if fusion.projection is not None:
+        info["similarity_head"] = f"learned projection to {fusion.projection.shape[0]} dims"
+    return transform(fusion, variant.blocks), info
+
+
+def unprojected_vectors(variant: VariantInput, vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` without the learned head a served fusion may carry (the PCA fusion alone)."""
+    if variant.fusion is None or variant.fusion.projection is None:
+        return vectors
+    return transform(with_projection(variant.fusion, None), variant.blocks)
 
 
 def sorted_variant(variant: VariantInput) -> VariantInput:

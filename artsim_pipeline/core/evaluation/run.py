@@ -7,7 +7,8 @@
 3. full painting vs face crop (:func:`.checks.face_comparison`);
 4. pixel RMSE/SSIM of the top results (:mod:`.pixels`);
 5. the served index vs exact search (:func:`.checks.index_check_rows`), when given;
-6. the learned similarity head on held-out artists (:mod:`.learned`);
+6. the learned similarity head on held-out artists (:mod:`.learned`), trained and measured on the
+   fused vectors without the head a served fusion may carry;
 
 and returns the JSON-ready report (files: :mod:`artsim_pipeline.core.reports`). The headline is
 visual search, same artist, K = 5: precision@5 and full-ranking mAP with their 95% intervals.
@@ -27,7 +28,15 @@ import pandas as pd
 
 from ..scoring import ScoringWeights
 from .ablations import ablation_sets
-from .checks import VariantInput, examples, face_comparison, fused_vectors, index_check_rows, sorted_variant
+from .checks import (
+    VariantInput,
+    examples,
+    face_comparison,
+    fused_vectors,
+    index_check_rows,
+    sorted_variant,
+    unprojected_vectors,
+)
 from .learned import evaluate_learned
 from .pixels import PIXEL_QUERIES, PIXEL_TOP, PixelResult, pixel_evaluation
 from .protocol import DEFAULT_KS, METHODS, RELEVANCES, ItemMeta, MethodResult, evaluate_method, random_rows, relevant_counts
@@ -168,7 +177,8 @@ def evaluate_collection(
         found = timed("index check", "index check", lambda: index_check(vectors, full.objectids, kmax))
         index_rows = index_check_rows(found, full.objectids, meta, ks, vectors)
 
-    learned = timed("learned head", "learned head", lambda: evaluate_learned(vectors, meta, epochs, log=log))
+    learned = timed("learned head", "learned head",
+                    lambda: evaluate_learned(unprojected_vectors(full, vectors), meta, epochs, log=log))
 
     random_head = next((r for r in random_rows_all if r["relevance"] == "artist" and r["k"] == 5), {})
 
