@@ -8,8 +8,8 @@
 * ``celery``: steps are sent to Celery workers on other machines through ``ARTSIM_CELERY_BROKER``
   (results via ``ARTSIM_CELERY_BACKEND``); embedding steps go to the ``gpu`` queue (:mod:`.tags`).
   Workers: ``dagster-celery worker start -A dagster_celery.app -y artsim_pipeline/deploy/celery-worker.yaml
-  -q dagster,gpu`` (several queues: one comma-separated ``-q``), with the same ``DAGSTER_HOME`` (a shared instance, e.g. PostgreSQL), the same
-  ``ARTSIM_*`` settings and the same data lake.
+  -q dagster,gpu`` (several queues: one comma-separated ``-q``), with the same ``DAGSTER_HOME`` (a shared
+  instance, e.g. PostgreSQL), the same ``ARTSIM_*`` settings and the same data lake.
 * ``k8s``: each step is a Kubernetes Job (``dagster-k8s``), using the run's image; embedding pods ask
   for one GPU (:mod:`.tags`). Runs are launched by the ``K8sRunLauncher`` of a Helm-deployed Dagster.
 
