@@ -86,8 +86,9 @@ def test_pools_and_tags_come_from_the_one_table():
     assert {name for name, pool in pools.items() if pool == tags.CATALOG_POOL} == set(CATALOG_ASSETS)
     assert pools["image_cache"] == tags.DOWNLOADS_POOL
     assert pools["embeddings_mobilenet_v2"] == pools["embeddings_efficientnet_lite0"] == tags.GPU_POOL
-    assert pools["face_crops"] is None and pools["pca_model"] is None
-    assert tags.POOL_LIMITS[tags.CATALOG_POOL] == 1
+    assert pools["face_crops"] is None and pools["eval_report"] is None
+    assert pools["pca_model"] == pools["faiss_index"] == tags.INDEX_POOL  # one index publish at a time
+    assert tags.POOL_LIMITS[tags.CATALOG_POOL] == tags.POOL_LIMITS[tags.INDEX_POOL] == 1
 
     embed_tags = defs.resolve_assets_def("embeddings_mobilenet_v2").op.tags
     assert embed_tags[tags.CELERY_QUEUE_TAG] == "gpu"

@@ -19,6 +19,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 
 from ..automation import COLLECTION
 from ..config import Settings
+from ..deploy import tags
 from ..core.storage import DataLake, read_parquet
 from ..resources import lake_for
 from .similarity_head import similarity_head_assets
@@ -61,6 +62,7 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
 
     @asset(
         deps=embedding_assets,
+        pool=tags.pool("pca_model"),
         code_version=code_version("pca_model", settings, layout=INDEX_LAYOUT),
         group_name="index",
         automation_condition=COLLECTION,
@@ -111,6 +113,7 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
 
     @asset(
         deps=[pca_model, *heads],
+        pool=tags.pool("faiss_index"),
         code_version=code_version("faiss_index", settings, layout=INDEX_LAYOUT, head=bool(heads)),
         group_name="index",
         automation_condition=COLLECTION,

@@ -18,6 +18,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 
 from ..automation import COLLECTION
 from ..config import Settings
+from ..deploy import tags
 from ..core.storage import read_parquet
 from ..resources import lake_for
 from .versions import code_version
@@ -31,6 +32,7 @@ def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> l
 
     @asset(
         deps=[pca_model],
+        pool=tags.pool("similarity_head"),
         code_version=code_version("similarity_head", settings),
         group_name="index",
         automation_condition=COLLECTION,

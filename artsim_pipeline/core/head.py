@@ -35,6 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .metrics import evaluate_retrieval
+from .scoring import text_codes
 from .storage import atomic_write_bytes, readable
 
 HEAD_FORMAT_VERSION = 1
@@ -68,12 +69,6 @@ class SimilarityHead:
         return (y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), _EPS)).astype(np.float32)
 
 
-def _codes(labels: Sequence[str]) -> np.ndarray:
-    """Integer code per label; -1 for an empty label."""
-    seen: dict[str, int] = {}
-    return np.array([seen.setdefault(str(v), len(seen)) if v else -1 for v in labels], dtype=np.int64)
-
-
 def _supcon_epochs(x: np.ndarray, codes: np.ndarray, epochs: int, seed: int, learning_rate: float,
                    check: Any = None) -> tuple[np.ndarray, list[tuple[int, float]]]:
     """Train ``W`` (from the identity) for ``epochs``; ``check(W)`` every ``CHECK_EVERY`` epochs.
@@ -83,6 +78,18 @@ def _supcon_epochs(x: np.ndarray, codes: np.ndarray, epochs: int, seed: int, lea
     """
     import torch
 
+    threads = torch.get_num_threads()
+    # A [d, d] matrix on a few hundred vectors: thread hand-offs cost more than they share (measured:
+    # 0.6 s on one thread vs 13 s on two busy cores for 10 epochs), so train on one thread.
+    torch.set_num_threads(1)
+    try:
+        return _train(torch, x, codes, epochs, seed, learning_rate, check)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(torch: Any, x: np.ndarray, codes: np.ndarray, epochs: int, seed: int, learning_rate: float,
+           check: Any) -> tuple[np.ndarray, list[tuple[int, float]]]:
     d = x.shape[1]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -132,7 +139,7 @@ def train_head(vectors: np.ndarray, labels: Sequence[str], max_epochs: int, *, s
     if max_epochs < 0:
         raise ValueError(f"max_epochs must be >= 0, got {max_epochs}")
     started = time.perf_counter()
-    codes = _codes(labels)
+    codes = text_codes([str(v) if v else "" for v in labels])
     labelled = np.flatnonzero(codes >= 0)
     artists = np.unique(codes[labelled])
     info: dict[str, Any] = {

@@ -8,6 +8,9 @@ Asset decorators take their ``pool=`` and ``op_tags=`` from here, so the rules l
 * ``downloads`` (``image_cache``): how many batches download at once, cluster-wide. Every download
   goes to the same image host, so the load it sees is this limit × ``ARTSIM_DOWNLOAD_WORKERS``
   connections, at most this limit × ``ARTSIM_REQUESTS_PER_SECOND`` requests per second.
+* ``index`` (``pca_model``, ``similarity_head``, ``faiss_index``): limit 1, so one collection step
+  stages or publishes the searchable index at a time across machines (the publish lock is a local
+  file, which an object-store lake cannot share).
 * ``gpu`` (``embeddings_<model>``): embedding steps at once, i.e. the GPUs of the cluster. With
   Celery they go to the ``gpu`` queue (start GPU workers with ``-q gpu``); on Kubernetes their pod
   asks for one ``nvidia.com/gpu``.
@@ -25,9 +28,10 @@ from dataclasses import dataclass, field
 CATALOG_POOL = "catalog"
 DOWNLOADS_POOL = "downloads"
 GPU_POOL = "gpu"
+INDEX_POOL = "index"
 
 #: Default slots per pool, cluster-wide (``dagster instance concurrency set <pool> <limit>``).
-POOL_LIMITS: dict[str, int] = {CATALOG_POOL: 1, DOWNLOADS_POOL: 4, GPU_POOL: 1}
+POOL_LIMITS: dict[str, int] = {CATALOG_POOL: 1, DOWNLOADS_POOL: 4, GPU_POOL: 1, INDEX_POOL: 1}
 
 CELERY_QUEUE_TAG = "dagster-celery/queue"  # dagster_celery.tags.DAGSTER_CELERY_QUEUE_TAG
 K8S_CONFIG_TAG = "dagster-k8s/config"  # dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY
@@ -51,6 +55,9 @@ PLACEMENTS: dict[str, Placement] = {
     "filtered_paintings": Placement(pool=CATALOG_POOL),
     "image_cache": Placement(pool=DOWNLOADS_POOL),
     "embeddings": Placement(pool=GPU_POOL, celery_queue=GPU_QUEUE, k8s_resources=ONE_GPU),
+    "pca_model": Placement(pool=INDEX_POOL),
+    "similarity_head": Placement(pool=INDEX_POOL),
+    "faiss_index": Placement(pool=INDEX_POOL),
 }
 
 

@@ -1,8 +1,11 @@
 """ARTSIM_EPOCHS > 0 adds similarity_head; faiss_index and search then use the projected full fusion."""
 
+import json
+
 import numpy as np
 
 from artsim_pipeline.config import Settings
+from artsim_pipeline.core.evaluation.run import SERVED_HEAD_WARNING
 from artsim_pipeline.core.generations import load_generation
 from artsim_pipeline.core.head import load_head
 from artsim_pipeline.core.search import SearchEngine
@@ -35,6 +38,10 @@ def test_head_is_off_by_default_and_on_with_epochs(tmp_path, instance):
     assert full.projection is not None and np.array_equal(full.projection, head.weight.astype(np.float64))
     assert any("@blocks." in name for name in full.model_names)  # taps are fusion blocks (ARTSIM_TAPS=mean)
     assert not any(name.endswith(".std") for name in full.model_names)
+
+    report = json.loads((lake.reports_dir / "eval_report.json").read_text())
+    assert report["headline"]["warning"] == SERVED_HEAD_WARNING  # numbers on labels the head was trained on
+    assert report["learned"]["enabled"] is True and report["learned"]["epochs"] == 5
 
     engine = SearchEngine.from_settings(on)
     assert engine.search(7, k=3)[0].objectid == 7  # the stored (projected) vector finds itself

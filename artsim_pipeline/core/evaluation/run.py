@@ -44,6 +44,8 @@ from .protocol import DEFAULT_KS, METHODS, RELEVANCES, ItemMeta, MethodResult, e
 CURVE_KS = tuple(range(1, 11))
 HEADLINE = {"method": "visual", "relevance": "artist", "k": 5}
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS — meaningless: the backbones were not trained, every number below is noise."
+SERVED_HEAD_WARNING = ("the served index uses the learned similarity head, trained on these same artist labels: "
+                       "the numbers below are optimistic; the `learned` block (held-out artists) is the fair measure.")
 #: Report blocks whose numbers make the report's data version (timings and paths left out).
 VERSIONED_KEYS = ("headline", "methods", "ablations", "pixel", "learned")
 
@@ -206,6 +208,8 @@ def evaluate_collection(
     }
     if weights_setting == "random":
         headline["warning"] = RANDOM_WEIGHTS_WARNING
+    elif full.fusion is not None and full.fusion.projection is not None:
+        headline["warning"] = SERVED_HEAD_WARNING
     report = {
         "headline": headline,
         "methods": [row for m in methods for row in m.rows(ks)],
