@@ -22,7 +22,7 @@ from PIL import Image
 
 from artsim_pipeline.assets.index import index_assets
 from artsim_pipeline.config import Settings
-from artsim_pipeline.core.embedding import embeddings_schema
+from artsim_pipeline.core.embedding_store import embeddings_schema
 from artsim_pipeline.core.search import SearchEngine
 from artsim_pipeline.core.storage import DataLake
 

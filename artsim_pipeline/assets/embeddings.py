@@ -72,7 +72,8 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
         "(variant `full`) and of its face crop (variant `face`), one Parquet file per batch.",
     )
     def _embeddings(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
-        from ..core.embedding import BF16_MIN_COSINE, check_bf16, embed_batch_to_parquet
+        from ..core.embedding import BF16_MIN_COSINE, check_bf16
+        from ..core.embedding_store import embed_batch_to_parquet
         from ..core.models import resolve_device
 
         batch = context.partition_key

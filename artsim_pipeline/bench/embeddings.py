@@ -93,9 +93,9 @@ def bench_model(job: dict[str, Any]) -> dict[str, Any]:
     from artsim_pipeline.core.embedding import (
         BF16_MIN_COSINE,
         check_bf16,
-        embed_batch_to_parquet,
         load_and_prepare,
     )
+    from artsim_pipeline.core.embedding_store import embed_batch_to_parquet
     from artsim_pipeline.core.models import load_model, normalize_batch
 
     rss_before_model = _peak_rss_mb()  # torch + libraries imported, no model yet

@@ -14,7 +14,8 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .embedding import FINAL, VARIANTS, read_embedding_blocks
+from .embedding import FINAL, VARIANTS
+from .embedding_store import read_embedding_blocks
 from .fusion import block_key, in_tap_set
 from .storage import DataLake
 

@@ -17,13 +17,11 @@ from artsim_pipeline.core.embedding import (
     bf16_acceptable,
     check_bf16,
     cosine_rows,
-    embed_batch_to_parquet,
     embed_images,
     forward_prepared,
     load_and_prepare,
-    read_embedding_blocks,
-    read_embeddings,
 )
+from artsim_pipeline.core.embedding_store import embed_batch_to_parquet, read_embedding_blocks, read_embeddings
 from artsim_pipeline.core.models import DEFAULT_OFFLINE_MODELS, LoadedModel, load_model
 from artsim_pipeline.core.storage import DataLake
 
