@@ -164,4 +164,5 @@ def test_batch_whose_images_are_all_too_small_flows_through_faces_and_embeddings
     faces = pq.read_table(lake / "faces" / "batch-00000.parquet")
     assert faces.num_rows == 0 and str(faces.schema.field("probabilities").type) == "list<element: double>"
     embeddings = pq.read_table(lake / "embeddings" / "efficientnet_lite0" / "batch-00000.parquet")
-    assert embeddings.num_rows == 0 and embeddings.schema.names == ["objectid", "uuid", "variant", "vector"]
+    taps = [f"tap:blocks.{i}.{stat}" for i in (3, 4, 5, 6) for stat in ("mean", "std")]
+    assert embeddings.num_rows == 0 and embeddings.schema.names == ["objectid", "uuid", "variant", "vector", *taps]
