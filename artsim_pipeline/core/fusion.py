@@ -34,7 +34,8 @@ from artsim_pipeline.core.storage import atomic_path
 FUSION_FORMAT_VERSION = 1
 #: Values of ``ARTSIM_TAPS``: which mid-level statistics of each backbone's taps join its final feature
 #: (the taps themselves are declared per model in the registry, :mod:`artsim_pipeline.core.models`).
-TAP_SETS = ("none", "mean", "mean+std")
+TAP_SET_STATS: dict[str, tuple[str, ...]] = {"none": (), "mean": ("mean",), "mean+std": ("mean", "std")}
+TAP_SETS = tuple(TAP_SET_STATS)
 PCA_RANDOM_STATE = 0
 _EPS = 1e-12
 
@@ -295,7 +296,7 @@ def in_tap_set(name: str, tap_set: str) -> bool:
         raise ValueError(f"tap set must be one of {', '.join(TAP_SETS)}, got {tap_set!r}")
     if TAP_SEPARATOR not in name:
         return True
-    return tap_set == "mean+std" or (tap_set == "mean" and name.endswith(".mean"))
+    return name.rsplit(".", 1)[-1] in TAP_SET_STATS[tap_set]
 
 
 def tap_blocks(blocks: Mapping[str, np.ndarray], tap_set: str) -> dict[str, np.ndarray]:

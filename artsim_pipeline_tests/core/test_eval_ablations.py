@@ -28,6 +28,8 @@ def test_models_alone_use_their_final_block_and_each_tap_set_gets_a_row():
         chosen = tap_blocks(blocks, tap_set)
         assert np.array_equal(sets[name][1](), transform(fit_fusion(chosen, n_components=8), chosen)), name
     assert "2 final + 4 tap blocks" in sets["final + mid mean+std"][0]
+    # the set the pipeline fuses (ARTSIM_TAPS=mean) reuses the pipeline's fusion, the others are refitted
+    assert "the pipeline's own" in sets["final + mid mean"][0] and "refitted" in sets["final only"][0]
     # the pipeline rows fuse the ARTSIM_TAPS blocks: final + mean taps = 6 + 4 + 5 + 3 = 18 dims before PCA
     assert sets["concat (L2 per model)"][1]().shape == (20, 18)
 

@@ -11,7 +11,8 @@ queries. Blocks are named ``<model>`` (a backbone's final feature) and ``<model>
 * ``... whitened PCA <n>``: the same PCA with whitened components;
 * when the collection has tap blocks, one row per tap set through the pipeline's fusion recipe
   (``fit_fusion(blocks, n_components=pca_dim)`` then ``transform``): ``final only``,
-  ``final + mid mean``, ``final + mid mean+std``; a set whose taps are absent is left out.
+  ``final + mid mean``, ``final + mid mean+std``; a set whose taps are absent is left out, and the set
+  the pipeline fuses reuses the pipeline's fusion (without a learned head) instead of fitting it again.
 """
 
 from __future__ import annotations
@@ -21,12 +22,20 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ..fusion import TAP_SEPARATOR, TAP_SETS, FusionModel, block_model, fit_fusion, tap_blocks, transform
+from ..fusion import (
+    TAP_SEPARATOR,
+    TAP_SET_STATS,
+    FusionModel,
+    block_model,
+    fit_fusion,
+    tap_blocks,
+    transform,
+    with_projection,
+)
 from ..metrics import l2_rows
 
 #: Ablation row name of each tap set (``ARTSIM_TAPS`` value).
 TAP_SET_NAMES = {"none": "final only", "mean": "final + mid mean", "mean+std": "final + mid mean+std"}
-_TAP_STATS = {"none": (), "mean": ("mean",), "mean+std": ("mean", "std")}
 
 Ablation = tuple[str, str, Callable[[], np.ndarray]]
 
@@ -45,23 +54,30 @@ def pipeline_blocks(
     return dict(blocks) if taps is None else tap_blocks(blocks, taps)
 
 
-def tap_set_ablations(blocks: Mapping[str, np.ndarray], pca_dim: int) -> list[Ablation]:
-    """One ablation per tap set present in ``blocks``; none when there is no tap block."""
+def tap_set_ablations(
+    blocks: Mapping[str, np.ndarray], pca_dim: int, pipeline: FusionModel | None = None
+) -> list[Ablation]:
+    """One ablation per tap set present in ``blocks``; none when there is no tap block.
+
+    The set whose blocks are exactly ``pipeline``'s is scored with ``pipeline`` (its learned head left
+    out) rather than fitted a second time by the same recipe.
+    """
     taps = [name for name in blocks if TAP_SEPARATOR in name]
     if not taps:
         return []
     out: list[Ablation] = []
-    for tap_set in TAP_SETS:
-        stats = _TAP_STATS[tap_set]
+    for tap_set, stats in TAP_SET_STATS.items():
         if not all(any(name.endswith(f".{stat}") for name in taps) for stat in stats):
             continue
         chosen = tap_blocks(blocks, tap_set)
         n_taps = sum(TAP_SEPARATOR in name for name in chosen)
+        reuse = pipeline is not None and set(pipeline.model_names) == set(chosen)
         out.append((
             TAP_SET_NAMES[tap_set],
             f"ARTSIM_TAPS={tap_set}: {len(chosen) - n_taps} final + {n_taps} tap blocks through the pipeline's "
-            f"fusion (standardise, balance, PCA {pca_dim}), refitted",
-            lambda chosen=chosen: transform(fit_fusion(chosen, n_components=pca_dim), chosen),
+            f"fusion (standardise, balance, PCA {pca_dim})" + (", the pipeline's own" if reuse else ", refitted"),
+            (lambda chosen=chosen: transform(with_projection(pipeline, None), chosen)) if reuse else
+            (lambda chosen=chosen: transform(fit_fusion(chosen, n_components=pca_dim), chosen)),
         ))
     return out
 
@@ -89,7 +105,7 @@ def ablation_sets(
         (f"concat + standardise + whitened PCA {pca_n}", "as the pipeline, PCA components whitened",
          lambda: transform(_whitened(fused, used), used)),
     ]
-    return sets + tap_set_ablations(blocks, pca_dim)
+    return sets + tap_set_ablations(blocks, pca_dim, fused)
 
 
 def _whitened(fused: FusionModel, blocks: Mapping[str, np.ndarray]) -> FusionModel:
