@@ -14,6 +14,7 @@ measures it on every run.
 
 import time
 
+import numpy as np
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
 from ..automation import COLLECTION
@@ -44,6 +45,7 @@ def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> l
         from ..core.fusion import transform
         from ..core.generations import REQUIRED_VARIANT, load_staged_fusions
         from ..core.head import save_head, train_head
+        from ..core.index import sha256_hex
         from .index import current_collection
 
         started = time.perf_counter()
@@ -74,15 +76,7 @@ def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> l
                 "staged_fusion": staged.stage,
                 "path": MetadataValue.path(str(lake.similarity_head_path)),
             },
-            data_version=DataVersion(_weight_hash(head.weight)),
+            data_version=DataVersion(sha256_hex(np.ascontiguousarray(head.weight, dtype=np.float32).tobytes())[:16]),
         )
 
     return [similarity_head]
-
-
-def _weight_hash(weight) -> str:
-    import hashlib
-
-    import numpy as np
-
-    return hashlib.sha256(np.ascontiguousarray(weight, dtype=np.float32).tobytes()).hexdigest()[:16]

@@ -221,10 +221,10 @@ def embed_images(
     parts: list[dict[str, np.ndarray]] = []
     for batch_keys, vectors in iter_embeddings(
         model, items, batch_size=batch_size, precision=precision, channels_last=channels_last,
-        num_workers=num_workers, fast_decode=fast_decode, taps=True,
+        num_workers=num_workers, fast_decode=fast_decode, taps=taps,
     ):
         keys.extend(batch_keys)
-        parts.append(vectors)
+        parts.append(vectors if taps else {FINAL: vectors})  # no tap statistics when nobody asked for them
         ticker.update(len(keys))
     ticker.finish()
     blocks = {name: np.concatenate([p[name] for p in parts], axis=0) for name in parts[0]} if parts else {
