@@ -100,8 +100,9 @@ class Settings:
             raise ConfigError(f"ARTSIM_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise ConfigError(f"ARTSIM_DEVICE must be auto, cpu, cuda or mps, got {self.device!r}")
-        if len(self.refresh_cron.split()) != 5:
-            raise ConfigError(f"ARTSIM_REFRESH_CRON must be a 5-field cron string, got {self.refresh_cron!r}")
+        if len(self.refresh_cron.split()) != 5 or not _valid_cron(self.refresh_cron):
+            raise ConfigError(f"ARTSIM_REFRESH_CRON must be a valid 5-field cron string (minute hour day month "
+                              f"weekday, e.g. '0 4 * * *'), got {self.refresh_cron!r}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -110,6 +111,8 @@ class Settings:
         values: dict[str, Any] = {}
         for var, (name, parse) in ENV_VARS.items():
             raw = env.get(var)
+            if raw is not None and raw != "" and raw.strip() == "" and var in _NO_BLANK:
+                raise ConfigError(f"{var} is set to blanks ({raw!r}): unset it for the default or name a value")
             if raw is None or raw.strip() == "":
                 continue
             try:
@@ -142,6 +145,16 @@ class Settings:
     def is_local_source(self) -> bool:
         """True when ``nga_source`` is a directory rather than a URL."""
         return not self.nga_source.startswith(("http://", "https://"))
+
+
+_NO_BLANK = frozenset({"ARTSIM_DATA_LAKE", "ARTSIM_WORK_DIR"})  # a blank path would silently mean the default
+
+
+def _valid_cron(text: str) -> bool:
+    """Whether Dagster's schedule parser (croniter's rules) accepts ``text``."""
+    from dagster._utils.schedules import is_valid_cron_string  # what the schedule itself is checked with
+
+    return bool(is_valid_cron_string(text))
 
 
 def _int(raw: str) -> int:

@@ -123,3 +123,21 @@ def test_image_hosts_setting():
     for raw in ("https://api.nga.gov", "api.nga.gov:443", "user@api.nga.gov", "api.nga.gov/iiif", ",", "*.nga.gov"):
         with pytest.raises(ConfigError, match="ARTSIM_IMAGE_HOSTS"):
             Settings.from_env({"ARTSIM_IMAGE_HOSTS": raw})
+
+
+# fault matrix (issue 19 #10, #13): a cron string with out-of-range fields, a blank lake path
+@pytest.mark.parametrize("cron", ["99 99 99 99 99", "0 25 * * *", "* * 32 * *", "a b c d e"])
+def test_refresh_cron_is_checked_by_the_schedule_parser(cron):
+    with pytest.raises(ConfigError, match="ARTSIM_REFRESH_CRON"):
+        Settings.from_env({"ARTSIM_REFRESH_CRON": cron})
+
+
+def test_refresh_cron_valid_strings_pass():
+    assert Settings.from_env({"ARTSIM_REFRESH_CRON": "*/15 2-4 * * 1-5"}).refresh_cron == "*/15 2-4 * * 1-5"
+
+
+@pytest.mark.parametrize("variable", ["ARTSIM_DATA_LAKE", "ARTSIM_WORK_DIR"])
+def test_blank_path_setting_names_the_variable(variable):
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({variable: "  "})
+    assert Settings.from_env({variable: ""}) == Settings()  # empty = unset
