@@ -26,13 +26,38 @@ def _prepare_instance(settings: Settings):
         if not config.exists():
             config.write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(home)
-    return DagsterInstance.get()
+    home = Path(os.environ["DAGSTER_HOME"])
+    try:  # a read-only or full home fails later as a raw SQLAlchemy "unable to open database file"
+        home.mkdir(parents=True, exist_ok=True)
+        probe = home / f".artsim-write-probe-{os.getpid()}"
+        with open(probe, "wb") as fh:
+            fh.write(b"\0" * 65536)
+            fh.flush()
+            os.fsync(fh.fileno())
+        probe.unlink()
+        return DagsterInstance.get()
+    except Exception as exc:  # noqa: BLE001 - any failure here is about that folder
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise ConfigError(f"DAGSTER_HOME={home} is not usable (needs a writable folder with free space): "
+                          f"{reason}") from None
+
+
+def _check_device(settings: Settings) -> None:
+    """An explicit ``ARTSIM_DEVICE`` that this machine lacks is a configuration error up front."""
+    if settings.device in ("cuda", "mps"):
+        from .core.models import resolve_device
+
+        try:
+            resolve_device(settings.device)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (set ARTSIM_DEVICE=auto or cpu)") from None
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from .definitions import build_definitions
     from .runner import PipelineRunner
 
+    _check_device(settings)  # before the catalog and images are written, not after
     instance = _prepare_instance(settings)
     from .core.storage import lake_at
 
