@@ -469,13 +469,13 @@ def plot_examples(result: EvaluationResult, image_path: Callable[[str], Path], t
                 title = f"QUERY {item['objectid']}\n{_caption(item['artist'])}"
             else:
                 title = f"#{c} {item['score']:.2f}\n{_caption(item['artist'])}"
-            ax.set_title(title, fontsize=7, color=color)
+            ax.set_title(title, fontsize=7, color=color, parse_math=False)  # catalog text is data, not mathtext
     if not examples:
         ax = fig.add_subplot(1, 1, 1)
         ax.text(0.5, 0.5, "no labelled query", ha="center", va="center")
         ax.axis("off")
     fig.suptitle("Visual search examples: green = same artist, red = different" + _title_suffix(result.report),
-                 fontsize=9)
+                 fontsize=9, parse_math=False)
     fig.tight_layout()
     _save(fig, target, dpi=80)
 

@@ -218,3 +218,14 @@ def test_markdown_numbers_are_rounded(written):
     assert not RAW_FLOAT.findall(text)
     assert "0.418 ±" in text and "0.123 ±" in text and "| 0.988 |" in text and "| 0.333 |" in text
     assert not re.search(r"\b(nan|inf)\b", text, re.IGNORECASE)
+
+
+# fault matrix (issue 19 #5): catalog text is data, never markup (matplotlib mathtext, Markdown)
+def test_artist_names_with_mathtext_and_markdown_are_plotted_as_text(tmp_path):
+    full, _, catalog, image_path = small_collection(tmp_path, with_face=False)
+    names = ["$\\frac{1}{$", "A $x^2$ b_c *d*", "Painter | $$ \\ ^"]
+    catalog["artist"] = [names[i % 3] for i in range(N)]
+    catalog["artist_key"] = [f"k{i % 3}" for i in range(N)]
+    result = evaluate_collection(full, catalog, image_path, weights_setting="pretrained", pca_dim=4, pixel_queries=3)
+    files = write_report(result, tmp_path / "reports", image_path)  # raised ValueError (mathtext) before
+    assert files.plots["examples"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
