@@ -10,6 +10,8 @@ same registration in any connection that queries them.
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from pathlib import Path
 
 import duckdb
@@ -19,6 +21,7 @@ from .nga_source import NGA_FILES, REQUIRED_COLUMNS, Snapshot
 from .storage import atomic_path, is_remote, lake_path, register_filesystem
 
 RAW_TABLE = {name: f"raw_{name}" for name in NGA_FILES}
+_log = logging.getLogger(__name__)
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> object:
@@ -31,32 +34,75 @@ class CatalogError(ValueError):
     """An NGA file does not have what artsim needs; the message names the file and columns."""
 
 
+RAW_REJECTS = "raw_rejects"  # (file VARCHAR, line BIGINT, reason VARCHAR): CSV rows DuckDB could not read
+REJECTED_ROWS_KEY = "rejected_csv_rows"  # key of the rejected-row count in load_raw_tables' counts
+_CSV_LINE = re.compile(r"CSV Error on Line: (\d+)")
+
+
+def _csv_error(name: str, exc: duckdb.Error) -> CatalogError:
+    """One line naming the file and line instead of DuckDB's 25-line dump of reader options."""
+    text = str(exc)
+    line = _CSV_LINE.search(text)
+    reason = next((ln.strip() for ln in text.splitlines()[1:] if ln.strip() and not ln.startswith("Original Line")),
+                  text.splitlines()[0] if text else type(exc).__name__)
+    where = f"{name}.csv line {line.group(1)}" if line else f"{name}.csv"
+    return CatalogError(f"{where} cannot be read: {reason[:200]}")
+
+
+def _last_scan(con: duckdb.DuckDBPyConnection) -> int:
+    if not scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'reject_scans' AND temporary"):
+        return -1  # no CSV read with store_rejects on this connection yet
+    return int(scalar(con, "SELECT coalesce(max(scan_id), -1) FROM reject_scans"))
+
+
 def load_raw_tables(con: duckdb.DuckDBPyConnection, snapshot: Snapshot) -> dict[str, int]:
     """Load the snapshot's five CSVs into ``raw_*`` tables in one transaction; returns row counts.
 
-    A missing required column raises :class:`CatalogError`; extra columns are kept.
+    A missing required column raises :class:`CatalogError`; extra columns are kept. Rows DuckDB cannot
+    parse (bad encoding, wrong field count, unterminated quote) are skipped and recorded in
+    ``raw_rejects`` (file, line, reason); their number is ``counts[REJECTED_ROWS_KEY]``. A file that
+    cannot be read at all (a line over 10 MB) raises a one-line :class:`CatalogError` naming it.
     """
     counts: dict[str, int] = {}
     register_filesystem(con, snapshot.directory)
     con.execute("BEGIN TRANSACTION")
     try:
+        con.execute(f"CREATE OR REPLACE TABLE {RAW_REJECTS} (file VARCHAR, line BIGINT, reason VARCHAR)")
         for name in NGA_FILES:
             path = snapshot.path(name)
             table = RAW_TABLE[name]
-            con.execute(
-                f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_csv(?, header = true, all_varchar = true,"
-                " quote = '\"', escape = '\"', max_line_size = 10000000)",
-                [str(path)],
+            scans_before = _last_scan(con)
+            try:
+                con.execute(
+                    f"CREATE OR REPLACE TABLE {table} AS SELECT * FROM read_csv(?, header = true, all_varchar = true,"
+                    " delim = ',', quote = '\"', escape = '\"', max_line_size = 10000000, store_rejects = true)",
+                    [str(path)],
+                )
+            except duckdb.Error as exc:
+                if "CSV Error" not in str(exc) and "line size" not in str(exc):
+                    raise
+                raise _csv_error(name, exc) from None
+            con.execute(  # this load's scans of this file (reject_errors accumulates per connection)
+                f"""INSERT INTO {RAW_REJECTS}
+                    SELECT DISTINCT ?, e.line, e.error_type || ': ' || e.error_message
+                    FROM reject_errors e JOIN reject_scans s USING (scan_id, file_id)
+                    WHERE e.scan_id > ? AND s.file_path = ? ORDER BY 2""",
+                [f"{name}.csv", scans_before, str(path)],
             )
             columns = {row[0].lower() for row in con.execute(f"DESCRIBE {table}").fetchall()}
             missing = [c for c in REQUIRED_COLUMNS[name] if c not in columns]
             if missing:
                 raise CatalogError(f"{name}.csv (source version {snapshot.version}) lacks required column(s): {', '.join(missing)}")
             counts[name] = int(scalar(con, f"SELECT count(*) FROM {table}"))
+        counts[REJECTED_ROWS_KEY] = int(scalar(con, f"SELECT count(*) FROM {RAW_REJECTS}"))
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
         raise
+    if counts[REJECTED_ROWS_KEY]:
+        first = con.execute(f"SELECT file, line, reason FROM {RAW_REJECTS} ORDER BY file, line LIMIT 1").fetchone()
+        _log.warning(f"catalog: skipped {counts[REJECTED_ROWS_KEY]} unreadable CSV row(s) (in {RAW_REJECTS}); "
+                     f"first: {first[0]} line {first[1]}: {first[2][:160]}")
     return counts
 
 
