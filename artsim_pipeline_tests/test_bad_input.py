@@ -52,3 +52,35 @@ def test_oversized_field_is_a_one_line_error_naming_the_file(tmp_path):
     with pytest.raises(catalog.CatalogError, match=r"objects\.csv") as err:
         catalog.load_raw_tables(con, snapshot)
     assert "\n" not in str(err.value) and "max_line_size" not in str(err.value)
+
+
+@pytest.mark.parametrize("bad", ["abc", "99999999999999999999"])
+def test_objectid_that_is_not_an_int64_is_counted_as_rejected(tmp_path, bad):
+    def edit(path):
+        text = path.read_text()
+        path.write_text(text.replace("\n2,", f"\n{bad},", 1))
+
+    snapshot, con = _snapshot(tmp_path, [Painting(1), Painting(2)], edit=edit)
+    catalog.load_raw_tables(con, snapshot)
+    catalog.build_filtered_paintings(con, 300, 0)
+    assert catalog.rejected_summary(con)["rejected_invalid_objectid"] == 1
+    assert con.execute("SELECT reason FROM filtered_paintings_rejected").fetchall() == [("invalid_objectid",)]
+
+
+@pytest.mark.parametrize("min_side, stage", [(99_999_999, "0 with both sides >= ARTSIM_MIN_SIDE=99999999")])
+def test_filter_keeping_nothing_says_which_stage_emptied_it(tmp_path, min_side, stage):
+    snapshot, con = _snapshot(tmp_path, [Painting(1), Painting(2)])
+    catalog.load_raw_tables(con, snapshot)
+    with pytest.raises(catalog.CatalogError, match="kept 0 paintings") as err:
+        catalog.build_filtered_paintings(con, min_side, 0)
+    assert "2 with an attribution" in str(err.value) and stage in str(err.value)
+
+
+def test_header_only_csvs_say_no_rows_were_read(tmp_path):
+    def edit(path):
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+
+    snapshot, con = _snapshot(tmp_path, [Painting(1)], edit=edit)
+    catalog.load_raw_tables(con, snapshot)
+    with pytest.raises(catalog.CatalogError, match="kept 0 paintings: 0 object rows read"):
+        catalog.build_filtered_paintings(con, 300, 0)

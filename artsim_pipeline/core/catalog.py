@@ -1,7 +1,8 @@
 """The DuckDB metadata store: raw NGA tables, ``filtered_paintings`` and the batch manifest.
 
 Raw CSVs are loaded with DuckDB's CSV reader as text (NGA's files carry free text with quotes and
-newlines; types are applied in SQL with ``TRY_CAST``). ``filtered_paintings`` is one SQL query.
+newlines; types are applied in SQL with ``TRY_CAST``). Rows the reader cannot parse are skipped into
+``raw_rejects`` (file VARCHAR, line BIGINT, reason VARCHAR). ``filtered_paintings`` is one SQL query.
 On an object-store lake DuckDB reads the snapshot CSVs and the per-batch Parquet files through fsspec
 (:func:`~artsim_pipeline.core.storage.register_filesystem`); the views over ``s3://`` files then need the
 same registration in any connection that queries them.
@@ -116,7 +117,7 @@ def _optional(con: duckdb.DuckDBPyConnection, table: str, column: str, expressio
 
 
 #: Why a painting that passed the filters is kept out of ``filtered_paintings`` (table ``filtered_paintings_rejected``).
-REJECT_REASONS = ("negative_objectid", "duplicate_objectid")
+REJECT_REASONS = ("negative_objectid", "duplicate_objectid", "invalid_objectid")
 REJECTED_TABLE = "filtered_paintings_rejected"
 
 
@@ -241,8 +242,9 @@ def build_filtered_paintings(
 
     The new table is built beside the current one and swapped in only after :func:`check_shrink`
     passed (a refused refresh leaves ``filtered_paintings`` as it was). Rows kept out (negative or
-    duplicate objectid, :data:`REJECT_REASONS`) go to ``filtered_paintings_rejected`` (objectid, uuid,
-    reason); :func:`rejected_summary` counts them.
+    duplicate objectid, a painting whose objectid is no int64 such as ``abc``, :data:`REJECT_REASONS`) go
+    to ``filtered_paintings_rejected`` (objectid, uuid, reason); :func:`rejected_summary` counts them.
+    A filter that keeps nothing raises :class:`CatalogError` with the count left after each stage.
     """
     con.execute(f"CREATE OR REPLACE TEMP TABLE painting_candidates AS {_candidates_sql(con)}", {"min_side": min_side})
     try:
@@ -251,16 +253,24 @@ def build_filtered_paintings(
             {"limit": limit},
         )
         rows = int(scalar(con, "SELECT count(*) FROM filtered_paintings_new"))
+        if rows == 0:
+            raise CatalogError(_kept_none_message(con, min_side))
         previous = None
         if _table_exists(con, "filtered_paintings"):
             previous = int(scalar(con, "SELECT count(*) FROM filtered_paintings"))
         check_shrink(previous, rows, max_shrink, limit)
         con.execute("BEGIN TRANSACTION")
         try:
+            object_uuid = _optional(con, "raw_objects", "uuid", "uuid")
             con.execute(
                 f"""CREATE OR REPLACE TABLE {REJECTED_TABLE} AS
-                    SELECT objectid, uuid, reject_reason AS reason FROM painting_candidates
-                    WHERE reject_reason IS NOT NULL ORDER BY objectid, uuid"""
+                    SELECT * FROM (
+                        SELECT objectid, uuid, reject_reason AS reason FROM painting_candidates
+                        WHERE reject_reason IS NOT NULL
+                        UNION ALL  -- 'abc' or beyond int64: no BIGINT id, so no image can join it
+                        SELECT NULL::BIGINT, {object_uuid}, 'invalid_objectid' FROM raw_objects
+                        WHERE lower(trim(classification)) = 'painting' AND TRY_CAST(objectid AS BIGINT) IS NULL
+                    ) ORDER BY objectid NULLS LAST, uuid"""
             )
             con.execute("DROP TABLE IF EXISTS filtered_paintings")
             con.execute("ALTER TABLE filtered_paintings_new RENAME TO filtered_paintings")
@@ -272,6 +282,22 @@ def build_filtered_paintings(
         con.execute("DROP TABLE IF EXISTS filtered_paintings_new")
         con.execute("DROP TABLE IF EXISTS painting_candidates")
     return rows
+
+
+def _kept_none_message(con: duckdb.DuckDBPyConnection, min_side: int) -> str:
+    """Why the filter kept nothing: the count left after each of its stages."""
+    relaxed = (_candidates_sql(con).replace("AND nullif(trim(o.attribution), '') IS NOT NULL", "")
+               .replace("AND i.width >= $min_side AND i.height >= $min_side", ""))
+    read = int(scalar(con, "SELECT count(*) FROM raw_objects"))
+    paintings = int(scalar(con, "SELECT count(*) FROM raw_objects WHERE lower(trim(classification)) = 'painting'"))
+    with_image, attributed, big = con.execute(
+        f"""SELECT count(*), count(*) FILTER (WHERE nullif(attribution, '') IS NOT NULL),
+                   count(*) FILTER (WHERE nullif(attribution, '') IS NOT NULL AND width >= $min_side
+                                    AND height >= $min_side)
+            FROM ({relaxed})""", {"min_side": min_side}).fetchone()
+    return (f"filtered_paintings kept 0 paintings: {read} object rows read, {paintings} paintings, "
+            f"{with_image} with an open-access primary image, {attributed} with an attribution, "
+            f"{big} with both sides >= ARTSIM_MIN_SIDE={min_side} (before objectid checks)")
 
 
 def rejected_summary(con: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -109,7 +109,7 @@ def test_negative_objectid_is_rejected_and_counted_not_indexed(tmp_path):
     con, _ = load(tmp_path, [Painting(1), Painting(-7), Painting(3)])
     assert list(rows(con).index) == [1, 3]
     assert catalog.rejected_summary(con) == {
-        "rejected": 1, "rejected_negative_objectid": 1, "rejected_duplicate_objectid": 0,
+        "rejected": 1, "rejected_negative_objectid": 1, "rejected_duplicate_objectid": 0, "rejected_invalid_objectid": 0,
     }
     assert con.execute("SELECT objectid, reason FROM filtered_paintings_rejected").fetchall() == [(-7, "negative_objectid")]
     assert batches.assign_batches(con, 10) == ["batch-00000"]
