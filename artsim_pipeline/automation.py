@@ -7,19 +7,25 @@ Turn on the ``artsim_automation`` sensor (UI → Automation) and the daemon keep
 * ``filtered_paintings`` records each batch's fingerprint on ``image_batch``; a batch whose fingerprint
   changed, or a new batch, makes its ``image_cache`` → ``face_crops`` → ``embeddings_*`` run
   (:data:`BATCH_ENTRY`: data-version aware, so unchanged batches stay put);
-* when batches updated, ``pca_model`` → ``faiss_index`` → ``eval_report`` run once they are all done
-  (:data:`COLLECTION`, eager: it waits while any batch is missing or in progress);
+* when batches updated (or the catalog's content changed), ``pca_model`` → ``faiss_index`` →
+  ``eval_report`` run once they are all done (:data:`COLLECTION_ENTRY`: ``pca_model`` waits until the
+  catalog exists and no batch is missing, requested or in progress — so on a fresh lake it never runs
+  before the catalog and its batches; :data:`COLLECTION` for what follows it in the same run);
 * a batch whose images failed to download (the ``image_cache`` check ``no_failed_images`` fails) is
   retried at the next ``ARTSIM_REFRESH_CRON`` tick.
 
-On a fresh lake the first evaluation materializes whatever is missing, so turning the sensor on is
-the one action that brings a new lake all the way up. ``artsim run`` does the same work in process,
+On a fresh lake the first evaluation observes the source and materializes the catalog; the batches
+follow once their partitions exist, then the collection: turning the sensor on is the one action that
+brings a new lake all the way up (``test_automation_daemon.py`` does exactly that on a real webserver +
+daemon). The sensor targets the observable source too (``AssetSelection.all(include_sources=True)``):
+with ``"*"`` Dagster leaves sources to a second, default sensor and ``nga_opendata`` is never observed.
+The source is also observed when its setting (``ARTSIM_NGA_SOURCE``, part of its code version) changes. ``artsim run`` does the same work in process,
 from the same truth (Dagster's stale/missing status; see :mod:`artsim_pipeline.runner`).
 """
 
 from __future__ import annotations
 
-from dagster import AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
+from dagster import AssetSelection, AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
 
 AC = AutomationCondition
 
@@ -60,22 +66,46 @@ def retry_failed_images(cron: str) -> AutomationCondition:
     ).with_label("retry failed images")
 
 
+#: Upstream of the collection that must exist and be settled before ``pca_model`` runs. Dagster's own
+#: ``any_deps_missing`` holds vacuously while no batch partition exists yet (a fresh lake), and lets a
+#: dependency that will be requested in the same tick count as present; neither may start the collection.
+_CATALOG_SELECTION = AssetSelection.assets("filtered_paintings")
+_UPSTREAM_UNSETTLED = AC.any_deps_match(AC.missing() | AC.will_be_requested() | AC.in_progress()).with_label(
+    "the catalog or a batch missing, requested or running")
+
+COLLECTION_ENTRY = (
+    ((AC.newly_missing()
+      | AC.any_deps_updated().ignore(_CATALOG_SELECTION).with_label("a batch updated")
+      | AC.any_deps_match(AC.data_version_changed()).allow(_CATALOG_SELECTION).with_label("catalog content changed")
+      | AC.code_version_changed()).since_last_handled() | _FIRST_MISSING)
+    & ~_UPSTREAM_UNSETTLED & ~AC.in_progress()
+).with_label("collection: after the catalog and every batch")
+"""``pca_model``: the first collection step. It depends on ``filtered_paintings`` (the catalog it reads) and on
+every batch's embeddings; it waits until all of them exist and none is requested or running, then runs
+when a batch updated, the catalog's content (its data version) changed, its code changed, or it is missing."""
+
 COLLECTION = (AC.eager() | ((AC.code_version_changed().since_last_handled() | _FIRST_MISSING) & _READY)).with_label(
     "collection: after the batches"
 )
-"""``pca_model``, ``faiss_index``, ``eval_report``."""
+"""``faiss_index``, ``similarity_head``, ``eval_report``, ``collection_map``: after ``pca_model``, in the same run."""
 
 
 def source_observation(cron: str) -> AutomationCondition:
     """Observe ``nga_opendata`` at each ``cron`` tick and on the first evaluation."""
-    return (AC.cron_tick_passed(cron).since_last_handled() | AC.initial_evaluation()).with_label(
-        f"observe at {cron}"
-    )
+    return (
+        AC.cron_tick_passed(cron).since_last_handled() | AC.initial_evaluation() | AC.code_version_changed()
+    ).with_label(f"observe at {cron}, when automation starts or when ARTSIM_NGA_SOURCE changes")
+
+
+#: On every run the automation launches (the Runs page filters on it; batch runs also carry Dagster's
+#: ``dagster/partition`` tag, e.g. ``dagster/partition=batch-00003``).
+AUTOMATION_RUN_TAGS = {"artsim/launched_by": "artsim_automation"}
 
 
 artsim_automation = AutomationConditionSensorDefinition(
     "artsim_automation",
-    target="*",
+    target=AssetSelection.all(include_sources=True),  # "*" leaves nga_opendata to a second, default sensor
+    run_tags=AUTOMATION_RUN_TAGS,
     default_status=DefaultSensorStatus.STOPPED,
     minimum_interval_seconds=30,
     description="Keeps the lake up to date: observes NGA, refreshes the catalog, runs new or changed batches, "

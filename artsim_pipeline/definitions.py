@@ -16,6 +16,7 @@ from .deploy.executors import executor_for
 from .resources import build_resources
 
 CATALOG_ASSETS = ("raw_objects", "filtered_paintings")
+VIEW_ASSETS = ("batch_views",)  # in the catalog group (it writes catalog.duckdb), run with the collection
 BATCH_ASSETS_GROUPS = ("images", "embeddings")
 COLLECTION_GROUPS = ("index", "evaluation")
 
@@ -32,8 +33,9 @@ batch_job = define_asset_job(
     description="One image batch: image cache, face crops, embeddings.",
 )
 collection_job = define_asset_job(
-    "artsim_collection", selection=AssetSelection.groups(*COLLECTION_GROUPS),
-    description="Fusion (PCA), FAISS index, collection map and evaluation report over every batch.",
+    "artsim_collection", selection=AssetSelection.groups(*COLLECTION_GROUPS) | AssetSelection.assets(*VIEW_ASSETS),
+    description="Fusion (PCA), FAISS index, collection map and evaluation report over every batch; the catalog's "
+    "views over the batch files.",
 )
 JOBS = [observe_job, catalog_job, batch_job, collection_job]
 

@@ -24,8 +24,8 @@ from dagster import (
     MetadataValue,
     asset,
     asset_check,
+    ObserveResult,
     multi_observable_source_asset,
-    observable_source_asset,
 )
 from dagster_duckdb import DuckDBResource
 
@@ -35,7 +35,7 @@ from ..core.image_cache import sweep_lake_temp_files
 from ..core.storage import read_parquet
 from ..partitions import IMAGE_BATCHES, image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
-from ..automation import CATALOG, source_observation
+from ..automation import CATALOG, COLLECTION_ENTRY, source_observation
 from ..deploy import tags
 from .versions import code_version
 
@@ -78,19 +78,25 @@ def catalog_assets(settings: Settings) -> list:
     """The source, the two catalog tables, ``image_batch`` and the catalog checks for ``settings``."""
     lake = lake_for(settings)
 
-    @observable_source_asset(
-        description="NGA opendata CSVs upstream. Observing it sends conditional requests (If-None-Match / "
-        "If-Modified-Since with the validators of the last download); its data version changes when NGA "
-        "publishes new files.",
-        group_name="catalog",
-        automation_condition=source_observation(settings.refresh_cron),
+    @multi_observable_source_asset(
+        specs=[AssetSpec(
+            "nga_opendata",
+            group_name="catalog",
+            # the source setting is its code version: changing ARTSIM_NGA_SOURCE and reloading observes it now
+            code_version=code_version("nga_opendata", settings),
+            automation_condition=source_observation(settings.refresh_cron),
+            description="NGA opendata CSVs upstream. Observing it sends conditional requests (If-None-Match / "
+            "If-Modified-Since with the validators of the last download); its data version changes when NGA "
+            "publishes new files.",
+        )],
     )
-    def nga_opendata(nga_source: NgaSourceResource) -> DataVersion:
+    def nga_opendata(nga_source: NgaSourceResource):
         source = nga_source.source()
-        return DataVersion(source.probe_version(source.last_validators(lake)))
+        yield ObserveResult(asset_key="nga_opendata",
+                            data_version=DataVersion(source.probe_version(source.last_validators(lake))))
 
     @asset(
-        deps=[nga_opendata],
+        deps=["nga_opendata"],
         code_version=code_version("raw_objects", settings),
         pool=tags.pool("raw_objects"),
         group_name="catalog",
@@ -142,8 +148,7 @@ def catalog_assets(settings: Settings) -> list:
             summary = catalog.filtered_paintings_summary(con)
             rejected = catalog.rejected_summary(con)
             fingerprint = catalog.table_fingerprint(con, "filtered_paintings")
-            for view, directory in (("image_status", lake.image_status_dir), ("face_crops", lake.faces_dir)):
-                catalog.register_parquet_view(con, view, directory)
+            register_batch_views(con)
         versions = batch_versions(lake)
         known = set(context.instance.get_dynamic_partitions(IMAGE_BATCHES))
         to_add = [key for key in versions if key not in known]
@@ -170,6 +175,26 @@ def catalog_assets(settings: Settings) -> list:
             },
             data_version=DataVersion(fingerprint),
         )
+
+    def register_batch_views(con) -> list[str]:
+        """(Re)create the ``image_status`` and ``face_crops`` views over the batch files that exist."""
+        views = (("image_status", lake.image_status_dir), ("face_crops", lake.faces_dir))
+        return [view for view, directory in views if catalog.register_parquet_view(con, view, directory)]
+
+    @asset(
+        deps=[filtered_paintings, "image_cache", "face_crops"],  # the views live in the catalog it creates
+        code_version=code_version("batch_views", settings),
+        pool=tags.pool("batch_views"),
+        group_name="catalog",
+        automation_condition=COLLECTION_ENTRY,
+        description="DuckDB views `image_status` (per image: status, reason, bytes, seconds) and `face_crops` in "
+        "`catalog.duckdb` over every batch's Parquet files. Batch steps never open `catalog.duckdb` (one writer "
+        "per file), so the views are created here, after the batches, under the catalog pool.",
+    )
+    def batch_views(duckdb: DuckDBResource) -> MaterializeResult:
+        with catalog_connection(duckdb) as con:
+            created = register_batch_views(con)
+        return MaterializeResult(metadata={"views": MetadataValue.text(", ".join(created) or "none yet")})
 
     @multi_observable_source_asset(
         specs=[
@@ -214,6 +239,6 @@ def catalog_assets(settings: Settings) -> list:
         )
 
     return [
-        nga_opendata, raw_objects, filtered_paintings, image_batch,
+        nga_opendata, raw_objects, filtered_paintings, image_batch, batch_views,
         filtered_paintings_objectid_unique, filtered_paintings_iiif_present, filtered_paintings_sizes_respected,
     ]

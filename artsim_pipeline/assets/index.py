@@ -17,7 +17,7 @@ import time
 
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
-from ..automation import COLLECTION
+from ..automation import COLLECTION, COLLECTION_ENTRY
 from ..config import Settings
 from ..deploy import tags
 from ..core.storage import DataLake, read_parquet
@@ -61,11 +61,11 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
     lake = lake_for(settings)
 
     @asset(
-        deps=embedding_assets,
+        deps=["filtered_paintings", *embedding_assets],  # reads the catalog's Parquet and every batch's embeddings
         pool=tags.pool("pca_model"),
         code_version=code_version("pca_model", settings, layout=INDEX_LAYOUT),
         group_name="index",
-        automation_condition=COLLECTION,
+        automation_condition=COLLECTION_ENTRY,
         description="Per variant (full, face): the models' final and mid-level (ARTSIM_TAPS) features concatenated, "
         "standardised with collection statistics, balanced per block and reduced by PCA (≤ ARTSIM_PCA_DIM). Staged for faiss_index; search "
         "only sees it once faiss_index publishes it together with the index.",

@@ -17,8 +17,10 @@ import json
 from ..config import Settings
 
 CODE_VERSIONS: dict[str, str] = {
+    "nga_opendata": "1",  # the observable source: a new ARTSIM_NGA_SOURCE makes the automation observe it
     "raw_objects": "1",
     "filtered_paintings": "3",
+    "batch_views": "1",
     "image_cache": "2",
     "face_crops": "2",
     "embeddings": "3",  # bump when a registry entry's taps (core/models.py) change
@@ -30,8 +32,10 @@ CODE_VERSIONS: dict[str, str] = {
 }
 
 OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {
+    "nga_opendata": ("nga_source",),
     "raw_objects": (),  # the source shows up through nga_opendata's data version
     "filtered_paintings": ("min_side", "limit", "batch_size"),
+    "batch_views": (),
     "image_cache": ("image_size", "min_side", "image_hosts"),
     "face_crops": ("face_threshold", "face_margin", "face_max_side"),
     "embeddings": ("weights", "precision"),  # plus the model name and the weights file (see embeddings.py)

@@ -2,7 +2,7 @@
 
 Asset decorators take their ``pool=`` and ``op_tags=`` from here, so the rules live in one place:
 
-* ``catalog`` (``raw_objects``, ``filtered_paintings``): limit 1. DuckDB allows one writer per file and
+* ``catalog`` (``raw_objects``, ``filtered_paintings``, ``batch_views``): limit 1. DuckDB allows one writer per file and
   only these assets write ``catalog.duckdb``; with the pool at 1 two catalog runs (a manual one and the
   automation's) never open it at once, wherever they run.
 * ``downloads`` (``image_cache``): how many batches download at once, cluster-wide. Every download
@@ -53,6 +53,7 @@ class Placement:
 PLACEMENTS: dict[str, Placement] = {
     "raw_objects": Placement(pool=CATALOG_POOL),
     "filtered_paintings": Placement(pool=CATALOG_POOL),
+    "batch_views": Placement(pool=CATALOG_POOL),
     "image_cache": Placement(pool=DOWNLOADS_POOL),
     "embeddings": Placement(pool=GPU_POOL, celery_queue=GPU_QUEUE, k8s_resources=ONE_GPU),
     "pca_model": Placement(pool=INDEX_POOL),

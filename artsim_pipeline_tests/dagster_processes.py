@@ -1,0 +1,91 @@
+"""A real ``dagster-webserver`` + ``dagster-daemon`` on 127.0.0.1 for tests, and the GraphQL the UI sends.
+
+The mutations are the ones the UI's buttons send (Automation page: ``startSensor`` / ``stopSensor``;
+Backfill dialog: ``launchPartitionBackfill``).
+"""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from artsim_pipeline_tests.test_webserver import REPO, free_port
+
+SENSOR_SELECTOR = {"repositoryName": "__repository__", "repositoryLocationName": "artsim",
+                   "sensorName": "artsim_automation"}
+INSTANCE_YAML = """telemetry:
+  enabled: false
+run_coordinator:
+  module: dagster._core.run_coordinator
+  class: QueuedRunCoordinator
+  config:
+    max_concurrent_runs: 4
+"""
+STALE = """query ($partitions: [String!]) { assetNodes(assetKeys: [{path: ["image_cache"]}]) {
+  staleStatusByPartition(partitions: $partitions) } }"""
+START_SENSOR = """mutation ($s: SensorSelector!) { startSensor(sensorSelector: $s) {
+  __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }"""
+STOP_SENSOR = """mutation ($id: String!) { stopSensor(id: $id) { __typename } }"""
+SENSOR_STATE = """query ($s: SensorSelector!) { sensorOrError(sensorSelector: $s) {
+  ... on Sensor { sensorState { id status ticks(limit: 5) { status } } } } }"""
+BACKFILL = """mutation ($p: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $p) {
+  __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
+BACKFILL_STATUS = """query ($id: String!) { partitionBackfillOrError(backfillId: $id) {
+  ... on PartitionBackfill { status } ... on PythonError { message } } }"""
+
+
+class Dagster:
+    """webserver + daemon on 127.0.0.1 over one DAGSTER_HOME; stopped on exit."""
+
+    def __init__(self, env: dict, log_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}/graphql"
+        bin_dir = Path(sys.executable).parent
+        self.logs = [open(log_dir / "webserver.log", "wb"), open(log_dir / "daemon.log", "wb")]
+        self.procs = [
+            subprocess.Popen([str(bin_dir / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1",
+                              "-p", str(self.port)], cwd=REPO, env=env, stdout=self.logs[0], stderr=subprocess.STDOUT),
+            subprocess.Popen([str(bin_dir / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=REPO, env=env,
+                             stdout=self.logs[1], stderr=subprocess.STDOUT),
+        ]
+
+    def gql(self, query: str, **variables) -> dict:
+        reply = requests.post(self.url, json={"query": query, "variables": variables}, timeout=60)
+        body = reply.json()
+        assert "errors" not in body, body["errors"]
+        return body["data"]
+
+    def wait_ready(self, timeout: float = 180) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert all(p.poll() is None for p in self.procs), "webserver or daemon exited"
+            try:
+                if self.gql("{ assetNodes { id } }")["assetNodes"]:
+                    return
+            except (requests.ConnectionError, requests.Timeout, ValueError, AssertionError):
+                pass
+            time.sleep(1)
+        raise AssertionError("webserver did not answer")
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for log in self.logs:
+            log.close()
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 2.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
