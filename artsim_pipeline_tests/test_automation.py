@@ -164,3 +164,20 @@ def test_runs_of_a_killed_artsim_run_are_failed_so_the_automation_requests_them_
     assert instance.get_run_by_id(orphan.run_id).status == DagsterRunStatus.FAILURE
     assert instance.get_run_by_id(alive.run_id).status == DagsterRunStatus.STARTED  # this process is alive
     assert instance.get_run_by_id(other.run_id).status == DagsterRunStatus.STARTED  # not launched by artsim run
+
+
+def test_a_new_nga_source_setting_is_observed_at_once(tmp_path, instance):
+    """ARTSIM_NGA_SOURCE is part of nga_opendata's code version: a reload with a new source observes it."""
+    first = write_mirror(tmp_path / "first", [Painting(i, width=96, height=80) for i in range(1, 4)])
+    second = write_mirror(tmp_path / "second", [Painting(i, width=96, height=80) for i in range(1, 5)])
+    common = dict(data_lake=tmp_path / "lake", limit=0, min_side=64, batch_size=3, models=("mobilenet_v2",),
+                  weights="random", device="cpu", pca_dim=4)
+    before = build_definitions(Settings(nga_source=str(first), **common))
+    after = build_definitions(Settings(nga_source=str(second), **common))
+    source = AssetKey("nga_opendata")
+    initial = evaluate_automation_conditions(defs=before, instance=instance)
+    assert initial.get_num_requested(source) == 1  # observed when the automation starts
+    unchanged = evaluate_automation_conditions(defs=before, instance=instance, cursor=initial.cursor)
+    assert unchanged.get_num_requested(source) == 0  # nothing new: not before the next cron tick
+    switched = evaluate_automation_conditions(defs=after, instance=instance, cursor=unchanged.cursor)
+    assert switched.get_num_requested(source) == 1
