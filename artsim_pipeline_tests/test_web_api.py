@@ -58,7 +58,12 @@ def source_images(n: int = N_PAINTINGS) -> list[bytes]:
     return out
 
 
-def painting_rows(n: int = N_PAINTINGS) -> pd.DataFrame:
+# catalog changes for the text-lookup tests: accented names, one painting titled after another's artist
+VELAZQUEZ = {1017: {"artist": "Diego Velázquez"}}
+VELAZQUEZ_AND_PORTRAIT = {**VELAZQUEZ, 1014: {"title": "Portrait of Diego Velázquez"}}
+
+
+def painting_rows(n: int = N_PAINTINGS, overrides: dict[int, dict] | None = None) -> pd.DataFrame:
     rows = []
     for i in range(n):
         artist, style, medium, year = ARTISTS[i % len(ARTISTS)]
@@ -66,6 +71,8 @@ def painting_rows(n: int = N_PAINTINGS) -> pd.DataFrame:
         rows.append({"objectid": oid, "uuid": f"web-{oid}", "title": f"Painting {i}", "artist": artist,
                      "artist_key": normalize_artist(artist), "style": style, "beginyear": year + i,
                      "endyear": year + i, "displaydate": f"c. {year + i}", "medium": medium})
+        rows[-1].update((overrides or {}).get(oid, {}))
+        rows[-1]["artist_key"] = normalize_artist(rows[-1]["artist"])
     return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
 
 
@@ -82,10 +89,11 @@ def publish(lake: DataLake, raw: np.ndarray, ids: np.ndarray, dim: int = 12) -> 
     return publish_generation(lake, {"full": (fusion, bundle)}).generation
 
 
-def build_web_lake(root: Path) -> tuple[DataLake, np.ndarray]:
-    """The lake (catalog + images + one generation) and the raw vectors (rows = catalog order)."""
+def build_web_lake(root: Path, overrides: dict[int, dict] | None = None) -> tuple[DataLake, np.ndarray]:
+    """The lake (catalog + images + one generation) and the raw vectors (rows = catalog order);
+    ``overrides`` changes catalog fields of some paintings (objectid -> {column: value})."""
     lake = DataLake(root)
-    frame = painting_rows()
+    frame = painting_rows(overrides=overrides)
     lake.images_dir.mkdir(parents=True, exist_ok=True)
     for uuid, data in zip(frame["uuid"], source_images()):
         lake.image_path(uuid).write_bytes(data)
@@ -263,6 +271,32 @@ def test_paintings_thumbnails_and_map(server, web_lake):
     data = reply.json()
     assert data["count"] == N_PAINTINGS and sorted(data["objectid"]) == list(range(1000, 1000 + N_PAINTINGS))
     assert all(0.0 <= v <= 1.0 for v in data["x"] + data["y"]) and len(data["title"]) == N_PAINTINGS
+
+
+def test_paintings_text_lookup_ignores_case_and_accents_best_match_first(tmp_path):
+    from artsim_pipeline.web.app import create_app
+
+    lake, _ = build_web_lake(tmp_path / "lake", overrides=VELAZQUEZ_AND_PORTRAIT)
+    with LiveServer(create_app(lake, engine_factory(lake))) as live:
+        def lookup(q: str) -> list[int]:
+            reply = requests.get(live.url + "/api/paintings", params={"q": q}, timeout=10)
+            assert reply.status_code == 200, reply.text
+            body = reply.json()
+            assert body["count"] == len(body["paintings"])
+            return [p["objectid"] for p in body["paintings"]]
+
+        # no accent, any case: both the painting by Velázquez and the portrait titled after him
+        assert sorted(lookup("velazquez")) == [1014, 1017]
+        assert sorted(lookup("VELÁZQUEZ")) == [1014, 1017]
+        # the exact artist comes before a title that only contains it (though 1014 is first in the catalog)
+        assert lookup("Diego Velazquez") == [1017, 1014]
+        assert lookup("portrait of diego") == [1014]
+        one = requests.get(live.url + "/api/paintings", params={"q": "diego velazquez"}, timeout=10).json()
+        assert one["paintings"][0]["artist"] == "Diego Velázquez"
+        # an artist or title starting with the text beats a match inside; an exact title beats a prefix
+        assert lookup("diego") == [1017, 1014]
+        assert lookup("painting 1")[:2] == [1001, 1010]
+        assert lookup("nobody at all") == []
 
 
 def test_index_hot_reload(server, web_lake):

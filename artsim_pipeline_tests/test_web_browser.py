@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from artsim_pipeline_tests.nga_fixtures import NGA_MIRROR
-from artsim_pipeline_tests.test_web_api import N_PAINTINGS, LiveServer, build_web_lake, engine_factory, source_images
+from artsim_pipeline_tests.test_web_api import (N_PAINTINGS, VELAZQUEZ, LiveServer, build_web_lake, engine_factory,
+                                                source_images)
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -115,6 +116,54 @@ def test_upload_grid_more_like_this_and_map(tmp_path):
             page.mouse.click(box["x"] + x, box["y"] + y)
             page.wait_for_url(f"**/?objectid={oid}", timeout=10_000)
             expect(page.locator("#grid .card").first).to_have_attribute("data-objectid", str(oid), timeout=20_000)
+            assert errors == [], errors
+        finally:
+            browser.close()
+
+
+def test_search_box_finds_paintings_by_artist_or_title(tmp_path):
+    """Typing a name (no accents) + Enter: one match -> its grid; several -> a pick list; none -> a message."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from artsim_pipeline.web.app import create_app
+
+    lake, _ = build_web_lake(tmp_path / "lake", overrides=VELAZQUEZ)  # 1017 is by "Diego Velázquez"
+    with LiveServer(create_app(lake, engine_factory(lake))) as live, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(live.url + "/")
+            expect(page.locator("#banner")).to_contain_text(f"{N_PAINTINGS} paintings indexed")
+            box, grid, error = page.locator("#objectid"), page.locator("#grid"), page.locator("#error")
+
+            # one match: its similarity grid, itself first
+            box.fill("velazquez")
+            box.press("Enter")
+            expect(grid).to_have_attribute("data-query", "objectid 1017", timeout=20_000)
+            expect(grid.locator(".card").first).to_have_attribute("data-objectid", "1017")
+            expect(page.locator("#query-title")).to_contain_text("Diego Velázquez")
+            expect(error).to_be_hidden()
+
+            # several: a pick list of them (catalog text as text), a click runs the search
+            box.fill("vermeer")
+            box.press("Enter")
+            picks = page.locator("#choices button.pick")
+            expect(picks).to_have_count(5, timeout=10_000)  # Vermeer's six, less 1017
+            expect(picks.first).to_contain_text("Johannes Vermeer")
+            expect(error).to_be_hidden()
+            picks.first.click()
+            expect(grid).to_have_attribute("data-query", "objectid 1002", timeout=20_000)
+            expect(page.locator("#choices")).to_be_hidden()
+            _save(page, tmp_path, "web_text_search.png")
+
+            # none: a clear message, not "objectid must be an integer"
+            box.fill("nobody at all")
+            box.press("Enter")
+            expect(error).to_have_text("no painting matches 'nobody at all'", timeout=10_000)
+            assert "integer" not in error.inner_text()
             assert errors == [], errors
         finally:
             browser.close()

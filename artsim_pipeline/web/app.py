@@ -25,10 +25,12 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
+from ..core.scoring import fold_text
 from ..core.search import IndexNotBuiltError, QueryError, SearchEngine, SearchFilters, display_date
 from ..core.storage import DataLake, lake_at
 from . import pages
@@ -281,17 +283,24 @@ def create_app(
         payload["has_face_vector"] = "face" in served.engine.variants and int(objectid) in served.engine.variants["face"].ids
         return JSONResponse(payload)
 
-    @app.get("/api/paintings", summary="Pick paintings by title or artist (substring, case-insensitive)")
+    @app.get("/api/paintings", summary="Pick paintings by title or artist (ignores case and accents; best match first)")
     def api_paintings(q: str = "", limit: int = Query(20, ge=1, le=200)) -> JSONResponse:
         served = served_or_error()
         if isinstance(served, JSONResponse):
             return served
         catalog = served.engine.catalog
-        text = q.strip().lower()
+        text = fold_text(q)
         if text:
-            hay = (catalog["title"].fillna("").astype(str) + " " + catalog["artist"].fillna("").astype(str)
-                   + " " + catalog["objectid"].astype(str)).str.lower()
-            catalog = catalog[hay.str.contains(text, regex=False)]
+            titles = catalog["title"].fillna("").astype(str).map(fold_text)
+            artists = catalog["artist"].fillna("").astype(str).map(fold_text)
+            ids = catalog["objectid"].astype(str)
+            hay = titles + " " + artists + " " + ids
+            found = hay.str.contains(text, regex=False)
+            # 0: the whole title or artist (or the objectid); 1: a title or artist starting with it; 2: anywhere
+            rank = np.where((titles == text) | (artists == text) | (ids == text), 0,
+                            np.where(titles.str.startswith(text) | artists.str.startswith(text), 1, 2))
+            where = np.flatnonzero(found.to_numpy())
+            catalog = catalog.iloc[where[np.argsort(rank[where], kind="stable")]]
         rows = catalog.head(limit).to_dict("records")
         return JSONResponse({"count": len(rows), "paintings": [
             painting_json({k: (None if v != v else v) for k, v in r.items()}, int(r["objectid"])) for r in rows]})

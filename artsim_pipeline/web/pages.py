@@ -13,6 +13,7 @@ main { padding:1em 1.2em; }
 .banner { padding:.6em .9em; border-radius:6px; margin:.5em 0; }
 .banner.error { background:#fde8e8; border:1px solid #f1b0b0; }
 .banner.info { background:#eef4fb; border:1px solid #bcd3ee; }
+#choices ul { list-style:none; padding:0; margin:.3em 0 0; } #choices li { margin:.2em 0; }
 .hidden { display:none !important; }
 code { background:#f0f0ec; padding:0 .25em; border-radius:3px; }
 """
@@ -76,6 +77,7 @@ button.secondary { background:#fff; color:var(--accent); }
   </fieldset>
 </form>
 <div id="error" class="banner error hidden" role="alert"></div>
+<div id="choices" class="banner info hidden" aria-live="polite"></div>
 <section id="query" class="hidden"><div class="frame"><img id="query-img" alt="query"><div id="facebox" class="hidden"></div></div>
   <div><div id="query-title" class="title"></div><ul id="notes"></ul></div></section>
 <div id="grid" data-query=""></div>
@@ -96,15 +98,41 @@ for (const ev of ["dragenter", "dragover"]) $("drop").addEventListener(ev, (e) =
 for (const ev of ["dragleave", "drop"]) $("drop").addEventListener(ev, (e) => { e.preventDefault(); $("drop").classList.remove("over"); });
 $("drop").addEventListener("drop", (e) => { const f = e.dataTransfer.files[0]; if (f) setFile(f); });
 $("go").addEventListener("click", () => {
-  const id = $("objectid").value.trim();
-  if (id) search({objectid: id.match(/^\\d+/) ? id.match(/^\\d+/)[0] : id});
+  const id = $("objectid").value.trim(), digits = id.match(/^(\\d+)(\\s|$)/);
+  hidePicks();
+  if (digits) search({objectid: digits[1]});  // an objectid, or a pick of the list ("1005 Title")
+  else if (id) findByText(id);
   else if (currentFile) search({file: currentFile});
-  else showError("Choose or drop an image, or type an objectid.");
+  else showError("Choose or drop an image, or type an objectid, a title or an artist.");
+});
+function hidePicks() { const c = $("choices"); c.replaceChildren(); c.classList.add("hidden"); }
+async function findByText(text) {
+  showError(""); $("status").textContent = "Looking up…";
+  let r, j;
+  try { r = await fetch("/api/paintings?limit=20&q=" + encodeURIComponent(text)); j = await r.json(); }
+  catch (err) { $("status").textContent = ""; showError("The server did not answer: " + err); return; }
+  $("status").textContent = "";
+  if (!r.ok) { showError(j.detail || "the lookup failed"); return; }
+  if (!j.paintings.length) { showError(`no painting matches '${text}'`); return; }
+  if (j.paintings.length === 1) { search({objectid: String(j.paintings[0].objectid)}); return; }
+  const box = $("choices"), head = document.createElement("p"), list = document.createElement("ul");
+  head.textContent = `${j.paintings.length} paintings match '${text}'; pick one:`;
+  for (const p of j.paintings) {
+    const li = document.createElement("li"), b = document.createElement("button");
+    b.type = "button"; b.className = "pick secondary"; b.dataset.objectid = String(p.objectid);
+    b.textContent = `${p.title} — ${p.artist}${p.date ? ", " + p.date : ""} (objectid ${p.objectid})`;
+    li.appendChild(b); list.appendChild(li);
+  }
+  box.replaceChildren(head, list); box.classList.remove("hidden");
+}
+$("choices").addEventListener("click", (e) => {
+  const b = e.target.closest("button.pick"); if (!b) return;
+  hidePicks(); $("objectid").value = b.dataset.objectid; search({objectid: b.dataset.objectid});
 });
 $("objectid").addEventListener("keydown", (e) => { if (e.key === "Enter") $("go").click(); });
 $("clear").addEventListener("click", () => { currentFile = null; $("file").value = ""; $("filename").textContent = "";
   for (const id of ["objectid", "artist", "style", "medium", "year_from", "year_to"]) $(id).value = "";
-  $("grid").innerHTML = ""; $("query").classList.add("hidden"); showError(""); history.replaceState(null, "", "/"); });
+  $("grid").innerHTML = ""; $("query").classList.add("hidden"); showError(""); hidePicks(); history.replaceState(null, "", "/"); });
 let pickTimer = null;
 $("objectid").addEventListener("input", () => {
   clearTimeout(pickTimer);
@@ -112,12 +140,13 @@ $("objectid").addEventListener("input", () => {
   pickTimer = setTimeout(async () => {
     const r = await fetch("/api/paintings?limit=15&q=" + encodeURIComponent(q)); if (!r.ok) return;
     const j = await r.json();
-    $("picks").innerHTML = j.paintings.map(p => `<option value="${p.objectid} ${esc(p.title)}">${esc(p.artist)} ${esc(p.date)}</option>`).join("");
+    $("picks").replaceChildren(...j.paintings.map(p => { const o = document.createElement("option");
+      o.value = `${p.objectid} ${p.title}`; o.textContent = `${p.artist} ${p.date}`; return o; }));
   }, 200);
 });
 
 async function search(q) {
-  showError(""); $("status").textContent = "Searching…";
+  showError(""); hidePicks(); $("status").textContent = "Searching…";
   const fd = new FormData();
   if (q.file) fd.append("image", q.file, q.file.name || "upload"); else fd.append("objectid", q.objectid);
   fd.append("k", $("k").value || "12");
