@@ -30,7 +30,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .models import LoadedModel, ModelSpec, clamp_box, normalize_batch, prepare_image
+from .models import (
+    LoadedModel, ModelSpec, check_aspect, clamp_box, exif_orientation, normalize_batch, oriented, prepare_image,
+)
 from .progress import Progress
 from .storage import readable
 
@@ -63,13 +65,24 @@ def load_and_prepare(
     With ``fast_decode`` a JPEG file is decoded at 1/2, 1/4 or 1/8 scale (libjpeg DCT scaling)
     when that still leaves at least ``resize_size`` pixels on the short side of the (cropped)
     region, which makes decoding large images several times cheaper.
+
+    The image's EXIF orientation is applied (after the draft decode), so ``crop_box`` is in pixels of
+    the image as displayed; an image too thin to prepare (aspect ratio over
+    :data:`~artsim_pipeline.core.models.MAX_ASPECT`) raises
+    :class:`~artsim_pipeline.core.models.AspectRatioError` before it is decoded.
     """
     if isinstance(source, Image.Image):
-        return prepare_image(source, spec, crop_box)
+        return prepare_image(oriented(source), spec, crop_box)
     with Image.open(readable(source)) as image:
+        width, height = image.size
+        # the displayed size: crop boxes are in the pixels of the image as displayed (EXIF orientation
+        # applied); the scale factors below do not depend on the orientation
+        swapped = image.format == "JPEG" and exif_orientation(image) >= 5
+        shown = (height, width) if swapped else (width, height)
+        if crop_box is None:
+            check_aspect(shown)  # before decoding: a thin strip is refused without the work
         if fast_decode and image.format == "JPEG":
-            width, height = image.size
-            region = clamp_box(crop_box, image.size) if crop_box is not None else (0, 0, width, height)
+            region = clamp_box(crop_box, shown) if crop_box is not None else (0, 0, *shown)
             short = min(region[2] - region[0], region[3] - region[1])
             need = spec.resize_size / short
             if need <= 0.5:
@@ -78,7 +91,7 @@ def load_and_prepare(
                 if crop_box is not None and scale != 1.0:
                     crop_box = tuple(v * scale for v in region)  # type: ignore[assignment]
         image.load()
-        return prepare_image(image, spec, crop_box)
+        return prepare_image(oriented(image), spec, crop_box)
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
 from .storage import atomic_path
@@ -180,18 +180,79 @@ class LoadedModel:
             self._memory_format = fmt
 
 
+#: The longest long-side / short-side ratio an image (or its crop) may have to be prepared. Resizing
+#: the short side to the model's size scales the long side by the same factor, so a thin strip
+#: (a 205-byte 1x30000 PNG) would otherwise become a multi-gigabyte image.
+MAX_ASPECT = 20
+
+#: EXIF tag of the orientation; values 2-8 ask for a flip/rotation, 5-8 swap width and height.
+EXIF_ORIENTATION = 0x0112
+
+
+class AspectRatioError(ValueError):
+    """An image is too thin to prepare (its aspect ratio is over :data:`MAX_ASPECT`)."""
+
+
+def check_aspect(size: tuple[int, int], what: str = "image") -> None:
+    """Raise :class:`AspectRatioError` when ``size``'s long/short side ratio is over :data:`MAX_ASPECT`."""
+    w, h = size
+    short, long = min(w, h), max(w, h)
+    if short <= 0 or long / short > MAX_ASPECT:
+        ratio = (f"{long / short:.2f}".rstrip("0").rstrip(".") + ":1") if short > 0 else "infinite"
+        raise AspectRatioError(
+            f"{what} is {w}x{h} pixels: aspect ratio {ratio} is over the limit of {MAX_ASPECT}:1 (MAX_ASPECT)"
+        )
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The image's EXIF orientation (1 = upright; 1 when absent or unreadable)."""
+    try:
+        value = image.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - damaged EXIF: show the pixels as stored
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def oriented(image: Image.Image) -> Image.Image:
+    """``image`` as displayed: its EXIF orientation applied (``image`` itself when already upright).
+
+    Call it after ``draft``/``load`` (it decodes); the result carries no orientation tag, so applying
+    it twice is harmless.
+    """
+    if exif_orientation(image) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
+
+
+def open_oriented(source: Any) -> Image.Image:
+    """Open and decode an image file (path or binary file object) as displayed: RGB, EXIF orientation
+    applied; the file is closed on return."""
+    with Image.open(source) as image:
+        image.load()
+        upright = oriented(image)
+        return upright.convert("RGB") if upright.mode != "RGB" or upright is image else upright
+
+
 def prepare_image(
     image: Image.Image, spec: ModelSpec, crop_box: tuple[float, float, float, float] | None = None
 ) -> np.ndarray:
     """Crop (optional), resize the short side, centre-crop: ``uint8`` array ``[S, S, 3]`` (RGB).
 
     Same geometry as torchvision's ``Resize(resize_size) + CenterCrop(input_size)`` on PIL images.
-    ``crop_box`` is ``(x0, y0, x1, y1)`` in pixels of ``image``; it is clamped to the image.
+    ``crop_box`` is ``(x0, y0, x1, y1)`` in pixels of ``image``; it is clamped to the image. An image
+    (or crop) whose aspect ratio is over :data:`MAX_ASPECT` raises :class:`AspectRatioError` before any
+    resize. ``image`` is used as stored: apply its EXIF orientation first (:func:`oriented`).
     """
+    if crop_box is not None:
+        box = clamp_box(crop_box, image.size)
+        check_aspect((box[2] - box[0], box[3] - box[1]), "crop")
+    else:
+        box = None
+        check_aspect(image.size)
     if image.mode != "RGB":
         image = image.convert("RGB")
-    if crop_box is not None:
-        image = image.crop(clamp_box(crop_box, image.size))
+    if box is not None:
+        image = image.crop(box)
     w, h = image.size
     r = spec.resize_size
     if w <= h:
@@ -577,7 +638,7 @@ def describe(name: str) -> dict[str, Any]:
 
 
 __all__ = [
-    "CONNECT_TIMEOUT_S", "DEFAULT_OFFLINE_MODELS", "LoadedModel", "ModelSpec", "REGISTRY", "TAP_STATS", "WeightsUnavailableError", "available_models",
-    "clamp_box", "describe", "get_spec", "load_model", "model_dim", "normalize_batch", "offline_models",
+    "AspectRatioError", "CONNECT_TIMEOUT_S", "DEFAULT_OFFLINE_MODELS", "EXIF_ORIENTATION", "MAX_ASPECT", "LoadedModel", "ModelSpec", "REGISTRY", "TAP_STATS", "WeightsUnavailableError", "available_models",
+    "check_aspect", "clamp_box", "describe", "exif_orientation", "get_spec", "load_model", "model_dim", "normalize_batch", "offline_models", "open_oriented", "oriented",
     "positional_state_dict", "prepare_image", "resolve_device",
 ]

@@ -73,7 +73,7 @@ from .fusion import FusionModel, block_key, block_models, transform
 from .generations import NoGenerationError, load_generation
 from .index import IndexBundle
 from .index import search as index_search
-from .models import LoadedModel, load_model, resolve_device
+from .models import AspectRatioError, LoadedModel, check_aspect, load_model, open_oriented, oriented, resolve_device
 from .scoring import ScoringWeights, fold_text, normalize_artist, rerank
 from .storage import DataLake, lake_at, read_parquet, read_parquet_schema, readable
 
@@ -299,9 +299,9 @@ class _Parsed:
 
     def pil(self) -> Image.Image:
         if self.image is not None:
-            return self.image.convert("RGB") if self.image.mode != "RGB" else self.image
-        with Image.open(self.source()) as image:
-            return image.convert("RGB")
+            image = oriented(self.image)
+            return image.convert("RGB") if image.mode != "RGB" else image
+        return open_oriented(self.source())
 
 
 def _collection_embedding_facts(lake: DataLake, model: str) -> tuple[set[str], set[str]]:
@@ -498,7 +498,7 @@ class SearchEngine:
     # -- query parsing ---------------------------------------------------------------------------
     def _parse(self, query: Query) -> _Parsed:
         if isinstance(query, Image.Image):
-            return _Parsed("image", "<PIL image>", image=query)
+            return self._check_image(_Parsed("image", "<PIL image>", image=query))
         if isinstance(query, (bytes, bytearray)):
             return self._check_image(_Parsed("image", f"<{len(query)} bytes>", data=bytes(query)))
         if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
@@ -517,10 +517,17 @@ class SearchEngine:
 
     def _check_image(self, parsed: _Parsed) -> _Parsed:
         try:
-            with Image.open(parsed.source()) as image:
-                image.size  # noqa: B018 - identifies the format without decoding
+            if parsed.image is not None:
+                size = parsed.image.size
+            else:
+                with Image.open(parsed.source()) as image:
+                    size = image.size  # identifies the format without decoding
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise QueryError(f"query {parsed.label!r} is not a readable image ({type(exc).__name__}: {exc})") from exc
+        try:
+            check_aspect(size, "the image")  # a thin strip would be scaled up to gigabytes
+        except AspectRatioError as exc:
+            raise QueryError(f"query {parsed.label!r} cannot be searched: {exc}") from exc
         return parsed
 
     def _check_objectid(self, objectid: int, label: str) -> _Parsed:

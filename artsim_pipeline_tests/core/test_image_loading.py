@@ -1,0 +1,103 @@
+"""Image loading for embeddings and queries: EXIF orientation is applied, thin strips are refused."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from artsim_pipeline.core.embedding import load_and_prepare
+from artsim_pipeline.core.models import MAX_ASPECT, get_spec, prepare_image
+from artsim_pipeline.core.search import QueryError, SearchEngine, _Parsed
+
+ORIENTATION = 0x0112
+
+
+def _painting(width: int = 640, height: int = 480) -> Image.Image:
+    """A landscape image with structure that differs along both axes (so a rotation shows)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    rgb = np.stack([(xx * 255 // width), (yy * 255 // height), ((xx // 40 + yy // 60) % 2) * 200], axis=-1)
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
+
+
+def _jpeg_pair(tmp_path):
+    upright = _painting()
+    plain = tmp_path / "upright.jpg"
+    upright.save(plain, quality=95)
+    # what a phone writes: the sensor's pixels (rotated 90° clockwise from the scene) plus
+    # Orientation=6 ("rotate 90° CW to display"), so the displayed image is upright
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    rotated = tmp_path / "phone.jpg"
+    stored.save(rotated, quality=95, exif=exif.tobytes())
+    return plain, rotated
+
+
+@pytest.mark.parametrize("fast_decode", [True, False])
+def test_exif_orientation_applied_by_load_and_prepare(tmp_path, fast_decode):
+    plain, rotated = _jpeg_pair(tmp_path)
+    with Image.open(rotated) as check:
+        assert check.size == (480, 640) and check.getexif()[ORIENTATION] == 6
+    spec = get_spec("mobilenet_v2")
+    a = load_and_prepare(plain, spec, fast_decode=fast_decode).astype(np.float32)
+    b = load_and_prepare(rotated, spec, fast_decode=fast_decode).astype(np.float32)
+    assert a.shape == b.shape == (spec.input_size, spec.input_size, 3)
+    assert np.abs(a - b).mean() < 3.0  # JPEG noise only; a sideways image differs by tens
+
+
+def test_exif_orientation_with_crop_box_uses_displayed_frame(tmp_path):
+    plain, rotated = _jpeg_pair(tmp_path)
+    spec = get_spec("mobilenet_v2")
+    box = (100.0, 50.0, 400.0, 350.0)  # pixels of the displayed (upright, 640x480) image
+    a = load_and_prepare(plain, spec, box).astype(np.float32)
+    b = load_and_prepare(rotated, spec, box).astype(np.float32)
+    assert np.abs(a - b).mean() < 3.0
+
+
+def test_exif_orientation_applied_to_query_pil(tmp_path):
+    plain, rotated = _jpeg_pair(tmp_path)
+    image = _Parsed("image", "phone.jpg", data=rotated.read_bytes()).pil()
+    assert image.size == (640, 480) and image.mode == "RGB"
+    a = np.asarray(image, dtype=np.float32)
+    b = np.asarray(Image.open(plain).convert("RGB"), dtype=np.float32)
+    assert np.abs(a - b).mean() < 3.0
+
+
+def _strip_png(width: int = 1, height: int = 30000) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 20, 30)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_thin_strip_refused_before_resize(tmp_path):
+    data = _strip_png()
+    assert len(data) < 1000
+    path = tmp_path / "strip.png"
+    path.write_bytes(data)
+    spec = get_spec("mobilenet_v2")
+    for call in (lambda: load_and_prepare(path, spec),
+                 lambda: load_and_prepare(io.BytesIO(data), spec),
+                 lambda: prepare_image(Image.open(io.BytesIO(data)), spec)):
+        start = time.monotonic()
+        with pytest.raises(ValueError, match=rf"aspect ratio 30000(\.0)?:1 .*{MAX_ASPECT}"):
+            call()
+        assert time.monotonic() - start < 1.0
+
+
+def test_thin_strip_query_is_a_query_error():
+    parsed = _Parsed("image", "<205 bytes>", data=_strip_png())
+    start = time.monotonic()
+    with pytest.raises(QueryError, match=rf"aspect ratio 30000(\.0)?:1 .*{MAX_ASPECT}"):
+        SearchEngine._check_image(None, parsed)  # type: ignore[arg-type]  # uses no engine state
+    assert time.monotonic() - start < 1.0
+
+
+def test_ordinary_aspect_ratios_still_prepared():
+    spec = get_spec("mobilenet_v2")
+    for size in ((MAX_ASPECT * 20, 20), (30, 30 * MAX_ASPECT), (300, 200)):
+        out = prepare_image(Image.new("RGB", size), spec)
+        assert out.shape == (spec.input_size, spec.input_size, 3)
