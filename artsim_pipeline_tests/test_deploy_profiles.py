@@ -20,7 +20,7 @@ from dagster_celery.cli import get_validated_config
 from dagster_k8s.job import get_user_defined_k8s_config
 
 from artsim_pipeline.config import EXECUTORS, ConfigError, Settings
-from artsim_pipeline.definitions import CATALOG_ASSETS, build_definitions
+from artsim_pipeline.definitions import CATALOG_ASSETS, VIEW_ASSETS, build_definitions
 from artsim_pipeline.deploy import tags
 from artsim_pipeline.deploy.executors import executor_for
 from artsim_pipeline_tests.deploy_services import DEPLOY, REPO
@@ -82,8 +82,8 @@ def test_pools_and_tags_come_from_the_one_table():
         assets_def = defs.resolve_assets_def(key)
         if assets_def.is_executable:
             pools[key.to_user_string()] = assets_def.op.pool
-    # only the catalog assets share the catalog pool: no batch step ever waits on (or writes) the catalog
-    assert {name for name, pool in pools.items() if pool == tags.CATALOG_POOL} == set(CATALOG_ASSETS)
+    # only the assets that write catalog.duckdb share the catalog pool: no batch step ever waits on (or writes) it
+    assert {name for name, pool in pools.items() if pool == tags.CATALOG_POOL} == {*CATALOG_ASSETS, *VIEW_ASSETS}
     assert pools["image_cache"] == tags.DOWNLOADS_POOL
     assert pools["embeddings_mobilenet_v2"] == pools["embeddings_efficientnet_lite0"] == tags.GPU_POOL
     assert pools["face_crops"] is None and pools["eval_report"] is None
