@@ -9,6 +9,7 @@ Skips (with the reason) only when Playwright or a Chromium binary is missing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -57,6 +58,21 @@ def _save(page, tmp_path: Path, name: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def browser_page(pw, url: str):
+    """Debian's Chromium, headless, on ``url``'s search page: ``(page, JavaScript errors seen)``."""
+    browser = pw.chromium.launch(executable_path=chromium_path(), headless=True,
+                                 args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(url + "/")
+        yield page, errors
+    finally:
+        browser.close()
+
+
 def test_upload_grid_more_like_this_and_map(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -70,13 +86,7 @@ def test_upload_grid_more_like_this_and_map(tmp_path):
         query.write_bytes(source_images()[6])
 
     with LiveServer(create_app(lake, engine_factory(lake))) as live, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(live.url + "/")
+        with browser_page(pw, live.url) as (page, errors):
             expect(page.locator("#banner")).to_contain_text(f"{N_PAINTINGS} paintings indexed")
 
             # upload -> grid, itself first
@@ -117,8 +127,6 @@ def test_upload_grid_more_like_this_and_map(tmp_path):
             page.wait_for_url(f"**/?objectid={oid}", timeout=10_000)
             expect(page.locator("#grid .card").first).to_have_attribute("data-objectid", str(oid), timeout=20_000)
             assert errors == [], errors
-        finally:
-            browser.close()
 
 
 def test_search_box_finds_paintings_by_artist_or_title(tmp_path):
@@ -129,13 +137,7 @@ def test_search_box_finds_paintings_by_artist_or_title(tmp_path):
 
     lake, _ = build_web_lake(tmp_path / "lake", overrides=VELAZQUEZ)  # 1017 is by "Diego Velázquez"
     with LiveServer(create_app(lake, engine_factory(lake))) as live, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True,
-                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(live.url + "/")
+        with browser_page(pw, live.url) as (page, errors):
             expect(page.locator("#banner")).to_contain_text(f"{N_PAINTINGS} paintings indexed")
             box, grid, error = page.locator("#objectid"), page.locator("#grid"), page.locator("#error")
 
@@ -165,5 +167,3 @@ def test_search_box_finds_paintings_by_artist_or_title(tmp_path):
             expect(error).to_have_text("no painting matches 'nobody at all'", timeout=10_000)
             assert "integer" not in error.inner_text()
             assert errors == [], errors
-        finally:
-            browser.close()
