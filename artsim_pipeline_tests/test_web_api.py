@@ -251,6 +251,17 @@ def test_bad_uploads_get_a_4xx_with_a_message(server, web_lake):
     assert sorted(p.name for p in lake.root.rglob("*") if "upload" in p.name or p.suffix == ".txt") == []
 
 
+
+def test_two_images_or_an_image_and_an_objectid_are_refused_saying_why(server, web_lake):
+    lake, _ = web_lake
+    jpeg = lake.image_path("web-1003").read_bytes()
+    both = post_image(server, jpeg, name="a.jpg", objectid=1002)
+    assert both.status_code == 400 and "not both" in both.json()["detail"]
+    two = requests.post(server.url + "/api/search", files=[("image", ("a.jpg", jpeg, "image/jpeg")),
+                                                           ("other", ("b.jpg", jpeg, "image/jpeg"))], timeout=60)
+    assert two.status_code == 400 and "'a.jpg' and 'b.jpg'" in two.json()["detail"]
+    assert post_image(server, jpeg, name="a.jpg").status_code == 200  # one image alone still searches
+
 def test_paintings_thumbnails_and_map(server, web_lake):
     one = requests.get(server.url + "/api/paintings/1002", timeout=10).json()
     assert one["title"] == "Painting 2" and one["indexed"] is True and one["artist"] == "Johannes Vermeer"

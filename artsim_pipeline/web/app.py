@@ -215,6 +215,8 @@ def create_app(
             return served
         try:
             objectid = (fields.get("objectid") or "").strip()
+            if image is not None and objectid:
+                raise UploadError(400, "give an image or an objectid, not both")
             if image is not None:
                 name, data = image
                 check_image(data, max_pixels, name or "upload")

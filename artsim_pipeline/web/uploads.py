@@ -87,7 +87,11 @@ def parse_multipart(body: bytes, content_type: str) -> ParsedForm:
         name = options.get(b"name", b"").decode("utf-8", "replace")
         data = b"".join(state["data"])
         if b"filename" in options:
-            form.files[name] = (options[b"filename"].decode("utf-8", "replace"), data)
+            filename = options[b"filename"].decode("utf-8", "replace")
+            if form.files:  # which one to search would be a guess: say so instead
+                first = next(iter(form.files.values()))[0]
+                raise UploadError(400, f"one image per search: the form holds {first!r} and {filename!r}")
+            form.files[name] = (filename, data)
         else:
             if len(data) > _MAX_FIELD_BYTES:
                 raise UploadError(413, f"form field {name!r} is too long")
