@@ -186,13 +186,18 @@ class FaceDetector:
         return _Prepared(small, width, height)
 
     def _load(self, path: Path) -> _Prepared:
+        from .models import exif_orientation, oriented  # the one EXIF rule (models imports torch: here, not at load)
+
         with Image.open(readable(path)) as image:
             width, height = image.size
+            turned = exif_orientation(image) >= 5  # stored sideways: boxes are on the displayed image
+            if turned:
+                width, height = height, width
             target = self.target_size(width, height)
             if image.format == "JPEG" and target != (width, height):
-                image.draft("RGB", target)  # DCT-domain downscale: decode less, never below target
+                image.draft("RGB", target[::-1] if turned else target)  # DCT-domain downscale, never below target
             image.load()
-            return self._prepare(image, (width, height))
+            return self._prepare(oriented(image), (width, height))
 
     # -- detection -------------------------------------------------------------------------------
     def _run(self, smalls: list[Image.Image]) -> list[_Raw]:

@@ -14,6 +14,7 @@ import skimage.data
 from PIL import Image
 
 from artsim_pipeline.core.faces import (
+    CROP_COLUMNS,
     FACES_SCHEMA,
     FaceDetector,
     crop_box_with_margin,
@@ -253,3 +254,17 @@ def test_write_faces_of_a_schema_only_empty_frame(tmp_path):
     frame = pd.DataFrame({name: [] for name in FACES_SCHEMA.names})  # list columns inferred as float64
     write_faces(frame, tmp_path / "f.parquet")
     assert pq.read_table(tmp_path / "f.parquet").schema.field("boxes").type == pa.list_(pa.list_(pa.float64()))
+
+
+def test_a_jpeg_stored_sideways_with_exif_orientation_gets_the_upright_face_box(detector, astronaut, tmp_path):
+    """Orientation 6 (a phone photo): the face is found and boxed on the image as displayed."""
+    upright = astronaut.crop((0, 0, 512, 400))
+    upright.save(tmp_path / "up.jpg", "JPEG", quality=95)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # displayed = stored turned 90 degrees clockwise
+    upright.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "side.jpg", "JPEG", quality=95, exif=exif)
+    df = detect_faces_in_files([tmp_path / "up.jpg", tmp_path / "side.jpg"], detector, batch_size=1)
+    assert df["face_count"].tolist() == [1, 1]
+    assert df["width"].tolist() == [512, 512] and df["height"].tolist() == [400, 400]
+    boxes = df[list(CROP_COLUMNS)].to_numpy(dtype=float)
+    assert np.abs(boxes[0] - boxes[1]).max() <= 4, boxes
