@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from .models import (
-    LoadedModel, ModelSpec, check_aspect, clamp_box, exif_orientation, normalize_batch, oriented, prepare_image,
+    LoadedModel, ModelSpec, check_aspect, clamp_box, displayed_size, normalize_batch, oriented, prepare_image,
 )
 from .progress import Progress
 from .storage import readable
@@ -74,11 +74,10 @@ def load_and_prepare(
     if isinstance(source, Image.Image):
         return prepare_image(oriented(source), spec, crop_box)
     with Image.open(readable(source)) as image:
-        width, height = image.size
-        # the displayed size: crop boxes are in the pixels of the image as displayed (EXIF orientation
-        # applied); the scale factors below do not depend on the orientation
-        swapped = image.format == "JPEG" and exif_orientation(image) >= 5
-        shown = (height, width) if swapped else (width, height)
+        width, height = image.size  # as stored (draft works on these)
+        # crop boxes are in the pixels of the image as displayed (EXIF orientation applied); the scale
+        # factors below do not depend on the orientation
+        shown = displayed_size(image)
         if crop_box is None:
             check_aspect(shown)  # before decoding: a thin strip is refused without the work
         if fast_decode and image.format == "JPEG":

@@ -186,14 +186,12 @@ class FaceDetector:
         return _Prepared(small, width, height)
 
     def _load(self, path: Path) -> _Prepared:
-        from .models import exif_orientation, oriented  # the one EXIF rule (models imports torch: here, not at load)
+        from .models import displayed_size, oriented  # the one EXIF rule (models imports torch: here, not at load)
 
         with Image.open(readable(path)) as image:
-            width, height = image.size
-            turned = exif_orientation(image) >= 5  # stored sideways: boxes are on the displayed image
-            if turned:
-                width, height = height, width
+            width, height = displayed_size(image)  # boxes are on the image as displayed
             target = self.target_size(width, height)
+            turned = (width, height) != image.size
             if image.format == "JPEG" and target != (width, height):
                 image.draft("RGB", target[::-1] if turned else target)  # DCT-domain downscale, never below target
             image.load()

@@ -213,6 +213,12 @@ def exif_orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
+def displayed_size(image: Image.Image) -> tuple[int, int]:
+    """``(width, height)`` of ``image`` as displayed: swapped when its EXIF orientation turns it a quarter."""
+    width, height = image.size
+    return (height, width) if exif_orientation(image) >= 5 else (width, height)
+
+
 def oriented(image: Image.Image) -> Image.Image:
     """``image`` as displayed: its EXIF orientation applied (``image`` itself when already upright).
 
@@ -639,6 +645,6 @@ def describe(name: str) -> dict[str, Any]:
 
 __all__ = [
     "AspectRatioError", "CONNECT_TIMEOUT_S", "DEFAULT_OFFLINE_MODELS", "EXIF_ORIENTATION", "MAX_ASPECT", "LoadedModel", "ModelSpec", "REGISTRY", "TAP_STATS", "WeightsUnavailableError", "available_models",
-    "check_aspect", "clamp_box", "describe", "exif_orientation", "get_spec", "load_model", "model_dim", "normalize_batch", "offline_models", "open_oriented", "oriented",
+    "check_aspect", "clamp_box", "describe", "displayed_size", "exif_orientation", "get_spec", "load_model", "model_dim", "normalize_batch", "offline_models", "open_oriented", "oriented",
     "positional_state_dict", "prepare_image", "resolve_device",
 ]
