@@ -121,8 +121,11 @@ REJECT_REASONS = ("negative_objectid", "duplicate_objectid", "invalid_objectid")
 REJECTED_TABLE = "filtered_paintings_rejected"
 
 
-def _candidates_sql(con: duckdb.DuckDBPyConnection) -> str:
+def _candidates_sql(con: duckdb.DuckDBPyConnection, stage_filters: bool = True) -> str:
     """Every painting that passes the filters, with ``reject_reason`` (NULL = kept); parameter ``$min_side``.
+
+    ``stage_filters=False`` leaves out the attribution and size filters (the open-access primary image
+    stays required), for counting what each of them removes.
 
     Rows sharing an objectid (duplicate rows in objects.csv) are ranked deterministically: lowest object
     uuid (when objects.csv has one), then the row's text fields; only the first is kept, the others get
@@ -137,6 +140,8 @@ def _candidates_sql(con: duckdb.DuckDBPyConnection) -> str:
     sequence = _optional(con, "raw_published_images", "sequence", "TRY_CAST(sequence AS INTEGER)")
     preferred_name = _optional(con, "raw_constituents", "preferreddisplayname", "nullif(trim(c.preferreddisplayname), '')")
     object_uuid = _optional(con, "raw_objects", "uuid", "o.uuid")
+    stages = ("AND nullif(trim(o.attribution), '') IS NOT NULL AND i.width >= $min_side AND i.height >= $min_side"
+              if stage_filters else "")
     return f"""
     WITH images AS (
         SELECT TRY_CAST(depictstmsobjectid AS BIGINT) AS objectid, uuid, trim(iiifurl) AS iiifurl,
@@ -184,9 +189,7 @@ def _candidates_sql(con: duckdb.DuckDBPyConnection) -> str:
         JOIN images i ON i.objectid = TRY_CAST(o.objectid AS BIGINT) AND i.image_rank = 1
         LEFT JOIN artists a ON a.objectid = TRY_CAST(o.objectid AS BIGINT) AND a.artist_rank = 1
         LEFT JOIN terms t ON t.objectid = TRY_CAST(o.objectid AS BIGINT)
-        WHERE lower(trim(o.classification)) = 'painting'
-          AND nullif(trim(o.attribution), '') IS NOT NULL
-          AND i.width >= $min_side AND i.height >= $min_side
+        WHERE lower(trim(o.classification)) = 'painting' {stages}
     )
     SELECT * EXCLUDE (duplicate_rank),
            lower(strip_accents(regexp_replace(trim(artist), '\\s+', ' ', 'g'))) AS artist_key,
@@ -286,8 +289,7 @@ def build_filtered_paintings(
 
 def _kept_none_message(con: duckdb.DuckDBPyConnection, min_side: int) -> str:
     """Why the filter kept nothing: the count left after each of its stages."""
-    relaxed = (_candidates_sql(con).replace("AND nullif(trim(o.attribution), '') IS NOT NULL", "")
-               .replace("AND i.width >= $min_side AND i.height >= $min_side", ""))
+    relaxed = _candidates_sql(con, stage_filters=False)
     read = int(scalar(con, "SELECT count(*) FROM raw_objects"))
     paintings = int(scalar(con, "SELECT count(*) FROM raw_objects WHERE lower(trim(classification)) = 'painting'"))
     with_image, attributed, big = con.execute(
