@@ -293,9 +293,7 @@ def create_app(
         catalog = served.engine.catalog
         text = fold_text(q)
         if text:
-            titles = catalog["title"].fillna("").astype(str).map(fold_text)
-            artists = catalog["artist"].fillna("").astype(str).map(fold_text)
-            ids = catalog["objectid"].astype(str)
+            titles, artists, ids = served.catalog_text
             hay = titles + " " + artists + " " + ids
             found = hay.str.contains(text, regex=False)
             # 0: the whole title or artist (or the objectid); 1: a title or artist starting with it; 2: anywhere

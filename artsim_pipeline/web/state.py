@@ -12,6 +12,7 @@ pointer changes again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import logging
@@ -27,6 +28,7 @@ import pandas as pd
 from PIL import Image
 
 from ..core.layout import bundle_layout, load_layout
+from ..core.scoring import fold_text
 from ..core.search import IndexNotBuiltError, QueryError, SearchEngine
 from ..core.storage import DataLake, readable
 
@@ -49,6 +51,14 @@ class Served:
     @property
     def generation(self) -> str | None:
         return self.engine.generation
+
+    @functools.cached_property
+    def catalog_text(self) -> tuple[pd.Series, pd.Series, pd.Series]:
+        """The catalog's titles and artists folded (case, accents: :func:`fold_text`) and objectids as text,
+        in catalog order: computed once per served generation, not on every text lookup."""
+        catalog = self.engine.catalog
+        return (catalog["title"].fillna("").astype(str).map(fold_text),
+                catalog["artist"].fillna("").astype(str).map(fold_text), catalog["objectid"].astype(str))
 
 
 class EngineHolder:
