@@ -19,8 +19,9 @@ follow once their partitions exist, then the collection: turning the sensor on i
 brings a new lake all the way up (``test_automation_daemon.py`` does exactly that on a real webserver +
 daemon). The sensor targets the observable source too (``AssetSelection.all(include_sources=True)``):
 with ``"*"`` Dagster leaves sources to a second, default sensor and ``nga_opendata`` is never observed.
-The source is also observed when its setting (``ARTSIM_NGA_SOURCE``, part of its code version) changes. ``artsim run`` does the same work in process,
-from the same truth (Dagster's stale/missing status; see :mod:`artsim_pipeline.runner`).
+The source is also observed when its setting (``ARTSIM_NGA_SOURCE``, part of its code version)
+changes. ``artsim run`` does the same work in process, from the same truth (Dagster's stale/missing
+status; see :mod:`artsim_pipeline.runner`).
 """
 
 from __future__ import annotations
@@ -66,10 +67,10 @@ def retry_failed_images(cron: str) -> AutomationCondition:
     ).with_label("retry failed images")
 
 
+_CATALOG_SELECTION = AssetSelection.assets("filtered_paintings")
 #: Upstream of the collection that must exist and be settled before ``pca_model`` runs. Dagster's own
 #: ``any_deps_missing`` holds vacuously while no batch partition exists yet (a fresh lake), and lets a
 #: dependency that will be requested in the same tick count as present; neither may start the collection.
-_CATALOG_SELECTION = AssetSelection.assets("filtered_paintings")
 _UPSTREAM_UNSETTLED = AC.any_deps_match(AC.missing() | AC.will_be_requested() | AC.in_progress()).with_label(
     "the catalog or a batch missing, requested or running")
 

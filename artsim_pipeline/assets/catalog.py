@@ -22,9 +22,9 @@ from dagster import (
     DataVersion,
     MaterializeResult,
     MetadataValue,
+    ObserveResult,
     asset,
     asset_check,
-    ObserveResult,
     multi_observable_source_asset,
 )
 from dagster_duckdb import DuckDBResource
