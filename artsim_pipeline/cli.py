@@ -1,4 +1,4 @@
-"""The ``artsim`` command: ``run`` (the whole pipeline), ``search``, ``serve`` and ``bench``."""
+"""The ``artsim`` command: ``run`` (the whole pipeline), ``status``, ``search``, ``serve`` and ``bench``."""
 
 from __future__ import annotations
 
@@ -73,6 +73,27 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def dagster_plan(settings: Settings) -> list[dict]:
+    """What ``artsim run`` would materialize now (Dagster's stale status; nothing is run)."""
+    from .definitions import build_definitions
+    from .runner import PipelineRunner
+
+    instance = _prepare_instance(settings)
+    return PipelineRunner(build_definitions(settings), settings, instance, echo=lambda m: None).plan()
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    import json
+
+    from .core.status import format_status, lake_status
+    from .core.storage import lake_at
+
+    status = lake_status(lake_at(settings.data_lake, settings.work_dir), worst=args.worst)
+    status["stale"] = dagster_plan(settings)
+    print(json.dumps(status, indent=2) if args.json else format_status(status))
+    return 1 if status["errors"] else 0
+
+
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from .core.search import QueryError, SearchEngine, SearchFilters, format_results, models_set_in_env
 
@@ -104,11 +125,30 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import threading
+    import time
+
     from .core.search import models_set_in_env
     from .web.app import serve
 
+    cache: dict[str, object] = {}
+    lock = threading.Lock()
+
+    def stale() -> list[dict]:
+        """The status page's "what would re-run": Dagster's plan, at most every 30 s."""
+        from .definitions import build_definitions
+        from .runner import PipelineRunner
+
+        with lock:
+            if "runner" not in cache:
+                cache["runner"] = PipelineRunner(build_definitions(settings), settings, _prepare_instance(settings),
+                                                 echo=lambda m: None)
+            if time.monotonic() - float(cache.get("at", -1e9)) > 30:
+                cache["plan"], cache["at"] = cache["runner"].plan(), time.monotonic()
+            return list(cache["plan"])
+
     return serve(settings, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb,
-                 max_pixels=args.max_pixels, models_explicit=models_set_in_env())
+                 max_pixels=args.max_pixels, models_explicit=models_set_in_env(), stale=stale)
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
@@ -128,6 +168,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="materialize every stale asset and image batch (idempotent)")
     run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="what the lake holds: paintings cached, embedded, indexed, failed; what is stale",
+                            description="Paintings in the catalog, cached, with a face, embedded per model and "
+                            "indexed (generation, when); images that failed or were skipped and catalog rows "
+                            "rejected, with reasons and the worst offenders; what `artsim run` would re-run. "
+                            "Exit status 1 when an artefact of the lake cannot be read.")
+    status.add_argument("--json", action="store_true", help="print it as JSON (for scripts)")
+    status.add_argument("--worst", type=int, default=20, help="offenders to list (default %(default)s; all are counted)")
+    status.set_defaults(func=cmd_status)
 
     search = sub.add_parser("search", help="find the paintings most similar to an image or a painting",
                             description="Rank the collection by 0.7 x visual + 0.3 x metadata similarity "

@@ -194,6 +194,30 @@ class PipelineRunner:
         report.seconds = time.perf_counter() - started
         return report
 
+    def plan(self) -> list[dict[str, str | None]]:
+        """What ``artsim run`` would materialize now, without running anything (``artsim status``).
+
+        The same rule as :meth:`run`, as of the source's last observation: ``{asset, partition, status,
+        reason}`` per asset (and batch), in run order.
+        """
+        resolver = stale_status_resolver(self.instance, self.graph)
+        plan: list[dict[str, str | None]] = []
+
+        def add(stale: list[tuple[AssetKey, str]], partition: str | None = None) -> None:
+            for key, reason in stale:
+                status = resolver.get_status(key, partition).value
+                plan.append({"asset": key.to_user_string(), "partition": partition,
+                             "status": status if status in ("MISSING", "STALE") else "WILL_RUN", "reason": reason})
+
+        add(self._stale(self.catalog_keys, resolver=resolver))
+        partitions = sorted(self.instance.get_dynamic_partitions(IMAGE_BATCHES))
+        retry = failed_check_partitions(self.instance, partitions) if partitions else set()
+        for partition in partitions if self.batch_keys else []:
+            also = {IMAGE_CACHE_CHECK.asset_key: "retrying failed images"} if partition in retry else None
+            add(self._stale(self.batch_keys, partition, resolver, also), partition)
+        add(self._stale(self.collection_keys, resolver=resolver))
+        return plan
+
     def _run_batches(self, report: RunReport) -> bool:
         partitions = sorted(self.instance.get_dynamic_partitions(IMAGE_BATCHES))
         if not self.batch_keys or not partitions:

@@ -57,6 +57,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -307,7 +308,7 @@ class _Parsed:
 def _collection_embedding_facts(lake: DataLake, model: str) -> tuple[set[str], set[str]]:
     """(weights ids, precisions) recorded in the model's embeddings files."""
     weights, precisions = set(), set()
-    directory = lake.root / "embeddings" / model
+    directory = lake.embeddings_model_dir(model)
     for path in sorted(directory.glob("*.parquet")) if directory.is_dir() else []:
         try:
             meta = read_parquet_schema(path).metadata or {}
@@ -380,8 +381,13 @@ class SearchEngine:
             int(row["objectid"]): {k: (None if _text(v) == "" else v) for k, v in row.items()}
             for row in self.catalog.to_dict("records")
         }
+        # a table, not a registered frame: every query runs on its own cursor (thread-safe), which sees
+        # the database's tables but not another connection's registered views
         self._db = duckdb.connect()
-        self._db.register("filtered_paintings", self.catalog.reset_index())
+        self._db.register("catalog_frame", self.catalog.reset_index())
+        self._db.execute("CREATE TABLE filtered_paintings AS SELECT * FROM catalog_frame")
+        self._db.unregister("catalog_frame")
+        self._init_lock = threading.Lock()  # models and the face detector are loaded once, by one thread
         self._weights, self._default_precision = weights, precision
         self._models: list[LoadedModel] | None = None
         self.precision = precision
@@ -459,9 +465,10 @@ class SearchEngine:
 
     @property
     def detector(self) -> FaceDetector:
-        if self._detector is None:
-            self._detector = FaceDetector(threshold=self.face_threshold, margin=self.face_margin,
-                                          max_side=self.face_max_side, device=str(self.device))
+        with self._init_lock:
+            if self._detector is None:
+                self._detector = FaceDetector(threshold=self.face_threshold, margin=self.face_margin,
+                                              max_side=self.face_max_side, device=str(self.device))
         return self._detector
 
     @property
@@ -478,6 +485,12 @@ class SearchEngine:
         """Load the backbones once; check their weights against the ones the collection was embedded with."""
         if self._models is not None:
             return self._models
+        with self._init_lock:
+            if self._models is None:
+                self._models = self._load_models()
+        return self._models
+
+    def _load_models(self) -> list[LoadedModel]:
         models: list[LoadedModel] = []
         precisions: set[str] = set()
         for name in self.model_names:
@@ -492,7 +505,6 @@ class SearchEngine:
             models.append(model)
         # the precision the collection was embedded with (the pipeline may fall back from bf16 to fp32)
         self.precision = precisions.pop() if len(precisions) == 1 else self._default_precision
-        self._models = models
         return models
 
     # -- query parsing ---------------------------------------------------------------------------
@@ -611,7 +623,8 @@ class SearchEngine:
             where.append("coalesce(beginyear, endyear) <= $year_max")
             params["year_max"] = int(filters.year_max)
         sql = "SELECT objectid FROM filtered_paintings" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = self._db.execute(sql + " ORDER BY objectid", params).fetchall()
+        with self._db.cursor() as cursor:  # searches run concurrently (the web server's thread pool)
+            rows = cursor.execute(sql + " ORDER BY objectid", params).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     # -- search ----------------------------------------------------------------------------------

@@ -292,8 +292,16 @@ class DataLake:
     def faces_path(self, batch: str) -> Path:
         return self.faces_dir / f"{safe_id(batch, 'batch key')}.parquet"
 
+    @property
+    def embeddings_dir(self) -> Path:
+        """``embeddings/<model>/<batch>.parquet``: one folder per model."""
+        return self.root / "embeddings"
+
+    def embeddings_model_dir(self, model: str) -> Path:
+        return self.embeddings_dir / safe_id(model, "model name")
+
     def embeddings_path(self, model: str, batch: str) -> Path:
-        return self.root / "embeddings" / safe_id(model, "model name") / f"{safe_id(batch, 'batch key')}.parquet"
+        return self.embeddings_model_dir(model) / f"{safe_id(batch, 'batch key')}.parquet"
 
     @property
     def index_dir(self) -> Path:

@@ -1,16 +1,25 @@
 """``artsim serve``: the search page, the collection map and a JSON API (FastAPI on uvicorn).
 
-Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``):
+Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``, served offline):
 
-* ``GET /`` — the search page; ``GET /map`` — the collection map;
+* ``GET /`` — the search page (``/?objectid=...&k=...&artist=...`` is a search's shareable link);
+  ``GET /painting/{objectid}`` — a painting's page; ``GET /map`` — the collection map;
+  ``GET /status`` — what the lake holds (``GET /api/status``, as ``artsim status --json``);
 * ``POST /api/search`` — ``multipart/form-data`` with an ``image`` file *or* an ``objectid`` field,
   plus ``k``, ``face_crop``, ``artist``, ``style``, ``medium``, ``years`` (or ``year_from`` /
   ``year_to``); a raw ``image/*`` body with the options as query parameters also works.
   ``GET /api/search?objectid=...`` is the same for an objectid;
-* ``GET /api/paintings/{objectid}``, ``GET /api/paintings?q=...`` (pick a painting by title/artist);
+* ``GET /api/paintings/{objectid}`` (with every catalog field under ``metadata``),
+  ``GET /api/paintings?q=...`` (pick a painting by title/artist);
 * ``GET /api/map`` — every painting's place on the map (202 while it is being computed);
+  ``GET /api/map/atlas.jpg`` — all thumbnails in one image, in the map's order;
 * ``GET /thumbs/{objectid}.jpg?size=256`` — resized JPEG from the image cache, with an ``ETag``;
-* ``GET /healthz``.
+* ``GET /healthz``; ``/static/...`` — the pages' CSS and JavaScript (``static/``), Swagger UI.
+
+Image queries pass a :class:`~artsim_pipeline.web.state.QueryGate` (a few at a time, a bounded queue,
+then 503 with ``Retry-After``); objectid queries need no model and never wait behind them. Every
+response carries a Content-Security-Policy (no inline script or style, no framing), ``nosniff`` and
+``X-Frame-Options``; error bodies never show the server's absolute paths.
 
 The engine (index, catalog, models) is loaded once and reused; a newly published index generation is
 picked up by the next request (see :mod:`artsim_pipeline.web.state`). Uploads stay in memory and are
@@ -29,19 +38,29 @@ import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from ..core.scoring import fold_text
 from ..core.search import IndexNotBuiltError, QueryError, SearchEngine, SearchFilters, display_date
 from ..core.storage import DataLake, lake_at
 from . import pages
-from .state import EngineHolder, MapCache, Served, ThumbnailCache, catalog_row
+from .state import (AtlasCache, atlas_cell, Busy, EngineHolder, MapCache, QueryGate, Served, ThumbnailCache, catalog_row,
+                    public_message)
 from .uploads import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, UploadError, check_image, parse_multipart,
                       read_body)
 
 log = logging.getLogger(__name__)
 
 NGA_PAGE = "https://www.nga.gov/collection/art-object-page.{objectid}.html"
-THUMB_SIZES = (64, 128, 256, 512)
+THUMB_SIZES = (64, 128, 256, 512, 1024)
+SECURITY_HEADERS = {
+    # the pages load their scripts and styles from /static only; images may be blobs (the query preview)
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
+                               "style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+}
 MAX_K = 100
 _FORM_FIELDS = ("objectid", "k", "face_crop", "artist", "style", "medium", "years", "year_from", "year_to")
 
@@ -100,6 +119,18 @@ def _filters(fields: dict[str, str]) -> SearchFilters:
                                 medium=(fields.get("medium") or "").strip() or None, years=years or None)
 
 
+def _json_value(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(float(value)) else None
+    if isinstance(value, (np.bool_,)):
+        return bool(value)
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    return str(value)
+
+
 def painting_json(row: dict[str, Any], objectid: int) -> dict[str, Any]:
     return {
         "objectid": int(objectid), "title": row.get("title") or "", "artist": row.get("artist") or "",
@@ -126,13 +157,17 @@ def create_app(
     map_seed: int = 0,
     eager: bool = True,
     precompute_map: bool = True,
+    stale: Callable[[], list[dict[str, Any]]] | None = None,
+    gate: QueryGate | None = None,
 ) -> FastAPI:
     """The ASGI app for the data lake ``lake``.
 
     ``engine_factory`` builds a :class:`SearchEngine` (default: ``SearchEngine(lake)`` with its
     defaults); it is called at start-up (``eager``) and again whenever a new index generation is
     published. With ``precompute_map``, the map of each generation is computed in the background (unless
-    the lake holds one) as soon as it is served; otherwise on the first ``/api/map`` request.
+    the lake holds one) as soon as it is served; otherwise on the first ``/api/map`` request. ``stale``
+    lists what ``artsim run`` would re-run (Dagster's view; the status page shows it when given).
+    ``gate`` admits image queries (default :class:`QueryGate` with its defaults).
     """
     lake = lake if isinstance(lake, DataLake) else DataLake(lake)
     from PIL import Image
@@ -143,6 +178,8 @@ def create_app(
     holder = EngineHolder(lake, factory)
     maps = MapCache(lake, seed=map_seed)
     thumbs = ThumbnailCache()
+    atlases = AtlasCache()
+    gate = gate or QueryGate()
     if precompute_map:
         holder.listeners.append(maps.start)
 
@@ -155,49 +192,97 @@ def create_app(
                 log.warning("artsim serve: %s", exc)
         yield
 
-    app = FastAPI(title="artsim", version="0.1.0", lifespan=lifespan,
+    app = FastAPI(title="artsim", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Find paintings of the National Gallery of Art similar to an image or a painting.")
-    app.state.holder, app.state.maps, app.state.thumbs = holder, maps, thumbs
+    app.state.holder, app.state.maps, app.state.thumbs, app.state.gate = holder, maps, thumbs, gate
     app.state.limits = {"max_upload_bytes": int(max_upload_bytes), "max_pixels": int(max_pixels)}
+    # Swagger UI's own files first: the /static mount would otherwise answer its paths with 404
+    app.mount("/static/swagger-ui", StaticFiles(directory=pages.swagger_ui_dir()), name="swagger-ui")
+    app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    def public(text: str) -> str:
+        return public_message(text, lake)
 
     def served_or_error() -> Served | JSONResponse:
         try:
             return holder.get()
         except IndexNotBuiltError as exc:
-            return _error(503, str(exc), hint="run `artsim run` first")
+            return _error(503, public(str(exc)), hint="run `artsim run` first")
         except QueryError as exc:
-            return _error(503, str(exc))
+            return _error(503, public(str(exc)))
 
     # ------------------------------------------------------------------ pages
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index_page() -> HTMLResponse:
-        return HTMLResponse(pages.SEARCH_PAGE.replace("__LIMIT_MB__", f"{max_upload_bytes / 1048576:.3g}"))
+        return HTMLResponse(pages.render("search", limit_mb=f"{max_upload_bytes / 1048576:.3g}"))
 
     @app.get("/map", response_class=HTMLResponse, include_in_schema=False)
     def map_page() -> HTMLResponse:
-        return HTMLResponse(pages.MAP_PAGE)
+        return HTMLResponse(pages.render("map"))
+
+    @app.get("/painting/{objectid}", response_class=HTMLResponse, include_in_schema=False)
+    def painting_page(objectid: int) -> HTMLResponse:
+        return HTMLResponse(pages.render("painting", objectid=int(objectid)))
+
+    @app.get("/status", response_class=HTMLResponse, include_in_schema=False)
+    def status_page() -> HTMLResponse:
+        return HTMLResponse(pages.render("status"))
+
+    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
+    def docs_page() -> HTMLResponse:
+        return HTMLResponse(pages.render("docs"))
+
+    # ------------------------------------------------------------------ status
+    @app.get("/api/status", summary="What the lake holds: paintings cached, embedded, indexed; failures, rejects, "
+             "what would re-run (as `artsim status --json`)")
+    def api_status(worst: int = Query(50, ge=0, le=1000)) -> JSONResponse:
+        from ..core.status import lake_status
+
+        status = lake_status(lake, worst=worst)
+        status["lake"] = "<data lake>"
+        status["errors"] = [public(e) for e in status["errors"]]
+        if stale is not None:
+            try:
+                status["stale"] = stale()
+            except Exception as exc:  # noqa: BLE001 - the rest of the status still stands
+                log.warning("status: what would re-run is unknown: %s", exc)
+                status["stale_note"] = public(f"Dagster's records could not be read ({type(exc).__name__})")
+        else:
+            status["stale_note"] = "the server was started without Dagster's records"
+        return JSONResponse(status)
 
     # ------------------------------------------------------------------ health
     @app.get("/healthz", summary="Is an index served? Which generation, how many paintings, which models")
     def healthz() -> JSONResponse:
         served = served_or_error()
         if isinstance(served, JSONResponse):
-            return JSONResponse({"status": "no_index", "detail": holder.error or "no index",
+            return JSONResponse({"status": "no_index", "detail": public(holder.error or "no index"),
                                  "hint": "run `artsim run` first"}, status_code=503)
         engine = served.engine
         return JSONResponse({
             "status": "ok", "generation": engine.generation, "paintings": int(len(engine.catalog)),
             "indexed": int(len(engine.variants["full"].ids)), "variants": sorted(engine.variants),
             "models": list(engine.model_names), "reloads": holder.reloads, "limits": app.state.limits,
+            "image_queries": {"running_at_once": gate.running, "queue": gate.waiting, "refused": gate.refused},
         })
 
     # ------------------------------------------------------------------ search
     def run_search(served: Served, query: Any, fields: dict[str, str]) -> JSONResponse:
         k = _int(fields.get("k") or 10, "k", 1, MAX_K)
         filters = _filters(fields)
-        with served.lock:
-            response = served.engine.search(query, k=k, face_crop=_truthy(fields.get("face_crop", "")),
-                                            filters=filters)
+        face_crop = _truthy(fields.get("face_crop", ""))
+        if isinstance(query, (bytes, bytearray)):  # the models' work: a few at a time (QueryGate)
+            with gate.admit():
+                response = served.engine.search(query, k=k, face_crop=face_crop, filters=filters)
+        else:  # an objectid: index lookups only, never queued behind an upload
+            response = served.engine.search(query, k=k, face_crop=face_crop, filters=filters)
         payload = response.as_dict()
         payload["generation"] = served.generation
         for result in payload["results"]:
@@ -222,17 +307,19 @@ def create_app(
                 check_image(data, max_pixels, name or "upload")
                 query: Any = data  # bytes: decoded in memory by the engine, never written to disk
             elif objectid:
-                query = _int(objectid, "objectid", 0, 2**62)
+                query = _int(objectid, "objectid", 0, 2**63 - 1)
             else:
                 raise UploadError(400, "give an image (multipart field 'image' or an image/* body) or an objectid")
             return await run_in_threadpool(run_search, served, query, fields)
         except UploadError as exc:
             return _error(exc.status, exc.message)
+        except Busy as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
         except IndexNotBuiltError as exc:
-            return _error(503, str(exc), hint="run `artsim run` first")
+            return _error(503, public(str(exc)), hint="run `artsim run` first")
         except QueryError as exc:
             status = 404 if "not in the collection" in str(exc) else 400
-            return _error(status, str(exc))
+            return _error(status, public(str(exc)))
 
     @app.post("/api/search", summary="Find the paintings most similar to an uploaded image or a painting",
               openapi_extra=SEARCH_REQUEST_DOC)
@@ -281,6 +368,7 @@ def create_app(
         if row is None:
             return _error(404, f"objectid {objectid} is not in the collection")
         payload = painting_json(row, objectid)
+        payload["metadata"] = {key: _json_value(value) for key, value in row.items() if key != "image_path"}
         payload["indexed"] = int(objectid) in served.engine.variants["full"].ids
         payload["has_face_vector"] = "face" in served.engine.variants and int(objectid) in served.engine.variants["face"].ids
         return JSONResponse(payload)
@@ -329,7 +417,24 @@ def create_app(
             "title": rows["title"].fillna("").astype(str).tolist(),
             "artist": rows["artist"].fillna("").astype(str).tolist(),
             "style": rows["style"].fillna("").astype(str).tolist(),
+            "atlas": {"url": f"/api/map/atlas.jpg?generation={served.generation or ''}",
+                      "cell": atlas_cell(len(frame)), "cols": max(1, math.ceil(math.sqrt(len(frame))))},
         })
+
+    @app.get("/api/map/atlas.jpg", summary="Every map painting's thumbnail in one JPEG grid, in /api/map's order")
+    async def api_map_atlas(request: Request) -> Response:
+        served = served_or_error()
+        if isinstance(served, JSONResponse):
+            return served
+        frame = await run_in_threadpool(maps.get, served, 0)
+        if frame is None:
+            return JSONResponse({"status": "computing"}, status_code=202, headers={"Retry-After": "2"})
+        ids = [int(v) for v in frame["objectid"] if int(v) in served.engine.catalog.index]
+        data, _, _, etag = await run_in_threadpool(atlases.get, served, ids)
+        headers = {"ETag": etag, "Cache-Control": "public, max-age=86400"}
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers=headers)
+        return Response(data, media_type="image/jpeg", headers=headers)
 
     # ------------------------------------------------------------------ thumbnails
     @app.get("/thumbs/{objectid}.jpg", summary="A resized JPEG of the painting from the image cache (ETag)")
@@ -347,7 +452,8 @@ def create_app(
                 return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "public, max-age=3600"})
             data, etag = thumbs.get(path, size)
         except OSError as exc:
-            return _error(404, f"cached image for objectid {objectid} cannot be read ({exc})")
+            log.warning("thumbnail of %s: %s", objectid, exc)
+            return _error(404, f"the cached image of objectid {objectid} cannot be read ({type(exc).__name__})")
         return Response(data, media_type="image/jpeg",
                         headers={"ETag": etag, "Cache-Control": "public, max-age=3600"})
 
@@ -355,7 +461,8 @@ def create_app(
 
 
 def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_upload_mb: float = 20.0,
-          max_pixels: int = DEFAULT_MAX_PIXELS, models_explicit: bool = False, log_level: str = "info") -> int:
+          max_pixels: int = DEFAULT_MAX_PIXELS, models_explicit: bool = False, log_level: str = "info",
+          stale: Callable[[], list[dict[str, Any]]] | None = None) -> int:
     """Run the server until interrupted (``artsim serve``)."""
     import uvicorn
 
@@ -367,7 +474,8 @@ def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_uploa
             log.warning("artsim serve: %s", note)
         return engine
 
-    app = create_app(lake, factory, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels)
+    app = create_app(lake, factory, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels,
+                     stale=stale)
     print(f"artsim serve: data lake {lake.root if lake.is_remote else lake.root.resolve()}; open http://{host}:{port}/", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
     return 0

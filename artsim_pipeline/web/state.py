@@ -12,11 +12,14 @@ pointer changes again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import io
 import logging
+import math
 import os
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -28,6 +31,7 @@ import pandas as pd
 from PIL import Image
 
 from ..core.layout import bundle_layout, load_layout
+from ..core.models import oriented
 from ..core.scoring import fold_text
 from ..core.search import IndexNotBuiltError, QueryError, SearchEngine
 from ..core.storage import DataLake, readable
@@ -42,10 +46,9 @@ REMOTE_POLL_S = 2.0
 
 @dataclass
 class Served:
-    """One engine and the lock that serialises its searches (its DuckDB connection is not thread-safe)."""
+    """One engine, as served: searches on it run concurrently (see :class:`QueryGate` for uploads)."""
 
     engine: SearchEngine
-    lock: threading.Lock = field(default_factory=threading.Lock)
     loaded_at: float = field(default_factory=time.time)
 
     @property
@@ -59,6 +62,60 @@ class Served:
         catalog = self.engine.catalog
         return (catalog["title"].fillna("").astype(str).map(fold_text),
                 catalog["artist"].fillna("").astype(str).map(fold_text), catalog["objectid"].astype(str))
+
+
+class Busy(Exception):
+    """Every image-query slot is taken and the queue is full: answer 503 with ``Retry-After``."""
+
+
+class QueryGate:
+    """Admission for image queries (decode, resize, face detection, the backbones): at most ``running``
+    at once and ``waiting`` queued, each waiting at most ``wait_s``; beyond that :class:`Busy`.
+
+    Only image queries pass it: an objectid query needs no model and never waits behind an upload.
+    """
+
+    def __init__(self, running: int = 2, waiting: int = 16, wait_s: float = 30.0) -> None:
+        self.running, self.waiting, self.wait_s = int(running), int(waiting), float(wait_s)
+        self._slots = threading.BoundedSemaphore(self.running)
+        self._lock = threading.Lock()
+        self._queued = 0
+        self.refused = 0
+
+    @contextlib.contextmanager
+    def admit(self):
+        with self._lock:
+            if self._queued >= self.running + self.waiting:
+                self.refused += 1
+                raise Busy(f"the server is busy with {self._queued} image searches; retry in a few seconds")
+            self._queued += 1
+        try:
+            if not self._slots.acquire(timeout=self.wait_s):
+                with self._lock:
+                    self.refused += 1
+                raise Busy(f"no image-search slot became free within {self.wait_s:.0f}s; retry in a few seconds")
+            try:
+                yield
+            finally:
+                self._slots.release()
+        finally:
+            with self._lock:
+                self._queued -= 1
+
+
+def public_message(text: str, lake: DataLake) -> str:
+    """``text`` for a response body: the lake's absolute root becomes ``<data lake>`` and other absolute
+    paths are cut to their last two parts (the server log keeps the full message)."""
+    roots = {str(lake.root)}
+    with contextlib.suppress(Exception):
+        roots.add(str(Path(str(lake.root)).resolve()))
+    for root in sorted(roots, key=len, reverse=True):
+        if len(root) > 1:
+            text = text.replace(root, "<data lake>")
+    return _ABSOLUTE_PATH.sub(lambda m: ".../" + "/".join(m.group(0).rstrip("/").split("/")[-2:]), text)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w<>.:/])/(?:[\w.\-]+/){2,}[\w.\-]*")
 
 
 class EngineHolder:
@@ -210,7 +267,7 @@ class MapCache:
             return None
         if made_for is not None and made_for != generation:
             return None  # stale: computed for another generation
-        self.source[generation] = f"read from {path}"
+        self.source[generation] = "laid out by the pipeline (collection_map)"
         return frame
 
 
@@ -247,16 +304,66 @@ class ThumbnailCache:
         return data, etag
 
 
-def make_thumbnail(path: Path, size: int) -> bytes:
-    """JPEG of the image at ``path`` fitted into ``size``×``size`` (JPEG draft decoding: cheap)."""
+def _fitted(path: Path, size: int) -> Image.Image:
+    """The image at ``path`` as displayed (EXIF orientation applied), fitted into ``size``×``size``
+    (JPEG draft decoding: cheap)."""
     with Image.open(readable(path)) as image:
         if image.format == "JPEG":
             image.draft("RGB", (size, size))
-        image = image.convert("RGB")
+        image = oriented(image).convert("RGB")
         image.thumbnail((size, size), Image.Resampling.LANCZOS if size > 96 else Image.Resampling.BILINEAR)
-        out = io.BytesIO()
-        image.save(out, format="JPEG", quality=82, optimize=size > 96)
-        return out.getvalue()
+        return image
+
+
+def make_thumbnail(path: Path, size: int) -> bytes:
+    """JPEG of the image at ``path`` fitted into ``size``×``size``."""
+    out = io.BytesIO()
+    _fitted(path, size).save(out, format="JPEG", quality=82, optimize=size > 96)
+    return out.getvalue()
+
+
+#: Atlas cell size (px) by collection size: the atlas stays under ~6,000 px a side (browsers' image limits).
+def atlas_cell(n: int) -> int:
+    return 32 if n <= 16384 else 16
+
+
+def make_atlas(paths: list[Path | None], cell: int) -> tuple[bytes, int]:
+    """One JPEG holding every image of ``paths`` (in order) fitted and centred in a ``cell``-pixel square,
+    row by row, ``cols`` per row; returns (JPEG, cols). A missing or unreadable image leaves its cell grey."""
+    cols = max(1, math.ceil(math.sqrt(len(paths))))
+    rows = max(1, math.ceil(len(paths) / cols))
+    sheet = Image.new("RGB", (cols * cell, rows * cell), (58, 58, 62))
+    for i, path in enumerate(paths):
+        if path is None:
+            continue
+        try:
+            image = _fitted(path, cell)
+        except Exception:  # noqa: BLE001 - one bad file leaves one grey cell
+            continue
+        x, y = (i % cols) * cell, (i // cols) * cell
+        sheet.paste(image, (x + (cell - image.width) // 2, y + (cell - image.height) // 2))
+    out = io.BytesIO()
+    sheet.save(out, format="JPEG", quality=80)
+    return out.getvalue(), cols
+
+
+class AtlasCache:
+    """The map's atlas (:func:`make_atlas`) of the served generation, built once, on first request."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._atlas: tuple[str, bytes, int, int, str] | None = None  # generation, jpeg, cell, cols, etag
+
+    def get(self, served: Served, objectids: list[int]) -> tuple[bytes, int, int, str]:
+        generation = served.generation or ""
+        with self._lock:  # one build at a time; the others wait for it and share it
+            if self._atlas is None or self._atlas[0] != generation:
+                cell = atlas_cell(len(objectids))
+                data, cols = make_atlas([served.engine.image_path(o) for o in objectids], cell)
+                etag = '"atlas-' + hashlib.sha1(data).hexdigest()[:20] + '"'
+                self._atlas = (generation, data, cell, cols, etag)
+            _, data, cell, cols, etag = self._atlas
+        return data, cell, cols, etag
 
 
 def catalog_row(engine: SearchEngine, objectid: int) -> dict[str, Any] | None:

@@ -1,0 +1,254 @@
+"""What the data lake holds, painting by painting: ``artsim status``, ``/api/status`` and the status page.
+
+Plain Python (no Dagster): read from the lake's own files, cheaply (Parquet columns and footers, the
+generation manifest, two small DuckDB tables). What Dagster would re-run (stale or missing assets and
+batches) is added by the caller that has the Dagster instance (``artsim status``; ``artsim serve`` passes
+it to the page).
+
+:func:`lake_status` returns a JSON-ready dict:
+
+============  ==========================================================================================
+key           value
+============  ==========================================================================================
+lake          the lake's root (as the user named it)
+catalog       ``paintings`` (rows of ``tables/filtered_paintings.parquet``), ``batches``, ``written`` (UTC)
+images        ``cached``, ``skipped_small``, ``failed``, ``not_tried`` (in the catalog, no status row yet),
+              ``reasons`` (failure or skip kind -> count, kinds as in :mod:`.image_cache`)
+faces         ``checked`` (images run through face detection), ``with_face``, ``errors``
+embeddings    model -> ``paintings`` (full-image vectors), ``face_vectors``, ``files``
+index         the served generation: ``generation``, ``created``, ``models``, ``indexed``, ``face_indexed``,
+              ``recall_at_10``; None when nothing is published
+rejected      ``catalog_rows`` (``filtered_paintings_rejected``: reason -> count) and ``csv_rows``
+              (``raw_rejects``: rows the CSV reader could not parse, file -> count)
+problems      the worst offenders, worst first: ``objectid``, ``title``, ``artist``, ``stage``
+              (``image``, ``catalog``, ``faces``, ``embedding``), ``status``, ``reason``
+problem_count how many offenders there are in all (``problems`` is cut at ``worst``)
+errors        artefacts that could not be read (each one line naming the file); a damaged lake says so here
+stale         filled by the caller: list of ``{asset, partition, status, reason}``, or None (not checked)
+============  ==========================================================================================
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .storage import DataLake, read_parquet
+
+#: Order of the offenders: what lost a painting outright first, then what only degraded it.
+SEVERITY = {"failed": 0, "rejected": 1, "error": 2, "not_embedded": 3, "skipped_small": 4}
+
+
+def _when(path: Path) -> str | None:
+    try:
+        return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OSError, AttributeError):
+        return None
+
+
+def _batch_files(directory: Path) -> list[Path]:
+    try:
+        return sorted(p for p in directory.glob("*.parquet") if not p.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _read_all(files: list[Path], columns: list[str], errors: list[str]) -> pd.DataFrame:
+    frames = []
+    for path in files:
+        try:
+            frames.append(read_parquet(path, columns=columns))
+        except Exception as exc:  # noqa: BLE001 - a damaged file is reported, the rest still counted
+            errors.append(f"{path} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _kind(reason: Any) -> str:
+    text = str(reason or "").strip()
+    return text.split(":", 1)[0].strip() if text else "unknown"
+
+
+def _catalog_rejects(lake: DataLake, errors: list[str]) -> tuple[dict[str, int], dict[str, int], pd.DataFrame]:
+    """(catalog reasons -> count, CSV file -> rejected rows, rejected paintings) from ``catalog.duckdb``."""
+    from .catalog import RAW_REJECTS, REJECTED_TABLE
+
+    empty = pd.DataFrame(columns=["objectid", "reason"])
+    path = lake.catalog_db
+    if not Path(path).exists():
+        return {}, {}, empty
+    import duckdb
+
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        errors.append(f"{path} cannot be opened: {str(exc).splitlines()[0][:160]}")
+        return {}, {}, empty
+    try:
+        tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        rejected = (con.execute(f"SELECT objectid, reason FROM {REJECTED_TABLE}").fetchdf()
+                    if REJECTED_TABLE in tables else empty)
+        csv_rows = (dict(con.execute(f"SELECT file, count(*) FROM {RAW_REJECTS} GROUP BY file ORDER BY file").fetchall())
+                    if RAW_REJECTS in tables else {})
+    finally:
+        con.close()
+    reasons = {str(k): int(v) for k, v in rejected["reason"].value_counts().items()}
+    return reasons, {str(k): int(v) for k, v in csv_rows.items()}, rejected
+
+
+def _index(lake: DataLake, errors: list[str]) -> dict[str, Any] | None:
+    from .generations import current_generation_id, read_generation_manifest
+
+    try:
+        generation = current_generation_id(lake)
+        if generation is None:
+            return None
+        manifest = read_generation_manifest(lake, generation)
+    except Exception as exc:  # noqa: BLE001 - garbage pointer, missing or corrupt manifest
+        errors.append(f"the served index cannot be read ({lake.index_pointer_path}): {str(exc).splitlines()[0][:160]}")
+        return None
+    variants = manifest.get("variants", {})
+    return {
+        "generation": generation, "created": manifest.get("created"), "models": manifest.get("models", []),
+        "indexed": int(variants.get("full", {}).get("n_vectors", 0)),
+        "face_indexed": int(variants.get("face", {}).get("n_vectors", 0)),
+        "recall_at_10": variants.get("full", {}).get("recall_at_10"),
+    }
+
+
+def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
+    """The lake's state (module docstring); ``worst`` offenders are listed (all are counted)."""
+    errors: list[str] = []
+    status: dict[str, Any] = {"lake": str(lake.root), "errors": errors, "stale": None}
+
+    catalog_path = lake.filtered_paintings_parquet
+    try:
+        catalog = read_parquet(catalog_path, columns=["objectid", "title", "artist", "batch_key"])
+    except FileNotFoundError:
+        catalog = pd.DataFrame(columns=["objectid", "title", "artist", "batch_key"])
+    except Exception as exc:  # noqa: BLE001
+        errors.append(f"{catalog_path} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        catalog = pd.DataFrame(columns=["objectid", "title", "artist", "batch_key"])
+    catalog = catalog.drop_duplicates("objectid").set_index("objectid", drop=False)
+    status["catalog"] = {"paintings": int(len(catalog)), "batches": int(catalog["batch_key"].nunique()),
+                         "written": _when(catalog_path) if len(catalog) else None}
+
+    images = _read_all(_batch_files(lake.image_status_dir), ["objectid", "status", "reason"], errors)
+    images = images[images["objectid"].isin(catalog.index)] if len(catalog) else images
+    counts = images["status"].value_counts()
+    lost = images[images["status"].isin(["failed", "skipped_small"])]
+    status["images"] = {
+        "cached": int(counts.get("ok", 0) + counts.get("cached", 0)),
+        "skipped_small": int(counts.get("skipped_small", 0)), "failed": int(counts.get("failed", 0)),
+        "not_tried": int((~catalog.index.isin(images["objectid"])).sum()) if len(catalog) else 0,
+        "reasons": {str(k): int(v) for k, v in lost["reason"].map(_kind).value_counts().items()},
+    }
+
+    faces = _read_all(_batch_files(lake.faces_dir), ["objectid", "face_count", "error"], errors)
+    face_errors = faces[faces["error"].fillna("").astype(str) != ""]
+    status["faces"] = {"checked": int(len(faces)), "with_face": int((faces["face_count"].fillna(0) > 0).sum()),
+                       "errors": int(len(face_errors))}
+
+    status["index"] = _index(lake, errors)
+    embedded_by_model: dict[str, set[int]] = {}
+    status["embeddings"] = {}
+    try:
+        model_dirs = sorted(p for p in lake.embeddings_dir.iterdir() if p.is_dir()) if lake.embeddings_dir.exists() else []
+    except OSError:
+        model_dirs = []
+    for directory in model_dirs:
+        files = _batch_files(directory)
+        rows = _read_all(files, ["objectid", "variant"], errors)
+        full = set(rows.loc[rows["variant"] == "full", "objectid"].astype("int64"))
+        embedded_by_model[directory.name] = full
+        status["embeddings"][directory.name] = {"paintings": len(full), "files": len(files),
+                                                "face_vectors": int((rows["variant"] == "face").sum())}
+
+    reasons, csv_rows, rejected = _catalog_rejects(lake, errors)
+    status["rejected"] = {"catalog_rows": reasons, "csv_rows": csv_rows}
+
+    problems = [
+        {"objectid": int(r.objectid), "stage": "image", "status": str(r.status), "reason": str(r.reason or "")}
+        for r in lost.itertuples()
+    ] + [
+        {"objectid": int(r.objectid), "stage": "catalog", "status": "rejected", "reason": str(r.reason)}
+        for r in rejected.itertuples() if pd.notna(r.objectid)
+    ] + [
+        {"objectid": int(r.objectid), "stage": "faces", "status": "error", "reason": str(r.error)}
+        for r in face_errors.itertuples()
+    ]
+    cached = set(images.loc[images["status"].isin(["ok", "cached"]), "objectid"].astype("int64"))
+    served_models = set((status["index"] or {}).get("models") or embedded_by_model)  # not a model of long ago
+    for model, embedded in sorted(embedded_by_model.items()):
+        if model not in served_models:
+            continue
+        for objectid in sorted(cached - embedded):
+            problems.append({"objectid": objectid, "stage": "embedding", "status": "not_embedded",
+                             "reason": f"cached but not embedded by {model} (its batch has not run since)"})
+    problems.sort(key=lambda p: (SEVERITY.get(p["status"], 9), p["objectid"]))
+    for problem in problems[:worst]:
+        row = catalog.loc[problem["objectid"]] if problem["objectid"] in catalog.index else None
+        problem["title"] = "" if row is None or pd.isna(row["title"]) else str(row["title"])
+        problem["artist"] = "" if row is None or pd.isna(row["artist"]) else str(row["artist"])
+    status["problem_count"] = len(problems)
+    status["problems"] = problems[:worst]
+    return status
+
+
+def _counts(mapping: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(mapping.items(), key=lambda kv: (-kv[1], kv[0]))) or "none"
+
+
+def format_status(status: dict[str, Any]) -> str:
+    """The status as a few readable lines (``artsim status``)."""
+    c, i, f = status["catalog"], status["images"], status["faces"]
+    lines = [f"data lake {status['lake']}",
+             f"catalog     {c['paintings']} paintings in {c['batches']} batches"
+             + (f" (written {c['written']})" if c["written"] else " (not built yet: run `artsim run`)"),
+             f"images      {i['cached']} cached, {i['skipped_small']} skipped (too small), {i['failed']} failed"
+             + (f", {i['not_tried']} not tried yet" if i["not_tried"] else "")
+             + (f"; reasons: {_counts(i['reasons'])}" if i["reasons"] else ""),
+             f"faces       {f['checked']} images checked, {f['with_face']} with a face"
+             + (f", {f['errors']} unreadable" if f["errors"] else "")]
+    for model, e in sorted(status["embeddings"].items()):
+        lines.append(f"embedded    {model}: {e['paintings']} paintings ({e['face_vectors']} face crops)")
+    if not status["embeddings"]:
+        lines.append("embedded    nothing yet")
+    x = status["index"]
+    if x:
+        recall = f", recall@10 {x['recall_at_10']:.3f}" if isinstance(x.get("recall_at_10"), (int, float)) else ""
+        backbones = list(dict.fromkeys(m.split("@", 1)[0] for m in x["models"]))  # "<model>@<tap>": a tap
+        taps = len(x["models"]) - len(backbones)
+        lines.append(f"indexed     {x['indexed']} paintings ({x['face_indexed']} by face), generation "
+                     f"{x['generation']} created {x['created']}, models {', '.join(backbones)}"
+                     + (f" (+{taps} mid-level taps)" if taps else "") + recall)
+    else:
+        lines.append("indexed     no index published yet")
+    r = status["rejected"]
+    lines.append(f"rejected    catalog rows: {_counts(r['catalog_rows'])}; unreadable CSV rows: {_counts(r['csv_rows'])}")
+    stale = status.get("stale")
+    if stale is None:
+        lines.append("stale       not checked")
+    elif not stale:
+        lines.append("stale       nothing: every asset and batch is up to date")
+    else:
+        lines.append(f"stale       {len(stale)} to run:")
+        for item in stale[:20]:
+            where = f"[{item['partition']}]" if item.get("partition") else ""
+            why = item["status"].lower() if item["reason"] == item["status"].lower() else \
+                f"{item['status'].lower()}: {item['reason']}"
+            lines.append(f"  {item['asset']}{where} ({why})")
+        if len(stale) > 20:
+            lines.append(f"  … and {len(stale) - 20} more (--json lists all)")
+    if status["problems"]:
+        lines.append(f"problems    {status['problem_count']} paintings; the worst {len(status['problems'])}:")
+        for p in status["problems"]:
+            title = f"{p.get('title') or '?'}" + (f" — {p['artist']}" if p.get("artist") else "")
+            lines.append(f"  {p['objectid']:>8}  {p['stage']}/{p['status']}: {p['reason'][:100]}  ({title[:70]})")
+    else:
+        lines.append("problems    none")
+    for error in status["errors"]:
+        lines.append(f"DAMAGED     {error}")
+    return "\n".join(lines)

@@ -1,0 +1,27 @@
+// Shared by artsim's pages: escaping, score bars, result cards.
+"use strict";
+const $ = (id) => document.getElementById(id);
+function esc(s) { return String(s ?? "").replace(/[&<>"']/g, c => ({"&":"&amp;","<":"&lt;",">":"&gt;",'"':"&quot;","'":"&#39;"}[c])); }
+function pct(v) { return Math.round(Math.max(0, Math.min(1, Number(v) || 0)) * 100); }
+// One labelled bar per score: a curator reads the bar and the percentage; the exact number is on hover.
+function scoreBar(label, value, digits, cls) {
+  const p = pct(value);
+  return `<div class="score ${cls || ""}" title="${esc(label)} ${Number(value).toFixed(digits)}">` +
+    `<span class="label">${esc(label)}</span><span class="track"><span class="fill" data-width="${p}"></span></span>` +
+    `<span class="pct">${p}%</span></div>`;
+}
+// Bar widths are set through the CSSOM (allowed by the page's Content-Security-Policy; style="" attributes are not).
+function sizeBars(root) { for (const el of root.querySelectorAll(".fill[data-width]")) el.style.width = el.dataset.width + "%"; }
+function resultCard(r, opts) {
+  const more = opts && opts.more === false ? "" :
+    `<button type="button" class="more secondary" data-objectid="${r.objectid}">More like this</button>`;
+  return `
+    <article class="card" data-objectid="${r.objectid}">
+      <div class="thumb"><a href="/painting/${r.objectid}"><img loading="lazy" src="${r.thumbnail}?size=256" alt="${esc(r.title)}"></a></div>
+      <div class="body"><div class="title"><span class="rank">${r.rank}</span><a href="/painting/${r.objectid}">${esc(r.title)}</a></div>
+        <div>${esc(r.artist)}</div><div class="meta">${esc(r.date)}${r.style ? " · " + esc(r.style) : ""}</div>
+        <div class="meta">${esc(r.medium)}</div>
+        ${scoreBar("match", r.final, 3, "final")}${scoreBar("visual", r.visual, 3)}${scoreBar("metadata", r.metadata, 2)}
+        <div class="actions">${more}<a class="nga" href="${r.nga_url}" target="_blank" rel="noopener">nga.gov ↗</a></div></div>
+    </article>`;
+}
