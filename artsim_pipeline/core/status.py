@@ -71,23 +71,34 @@ def _kind(reason: Any) -> str:
     return text.split(":", 1)[0].strip() if text else "unknown"
 
 
-def _catalog_rejects(lake: DataLake, errors: list[str]) -> tuple[dict[str, int], dict[str, int], pd.DataFrame]:
-    """(catalog reasons -> count, CSV file -> rejected rows, rejected paintings) from ``catalog.duckdb``."""
+CATALOG_COLUMNS = ["objectid", "title", "artist", "batch_key"]
+
+
+def _catalog_rejects(lake: DataLake, errors: list[str], want_catalog: bool = False
+                     ) -> tuple[dict[str, int], dict[str, int], pd.DataFrame, pd.DataFrame | None]:
+    """(catalog reasons -> count, CSV file -> rejected rows, rejected paintings, and with ``want_catalog``
+    the ``filtered_paintings`` table) from ``catalog.duckdb``."""
     from .catalog import RAW_REJECTS, REJECTED_TABLE
 
     empty = pd.DataFrame(columns=["objectid", "reason"])
     path = lake.catalog_db
     if not Path(path).exists():
-        return {}, {}, empty
+        return {}, {}, empty, None
     import duckdb
 
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:
         errors.append(f"{path} cannot be opened: {str(exc).splitlines()[0][:160]}")
-        return {}, {}, empty
+        return {}, {}, empty, None
+    catalog = None
     try:
         tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+        if want_catalog and "filtered_paintings" in tables:
+            present = {row[0] for row in con.execute(
+                "SELECT column_name FROM duckdb_columns() WHERE table_name = 'filtered_paintings'").fetchall()}
+            catalog = con.execute("SELECT " + ", ".join(c if c in present else f"NULL AS {c}" for c in CATALOG_COLUMNS)
+                                  + " FROM filtered_paintings").fetchdf()
         rejected = (con.execute(f"SELECT objectid, reason FROM {REJECTED_TABLE}").fetchdf()
                     if REJECTED_TABLE in tables else empty)
         csv_rows = (dict(con.execute(f"SELECT file, count(*) FROM {RAW_REJECTS} GROUP BY file ORDER BY file").fetchall())
@@ -95,7 +106,7 @@ def _catalog_rejects(lake: DataLake, errors: list[str]) -> tuple[dict[str, int],
     finally:
         con.close()
     reasons = {str(k): int(v) for k, v in rejected["reason"].value_counts().items()}
-    return reasons, {str(k): int(v) for k, v in csv_rows.items()}, rejected
+    return reasons, {str(k): int(v) for k, v in csv_rows.items()}, rejected, catalog
 
 
 def _index(lake: DataLake, errors: list[str]) -> dict[str, Any] | None:
@@ -124,16 +135,21 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
     status: dict[str, Any] = {"lake": str(lake.root), "errors": errors, "stale": None}
 
     catalog_path = lake.filtered_paintings_parquet
+    catalog: pd.DataFrame | None = None
     try:
-        catalog = read_parquet(catalog_path, columns=["objectid", "title", "artist", "batch_key"])
+        catalog = read_parquet(catalog_path, columns=CATALOG_COLUMNS)
+        written = _when(catalog_path)
     except FileNotFoundError:
-        catalog = pd.DataFrame(columns=["objectid", "title", "artist", "batch_key"])
+        pass
     except Exception as exc:  # noqa: BLE001
         errors.append(f"{catalog_path} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
-        catalog = pd.DataFrame(columns=["objectid", "title", "artist", "batch_key"])
+    reasons, csv_rows, rejected, db_catalog = _catalog_rejects(lake, errors, want_catalog=catalog is None)
+    if catalog is None:  # no (readable) Parquet copy: the catalog's DuckDB table
+        catalog = db_catalog if db_catalog is not None else pd.DataFrame(columns=CATALOG_COLUMNS)
+        written = _when(lake.catalog_db) if db_catalog is not None else None
     catalog = catalog.drop_duplicates("objectid").set_index("objectid", drop=False)
     status["catalog"] = {"paintings": int(len(catalog)), "batches": int(catalog["batch_key"].nunique()),
-                         "written": _when(catalog_path) if len(catalog) else None}
+                         "written": written if len(catalog) else None}
 
     images = _read_all(_batch_files(lake.image_status_dir), ["objectid", "status", "reason"], errors)
     images = images[images["objectid"].isin(catalog.index)] if len(catalog) else images
@@ -166,7 +182,6 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
         status["embeddings"][directory.name] = {"paintings": len(full), "files": len(files),
                                                 "face_vectors": int((rows["variant"] == "face").sum())}
 
-    reasons, csv_rows, rejected = _catalog_rejects(lake, errors)
     status["rejected"] = {"catalog_rows": reasons, "csv_rows": csv_rows}
 
     problems = [

@@ -30,7 +30,8 @@ def render(name: str, **values: object) -> str:
 
 
 def swagger_ui_dir() -> Path:
-    """Swagger UI's files, from the ``swagger-ui-bundle`` package (served at ``/static/swagger-ui``)."""
-    import swagger_ui_bundle
+    """Swagger UI 5's files (it reads FastAPI's OpenAPI 3.1), from the ``swagger-ui-py`` package's
+    ``static/`` folder; served at ``/static/swagger-ui``, so ``/docs`` needs no network."""
+    import swagger_ui
 
-    return Path(swagger_ui_bundle.swagger_ui_path)
+    return Path(swagger_ui.__file__).resolve().parent / "static"
