@@ -13,7 +13,7 @@ key           value
 lake          the lake's root (as the user named it)
 catalog       ``paintings`` (rows of ``tables/filtered_paintings.parquet``), ``batches``, ``written`` (UTC)
 images        ``cached``, ``skipped_small``, ``failed``, ``not_tried`` (in the catalog, no status row yet),
-              ``reasons`` (failure or skip kind -> count, kinds as in :mod:`.image_cache`)
+              ``reasons`` (failure kind as in :mod:`.image_cache`, or ``too_small`` -> count)
 faces         ``checked`` (images run through face detection), ``with_face``, ``errors``
 embeddings    model -> ``paintings`` (full-image vectors), ``face_vectors``, ``files``
 index         the served generation: ``generation``, ``created``, ``models``, ``indexed``, ``face_indexed``,
@@ -159,7 +159,9 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
         "cached": int(counts.get("ok", 0) + counts.get("cached", 0)),
         "skipped_small": int(counts.get("skipped_small", 0)), "failed": int(counts.get("failed", 0)),
         "not_tried": int((~catalog.index.isin(images["objectid"])).sum()) if len(catalog) else 0,
-        "reasons": {str(k): int(v) for k, v in lost["reason"].map(_kind).value_counts().items()},
+        "reasons": {str(k): int(v) for k, v in lost.apply(
+            lambda r: "too_small" if r["status"] == "skipped_small" else _kind(r["reason"]), axis=1
+        ).value_counts().items()} if len(lost) else {},
     }
 
     faces = _read_all(_batch_files(lake.faces_dir), ["objectid", "face_count", "error"], errors)
