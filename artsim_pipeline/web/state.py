@@ -75,7 +75,7 @@ class QueryGate:
     Only image queries pass it: an objectid query needs no model and never waits behind an upload.
     """
 
-    def __init__(self, running: int = 2, waiting: int = 16, wait_s: float = 30.0) -> None:
+    def __init__(self, running: int = 2, waiting: int = 32, wait_s: float = 30.0) -> None:
         self.running, self.waiting, self.wait_s = int(running), int(waiting), float(wait_s)
         self._slots = threading.BoundedSemaphore(self.running)
         self._lock = threading.Lock()

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
 
+from ..core.models import AspectRatioError, check_aspect
+
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
 #: Formats a browser or a phone sends; anything else is refused before decoding.
@@ -115,7 +117,9 @@ def check_image(data: bytes, max_pixels: int, name: str = "upload") -> tuple[str
     """(format, width, height) of an uploaded image, read from its header only; raises :class:`UploadError`.
 
     Refused: an empty file, anything Pillow does not identify as an image (415), a format outside
-    :data:`ALLOWED_FORMATS` (415), more than ``max_pixels`` pixels (413: decompression bombs).
+    :data:`ALLOWED_FORMATS` (415), more than ``max_pixels`` pixels (413: decompression bombs), a thin
+    strip (400: aspect ratio over :data:`~artsim_pipeline.core.models.MAX_ASPECT`), all before the query
+    waits for a model slot.
     """
     if not data:
         raise UploadError(400, f"{name}: the file is empty")
@@ -137,4 +141,8 @@ def check_image(data: bytes, max_pixels: int, name: str = "upload") -> tuple[str
     if width * height > max_pixels:
         raise UploadError(413, f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
                                f"{max_pixels} pixels")
+    try:
+        check_aspect((width, height), name)  # EXIF rotation keeps the ratio
+    except AspectRatioError as exc:
+        raise UploadError(400, str(exc)) from None
     return fmt, width, height
