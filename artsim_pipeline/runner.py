@@ -12,6 +12,12 @@ What Dagster lacks, and is therefore written here (each with the reason):
 * stale status of the collection assets stops tracking partitions past 100 batches
   (``SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD``): when a batch ran, ``pca_model`` and what
   follows run too;
+* Dagster's records cannot see a stored file that was deleted, truncated or overwritten since it was
+  written: before deciding, the runner checks the lake (:func:`~artsim_pipeline.core.verify.verify_lake`:
+  existence, Parquet footers, the catalog's DuckDB file, cached images, the served generation's
+  recorded hashes); a damaged artefact counts as missing, so its asset and what follows run again (a
+  damaged ``catalog.duckdb`` is moved aside first). When the catalog ran, the collection assets reading
+  its DuckDB file (``batch_views``) run too, as its data version may not have changed;
 * an in-process run has no run monitor: when ``artsim run`` is killed, its run stays ``STARTED`` in
   Dagster's records for ever, and the automation conditions (``~in_progress``) would never request
   that batch again. Every run is tagged with the host and pid of the ``artsim run`` that executes it;
@@ -120,6 +126,7 @@ class PipelineRunner:
         echo: Callable[[str], None] = print,
     ) -> None:
         self.defs = defs
+        self.settings = settings
         self.instance = instance
         self.echo = echo
         self.graph = defs.resolve_asset_graph()
@@ -180,14 +187,20 @@ class PipelineRunner:
         if orphans:
             self.echo(f"marked {len(orphans)} run(s) of an interrupted `artsim run` as failed")
         self._execute("artsim_observe_nga", [AssetKey("nga_opendata")])
-        stale = self._stale(self.catalog_keys)
+        damaged = self._damaged()
+        stale = self._stale(self.catalog_keys, also=damaged.get(None))
         if stale:
             self._run_stage("artsim_catalog", stale, report)
-        batches_ran = self._run_batches(report)
+        batches_ran = self._run_batches(report, damaged)
         after_batches = {  # see the module docstring
             key: "batches changed" for key in self.collection_keys
             if batches_ran and set(self.graph.get(key).parent_keys) & set(self.batch_keys)
         }
+        if stale:  # the catalog ran: what reads its DuckDB file runs after it
+            after_batches.update({key: "the catalog was rebuilt" for key in self.collection_keys
+                                  if set(self.graph.get(key).parent_keys) & set(self.catalog_keys)
+                                  and key not in after_batches})
+        after_batches.update({k: v for k, v in damaged.get(None, {}).items() if k in self.collection_keys})
         stale = self._stale(self.collection_keys, also=after_batches)
         if stale:
             self._run_stage("artsim_collection", stale, report)
@@ -218,7 +231,34 @@ class PipelineRunner:
         add(self._stale(self.collection_keys, resolver=resolver))
         return plan
 
-    def _run_batches(self, report: RunReport) -> bool:
+    def _damaged(self) -> dict[str | None, dict[AssetKey, str]]:
+        """What the lake holds damaged or missing although Dagster recorded it: {batch or None: {asset: reason}}."""
+        from .core.storage import lake_at
+        from .core.verify import set_aside, verify_lake
+
+        lake = lake_at(self.settings.data_lake, self.settings.work_dir)
+        batches = sorted(self.instance.get_dynamic_partitions(IMAGE_BATCHES))
+        models = [k.path[-1].removeprefix("embeddings_") for k in self.batch_keys
+                  if k.path[-1].startswith("embeddings_")]
+        catalog_recorded = self.instance.get_latest_materialization_event(AssetKey("raw_objects")) is not None
+        damages = verify_lake(lake, batches, models, catalog_expected=catalog_recorded)
+        found: dict[str | None, dict[AssetKey, str]] = {}
+        for damage in damages:
+            key = AssetKey(damage.asset)
+            if key == AssetKey("faiss_index"):
+                key = AssetKey("pca_model")  # refit + republish: the staged fusion may be gone as well
+            if self.instance.get_latest_materialization_event(key) is None and damage.partition is None:
+                continue  # never materialized: Dagster already reports it missing
+            self.echo(f"lake check: {damage.describe()}; it will be rebuilt")
+            if damage.asset == "raw_objects" and not lake.is_remote:
+                moved = set_aside(lake.catalog_db)
+                if moved is not None:
+                    self.echo(f"lake check: moved the damaged catalog aside to {moved.name}")
+            found.setdefault(damage.partition, {})[key] = f"damaged: {damage.reason}"
+        return found
+
+    def _run_batches(self, report: RunReport, damaged: dict[str | None, dict[AssetKey, str]] | None = None) -> bool:
+        damaged = damaged or {}
         partitions = sorted(self.instance.get_dynamic_partitions(IMAGE_BATCHES))
         if not self.batch_keys or not partitions:
             return False
@@ -226,7 +266,8 @@ class PipelineRunner:
         retry = failed_check_partitions(self.instance, partitions)
         plan = []
         for partition in partitions:
-            also = {IMAGE_CACHE_CHECK.asset_key: "retrying failed images"} if partition in retry else None
+            also = {IMAGE_CACHE_CHECK.asset_key: "retrying failed images"} if partition in retry else {}
+            also.update(damaged.get(partition, {}))
             stale = self._stale(self.batch_keys, partition, resolver, also)
             if stale:
                 plan.append((partition, stale))

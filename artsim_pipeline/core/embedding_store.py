@@ -146,7 +146,7 @@ def embed_batch_to_parquet(
         schema=schema,
     )
     with atomic_path(target) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)  # verified on every read (storage.read_table)
     face_rows = variants.count("face")
     return EmbedBatchResult(
         path=target, images=len(images), full_rows=len(variants) - face_rows, face_rows=face_rows,

@@ -351,4 +351,4 @@ def write_faces(df: pd.DataFrame, path: Path) -> None:
 
     table = faces_table(df)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)

@@ -274,6 +274,44 @@ def read_generation_manifest(lake: DataLake, generation: str) -> dict[str, Any]:
     return manifest
 
 
+def verify_generation(lake: DataLake, generation: str) -> list[str]:
+    """What is wrong with a stored generation (empty when every file matches its recorded sha256)."""
+    try:
+        manifest = read_generation_manifest(lake, generation)
+        variants = manifest["variants"]
+    except Exception as exc:  # noqa: BLE001 - missing, not JSON, wrong format
+        return [f"{lake.generation_manifest_path(generation)}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"]
+    problems = []
+    for variant, facts in sorted(variants.items()):
+        checks = [(lake.generation_fusion_path(generation, variant), facts.get("fusion_sha256"))]
+        root = lake.generation_index_path(generation, variant)
+        try:
+            bundle = read_bundle_manifest(root)
+            checks += [(root / bundle["files"][key], bundle["sha256"][key]) for key in bundle["files"]]
+            if bundle["sha256"].get("index") != facts.get("index_sha256"):
+                problems.append(f"{root}: its index is not the one {GENERATION_MANIFEST} records")
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{root}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+        for path, expected in checks:
+            try:
+                if sha256_hex(path.read_bytes()) != expected:
+                    problems.append(f"{path}: checksum does not match the recorded one")
+            except OSError as exc:
+                problems.append(f"{path}: {type(exc).__name__}")
+    if REQUIRED_VARIANT not in variants:
+        problems.append(f"{lake.generation_dir(generation)}: no {REQUIRED_VARIANT!r} variant")
+    return problems
+
+
+def served_generation_problems(lake: DataLake) -> list[str] | None:
+    """Problems of what ``index/CURRENT`` names (:func:`verify_generation`); None when nothing is published."""
+    try:
+        generation = current_generation_id(lake)
+    except Exception as exc:  # noqa: BLE001 - a garbage pointer
+        return [f"{lake.index_pointer_path}: {str(exc).splitlines()[0][:160]}"]
+    return None if generation is None else verify_generation(lake, generation)
+
+
 def publish_generation(
     lake: DataLake,
     parts: Mapping[str, tuple[FusionModel, IndexBundle]],
@@ -299,7 +337,10 @@ def publish_generation(
             raise ValueError(f"{variant}: {len(bundle.ids)} ids for {bundle.index.ntotal} vectors")
 
     with _publish_lock(lake):
-        previous = current_generation_id(lake)
+        try:
+            previous = current_generation_id(lake)
+        except ValueError:  # a damaged pointer names nothing: the new generation replaces it
+            previous = None
         tmp = _fresh_tmp_dir(lake.generations_dir)
         final = None
         try:
@@ -332,7 +373,9 @@ def publish_generation(
                     served = read_generation_manifest(lake, previous)
                 except (FileNotFoundError, ValueError):
                     served = None
-                if served is not None and served.get("content_hash") == content_hash:
+                # the same content is kept only when its files are intact (a damaged one is replaced)
+                if served is not None and served.get("content_hash") == content_hash \
+                        and not verify_generation(lake, previous):
                     remove_tree(tmp)
                     return PublishResult(previous, content_hash, False, previous)
 

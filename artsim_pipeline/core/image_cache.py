@@ -471,7 +471,7 @@ def check_failure_share(df: pd.DataFrame, max_share: float) -> float:
 def write_status(df: pd.DataFrame, path: Path) -> None:
     """Write the status table to Parquet atomically (temp file + rename)."""
     with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
+        df.to_parquet(tmp, index=False, write_page_checksum=True)
 
 
 def invalidate_changed_images(lake: DataLake, previous_status: pd.DataFrame | None, versions: dict[str, str]) -> list[str]:

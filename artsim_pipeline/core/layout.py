@@ -105,7 +105,7 @@ def save_layout(frame: pd.DataFrame, path: Path, generation: str | None = None) 
         meta[GENERATION_KEY] = generation.encode()
     table = table.replace_schema_metadata(meta)
     with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, write_page_checksum=True)
 
 
 def load_layout(path: Path) -> tuple[pd.DataFrame, str | None]:

@@ -441,20 +441,29 @@ class SearchEngine:
             if variant in ("full", "face")
         }
 
+    def _parquet_catalog(self, parquet: Path, why: str | None) -> pd.DataFrame:
+        """The catalog's Parquet copy (``tables/filtered_paintings.parquet``), when its DuckDB file cannot serve."""
+        if why:
+            self.notes.append(f"{why}: using {parquet.name} (run `artsim run` to repair the catalog)")
+        return read_parquet(parquet, columns=list(CATALOG_COLUMNS))
+
     def _load_catalog(self) -> pd.DataFrame:
         path = self.lake.catalog_db
-        if not path.is_file() and not self.lake.is_remote:  # remote lake: its Parquet serves without one
+        parquet = self.lake.filtered_paintings_parquet
+        if not path.is_file() and not self.lake.is_remote and not parquet.is_file():
             raise IndexNotBuiltError(f"no catalog at {path}; run `artsim run` first")
         try:
             with duckdb.connect(str(path), read_only=True) as con:
                 frame = con.execute(f"SELECT {', '.join(CATALOG_COLUMNS)} FROM filtered_paintings").df()
-        except duckdb.IOException:  # the catalog is locked by a running pipeline, or not on this machine
-            parquet = self.lake.filtered_paintings_parquet
-            if not parquet.is_file():
-                raise
-            frame = read_parquet(parquet, columns=list(CATALOG_COLUMNS))
         except duckdb.CatalogException as exc:
-            raise IndexNotBuiltError(f"{path} has no filtered_paintings table; run `artsim run` first") from exc
+            if not parquet.is_file():
+                raise IndexNotBuiltError(f"{path} has no filtered_paintings table; run `artsim run` first") from exc
+            frame = self._parquet_catalog(parquet, f"{path.name} has no filtered_paintings table")
+        except duckdb.Error as exc:  # locked by a running pipeline, not on this machine, or damaged
+            if not parquet.is_file():
+                raise IndexNotBuiltError(f"{path} cannot be opened ({str(exc).splitlines()[0][:120]}) and there is "
+                                         f"no {parquet.name}; run `artsim run` to repair the catalog") from None
+            frame = self._parquet_catalog(parquet, None if "lock" in str(exc).lower() else f"{path.name} cannot be opened")
         frame["objectid"] = frame["objectid"].astype("int64")
         return frame.drop_duplicates("objectid").set_index("objectid", drop=False).rename_axis(None)
 

@@ -146,24 +146,42 @@ def readable(source: Any) -> Any:
     return io.BytesIO(source.read_bytes()) if is_remote(source) else source
 
 
+class DamagedFileError(OSError):
+    """A lake file's Parquet page checksum does not match its bytes: it was altered after it was written."""
+
+
+def _checked(path: Any, read):
+    try:
+        return read()
+    except OSError as exc:
+        if "checksum" in str(exc).lower() or "crc" in str(exc).lower():
+            raise DamagedFileError(f"{path} is damaged (a Parquet page checksum does not match): "
+                                   f"re-run `artsim run` to rebuild it") from exc
+        raise
+
+
 def read_parquet(path: LakePath | str, **kwargs: Any) -> "pd.DataFrame":
-    """``pandas.read_parquet`` of a lake file (keyword arguments passed on)."""
+    """``pandas.read_parquet`` of a lake file (keyword arguments passed on); page checksums, where the
+    writer stored them, are verified (:class:`DamagedFileError`)."""
     import pandas as pd
 
+    kwargs.setdefault("page_checksum_verification", True)
     path = lake_path(path)
     if is_remote(path):
-        return pd.read_parquet(path.path, filesystem=path.fs, **kwargs)
-    return pd.read_parquet(path, **kwargs)
+        return _checked(path, lambda: pd.read_parquet(path.path, filesystem=path.fs, **kwargs))
+    return _checked(path, lambda: pd.read_parquet(path, **kwargs))
 
 
 def read_table(path: LakePath | str, **kwargs: Any) -> "pa.Table":
-    """``pyarrow.parquet.read_table`` of a lake file (keyword arguments passed on)."""
+    """``pyarrow.parquet.read_table`` of a lake file (keyword arguments passed on); page checksums are
+    verified as in :func:`read_parquet`."""
     import pyarrow.parquet as pq
 
+    kwargs.setdefault("page_checksum_verification", True)
     path = lake_path(path)
     if is_remote(path):
-        return pq.read_table(path.path, filesystem=path.fs, **kwargs)
-    return pq.read_table(path, **kwargs)
+        return _checked(path, lambda: pq.read_table(path.path, filesystem=path.fs, **kwargs))
+    return _checked(path, lambda: pq.read_table(path, **kwargs))
 
 
 def read_parquet_schema(path: LakePath | str) -> "pa.Schema":
