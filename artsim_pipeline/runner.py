@@ -87,6 +87,19 @@ class RunReport:
         return sorted({a for a, _, _ in self.ran})
 
 
+def _damaged_file(exc: BaseException):
+    """The path of the :class:`~artsim_pipeline.core.storage.DamagedFileError` inside Dagster's wrappers."""
+    from .core.storage import DamagedFileError
+
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DamagedFileError):
+            return exc.path
+        exc = getattr(exc, "user_exception", None) or exc.__cause__ or exc.__context__
+    return None
+
+
 def stale_status_resolver(instance: DagsterInstance, asset_graph):
     """Dagster's own stale/missing resolver (what the UI's badges and ``stale_assets_only`` use).
 
@@ -203,7 +216,22 @@ class PipelineRunner:
         after_batches.update({k: v for k, v in damaged.get(None, {}).items() if k in self.collection_keys})
         stale = self._stale(self.collection_keys, also=after_batches)
         if stale:
-            self._run_stage("artsim_collection", stale, report)
+            try:
+                self._run_stage("artsim_collection", stale, report)
+            except Exception as exc:  # noqa: BLE001 - only a damaged input file is handled here
+                damaged_file = _damaged_file(exc)
+                if damaged_file is None:
+                    raise
+                # a changed byte inside a Parquet page shows only when the file is read (its checksum):
+                # move the file aside, so it counts as missing, rebuild it, then the collection once more
+                from .core.verify import set_aside
+
+                self.echo(f"lake check: {damaged_file} is damaged (page checksum); rebuilding it")
+                if set_aside(damaged_file) is None:
+                    raise
+                self._run_batches(report, self._damaged())
+                self._run_stage("artsim_collection", self._stale(self.collection_keys, also={
+                    key: "an input was rebuilt" for key in self.collection_keys}), report)
         report.seconds = time.perf_counter() - started
         return report
 

@@ -149,6 +149,10 @@ def readable(source: Any) -> Any:
 class DamagedFileError(OSError):
     """A lake file's Parquet page checksum does not match its bytes: it was altered after it was written."""
 
+    def __init__(self, message: str, path: Any = None) -> None:
+        super().__init__(message)
+        self.path = path
+
 
 def _checked(path: Any, read):
     try:
@@ -156,7 +160,7 @@ def _checked(path: Any, read):
     except OSError as exc:
         if "checksum" in str(exc).lower() or "crc" in str(exc).lower():
             raise DamagedFileError(f"{path} is damaged (a Parquet page checksum does not match): "
-                                   f"re-run `artsim run` to rebuild it") from exc
+                                   f"re-run `artsim run` to rebuild it", path) from exc
         raise
 
 
