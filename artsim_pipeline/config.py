@@ -81,6 +81,10 @@ class Settings:
         _check_range("ARTSIM_REQUESTS_PER_SECOND", self.requests_per_second, 0.01)
         _check_range("ARTSIM_HTTP_TIMEOUT", self.http_timeout_s, 0.01)
         _check_range("ARTSIM_HTTP_RETRIES", self.http_retries, 0)
+        # the object-store client (an s3:// lake) uses the same timeout and retries as HTTP downloads
+        from .core.storage import configure_object_store
+
+        configure_object_store(self.http_timeout_s, self.http_retries)
         _check_range("ARTSIM_MAX_FAILURE_SHARE", self.max_failure_share, 0.0, 1.0)
         _check_range("ARTSIM_FACE_THRESHOLD", self.face_threshold, 0.0, 1.0)
         _check_range("ARTSIM_FACE_MARGIN", self.face_margin, 0.0, 1.0)

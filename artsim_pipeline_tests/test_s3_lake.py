@@ -16,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -259,3 +260,49 @@ def test_pipeline_and_search_with_the_lake_in_s3(s3_env, tmp_path, instance):
     payload = json.loads(result.stdout)
     assert payload["results"][0]["objectid"] == 5
     assert payload["results"][0]["image_path"] == f"s3://{BUCKET}/lake/images/{paintings[4].uuid}.jpg"
+
+
+def test_a_hung_object_store_fails_after_the_timeouts_instead_of_stalling(monkeypatch):
+    """Fault matrix (issue 19 #7): an endpoint that accepts connections and never answers."""
+    import threading
+
+    from artsim_pipeline.core import storage
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # ... and never answer
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    saved = {k: (dict(v) if isinstance(v, dict) else v) for k, v in storage.OBJECT_STORE_CONFIG.items()}
+    saved_attempts = storage.OBJECT_STORE_ATTEMPTS
+    try:
+        storage.configure_object_store(1.0, 1)
+        path = storage.remote_path(f"s3://hung-{uuid.uuid4().hex[:8]}/lake/tables/filtered_paintings.parquet")
+        started = time.monotonic()
+        with pytest.raises(Exception) as failure:
+            path.read_bytes()
+        seconds = time.monotonic() - started
+        assert seconds < 10, f"a hung object store stalled the read for {seconds:.0f}s"
+        assert "timeout" in (type(failure.value).__name__ + str(failure.value)).lower(), repr(failure.value)
+    finally:
+        storage.OBJECT_STORE_CONFIG.clear()
+        storage.OBJECT_STORE_CONFIG.update(saved)
+        storage.OBJECT_STORE_ATTEMPTS = saved_attempts
+        stop.set()
+        listener.close()
+        for conn in held:
+            conn.close()

@@ -64,6 +64,23 @@ def is_remote(path: object) -> bool:
     return not isinstance(path, (PurePath, str)) and getattr(path, "fs", None) is not None
 
 
+#: botocore settings of every object-store client: a hung endpoint fails after the timeouts and retries
+#: instead of stalling a run for as long as it hangs (:func:`configure_object_store` sets them from settings).
+#: botocore tries once; s3fs retries (``OBJECT_STORE_ATTEMPTS`` in all, with backoff), so a call takes
+#: at most about attempts × (connect + read timeout).
+OBJECT_STORE_CONFIG: dict[str, Any] = {"connect_timeout": 10.0, "read_timeout": 30.0,
+                                       "retries": {"max_attempts": 1, "mode": "standard"}}
+OBJECT_STORE_ATTEMPTS = 6
+
+
+def configure_object_store(timeout_s: float, retries: int) -> None:
+    """Connect/read timeouts (seconds) and retries of the object-store client (``ARTSIM_HTTP_TIMEOUT``,
+    ``ARTSIM_HTTP_RETRIES``); paths made afterwards use them."""
+    global OBJECT_STORE_ATTEMPTS
+    OBJECT_STORE_CONFIG.update(connect_timeout=min(float(timeout_s), 10.0), read_timeout=float(timeout_s))
+    OBJECT_STORE_ATTEMPTS = int(retries) + 1
+
+
 def remote_path(url: str) -> Any:
     """The ``UPath`` of an object-store URL, without listing caches (other processes write the lake too).
 
@@ -77,7 +94,13 @@ def remote_path(url: str) -> Any:
         fsspec.get_filesystem_class(protocol)
     except ImportError as exc:
         raise ValueError(f"{url!r}: the {protocol}:// data lake needs the s3 extra (pip install 'artsim[s3]'): {exc}") from None
-    return UPath(url, use_listings_cache=False)
+    options: dict[str, Any] = {"use_listings_cache": False}
+    if protocol in ("s3", "s3a"):
+        options["config_kwargs"] = {**OBJECT_STORE_CONFIG, "retries": dict(OBJECT_STORE_CONFIG["retries"])}
+    path = UPath(url, **options)
+    if protocol in ("s3", "s3a"):
+        path.fs.retries = OBJECT_STORE_ATTEMPTS  # s3fs's own retry loop (its class default is 5)
+    return path
 
 
 def lake_path(value: Any) -> LakePath:
