@@ -55,6 +55,11 @@ def test_a_slow_upload_never_stalls_an_objectid_search_and_a_full_queue_answers_
             assert busy.status_code == 503 and busy.headers.get("Retry-After") == "2", busy.text
             assert "busy" in busy.json()["detail"]
             assert requests.get(live.url + "/healthz", timeout=10).json()["image_queries"]["refused"] == 1
+            # a 1x30000 strip is refused from its header (400), even with every slot taken
+            buffer = io.BytesIO()
+            Image.new("L", (1, 30000), 128).save(buffer, "PNG")
+            strip = post_image(live, buffer.getvalue(), name="strip.png", mime="image/png")
+            assert strip.status_code == 400 and "aspect ratio" in strip.json()["detail"], strip.text
         finally:
             HeldEngine.release.set()
             worker.join(60)
