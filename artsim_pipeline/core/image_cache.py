@@ -71,7 +71,7 @@ from PIL import Image, ImageFile, UnidentifiedImageError
 from ..config import DEFAULT_IMAGE_HOSTS, url_host_problem
 from .http import FetchError, HttpClient, UrlRefusedError
 from .progress import Progress
-from .storage import DataLake, InvalidIdError, atomic_path, is_remote, safe_id
+from .storage import DataLake, InvalidIdError, LakeWriteError, atomic_path, is_remote, safe_id
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -347,8 +347,11 @@ def _cache_one(job: ImageJob, lake: DataLake, options: ImageCacheOptions, client
         row.update(status="ok", bytes=received, width=width, height=height, path=str(target))
     except _Rejected as rejected:
         row.update(status=rejected.status, reason=rejected.reason, bytes=received, width=rejected.width, height=rejected.height)
+    except LakeWriteError:
+        raise  # disk full, read-only: every image would fail the same way; the batch stops, saying so once
     except Exception as exc:  # one bad image must not take the batch down
-        log.exception("image %s (objectid %s) failed unexpectedly", job.uuid, job.objectid)
+        log.warning("image %s (objectid %s) failed: %s: %s", job.uuid, job.objectid, type(exc).__name__, exc,
+                    exc_info=log.isEnabledFor(logging.DEBUG))
         row.update(status="failed", reason=f"error: {type(exc).__name__}: {exc}", bytes=received)
     finally:
         row["seconds"] = time.perf_counter() - start

@@ -21,6 +21,7 @@ What cannot live on an object store (``catalog.duckdb``, Dagster's home, the ind
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import re
@@ -111,15 +112,37 @@ def lake_path(value: Any) -> LakePath:
     return remote_path(text) if "://" in text else Path(text)
 
 
+#: Write errors that are the lake's, not one file's: every further write would fail the same way.
+_LAKE_WRITE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+                      errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied"}
+
+
+class LakeWriteError(OSError):
+    """The lake cannot be written (disk full, read-only, no permission): the message names the file."""
+
+
 @contextlib.contextmanager
 def atomic_path(target: LakePath | str) -> Iterator[Path]:
     """Yield a local temp path; on success it replaces ``target`` atomically.
 
     Local: the temp file is beside ``target`` and renamed over it. Remote: the temp file is in the
     system's temp directory and uploaded as one PUT. On any exception the temp file is removed and
-    ``target`` is left untouched.
+    ``target`` is left untouched. A disk-full, read-only or permission error becomes a
+    :class:`LakeWriteError` naming ``target``.
     """
     target = lake_path(target)
+    try:
+        with _atomic_path(target) as tmp:
+            yield tmp
+    except OSError as exc:
+        why = _LAKE_WRITE_ERRNOS.get(exc.errno)
+        if why is None or isinstance(exc, LakeWriteError):
+            raise
+        raise LakeWriteError(exc.errno, f"cannot write {target}: {why} ({exc.strerror or exc})") from exc
+
+
+@contextlib.contextmanager
+def _atomic_path(target: LakePath) -> Iterator[Path]:
     if is_remote(target):
         fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp")
         os.close(fd)

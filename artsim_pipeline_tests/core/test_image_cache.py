@@ -499,3 +499,31 @@ def test_stale_temp_files_are_swept_from_every_lake_folder(lake):
     assert image_cache.sweep_lake_temp_files(lake, older_than_s=3600) == len(stale)
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in fresh) and keep.exists()
+
+
+def test_a_full_disk_stops_the_batch_once_naming_the_file(tmp_path, monkeypatch, caplog):
+    """Fault matrix (issue 19 #13): 40 images onto a full disk gave 40 tracebacks and no file name."""
+    import errno
+    import logging
+
+    from artsim_pipeline.core.storage import LakeWriteError
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for i in range(40):
+        (mirror / f"u{i}.jpg").write_bytes(jpeg(picture(160, 120, seed=i)))
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(image_cache.os, "link", full)
+    monkeypatch.setattr(image_cache.shutil, "copyfile", full)
+    lake = DataLake(tmp_path / "lake")
+    jobs = [ImageJob(objectid=i, uuid=f"u{i}", iiifurl="") for i in range(40)]
+    with caplog.at_level(logging.INFO, logger="artsim_pipeline"):
+        with pytest.raises(LakeWriteError) as failure:
+            cache_images(jobs, lake, options(mirror_images_dir=mirror))
+    message = str(failure.value)
+    assert "the disk is full" in message and str(lake.images_dir) in message and ".jpg" in message, message
+    assert not [r for r in caplog.records if r.exc_info], "tracebacks were logged"
+    assert not temp_files(tmp_path / "lake")
