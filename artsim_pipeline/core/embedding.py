@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 
 from .models import (
-    LoadedModel, ModelSpec, check_aspect, clamp_box, displayed_size, normalize_batch, oriented, prepare_image,
+    LoadedModel, ModelSpec, central_window, clamp_box, displayed_size, normalize_batch, oriented, prepare_image,
 )
 from .progress import Progress
 from .storage import readable
@@ -67,9 +67,8 @@ def load_and_prepare(
     region, which makes decoding large images several times cheaper.
 
     The image's EXIF orientation is applied (after the draft decode), so ``crop_box`` is in pixels of
-    the image as displayed; an image too thin to prepare (aspect ratio over
-    :data:`~artsim_pipeline.core.models.MAX_ASPECT`) raises
-    :class:`~artsim_pipeline.core.models.AspectRatioError` before it is decoded.
+    the image as displayed; an image over :data:`~artsim_pipeline.core.models.MAX_ASPECT`:1 is embedded from
+    its central window (:func:`~artsim_pipeline.core.models.prepare_image`).
     """
     if isinstance(source, Image.Image):
         return prepare_image(oriented(source), spec, crop_box)
@@ -78,10 +77,8 @@ def load_and_prepare(
         # crop boxes are in the pixels of the image as displayed (EXIF orientation applied); the scale
         # factors below do not depend on the orientation
         shown = displayed_size(image)
-        if crop_box is None:
-            check_aspect(shown)  # before decoding: a thin strip is refused without the work
         if fast_decode and image.format == "JPEG":
-            region = clamp_box(crop_box, shown) if crop_box is not None else (0, 0, *shown)
+            region = central_window(clamp_box(crop_box, shown) if crop_box is not None else (0, 0, *shown))
             short = min(region[2] - region[0], region[3] - region[1])
             need = spec.resize_size / short
             if need <= 0.5:

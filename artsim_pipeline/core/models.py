@@ -193,6 +193,21 @@ class AspectRatioError(ValueError):
     """An image is too thin to prepare (its aspect ratio is over :data:`MAX_ASPECT`)."""
 
 
+def central_window(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """``box`` narrowed along its long side to its central ``MAX_ASPECT``:1 window (``box`` when within)."""
+    x0, y0, x1, y1 = box
+    w, h = x1 - x0, y1 - y0
+    short = max(1, min(w, h))
+    longest = short * MAX_ASPECT
+    if w > longest:
+        x0 += (w - longest) // 2
+        x1 = x0 + longest
+    elif h > longest:
+        y0 += (h - longest) // 2
+        y1 = y0 + longest
+    return (x0, y0, x1, y1)
+
+
 def check_aspect(size: tuple[int, int], what: str = "image") -> None:
     """Raise :class:`AspectRatioError` when ``size``'s long/short side ratio is over :data:`MAX_ASPECT`."""
     w, h = size
@@ -246,15 +261,16 @@ def prepare_image(
 
     Same geometry as torchvision's ``Resize(resize_size) + CenterCrop(input_size)`` on PIL images.
     ``crop_box`` is ``(x0, y0, x1, y1)`` in pixels of ``image``; it is clamped to the image. An image
-    (or crop) whose aspect ratio is over :data:`MAX_ASPECT` raises :class:`AspectRatioError` before any
-    resize. ``image`` is used as stored: apply its EXIF orientation first (:func:`oriented`).
+    (or crop) whose aspect ratio is over :data:`MAX_ASPECT` (a scroll, a thin strip) is first narrowed
+    to its central window of ``MAX_ASPECT``:1: the centre crop keeps only its middle anyway, and the
+    resize then costs what a ``MAX_ASPECT``:1 image costs, however long the strip (a 1×30000 strip
+    would otherwise be scaled up to gigabytes). ``image`` is used as stored: apply its EXIF
+    orientation first (:func:`oriented`).
     """
-    if crop_box is not None:
-        box = clamp_box(crop_box, image.size)
-        check_aspect((box[2] - box[0], box[3] - box[1]), "crop")
-    else:
+    box = clamp_box(crop_box, image.size) if crop_box is not None else (0, 0, *image.size)
+    box = central_window(box)
+    if box == (0, 0, *image.size):
         box = None
-        check_aspect(image.size)
     if image.mode != "RGB":
         image = image.convert("RGB")
     if box is not None:
@@ -645,6 +661,6 @@ def describe(name: str) -> dict[str, Any]:
 
 __all__ = [
     "AspectRatioError", "CONNECT_TIMEOUT_S", "DEFAULT_OFFLINE_MODELS", "EXIF_ORIENTATION", "MAX_ASPECT", "LoadedModel", "ModelSpec", "REGISTRY", "TAP_STATS", "WeightsUnavailableError", "available_models",
-    "check_aspect", "clamp_box", "describe", "displayed_size", "exif_orientation", "get_spec", "load_model", "model_dim", "normalize_batch", "offline_models", "open_oriented", "oriented",
+    "central_window", "check_aspect", "clamp_box", "describe", "displayed_size", "exif_orientation", "get_spec", "load_model", "model_dim", "normalize_batch", "offline_models", "open_oriented", "oriented",
     "positional_state_dict", "prepare_image", "resolve_device",
 ]
