@@ -19,7 +19,7 @@ from ..config import Settings
 CODE_VERSIONS: dict[str, str] = {
     "nga_opendata": "1",  # the observable source: a new ARTSIM_NGA_SOURCE makes the automation observe it
     "raw_objects": "1",
-    "filtered_paintings": "3",
+    "filtered_paintings": "4",  # 4: artist_key is normalize_artist (the one artist label)
     "batch_views": "1",
     "image_cache": "2",
     "face_crops": "2",

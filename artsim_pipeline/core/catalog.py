@@ -121,6 +121,21 @@ REJECT_REASONS = ("negative_objectid", "duplicate_objectid", "invalid_objectid")
 REJECTED_TABLE = "filtered_paintings_rejected"
 
 
+ARTIST_KEY_FUNCTION = "artsim_artist_key"
+
+
+def register_artist_key(con: duckdb.DuckDBPyConnection) -> None:
+    """Make :func:`~artsim_pipeline.core.scoring.normalize_artist` callable in SQL as ``artsim_artist_key``:
+    the catalog's ``artist_key`` is THE artist label (folded, "Attributed to", "Workshop of" … stripped),
+    stored once and read by the evaluation, the learned head and the search filters alike."""
+    from .scoring import normalize_artist
+
+    exists = scalar(con, "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [ARTIST_KEY_FUNCTION])
+    if not exists:
+        con.create_function(ARTIST_KEY_FUNCTION, lambda name: normalize_artist(name) or None,
+                            [duckdb.sqltype("VARCHAR")], duckdb.sqltype("VARCHAR"), null_handling="special")
+
+
 def _candidates_sql(con: duckdb.DuckDBPyConnection, stage_filters: bool = True) -> str:
     """Every painting that passes the filters, with ``reject_reason`` (NULL = kept); parameter ``$min_side``.
 
@@ -131,6 +146,7 @@ def _candidates_sql(con: duckdb.DuckDBPyConnection, stage_filters: bool = True) 
     uuid (when objects.csv has one), then the row's text fields; only the first is kept, the others get
     ``duplicate_objectid``. A negative objectid gets ``negative_objectid`` (the index needs ids >= 0).
     """
+    register_artist_key(con)
     openaccess = (
         "AND coalesce(trim(openaccess), '1') IN ('1', 'true', 'True')"
         if _has_column(con, "raw_published_images", "openaccess")
@@ -192,7 +208,7 @@ def _candidates_sql(con: duckdb.DuckDBPyConnection, stage_filters: bool = True) 
         WHERE lower(trim(o.classification)) = 'painting' {stages}
     )
     SELECT * EXCLUDE (duplicate_rank),
-           lower(strip_accents(regexp_replace(trim(artist), '\\s+', ' ', 'g'))) AS artist_key,
+           {ARTIST_KEY_FUNCTION}(artist) AS artist_key,
            CASE WHEN objectid < 0 THEN 'negative_objectid'
                 WHEN duplicate_rank > 1 THEN 'duplicate_objectid' END AS reject_reason
     FROM paintings

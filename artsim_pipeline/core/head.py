@@ -13,7 +13,8 @@ Training (:func:`train_head`), deterministic for a given seed on CPU:
 * Adam, learning rate ``LEARNING_RATE``, temperature ``TEMPERATURE``, shuffled mini-batches of
   ``BATCH_SIZE`` vectors; rows with an empty label (no artist) are not used;
 * the number of epochs is chosen on artists the head never trains on: ``VALIDATION_SHARE`` of the
-  labelled artists (seeded) are held back, the head trains on the rest for up to ``max_epochs``
+  artists with two paintings or more are held back (:func:`heldout_artists`, the split the
+  evaluation uses too), the head trains on the rest for up to ``max_epochs``
   and the full-ranking mAP on the held-back artists is measured every ``CHECK_EVERY`` epochs; the
   best epoch count (0 when training never beats the identity) is then trained again from the
   identity on every labelled artist.
@@ -126,6 +127,38 @@ def _map(vectors: np.ndarray, codes: np.ndarray) -> float:
     return float(evaluate_retrieval(vectors, codes.tolist(), ks=(5,))["map"])
 
 
+# ---------------------------------------------------------------- the held-out artist split (one rule)
+
+#: Share of the splittable artists held out by the learned-head evaluation (:mod:`.evaluation.learned`).
+HELDOUT_SHARE = 1 / 3
+
+
+def splittable_artists(labels: Sequence[str]) -> np.ndarray:
+    """The artists (sorted labels, ``""`` = unlabelled) with at least two paintings: the only ones a
+    held-out split can measure (an artist with one painting has no same-artist pair)."""
+    keys = np.asarray([k for k in labels if k], dtype=object)
+    if not len(keys):
+        return np.zeros(0, dtype=object)
+    names, counts = np.unique(keys, return_counts=True)
+    return names[counts >= 2]
+
+
+def heldout_artists(labels: Sequence[str], seed: int, share: float = HELDOUT_SHARE) -> list[str]:
+    """THE held-out artist split, used by the head's epoch choice and by its evaluation alike: the first
+    ``floor(n * share)`` of :func:`splittable_artists` in ``np.random.default_rng(seed)``'s permutation
+    (sorted). ``labels`` are the catalog's ``artist_key`` values (one label rule)."""
+    artists = splittable_artists(labels)
+    n = int(len(artists) * share + 1e-9)
+    return sorted(np.random.default_rng(seed).permutation(artists)[:n].tolist())
+
+
+def split_rows(labels: Sequence[str], held: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(rows to train on: labelled paintings of the other artists, held-out rows: paintings of ``held``)."""
+    keys = np.asarray(list(labels), dtype=object)
+    is_held = np.isin(keys, np.asarray(list(held), dtype=object))
+    return np.flatnonzero((keys != "") & ~is_held), np.flatnonzero(is_held)
+
+
 def train_head(vectors: np.ndarray, labels: Sequence[str], max_epochs: int, *, seed: int = 0,
                learning_rate: float = LEARNING_RATE) -> SimilarityHead:
     """Train a head on ``vectors`` ``[n, d]`` with ``labels`` (artist keys; ``""`` = unlabelled).
@@ -148,17 +181,16 @@ def train_head(vectors: np.ndarray, labels: Sequence[str], max_epochs: int, *, s
         "learning_rate": learning_rate, "temperature": TEMPERATURE,
     }
     identity = np.eye(x.shape[1], dtype=np.float32)
-    n_val = int(round(len(artists) * VALIDATION_SHARE))
+    label_list = [str(v) if v else "" for v in labels]
+    held_names = heldout_artists(label_list, seed, VALIDATION_SHARE)
+    n_val = len(held_names)
     if max_epochs == 0 or len(artists) < 4 or n_val < 2:
         reason = "ARTSIM_EPOCHS=0" if max_epochs == 0 else f"only {len(artists)} labelled artists"
         info.update(epochs=0, best_epoch=0, note=f"identity head ({reason})",
                     train_seconds=round(time.perf_counter() - started, 3))
         return SimilarityHead(identity, info)
 
-    rng = np.random.default_rng(seed)
-    held = rng.permutation(artists)[:n_val]
-    inner_train = labelled[~np.isin(codes[labelled], held)]
-    inner_val = labelled[np.isin(codes[labelled], held)]
+    inner_train, inner_val = split_rows(label_list, held_names)
     val_x, val_codes = x[inner_val], codes[inner_val]
     _, history = _supcon_epochs(x[inner_train], codes[inner_train], max_epochs, seed, learning_rate,
                                 check=lambda w: _map(val_x @ w.T, val_codes))

@@ -3,9 +3,9 @@
 The head (:mod:`artsim_pipeline.core.head`) learns from artist labels, so measuring it on the
 artists it trained on would flatter it. Here, for each seed in ``SPLIT_SEEDS``:
 
-1. the artists (normalised artist keys, the protocol's artist relevance) with at least two
-   paintings are split: ``np.random.default_rng(seed).permutation(artists)[:n // 3]`` are held
-   out, the rest (and the artists with one painting) are the training artists;
+1. the artists (the catalog's ``artist_key``, the protocol's artist relevance) with at least two
+   paintings are split by :func:`~artsim_pipeline.core.head.heldout_artists` (a third held out, the
+   rule the head's own epoch choice uses), the rest (and the artists with one painting) train;
 2. a head is trained (:func:`~artsim_pipeline.core.head.train_head`, ``max_epochs`` = ``ARTSIM_EPOCHS``,
    or ``EVAL_EPOCHS`` when the pipeline serves no head) on the training artists' paintings only;
 3. leave-one-out same-artist retrieval is measured among the held-out paintings only (queries and
@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..head import SimilarityHead, train_head
+from ..head import SimilarityHead, heldout_artists, split_rows, splittable_artists, train_head  # noqa: F401 (re-exported)
 from .protocol import ItemMeta, evaluate_method
 
 #: Training budget (maximum epochs) of the evaluation when the pipeline serves no head (ARTSIM_EPOCHS=0).
@@ -31,28 +31,6 @@ SPLIT_SEEDS = (0, 1, 2)
 K = 5
 
 Trainer = Callable[..., SimilarityHead]
-
-
-def splittable_artists(artist_keys: Sequence[str]) -> np.ndarray:
-    """The artists (sorted keys) with at least two paintings: the ones a held-out split draws from."""
-    keys = np.asarray([k for k in artist_keys if k], dtype=object)
-    if not len(keys):
-        return np.zeros(0, dtype=object)
-    names, counts = np.unique(keys, return_counts=True)
-    return names[counts >= 2]
-
-
-def heldout_artists(artist_keys: Sequence[str], seed: int) -> list[str]:
-    """The held-out third of :func:`splittable_artists` for ``seed`` (sorted)."""
-    artists = splittable_artists(artist_keys)
-    return sorted(np.random.default_rng(seed).permutation(artists)[: len(artists) // 3].tolist())
-
-
-def split_rows(artist_keys: Sequence[str], held: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows: labelled paintings of the other artists, held-out rows: paintings of ``held``)."""
-    keys = np.asarray(artist_keys, dtype=object)
-    is_held = np.isin(keys, np.asarray(list(held), dtype=object))
-    return np.flatnonzero((keys != "") & ~is_held), np.flatnonzero(is_held)
 
 
 def _retrieval(vectors: np.ndarray, meta: ItemMeta) -> tuple[float, float, int]:
