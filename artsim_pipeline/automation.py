@@ -11,6 +11,8 @@ Turn on the ``artsim_automation`` sensor (UI → Automation) and the daemon keep
   ``eval_report`` run once they are all done (:data:`COLLECTION_ENTRY`: ``pca_model`` waits until the
   catalog exists and no batch is missing, requested or in progress — so on a fresh lake it never runs
   before the catalog and its batches; :data:`COLLECTION` for what follows it in the same run);
+* ``eval_study`` (ablations, learned head, pixel metrics) is not part of a refresh: it runs when missing,
+  on new code or settings and at :data:`STUDY_CRON` (:data:`STUDY`);
 * a batch whose images failed to download (the ``image_cache`` check ``no_failed_images`` fails) is
   retried at the next ``ARTSIM_REFRESH_CRON`` tick.
 
@@ -89,6 +91,21 @@ COLLECTION = (AC.eager() | ((AC.code_version_changed().since_last_handled() | _F
     "collection: after the batches"
 )
 """``faiss_index``, ``similarity_head``, ``eval_report``, ``collection_map``: after ``pca_model``, in the same run."""
+
+
+#: When the automation re-runs ``eval_study`` even without a code change (UTC; Sundays 05:00).
+STUDY_CRON = "0 5 * * 0"
+#: Tag of assets that a refresh does not re-run (``eval_study``): ``artsim run`` runs them when missing or when
+#: Dagster's stale cause is code (theirs or upstream), the automation when missing, on new code or at their cron.
+REFRESH_TAG = "artsim/refresh"
+
+STUDY = (
+    ((AC.newly_missing() | AC.code_version_changed() | AC.cron_tick_passed(STUDY_CRON)).since_last_handled()
+     | _FIRST_MISSING)
+    & _READY
+).with_label(f"study: missing, new code or {STUDY_CRON}")
+"""``eval_study``: not on every new batch (minutes of ablations and head training); on a fresh lake it runs
+with the collection (its first evaluation finds it missing), then on new code, weekly, or on demand."""
 
 
 def source_observation(cron: str) -> AutomationCondition:

@@ -18,6 +18,9 @@ What Dagster lacks, and is therefore written here (each with the reason):
   recorded hashes); a damaged artefact counts as missing, so its asset and what follows run again (a
   damaged ``catalog.duckdb`` is moved aside first). When the catalog ran, the collection assets reading
   its DuckDB file (``batch_views``) run too, as its data version may not have changed;
+* ``eval_study`` (tag ``artsim/refresh=study``) shows stale after every refresh, as its numbers are of an
+  older index; it runs only when missing or when Dagster's stale cause is code (as the automation's
+  ``STUDY`` condition: not on every new batch);
 * an in-process run has no run monitor: when ``artsim run`` is killed, its run stays ``STARTED`` in
   Dagster's records for ever, and the automation conditions (``~in_progress``) would never request
   that batch again. Every run is tagged with the host and pid of the ``artsim run`` that executes it;
@@ -35,6 +38,7 @@ from typing import Callable
 
 from dagster import AssetCheckKey, AssetKey, DagsterInstance, DagsterRunStatus, Definitions, RunsFilter
 
+from .automation import REFRESH_TAG
 from .partitions import IMAGE_BATCHES
 
 # Dagster's console logger stays quiet; progress comes from artsim's own `logging` records and the
@@ -149,6 +153,8 @@ class PipelineRunner:
         batch_ancestors = set().union(*(self.graph.get_ancestor_asset_keys(k) for k in self.batch_keys))
         self.catalog_keys = [k for k in materializable if k in batch_ancestors and k not in self.batch_keys]
         self.collection_keys = [k for k in materializable if k not in self.batch_keys and k not in self.catalog_keys]
+        # eval_study: not re-run by a refresh, only when missing or when code changed (its own or upstream)
+        self.study_keys = {k for k in materializable if self.graph.get(k).tags.get(REFRESH_TAG) == "study"}
 
     def _execute(self, job: str, keys: list[AssetKey], partition: str | None = None) -> None:
         result = self.defs.resolve_job_def(job).execute_in_process(
@@ -170,6 +176,16 @@ class PipelineRunner:
         also = also or {}
         chosen: dict[AssetKey, str] = {}
         for key in keys:
+            if key in self.study_keys:
+                status = resolver.get_status(key, partition).value
+                if status == "MISSING":
+                    chosen[key] = "missing"
+                elif status == "STALE" and any(cause.category.value == "CODE"
+                                               for cause in resolver.get_stale_root_causes(key, partition)):
+                    chosen[key] = "code changed"
+                elif key in also:
+                    chosen[key] = also[key]
+                continue
             if any(parent in chosen for parent in self.graph.get(key).parent_keys):
                 chosen[key] = "upstream runs"
                 continue
@@ -231,7 +247,8 @@ class PipelineRunner:
                     raise
                 self._run_batches(report, self._damaged())
                 self._run_stage("artsim_collection", self._stale(self.collection_keys, also={
-                    key: "an input was rebuilt" for key in self.collection_keys}), report)
+                    key: "an input was rebuilt" for key in self.collection_keys if key not in self.study_keys}),
+                    report)
         report.seconds = time.perf_counter() - started
         return report
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 BATCHES = ["batch-00000", "batch-00001", "batch-00002"]
 BATCH_ASSETS = ["image_cache", "face_crops", "embeddings_mobilenet_v2"]
-COLLECTION = ["batch_views", "pca_model", "faiss_index", "eval_report", "collection_map"]
+COLLECTION = ["batch_views", "pca_model", "faiss_index", "eval_report", "eval_study", "collection_map"]
 SENSORS = """query ($r: RepositorySelector!) { sensorsOrError(repositorySelector: $r) {
   ... on Sensors { results { name } } } }"""
 UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,

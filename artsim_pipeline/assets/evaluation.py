@@ -1,9 +1,10 @@
-"""``eval_report``: leave-one-out retrieval quality of the current index, written to ``reports/``."""
+"""``eval_report`` (per refresh) and ``eval_study`` (the study): retrieval quality of the current index,
+written to ``reports/``."""
 
 import numpy as np
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
-from ..automation import COLLECTION
+from ..automation import COLLECTION, REFRESH_TAG, STUDY, STUDY_CRON
 from ..config import Settings
 from ..core.storage import read_parquet
 from ..resources import lake_for
@@ -13,6 +14,7 @@ from .versions import code_version
 
 CATALOG_COLUMNS = ["objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
                    "displaydate", "medium"]
+STUDY_ASSET = "eval_study"
 REPORTED_SETTINGS = ("models", "weights", "pca_dim", "precision", "min_side", "limit", "image_size")
 HEADLINE_FLOATS = ("precision_at_k", "recall_at_k", "map_at_k", "map", "random_precision_at_k", "random_map",
                    "mean_rmse", "mean_ssim")
@@ -55,8 +57,67 @@ def _served_generation(lake, models):
     return generation
 
 
+def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: bool) -> MaterializeResult:
+    """One evaluation of the served collection: the per-refresh report or the study (``study``)."""
+    from ..core import reports
+    from ..core.evaluation import VariantInput, evaluate_collection, report_fingerprint
+
+    name = STUDY_ASSET if study else "eval_report"
+    collection = current_collection(settings, lake, all_blocks=True)
+    catalog = read_parquet(lake.filtered_paintings_parquet, columns=CATALOG_COLUMNS)
+    served = _served_generation(lake, settings.models)  # resolved once: fusions and the checked index agree
+    variants = {}
+    for variant, vectors in collection.items():
+        fusion = served.fusions.get(variant) if served is not None else None
+        variants[variant] = VariantInput(vectors.objectids, vectors.uuids, vectors.blocks, fusion)
+    values = settings.as_dict()
+    result = evaluate_collection(
+        variants["full"],
+        catalog,
+        lake.image_path,
+        face=variants.get("face"),
+        models=settings.models,
+        weights_setting=settings.weights,
+        pca_dim=settings.pca_dim,
+        index_check=_index_searcher(served.bundles.get("full") if served is not None else None),
+        taps=settings.taps,
+        epochs=settings.epochs,
+        settings={key: values[key] for key in REPORTED_SETTINGS},
+        log=progress_logger(context, name),
+        study=study,
+    )
+    files = reports.write_report(result, lake.reports_dir, lake.image_path, name=name)
+    report = result.report
+    headline = report["headline"]
+    if settings.weights == "random":
+        context.log.warning(headline["warning"])
+    metadata: dict[str, object] = {
+        key: MetadataValue.float(round(float(headline[key]), 4)) for key in HEADLINE_FLOATS
+        if np.isfinite(float(headline[key]))  # pixel RMSE/SSIM: the study's
+    }
+    metadata.update({
+        "headline": f"{headline['method']} / same {headline['relevance']} / K={headline['k']}",
+        "n_queries": MetadataValue.int(int(headline["n_queries"])),
+        "n_paintings": MetadataValue.int(int(headline["n_paintings"])),
+        "weights": headline["weights"],
+        "models": ", ".join(headline["models"]),
+        "report": MetadataValue.md(reports.markdown_with_plots(report, files)),
+        "report_json": MetadataValue.path(str(files.json)),
+        "report_markdown": MetadataValue.path(str(files.markdown)),
+        "seconds": MetadataValue.float(round(float(report["timings_s"]["total"]), 2)),
+    })
+    learned = report["learned"]
+    if learned.get("available"):
+        metadata.update({key_name: MetadataValue.float(round(float(learned[key]), 4))
+                         for key, key_name in LEARNED_FLOATS.items()})
+    if headline.get("warning"):
+        metadata["warning"] = headline["warning"]
+    return MaterializeResult(metadata=metadata, data_version=DataVersion(report_fingerprint(report)))
+
+
 def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
-    """``eval_report``, downstream of ``faiss_index``."""
+    """``eval_report`` (every refresh) and ``eval_study`` (code or setting changes, its cron, on demand),
+    both downstream of ``faiss_index``."""
     lake = lake_for(settings)
 
     @asset(
@@ -64,61 +125,28 @@ def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
         code_version=code_version("eval_report", settings),
         group_name="evaluation",
         automation_condition=COLLECTION,
-        description="Leave-one-out retrieval quality (same artist / same style; P@K, R@K, mAP@K, mAP) of visual "
-        "and hybrid search against a random baseline, fusion ablations, full vs face crops, and pixel RMSE/SSIM "
-        "of the top results, and the learned similarity head on held-out artists. Writes reports/eval_report.{json,md} and PNG plots (shown below the table).",
+        description="Per refresh, in seconds: leave-one-out retrieval quality (same artist / same style; P@K, R@K, "
+        "mAP@K, mAP with 95% intervals) of visual and hybrid search against a random baseline, and the served "
+        "index against exact search. Writes reports/eval_report.{json,md} and precision plots. The ablations, the "
+        "learned head, face crops and pixel RMSE/SSIM are eval_study's.",
     )
     def eval_report(context: AssetExecutionContext) -> MaterializeResult:
-        from ..core.evaluation import VariantInput, evaluate_collection, report_fingerprint
-        from ..core import reports
+        return _evaluate(context, settings, lake, study=False)
 
-        collection = current_collection(settings, lake, all_blocks=True)
-        catalog = read_parquet(lake.filtered_paintings_parquet, columns=CATALOG_COLUMNS)
-        served = _served_generation(lake, settings.models)  # resolved once: fusions and the checked index agree
-        variants = {}
-        for variant, vectors in collection.items():
-            fusion = served.fusions.get(variant) if served is not None else None
-            variants[variant] = VariantInput(vectors.objectids, vectors.uuids, vectors.blocks, fusion)
-        values = settings.as_dict()
-        result = evaluate_collection(
-            variants["full"],
-            catalog,
-            lake.image_path,
-            face=variants.get("face"),
-            models=settings.models,
-            weights_setting=settings.weights,
-            pca_dim=settings.pca_dim,
-            index_check=_index_searcher(served.bundles.get("full") if served is not None else None),
-            taps=settings.taps,
-            epochs=settings.epochs,
-            settings={name: values[name] for name in REPORTED_SETTINGS},
-            log=progress_logger(context, "eval_report"),
-        )
-        files = reports.write_report(result, lake.reports_dir, lake.image_path)
-        report = result.report
-        headline = report["headline"]
-        if settings.weights == "random":
-            context.log.warning(headline["warning"])
-        metadata: dict[str, object] = {
-            key: MetadataValue.float(round(float(headline[key]), 4)) for key in HEADLINE_FLOATS
-        }
-        metadata.update({
-            "headline": f"{headline['method']} / same {headline['relevance']} / K={headline['k']}",
-            "n_queries": MetadataValue.int(int(headline["n_queries"])),
-            "n_paintings": MetadataValue.int(int(headline["n_paintings"])),
-            "weights": headline["weights"],
-            "models": ", ".join(headline["models"]),
-            "report": MetadataValue.md(reports.markdown_with_plots(report, files)),
-            "report_json": MetadataValue.path(str(files.json)),
-            "report_markdown": MetadataValue.path(str(files.markdown)),
-            "seconds": MetadataValue.float(round(float(report["timings_s"]["total"]), 2)),
-        })
-        learned = report["learned"]
-        if learned.get("available"):
-            metadata.update({name: MetadataValue.float(round(float(learned[key]), 4))
-                             for key, name in LEARNED_FLOATS.items()})
-        if headline.get("warning"):
-            metadata["warning"] = headline["warning"]
-        return MaterializeResult(metadata=metadata, data_version=DataVersion(report_fingerprint(report)))
+    @asset(
+        name=STUDY_ASSET,
+        deps=["faiss_index"],
+        code_version=code_version(STUDY_ASSET, settings),
+        group_name="evaluation",
+        automation_condition=STUDY,
+        tags={REFRESH_TAG: "study"},
+        description="The study (minutes): everything eval_report measures plus the fusion ablations (per backbone, "
+        "tap sets, PCA/whitening), the learned similarity head on held-out artists, full painting vs face crop, "
+        f"pixel RMSE/SSIM of the top results and example plots. Runs when it is missing, when its code or an "
+        f"output-shaping setting changes, at {STUDY_CRON} (UTC, automation) and on demand (Materialize); not on "
+        "every new batch, so between runs it shows stale. Writes reports/eval_study.{json,md} and its plots.",
+    )
+    def eval_study(context: AssetExecutionContext) -> MaterializeResult:
+        return _evaluate(context, settings, lake, study=True)
 
-    return [eval_report]
+    return [eval_report, eval_study]

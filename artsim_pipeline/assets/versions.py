@@ -27,7 +27,8 @@ CODE_VERSIONS: dict[str, str] = {
     "pca_model": "3",
     "faiss_index": "2",
     "similarity_head": "1",
-    "eval_report": "3",
+    "eval_report": "4",  # 4: the per-refresh part only; the rest is eval_study's
+    "eval_study": "1",
     "collection_map": "1",
 }
 
@@ -42,7 +43,8 @@ OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {
     "pca_model": ("models", "pca_dim", "taps"),
     "similarity_head": ("epochs",),
     "faiss_index": (),
-    "eval_report": ("models", "weights", "pca_dim", "taps", "epochs"),
+    "eval_report": ("models", "weights", "pca_dim", "taps"),
+    "eval_study": ("models", "weights", "pca_dim", "taps", "epochs"),
     "collection_map": (),
 }
 

@@ -176,9 +176,11 @@ def summary_markdown(report: dict[str, Any]) -> str:
         f"**Headline** — {h['method']}, same {h['relevance']}, K={h['k']} "
         f"(models {', '.join(h['models'])}; weights {h['weights']}):\n",
         headline_table(report), "", "**Methods**\n", methods_table(report), "",
-        "**Ablations**\n", ablations_table(report), "",
-        f"**{LEARNED_TITLE}**\n", learned_table(report),
     ]
+    if report.get("study", True):
+        parts += ["**Ablations**\n", ablations_table(report), "", f"**{LEARNED_TITLE}**\n", learned_table(report)]
+    else:
+        parts += ["_Ablations, the learned head, face crops and pixel metrics: see `eval_study`._"]
     return "\n".join(parts)
 
 
@@ -250,7 +252,12 @@ def markdown_with_plots(
 def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     h = report["headline"]
     s = report["settings"]
-    lines = ["# artsim evaluation report", ""]
+    study = report.get("study", True)
+    lines = ["# artsim evaluation study" if study else "# artsim evaluation report", ""]
+    if not study:
+        lines += ["The per-refresh report: every method and relevance, the chance level and the served index. "
+                  "Ablations, the learned head, face crops, pixel metrics and example plots are in "
+                  "`eval_study.md` (the `eval_study` asset).", ""]
     if h.get("weights") == "random":
         lines += [f"> **{RANDOM_WEIGHTS_WARNING}**", ""]
     fusion = s["fusion"]
@@ -277,12 +284,13 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     ]
     for relevance, reason in (report.get("skipped_relevances") or {}).items():
         lines += [f"Relevance `{relevance}` skipped: {reason}.", ""]
-    lines += ["## Ablations (visual search, same artist)", "", ablations_table(report), ""]
-    lines += [f"## {LEARNED_TITLE}", "", learned_table(report), ""]
+    if study:
+        lines += ["## Ablations (visual search, same artist)", "", ablations_table(report), ""]
+        lines += [f"## {LEARNED_TITLE}", "", learned_table(report), ""]
     if (report.get("learned") or {}).get("available"):
         lines += [learned_note(report), ""]
     face = report.get("face_vs_full") or {}
-    if face.get("available"):
+    if study and face.get("available"):
         ks = s["ks"]
         lines += [
             f"## Full painting vs face crop ({face['n_paintings_with_face']} paintings with a face vector)", "",
@@ -292,10 +300,10 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
                     for r in face["rows"]]),
             "",
         ]
-    else:
+    elif study:
         lines += ["## Full painting vs face crop", "", f"Not available: {face.get('reason', 'no face vectors')}.", ""]
-    p = report["pixel"]
-    lines += [
+    p = report.get("pixel")
+    lines += [] if not p else [
         "## Pixel similarity of the top 5 visual results",
         "",
         f"{p['n_queries']} queries (seeded sample of {p['sample_of']}), each against its top {p['top']} visual "
@@ -482,25 +490,41 @@ def plot_examples(result: EvaluationResult, image_path: Callable[[str], Path], t
 
 # ---------------------------------------------------------------- everything
 
-def write_report(result: EvaluationResult, reports_dir: Path, image_path: Callable[[str], Path]) -> ReportFiles:
-    """Write the plots, then the markdown and the JSON (last, so its presence means a full report)."""
+STUDY_NAME = "eval_study"
+
+
+def report_names(name: str = "eval_report") -> tuple[str, str, dict[str, str]]:
+    """(JSON, markdown, plot file names) of the report ``name`` (``eval_report`` or ``eval_study``)."""
+    if name == "eval_report":
+        return JSON_NAME, MARKDOWN_NAME, dict(PLOT_NAMES)
+    return f"{name}.json", f"{name}.md", {key: f"{name}_{file.removeprefix('eval_')}" for key, file in PLOT_NAMES.items()}
+
+
+def write_report(result: EvaluationResult, reports_dir: Path, image_path: Callable[[str], Path],
+                 name: str = "eval_report") -> ReportFiles:
+    """Write the plots, then the markdown and the JSON (last, so its presence means a full report).
+
+    ``name``: ``eval_report`` (the per-refresh report: precision plots only) or ``eval_study``
+    (:data:`STUDY_NAME`: every plot), each with its own files (:func:`report_names`)."""
     reports_dir = lake_path(reports_dir)
     reports_dir.mkdir(parents=True, exist_ok=True)
+    json_name, markdown_name, plot_names = report_names(name)
     plots: dict[str, Path] = {}
-    plot_precision_curves(result, reports_dir / PLOT_NAMES["precision_curves"])
-    plots["precision_curves"] = reports_dir / PLOT_NAMES["precision_curves"]
+    plot_precision_curves(result, reports_dir / plot_names["precision_curves"])
+    plots["precision_curves"] = reports_dir / plot_names["precision_curves"]
     if any(m.relevance == "artist" for m in result.methods):
-        plot_precision_hist(result, reports_dir / PLOT_NAMES["precision_hist"])
-        plots["precision_hist"] = reports_dir / PLOT_NAMES["precision_hist"]
+        plot_precision_hist(result, reports_dir / plot_names["precision_hist"])
+        plots["precision_hist"] = reports_dir / plot_names["precision_hist"]
     if result.pixel is not None:
-        plot_pixel(result, reports_dir / PLOT_NAMES["pixel"])
-        plots["pixel"] = reports_dir / PLOT_NAMES["pixel"]
-    plot_examples(result, image_path, reports_dir / PLOT_NAMES["examples"])
-    plots["examples"] = reports_dir / PLOT_NAMES["examples"]
+        plot_pixel(result, reports_dir / plot_names["pixel"])
+        plots["pixel"] = reports_dir / plot_names["pixel"]
+    if result.examples:
+        plot_examples(result, image_path, reports_dir / plot_names["examples"])
+        plots["examples"] = reports_dir / plot_names["examples"]
     report = dict(result.report)
     report["plots"] = {key: path.name for key, path in plots.items()}
-    markdown = reports_dir / MARKDOWN_NAME
+    markdown = reports_dir / markdown_name
     atomic_write_text(markdown, full_markdown(report, report["plots"]))
-    target = reports_dir / JSON_NAME
+    target = reports_dir / json_name
     atomic_write_text(target, report_json(report))
     return ReportFiles(json=target, markdown=markdown, plots=plots)

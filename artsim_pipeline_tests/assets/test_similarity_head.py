@@ -41,7 +41,8 @@ def test_head_is_off_by_default_and_on_with_epochs(tmp_path, instance):
 
     report = json.loads((lake.reports_dir / "eval_report.json").read_text())
     assert report["headline"]["warning"] == SERVED_HEAD_WARNING  # numbers on labels the head was trained on
-    assert report["learned"]["enabled"] is True and report["learned"]["epochs"] == 5
+    study = json.loads((lake.reports_dir / "eval_study.json").read_text())
+    assert study["learned"]["enabled"] is True and study["learned"]["epochs"] == 5
 
     engine = SearchEngine.from_settings(on)
     assert engine.search(7, k=3)[0].objectid == 7  # the stored (projected) vector finds itself

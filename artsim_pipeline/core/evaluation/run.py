@@ -12,6 +12,11 @@
 
 and returns the JSON-ready report (files: :mod:`artsim_pipeline.core.reports`). The headline is
 visual search, same artist, K = 5: precision@5 and full-ranking mAP with their 95% intervals.
+
+``study=False`` (``eval_report``, on every refresh) runs steps 1 and 5 only: seconds, and what a
+refresh must re-check. ``study=True`` (``eval_study``: on code or setting changes, its cron, or on
+demand) runs everything. A step that did not run reports ``{"available": False, "reason": ...}``
+(``ablations``: an empty list; ``pixel``: None).
 """
 
 from __future__ import annotations
@@ -81,6 +86,7 @@ def evaluate_collection(
     epochs: int = 0,
     settings: Mapping[str, Any] | None = None,
     log: Callable[[str], None] = lambda _msg: None,
+    study: bool = True,
 ) -> EvaluationResult:
     """Run the whole protocol on the collection; return the report (see :mod:`reports` for the files).
 
@@ -125,11 +131,12 @@ def evaluate_collection(
 
     relevances = [r for r in RELEVANCES if (relevant_counts(meta, r) > 0).any()]
     skipped = [r for r in RELEVANCES if r not in relevances]
-    ablation_list = ablation_sets(full.blocks, full.fusion, pca_dim, taps)
+    ablation_list = ablation_sets(full.blocks, full.fusion, pca_dim, taps) if study else []
     n_runs = len(relevances) * (len(METHODS) + 1)  # + the random baseline of each relevance
+    plan = (f"{len(ablation_list)} ablations, pixel metrics on {min(pixel_queries, len(full.objectids))} queries"
+            if study else "the study (ablations, pixels, learned head) is eval_study's")
     log(f"eval: {len(full.objectids)} paintings, {vectors.shape[1]}-d fused vectors from {fusion_info['source']}; "
-        f"relevances {', '.join(relevances) or 'none'}; {n_runs} method runs, {len(ablation_list)} ablations, "
-        f"pixel metrics on {min(pixel_queries, len(full.objectids))} queries; "
+        f"relevances {', '.join(relevances) or 'none'}; {n_runs} method runs, {plan}; "
         f"{time.perf_counter() - started:.1f}s elapsed")
     methods: list[MethodResult] = []
     random_rows_all: list[dict[str, Any]] = []
@@ -164,14 +171,19 @@ def evaluate_collection(
         row.update({f"map_at_{k}": res.mean(f"map@{k}") for k in ks})
         ablations.append(row)
 
-    face_cmp = timed("face vs full", "face vs full", lambda: face_comparison(full, vectors, face, meta, ks, pca_dim, taps))
-
-    paths = [image_path(str(u)) for u in full.uuids]
-    pixel = timed("pixel metrics", "pixel metrics",
-                  lambda: pixel_evaluation(vectors, full.objectids, paths, pixel_queries, PIXEL_TOP, seed),
-                  detail=lambda p: f"{p.rmse.size} query-result pairs + {len(p.random_rmse)} random pairs, "
-                                   f"{p.images_loaded} images decoded")
-    pixel_summary = pixel.summary()
+    in_study = {"available": False, "reason": "measured by eval_study (on code or setting changes, its cron, or on demand)"}
+    pixel = None
+    pixel_summary: dict[str, Any] | None = None
+    face_cmp: dict[str, Any] = dict(in_study)
+    if study:
+        face_cmp = timed("face vs full", "face vs full",
+                         lambda: face_comparison(full, vectors, face, meta, ks, pca_dim, taps))
+        paths = [image_path(str(u)) for u in full.uuids]
+        pixel = timed("pixel metrics", "pixel metrics",
+                      lambda: pixel_evaluation(vectors, full.objectids, paths, pixel_queries, PIXEL_TOP, seed),
+                      detail=lambda p: f"{p.rmse.size} query-result pairs + {len(p.random_rmse)} random pairs, "
+                                       f"{p.images_loaded} images decoded")
+        pixel_summary = pixel.summary()
 
     index_rows = None
     if index_check is not None:
@@ -179,8 +191,10 @@ def evaluate_collection(
         found = timed("index check", "index check", lambda: index_check(vectors, full.objectids, kmax))
         index_rows = index_check_rows(found, full.objectids, meta, ks, vectors)
 
-    learned = timed("learned head", "learned head",
-                    lambda: evaluate_learned(unprojected_vectors(full, vectors), meta, epochs, log=log))
+    learned = dict(in_study)
+    if study:
+        learned = timed("learned head", "learned head",
+                        lambda: evaluate_learned(unprojected_vectors(full, vectors), meta, epochs, log=log))
 
     random_head = next((r for r in random_rows_all if r["relevance"] == "artist" and r["k"] == 5), {})
 
@@ -199,8 +213,8 @@ def evaluate_collection(
         "random_map": random_head.get("map", float("nan")),
         "precision_at_k_ci95": _ci95(head.per_query["precision@5"]) if head is not None else float("nan"),
         "map_ci95": _ci95(head.per_query["map"]) if head is not None else float("nan"),
-        "mean_rmse": pixel_summary["mean_rmse"],
-        "mean_ssim": pixel_summary["mean_ssim"],
+        "mean_rmse": pixel_summary["mean_rmse"] if pixel_summary else float("nan"),
+        "mean_ssim": pixel_summary["mean_ssim"] if pixel_summary else float("nan"),
         "n_queries": head.n_queries if head is not None else 0,
         "n_paintings": int(len(full.objectids)),
         "models": list(models) or sorted(full.blocks),
@@ -211,6 +225,7 @@ def evaluate_collection(
     elif full.fusion is not None and full.fusion.projection is not None:
         headline["warning"] = SERVED_HEAD_WARNING
     report = {
+        "study": bool(study),
         "headline": headline,
         "methods": [row for m in methods for row in m.rows(ks)],
         "random_baseline": random_rows_all,
@@ -244,7 +259,7 @@ def evaluate_collection(
         random=random_rows_all,
         curves=curves,
         pixel=pixel,
-        examples=examples(vectors, meta, full.uuids),
+        examples=examples(vectors, meta, full.uuids) if study else [],
         uuids={int(o): str(u) for o, u in zip(full.objectids, full.uuids)},
     )
 
