@@ -225,10 +225,9 @@ class PipelineRunner:
             key: "batches changed" for key in self.collection_keys
             if batches_ran and set(self.graph.get(key).parent_keys) & set(self.batch_keys)
         }
-        if stale:  # the catalog ran: what reads its DuckDB file runs after it
+        if stale:  # the catalog ran: what lives in its DuckDB file (batch_views, group "catalog") runs after it
             after_batches.update({key: "the catalog was rebuilt" for key in self.collection_keys
-                                  if set(self.graph.get(key).parent_keys) & set(self.catalog_keys)
-                                  and key not in after_batches})
+                                  if self.graph.get(key).group_name == "catalog" and key not in after_batches})
         after_batches.update({k: v for k, v in damaged.get(None, {}).items() if k in self.collection_keys})
         stale = self._stale(self.collection_keys, also=after_batches)
         if stale:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import requests
 
-from artsim_pipeline_tests.test_webserver import REPO, free_port
+from artsim_pipeline_tests.support import REPO, free_port
 
 SENSOR_SELECTOR = {"repositoryName": "__repository__", "repositoryLocationName": "artsim",
                    "sensorName": "artsim_automation"}

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from artsim_pipeline_tests.test_webserver import REPO, free_port
+from artsim_pipeline_tests.support import REPO, free_port
 
 DEPLOY = REPO / "artsim_pipeline" / "deploy"
 

@@ -108,3 +108,17 @@ def write_mirror(root: Path, paintings: list[Painting], with_images: bool = True
         for p in paintings:
             (root / "images" / f"{p.uuid}.jpg").write_bytes(jpeg_bytes(p.objectid, (p.width, p.height)))
     return root
+
+
+def painting_image(seed: int) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:96, 0:128]
+    channels = [(rng.uniform(0, 255) + 90 * np.sin(rng.uniform(0.03, 0.3) * (x + rng.uniform(0.5, 2) * y))) % 255 for _ in range(3)]
+    return Image.fromarray(np.stack(channels, -1).astype(np.uint8))
+
+
+def publish(server, iiif, paintings: list[Painting], images: dict[int, Image.Image]) -> None:
+    for name, body in nga_csvs(paintings, iiif_base=f"{server.url}/iiif").items():
+        server.routes[f"/data/{name}.csv"] = body
+    for p in paintings:
+        iiif.add(p.uuid, images[p.objectid])

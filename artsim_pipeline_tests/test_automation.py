@@ -96,7 +96,7 @@ def test_nga_opendata_observation_sends_conditional_requests(tmp_path, instance)
 def test_failed_images_fail_the_check_and_only_their_batch_is_retried(tmp_path, instance):
     from artsim_pipeline.runner import failed_check_partitions
     from artsim_pipeline_tests.http_server import IiifImages
-    from artsim_pipeline_tests.test_refresh import painting_image, publish
+    from artsim_pipeline_tests.nga_fixtures import painting_image, publish
 
     paintings = [Painting(i, width=128, height=96) for i in range(1, 7)]
     with LocalServer() as server:

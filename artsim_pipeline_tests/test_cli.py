@@ -1,18 +1,6 @@
 """``artsim`` as a user runs it: a subprocess with ARTSIM_* variables."""
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-
-ARTSIM = str(Path(sys.executable).with_name("artsim"))
-
-
-def artsim(args, tmp_path, **env):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTSIM_", "DAGSTER_HOME"))}
-    full_env |= {"ARTSIM_DATA_LAKE": str(tmp_path / "lake")} | env
-    return subprocess.run([ARTSIM, *args], cwd=tmp_path, env=full_env, capture_output=True, text=True, timeout=600)
+from artsim_pipeline_tests.support import artsim
 
 
 def test_bad_setting_exits_non_zero_naming_the_variable(tmp_path):

@@ -16,7 +16,7 @@ from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.deploy_services import PostgresServer, deploy_home, postgres_bin
 from artsim_pipeline_tests.http_server import IiifImages, LocalServer
 from artsim_pipeline_tests.nga_fixtures import Painting
-from artsim_pipeline_tests.test_refresh import painting_image, publish
+from artsim_pipeline_tests.nga_fixtures import painting_image, publish
 
 
 @pytest.fixture

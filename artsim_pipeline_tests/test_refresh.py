@@ -1,8 +1,6 @@
 """Incremental refresh end to end: NGA snapshot v1 → v2 served from 127.0.0.1, only what changed re-runs."""
 
 import duckdb
-import numpy as np
-from PIL import Image
 
 from artsim_pipeline.config import Settings
 from artsim_pipeline.core.generations import load_generation
@@ -10,23 +8,9 @@ from artsim_pipeline.core.storage import DataLake
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.http_server import IiifImages, LocalServer
-from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs
+from artsim_pipeline_tests.nga_fixtures import Painting, painting_image, publish
 
 BATCH_ASSETS = ["image_cache", "face_crops", "embeddings_efficientnet_lite0"]
-
-
-def painting_image(seed: int) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:96, 0:128]
-    channels = [(rng.uniform(0, 255) + 90 * np.sin(rng.uniform(0.03, 0.3) * (x + rng.uniform(0.5, 2) * y))) % 255 for _ in range(3)]
-    return Image.fromarray(np.stack(channels, -1).astype(np.uint8))
-
-
-def publish(server: LocalServer, iiif: IiifImages, paintings: list[Painting], images: dict[int, Image.Image]) -> None:
-    for name, body in nga_csvs(paintings, iiif_base=f"{server.url}/iiif").items():
-        server.routes[f"/data/{name}.csv"] = body
-    for p in paintings:
-        iiif.add(p.uuid, images[p.objectid])
 
 
 def test_refresh_runs_only_new_and_changed_batches(tmp_path, instance):

@@ -218,7 +218,7 @@ def test_pipeline_and_search_with_the_lake_in_s3(s3_env, tmp_path, instance):
     from artsim_pipeline.definitions import build_definitions
     from artsim_pipeline.runner import PipelineRunner
     from artsim_pipeline_tests.http_server import IiifImages, LocalServer
-    from artsim_pipeline_tests.test_refresh import painting_image, publish
+    from artsim_pipeline_tests.nga_fixtures import painting_image, publish
     from artsim_pipeline_tests.nga_fixtures import Painting
 
     paintings = [Painting(i, artist=f"Painter {i % 3}", width=128, height=96) for i in range(1, 9)]

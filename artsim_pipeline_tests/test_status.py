@@ -7,7 +7,7 @@ import json
 import pytest
 
 from artsim_pipeline_tests.nga_fixtures import Painting, jpeg_bytes, write_mirror
-from artsim_pipeline_tests.test_cli import artsim
+from artsim_pipeline_tests.support import artsim
 
 
 @pytest.mark.slow

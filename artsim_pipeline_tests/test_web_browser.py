@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from artsim_pipeline_tests.nga_fixtures import NGA_MIRROR
-from artsim_pipeline_tests.test_web_api import (N_PAINTINGS, VELAZQUEZ, LiveServer, build_web_lake, engine_factory,
+from artsim_pipeline_tests.web_lake import (N_PAINTINGS, VELAZQUEZ, LiveServer, build_web_lake, engine_factory,
                                                 source_images)
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")

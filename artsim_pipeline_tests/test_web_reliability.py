@@ -16,7 +16,7 @@ from artsim_pipeline.core.search import SearchEngine
 from artsim_pipeline.web import pages
 from artsim_pipeline.web.app import SECURITY_HEADERS, create_app
 from artsim_pipeline.web.state import QueryGate
-from artsim_pipeline_tests.test_web_api import N_PAINTINGS, LiveServer, build_web_lake, post_image
+from artsim_pipeline_tests.web_lake import N_PAINTINGS, LiveServer, build_web_lake, post_image
 
 
 class HeldEngine(SearchEngine):

@@ -1,7 +1,6 @@
 """Start dagster-webserver on 127.0.0.1 and read the asset graph back over GraphQL."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -9,14 +8,9 @@ from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parents[1]
+from artsim_pipeline_tests.support import REPO, free_port
+
 QUERY = "{ assetNodes { assetKey { path } dependencyKeys { path } isPartitioned } }"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_webserver_serves_the_asset_graph(tmp_path):
