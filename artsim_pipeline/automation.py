@@ -100,12 +100,16 @@ STUDY_CRON = "0 5 * * 0"
 REFRESH_TAG = "artsim/refresh"
 
 STUDY = (
-    ((AC.newly_missing() | AC.code_version_changed() | AC.cron_tick_passed(STUDY_CRON)).since_last_handled()
-     | _FIRST_MISSING)
+    ((AC.code_version_changed() | AC.cron_tick_passed(STUDY_CRON)).since_last_handled()
+     | _FIRST_MISSING
+     # missing while its index runs now (or just changed): joins the collection's run on a fresh lake; a failed
+     # study is not retried on every tick, only with the next index
+     | (AC.missing() & AC.any_deps_match(AC.will_be_requested() | AC.data_version_changed())).with_label(
+         "missing, and its index runs now or changed"))
     & _READY
 ).with_label(f"study: missing, new code or {STUDY_CRON}")
 """``eval_study``: not on every new batch (minutes of ablations and head training); on a fresh lake it runs
-with the collection (its first evaluation finds it missing), then on new code, weekly, or on demand."""
+in the collection's run (missing while ``faiss_index`` is requested), then on new code, weekly, or on demand."""
 
 
 def source_observation(cron: str) -> AutomationCondition:

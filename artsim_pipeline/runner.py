@@ -287,12 +287,19 @@ class PipelineRunner:
         catalog_recorded = self.instance.get_latest_materialization_event(AssetKey("raw_objects")) is not None
         damages = verify_lake(lake, batches, models, catalog_expected=catalog_recorded)
         found: dict[str | None, dict[AssetKey, str]] = {}
+        materialized: dict[AssetKey, set[str]] = {}
         for damage in damages:
             key = AssetKey(damage.asset)
             if key == AssetKey("faiss_index"):
                 key = AssetKey("pca_model")  # refit + republish: the staged fusion may be gone as well
-            if self.instance.get_latest_materialization_event(key) is None and damage.partition is None:
-                continue  # never materialized: Dagster already reports it missing
+            if damage.partition is None:
+                if self.instance.get_latest_materialization_event(key) is None:
+                    continue  # never materialized: Dagster already reports it missing
+            else:
+                if key not in materialized:
+                    materialized[key] = set(self.instance.get_materialized_partitions(key))
+                if damage.partition not in materialized[key]:
+                    continue
             self.echo(f"lake check: {damage.describe()}; it will be rebuilt")
             if damage.asset == "raw_objects" and not lake.is_remote:
                 moved = set_aside(lake.catalog_db)

@@ -96,6 +96,8 @@ def test_turning_on_the_automation_brings_a_fresh_lake_all_the_way_up(tmp_path):
             # the collection ran in one run, which started only after every batch had finished
             collection_runs = {r.run_id for r in runs if AssetKey("pca_model") in (r.asset_selection or ())}
             assert len(collection_runs) == 1
+            for name in ("faiss_index", "eval_report", "eval_study", "collection_map"):
+                assert materializations(instance, name)[0].run_id in collection_runs, name
             starts = instance.get_records_for_run(next(iter(collection_runs)), of_type=DagsterEventType.RUN_START)
             assert starts.records[0].timestamp > batch_done  # (storage ids are per run on SQLite)
     finally:

@@ -448,10 +448,18 @@ class SearchEngine:
         return read_parquet(parquet, columns=list(CATALOG_COLUMNS))
 
     def _load_catalog(self) -> pd.DataFrame:
+        frame = self._catalog_frame()
+        frame["objectid"] = frame["objectid"].astype("int64")
+        return frame.drop_duplicates("objectid").set_index("objectid", drop=False).rename_axis(None)
+
+    def _catalog_frame(self) -> pd.DataFrame:
+        """``filtered_paintings`` from ``catalog.duckdb``, else its Parquet copy (locked, absent or damaged)."""
         path = self.lake.catalog_db
         parquet = self.lake.filtered_paintings_parquet
-        if not path.is_file() and not self.lake.is_remote and not parquet.is_file():
-            raise IndexNotBuiltError(f"no catalog at {path}; run `artsim run` first")
+        if not path.is_file():
+            if not parquet.is_file():
+                raise IndexNotBuiltError(f"no catalog at {path}; run `artsim run` first")
+            return self._parquet_catalog(parquet, None)  # e.g. an object-store lake served from another machine
         try:
             with duckdb.connect(str(path), read_only=True) as con:
                 frame = con.execute(f"SELECT {', '.join(CATALOG_COLUMNS)} FROM filtered_paintings").df()
@@ -464,8 +472,7 @@ class SearchEngine:
                 raise IndexNotBuiltError(f"{path} cannot be opened ({str(exc).splitlines()[0][:120]}) and there is "
                                          f"no {parquet.name}; run `artsim run` to repair the catalog") from None
             frame = self._parquet_catalog(parquet, None if "lock" in str(exc).lower() else f"{path.name} cannot be opened")
-        frame["objectid"] = frame["objectid"].astype("int64")
-        return frame.drop_duplicates("objectid").set_index("objectid", drop=False).rename_axis(None)
+        return frame
 
     def _one_blas_thread(self) -> contextlib.AbstractContextManager[Any]:
         # One vector through the fusion is a gemv: BLAS threads only add wake-up latency (and
