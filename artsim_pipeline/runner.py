@@ -267,11 +267,8 @@ class PipelineRunner:
                              "status": status if status in ("MISSING", "STALE") else "WILL_RUN", "reason": reason})
 
         add(self._stale(self.catalog_keys, resolver=resolver))
-        partitions = sorted(self.instance.get_dynamic_partitions(IMAGE_BATCHES))
-        retry = failed_check_partitions(self.instance, partitions) if partitions else set()
-        for partition in partitions if self.batch_keys else []:
-            also = {IMAGE_CACHE_CHECK.asset_key: "retrying failed images"} if partition in retry else None
-            add(self._stale(self.batch_keys, partition, resolver, also), partition)
+        for partition, stale in self._batch_plan(resolver):
+            add(stale, partition)
         add(self._stale(self.collection_keys, resolver=resolver))
         return plan
 
@@ -308,12 +305,14 @@ class PipelineRunner:
             found.setdefault(damage.partition, {})[key] = f"damaged: {damage.reason}"
         return found
 
-    def _run_batches(self, report: RunReport, damaged: dict[str | None, dict[AssetKey, str]] | None = None) -> bool:
+    def _batch_plan(self, resolver, damaged: dict[str | None, dict[AssetKey, str]] | None = None
+                    ) -> list[tuple[str, list[tuple[AssetKey, str]]]]:
+        """(batch, what must run in it) for every batch with something to run: missing or stale, a failed
+        ``no_failed_images`` check (retried), or an artefact ``damaged`` reports."""
         damaged = damaged or {}
         partitions = sorted(self.instance.get_dynamic_partitions(IMAGE_BATCHES))
         if not self.batch_keys or not partitions:
-            return False
-        resolver = stale_status_resolver(self.instance, self.graph)
+            return []
         retry = failed_check_partitions(self.instance, partitions)
         plan = []
         for partition in partitions:
@@ -322,6 +321,10 @@ class PipelineRunner:
             stale = self._stale(self.batch_keys, partition, resolver, also)
             if stale:
                 plan.append((partition, stale))
+        return plan
+
+    def _run_batches(self, report: RunReport, damaged: dict[str | None, dict[AssetKey, str]] | None = None) -> bool:
+        plan = self._batch_plan(stale_status_resolver(self.instance, self.graph), damaged)
         for number, (partition, stale) in enumerate(plan, start=1):
             self._run_stage("artsim_batch", stale, report, f"[{number}/{len(plan)}] {partition}: ", partition)
         return bool(plan)

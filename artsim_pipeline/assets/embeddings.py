@@ -16,10 +16,11 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 
 from ..automation import batch_step
 from ..config import Settings
+from ..core.image_cache import USABLE
 from ..core.storage import DataLake, read_parquet
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, lake_for
-from .images import USABLE, progress_logger
+from .images import progress_logger
 from ..deploy import tags
 from .versions import code_version
 

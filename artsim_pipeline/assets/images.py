@@ -25,6 +25,7 @@ from ..config import Settings
 from ..core import catalog
 from ..core.storage import read_parquet
 from ..core.image_cache import (
+    USABLE,
     ImageCacheOptions,
     ImageJob,
     cache_images,
@@ -40,7 +41,6 @@ from .versions import code_version
 
 log = logging.getLogger(__name__)
 
-USABLE = ("ok", "cached")
 NO_FAILED_IMAGES = "no_failed_images"
 
 

@@ -24,8 +24,8 @@ from typing import Any, Iterator, Mapping
 from artsim_pipeline.core.fusion import FusionModel, fusion_fingerprint, load_fusion, save_fusion
 from artsim_pipeline.core.index import IndexBundle, read_bundle_manifest, sha256_hex, load_index, save_index
 from artsim_pipeline.core.storage import (
-    DataLake, atomic_write_bytes, atomic_write_text, is_remote, local_tmp_dir, place_dir, readable, remove_tree,
-    safe_id,
+    DataLake, atomic_write_bytes, atomic_write_text, error_line, is_remote, local_tmp_dir, place_dir, readable,
+    remove_tree, safe_id,
 )
 
 # ---------------------------------------------------------------- generations
@@ -280,7 +280,7 @@ def verify_generation(lake: DataLake, generation: str) -> list[str]:
         manifest = read_generation_manifest(lake, generation)
         variants = manifest["variants"]
     except Exception as exc:  # noqa: BLE001 - missing, not JSON, wrong format
-        return [f"{lake.generation_manifest_path(generation)}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"]
+        return [f"{lake.generation_manifest_path(generation)}: {error_line(exc)}"]
     problems = []
     for variant, facts in sorted(variants.items()):
         checks = [(lake.generation_fusion_path(generation, variant), facts.get("fusion_sha256"))]
@@ -291,7 +291,7 @@ def verify_generation(lake: DataLake, generation: str) -> list[str]:
             if bundle["sha256"].get("index") != facts.get("index_sha256"):
                 problems.append(f"{root}: its index is not the one {GENERATION_MANIFEST} records")
         except Exception as exc:  # noqa: BLE001
-            problems.append(f"{root}: {type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}")
+            problems.append(f"{root}: {error_line(exc)}")
         for path, expected in checks:
             try:
                 if sha256_hex(path.read_bytes()) != expected:
@@ -308,7 +308,7 @@ def served_generation_problems(lake: DataLake) -> list[str] | None:
     try:
         generation = current_generation_id(lake)
     except Exception as exc:  # noqa: BLE001 - a garbage pointer
-        return [f"{lake.index_pointer_path}: {str(exc).splitlines()[0][:160]}"]
+        return [f"{lake.index_pointer_path}: {error_line(exc)}"]
     return None if generation is None else verify_generation(lake, generation)
 
 

@@ -79,6 +79,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUSES = ("ok", "cached", "skipped_small", "failed")
+#: THE "usable image" rule: statuses whose image is in the cache (what faces, embeddings, the status and
+#: the lake check count as stored).
+USABLE = ("ok", "cached")
 STATUS_DTYPES: dict[str, str] = {
     "objectid": "int64",
     "uuid": "object",

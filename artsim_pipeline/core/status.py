@@ -36,7 +36,8 @@ from typing import Any
 
 import pandas as pd
 
-from .storage import DataLake, read_parquet
+from .image_cache import USABLE
+from .storage import DataLake, error_line, read_parquet
 
 #: Order of the offenders: what lost a painting outright first, then what only degraded it.
 SEVERITY = {"failed": 0, "rejected": 1, "error": 2, "not_embedded": 3, "skipped_small": 4}
@@ -62,7 +63,7 @@ def _read_all(files: list[Path], columns: list[str], errors: list[str]) -> pd.Da
         try:
             frames.append(read_parquet(path, columns=columns))
         except Exception as exc:  # noqa: BLE001 - a damaged file is reported, the rest still counted
-            errors.append(f"{path} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+            errors.append(f"{path} cannot be read: {error_line(exc)}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
@@ -89,7 +90,7 @@ def _catalog_rejects(lake: DataLake, errors: list[str], want_catalog: bool = Fal
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:
-        errors.append(f"{path} cannot be opened: {str(exc).splitlines()[0][:160]}")
+        errors.append(f"{path} cannot be opened: {error_line(exc)}")
         return {}, {}, empty, None
     catalog = None
     try:
@@ -118,7 +119,7 @@ def _index(lake: DataLake, errors: list[str]) -> dict[str, Any] | None:
             return None
         manifest = read_generation_manifest(lake, generation)
     except Exception as exc:  # noqa: BLE001 - garbage pointer, missing or corrupt manifest
-        errors.append(f"the served index cannot be read ({lake.index_pointer_path}): {str(exc).splitlines()[0][:160]}")
+        errors.append(f"the served index cannot be read ({lake.index_pointer_path}): {error_line(exc)}")
         return None
     variants = manifest.get("variants", {})
     return {
@@ -142,7 +143,7 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
     except FileNotFoundError:
         pass
     except Exception as exc:  # noqa: BLE001
-        errors.append(f"{catalog_path} cannot be read: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
+        errors.append(f"{catalog_path} cannot be read: {error_line(exc)}")
     reasons, csv_rows, rejected, db_catalog = _catalog_rejects(lake, errors, want_catalog=catalog is None)
     if catalog is None:  # no (readable) Parquet copy: the catalog's DuckDB table
         catalog = db_catalog if db_catalog is not None else pd.DataFrame(columns=CATALOG_COLUMNS)
@@ -156,7 +157,7 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
     counts = images["status"].value_counts()
     lost = images[images["status"].isin(["failed", "skipped_small"])]
     status["images"] = {
-        "cached": int(counts.get("ok", 0) + counts.get("cached", 0)),
+        "cached": int(sum(counts.get(s, 0) for s in USABLE)),
         "skipped_small": int(counts.get("skipped_small", 0)), "failed": int(counts.get("failed", 0)),
         "not_tried": int((~catalog.index.isin(images["objectid"])).sum()) if len(catalog) else 0,
         "reasons": {str(k): int(v) for k, v in lost.apply(
@@ -196,7 +197,7 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
         {"objectid": int(r.objectid), "stage": "faces", "status": "error", "reason": str(r.error)}
         for r in face_errors.itertuples()
     ]
-    cached = set(images.loc[images["status"].isin(["ok", "cached"]), "objectid"].astype("int64"))
+    cached = set(images.loc[images["status"].isin(USABLE), "objectid"].astype("int64"))
     served_models = set((status["index"] or {}).get("models") or embedded_by_model)  # not a model of long ago
     for model, embedded in sorted(embedded_by_model.items()):
         if model not in served_models:

@@ -192,6 +192,12 @@ def readable(source: Any) -> Any:
     return io.BytesIO(source.read_bytes()) if is_remote(source) else source
 
 
+def error_line(exc: BaseException, limit: int = 160) -> str:
+    """``"<Type>: <first line of the message>"`` (cut at ``limit``): a lake file's error in one line."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:limit]}" if text else type(exc).__name__
+
+
 class DamagedFileError(OSError):
     """A lake file's Parquet page checksum does not match its bytes: it was altered after it was written."""
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .storage import DataLake, read_parquet
+from .image_cache import USABLE
+from .storage import DataLake, error_line, read_parquet
 
 DAMAGED_SUFFIX = ".damaged-"
 
@@ -40,11 +41,6 @@ class Damage:
         return f"{self.asset}{where}: {self.path} {self.reason}"
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:160]}" if text else type(exc).__name__
-
-
 def parquet_problem(path: Path) -> str | None:
     """Why the Parquet file at ``path`` cannot be trusted (missing, footer unreadable), else None."""
     import pyarrow.parquet as pq
@@ -55,7 +51,7 @@ def parquet_problem(path: Path) -> str | None:
         with path.open("rb") as handle:
             pq.read_metadata(handle)
     except Exception as exc:  # noqa: BLE001 - any reason is the file's
-        return f"cannot be read ({_first_line(exc)})"
+        return f"cannot be read ({error_line(exc)})"
     return None
 
 
@@ -72,7 +68,7 @@ def catalog_db_problem(path: Path) -> str | None:
     except duckdb.Error as exc:
         if "lock" in str(exc).lower():
             return None  # in use, not damaged
-        return f"cannot be opened ({_first_line(exc)})"
+        return f"cannot be opened ({error_line(exc)})"
     return None
 
 
@@ -101,13 +97,13 @@ def verify_lake(lake: DataLake, batches: Iterable[str], models: Iterable[str], *
         if problem is None:
             try:
                 status = read_parquet(status_path, columns=["uuid", "status"])
-                stored = status.loc[status["status"].isin(["ok", "cached"]), "uuid"].astype(str)
+                stored = status.loc[status["status"].isin(USABLE), "uuid"].astype(str)
                 lost = [uuid for uuid in stored if f"{uuid}.jpg" not in cached_names]
                 if lost:
                     problem = f"lists {len(lost)} cached image(s) that are gone (e.g. {lost[0]}.jpg)"
                     status_path = lake.images_dir
             except Exception as exc:  # noqa: BLE001
-                problem = f"cannot be read ({_first_line(exc)})"
+                problem = f"cannot be read ({error_line(exc)})"
         if problem:
             damages.append(Damage("image_cache", batch, str(status_path), problem))
         if problem := parquet_problem(lake.faces_path(batch)):
