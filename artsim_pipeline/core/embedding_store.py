@@ -25,11 +25,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .embedding import CROP_COLUMNS, FINAL, CropBox, embed_images, forward_prepared
 from .models import LoadedModel
-from .storage import DataLake, atomic_path, read_table
+from .storage import DataLake, read_table, write_table
 
 TAP_PREFIX = "tap:"
 
@@ -145,8 +144,7 @@ def embed_batch_to_parquet(
         ],
         schema=schema,
     )
-    with atomic_path(target) as tmp:
-        pq.write_table(table, tmp, write_page_checksum=True)  # verified on every read (storage.read_table)
+    write_table(table, target)  # page checksums, verified on every read (storage.read_table)
     face_rows = variants.count("face")
     return EmbedBatchResult(
         path=target, images=len(images), full_rows=len(variants) - face_rows, face_rows=face_rows,

@@ -46,7 +46,7 @@ import pyarrow as pa
 from PIL import Image
 
 from .progress import Progress
-from .storage import atomic_path, lake_path, readable
+from .storage import lake_path, readable, write_table
 
 log = logging.getLogger(__name__)
 
@@ -347,8 +347,4 @@ def faces_table(df: pd.DataFrame) -> pa.Table:
 
 def write_faces(df: pd.DataFrame, path: Path) -> None:
     """Write a faces table to Parquet atomically, with the documented column types."""
-    import pyarrow.parquet as pq
-
-    table = faces_table(df)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, write_page_checksum=True)
+    write_table(faces_table(df), path)

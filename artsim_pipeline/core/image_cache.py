@@ -476,7 +476,7 @@ def check_failure_share(df: pd.DataFrame, max_share: float) -> float:
 
 def write_status(df: pd.DataFrame, path: Path) -> None:
     """Write the status table to Parquet atomically (temp file + rename)."""
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # pandas' writer (not storage.write_table): it keeps df.attrs (wall_seconds)
         df.to_parquet(tmp, index=False, write_page_checksum=True)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .storage import atomic_path, read_table
+from .storage import read_table, write_table
 
 LAYOUT_FORMAT_VERSION = 1
 PCA_DIM = 32
@@ -96,7 +96,6 @@ def bundle_layout(bundle, seed: int = 0) -> pd.DataFrame:
 def save_layout(frame: pd.DataFrame, path: Path, generation: str | None = None) -> None:
     """Write the layout atomically, recording the index generation it was computed from."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(frame[["objectid", "x", "y"]], preserve_index=False)
     meta = dict(table.schema.metadata or {})
@@ -104,8 +103,7 @@ def save_layout(frame: pd.DataFrame, path: Path, generation: str | None = None) 
     if generation:
         meta[GENERATION_KEY] = generation.encode()
     table = table.replace_schema_metadata(meta)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp, write_page_checksum=True)
+    write_table(table, path)
 
 
 def load_layout(path: Path) -> tuple[pd.DataFrame, str | None]:

@@ -216,6 +216,15 @@ def _checked(path: Any, read):
         raise
 
 
+def write_table(table: "pa.Table", target: LakePath | str) -> None:
+    """Write an Arrow table to a lake Parquet file atomically (:func:`atomic_path`), with page checksums,
+    which :func:`read_table` / :func:`read_parquet` verify."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, write_page_checksum=True)
+
+
 def read_parquet(path: LakePath | str, **kwargs: Any) -> "pd.DataFrame":
     """``pandas.read_parquet`` of a lake file (keyword arguments passed on); page checksums, where the
     writer stored them, are verified (:class:`DamagedFileError`)."""
