@@ -67,6 +67,8 @@ class Settings:
     epochs: int = 0  # similarity_head training epochs (maximum; 0 = no learned head)
     refresh_cron: str = "0 4 * * *"
     max_shrink: float = 0.5
+    refit_share: float = 0.25  # refit the fusion + IVF when this share of paintings is new since the last fit
+    refit_drift: float = 1.5  # ... or when new vectors' PCA residual exceeds this multiple of the fit's
     image_hosts: tuple[str, ...] = DEFAULT_IMAGE_HOSTS
     executor: str = "in_process"
 
@@ -95,6 +97,8 @@ class Settings:
         if self.taps not in TAP_SETS:
             raise ConfigError(f"ARTSIM_TAPS must be one of {', '.join(TAP_SETS)}, got {self.taps!r}")
         _check_range("ARTSIM_MAX_SHRINK", self.max_shrink, 0.0, 1.0)
+        _check_range("ARTSIM_REFIT_SHARE", self.refit_share, 0.0, 1.0)
+        _check_range("ARTSIM_REFIT_DRIFT", self.refit_drift, 1.0)
         _check_hosts("ARTSIM_IMAGE_HOSTS", self.image_hosts)
         if not self.models:
             raise ConfigError("ARTSIM_MODELS must name at least one model")
@@ -218,6 +222,8 @@ ENV_VARS: dict[str, tuple[str, Any]] = {
     "ARTSIM_EPOCHS": ("epochs", _int),
     "ARTSIM_REFRESH_CRON": ("refresh_cron", str),
     "ARTSIM_MAX_SHRINK": ("max_shrink", _float),
+    "ARTSIM_REFIT_SHARE": ("refit_share", _float),
+    "ARTSIM_REFIT_DRIFT": ("refit_drift", _float),
     "ARTSIM_IMAGE_HOSTS": ("image_hosts", _hosts),
     "ARTSIM_EXECUTOR": ("executor", str),
 }

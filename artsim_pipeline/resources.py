@@ -20,7 +20,7 @@ _DEFAULTS = Settings()
 
 RUNTIME_FIELDS = (
     "download_workers", "requests_per_second", "http_timeout_s", "http_retries", "max_failure_share",
-    "embed_batch_size", "device", "max_shrink",
+    "embed_batch_size", "device", "max_shrink", "refit_share", "refit_drift",
 )
 
 
@@ -35,6 +35,8 @@ class ArtsimRuntimeResource(ConfigurableResource):
     embed_batch_size: int = _DEFAULTS.embed_batch_size
     device: str = _DEFAULTS.device
     max_shrink: float = _DEFAULTS.max_shrink
+    refit_share: float = _DEFAULTS.refit_share
+    refit_drift: float = _DEFAULTS.refit_drift
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ArtsimRuntimeResource":

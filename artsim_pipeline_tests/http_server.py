@@ -166,6 +166,9 @@ class IiifImages:
         server.fallback = self
 
     def add(self, uuid: str, source: Any, content_type: str | None = None) -> str:
+        with self._lock:  # a replaced image is encoded afresh (not served from the old encoding)
+            if self.sources.get(uuid) is not source:
+                self._encoded = {key: blob for key, blob in self._encoded.items() if key[0] != uuid}
         self.sources[uuid] = source
         if content_type is not None:
             self.content_types[uuid] = content_type

@@ -22,6 +22,7 @@ from PIL import Image
 
 from artsim_pipeline.assets.index import index_assets
 from artsim_pipeline.config import Settings
+from artsim_pipeline.resources import build_resources
 from artsim_pipeline.core.embedding_store import embeddings_schema
 from artsim_pipeline.core.search import SearchEngine
 from artsim_pipeline.core.storage import DataLake
@@ -84,7 +85,7 @@ def pointer(lake: DataLake) -> str | None:
 def run_index(settings: Settings, selection: list[str] | None = None):
     assets = index_assets(settings, [])
     keys = [AssetKey(name) for name in selection] if selection else None
-    return materialize(assets, selection=keys, raise_on_error=False)
+    return materialize(assets, selection=keys, raise_on_error=False, resources=build_resources(settings))
 
 
 def query(lake: DataLake, raw: dict[str, np.ndarray], row: int, tmp_path: Path, k: int = 3):

@@ -14,6 +14,7 @@ than 2 paintings nothing is fitted or published: the last good generation stays 
 import hashlib
 import json
 import time
+from dataclasses import replace
 
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
@@ -21,7 +22,7 @@ from ..automation import COLLECTION, COLLECTION_ENTRY
 from ..config import Settings
 from ..deploy import tags
 from ..core.storage import DataLake, read_parquet
-from ..resources import lake_for
+from ..resources import ArtsimRuntimeResource, lake_for
 from .similarity_head import similarity_head_assets
 from .versions import code_version
 
@@ -60,39 +61,54 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
     """``pca_model`` and ``faiss_index`` over the selected models' embeddings."""
     lake = lake_for(settings)
 
+    pca_config = code_version("pca_model", settings, layout=INDEX_LAYOUT)
+
     @asset(
         deps=["filtered_paintings", *embedding_assets],  # reads the catalog's Parquet and every batch's embeddings
         pool=tags.pool("pca_model"),
-        code_version=code_version("pca_model", settings, layout=INDEX_LAYOUT),
+        code_version=pca_config,
         group_name="index",
         automation_condition=COLLECTION_ENTRY,
         description="Per variant (full, face): the models' final and mid-level (ARTSIM_TAPS) features concatenated, "
-        "standardised with collection statistics, balanced per block and reduced by PCA (≤ ARTSIM_PCA_DIM). Staged for faiss_index; search "
-        "only sees it once faiss_index publishes it together with the index.",
+        "standardised with collection statistics, balanced per block and reduced by PCA (≤ ARTSIM_PCA_DIM). "
+        "Refitted on code or setting changes and when the paintings new since the last fit pass ARTSIM_REFIT_SHARE "
+        "or drift past ARTSIM_REFIT_DRIFT; otherwise the served fit is kept and faiss_index only adds the new "
+        "paintings. Staged for faiss_index; search only sees it once faiss_index publishes it with the index.",
     )
-    def pca_model(context: AssetExecutionContext) -> MaterializeResult:
-        from ..core.fusion import fit_fusion
+    def pca_model(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
+        from ..core.collection import collection_digest
+        from ..core.fusion import fit_fusion, fit_residual_share, fusion_fingerprint
         from ..core.generations import REQUIRED_VARIANT, stage_fusions
 
         started = time.perf_counter()
+        run_settings = artsim.apply(settings)
         collection = current_collection(settings, lake)
         metadata: dict[str, object] = {}
-        fusions, counts = {}, {}
-        for variant, vectors in collection.items():
-            counts[variant] = len(vectors)
-            metadata[f"{variant}_images"] = MetadataValue.int(len(vectors))
-            if len(vectors) < 2:
-                continue
-            fusion = fit_fusion(vectors.blocks, n_components=settings.pca_dim)
-            fusions[variant] = fusion
+        counts = {variant: len(vectors) for variant, vectors in collection.items()}
+        for variant, n in counts.items():
+            metadata[f"{variant}_images"] = MetadataValue.int(n)
+        fit, fusions = _decide(context, run_settings, collection, heads=settings.epochs > 0)
+        if fit is not None and fit.mode == "full":
+            fusions = {}
+            for variant, vectors in collection.items():
+                if len(vectors) >= 2:
+                    fusions[variant] = fit_fusion(vectors.blocks, n_components=settings.pca_dim)
+            if REQUIRED_VARIANT in fusions:
+                fit = replace(fit, fit_residual=round(fit_residual_share(fusions[REQUIRED_VARIANT]), 6))
+        for variant, fusion in fusions.items():
             explained = float(fusion.explained_variance_ratio.sum()) if fusion.explained_variance_ratio is not None else 1.0
             metadata[f"{variant}_input_dim"] = MetadataValue.int(fusion.n_features)
             metadata[f"{variant}_output_dim"] = MetadataValue.int(fusion.output_dim)
             metadata[f"{variant}_explained_variance"] = MetadataValue.float(round(explained, 4))
-        if REQUIRED_VARIANT in fusions:
-            stage = stage_fusions(lake, fusions, counts)
+        if fit is not None and REQUIRED_VARIANT in fusions:
+            metadata.update(_fit_metadata(fit))
+            stage = stage_fusions(lake, fusions, counts, fit=fit.to_json())
             metadata["staged"] = stage
-            version = stage[:16]
+            # the version is what faiss_index will index: the fusions and the vectors they apply to (not
+            # how the fit was decided), so re-running on the same input keeps it and a kept fit with new
+            # vectors changes it
+            content = {v: [fusion_fingerprint(f), collection_digest(collection[v])] for v, f in sorted(fusions.items())}
+            version = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
         else:  # nothing to fit: stage nothing, so the served generation is left as it is
             served, _ = _served_version(lake)
             metadata["served_generation"] = served or "none"
@@ -109,6 +125,35 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
             data_version=DataVersion(version),
         )
 
+    def _decide(context, run_settings: Settings, collection: dict, heads: bool):
+        """(fit record, fusions to stage): the served fusions when the refresh is incremental, else {}."""
+        from ..core.generations import REQUIRED_VARIANT
+        from ..core.incremental import FitRecord, decide_fit
+
+        full = collection.get(REQUIRED_VARIANT)
+        if full is None or len(full) < 2:
+            return None, {}
+        served = _served_generation(context, lake)
+        fusion = served.fusions.get(REQUIRED_VARIANT) if served is not None else None
+        if fusion is not None and fusion.projection is not None:
+            heads = True  # the served fit carries a learned head: a refit replaces it
+        fit, _ = decide_fit(
+            config=pca_config,
+            served_fit=FitRecord.from_json(served.manifest.get("fit")) if served is not None else None,
+            served_generation=served.id if served is not None else None,
+            served_fusion=fusion,
+            served_bundle=served.bundles.get(REQUIRED_VARIANT) if served is not None else None,
+            blocks=full.blocks, objectids=full.objectids,
+            refit_share=run_settings.refit_share, refit_drift=run_settings.refit_drift, head=heads,
+        )
+        if fit.mode == "incremental":
+            wanted = {variant for variant, vectors in collection.items() if len(vectors) >= 2}
+            if not wanted <= set(served.fusions):  # e.g. the first face crops: fit every variant afresh
+                return replace(fit, mode="full", reason="new_variant", fit_id=None, since_fit=0,
+                               fit_n=len(full)), {}
+            return fit, {variant: served.fusions[variant] for variant in wanted}
+        return fit, {}
+
     heads = similarity_head_assets(settings, pca_model)
 
     @asset(
@@ -124,11 +169,20 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
     )
     def faiss_index(context: AssetExecutionContext) -> MaterializeResult:
         from ..core.fusion import transform, with_projection
-        from ..core.generations import REQUIRED_VARIANT, load_staged_fusions, publish_generation
+        from ..core.generations import REQUIRED_VARIANT, current_generation_id, load_staged_fusions, publish_generation
+        from ..core.incremental import FitRecord, update_index
         from ..core.index import build_index
 
         collection = current_collection(settings, lake)
         staged = load_staged_fusions(lake)
+        fit = FitRecord.from_json(staged.manifest.get("fit")) if staged is not None else None
+        served = None
+        if fit is not None and fit.mode == "incremental":
+            if fit.base_generation == current_generation_id(lake):
+                served = _served_generation(context, lake)
+            else:  # another generation was published since pca_model decided: index afresh with the staged fit
+                context.log.warning(f"the served generation is no longer {fit.base_generation}: the index is "
+                                    "rebuilt with the staged fusion instead of updated")
         metadata: dict[str, object] = {}
         parts = {}
         for variant, vectors in collection.items():
@@ -138,7 +192,13 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
             if fusion is None or len(vectors) < 2:
                 metadata[f"{variant}_size"] = MetadataValue.int(0)
                 continue
-            bundle = build_index(transform(fusion, vectors.blocks), vectors.objectids)
+            fused = transform(fusion, vectors.blocks)
+            base = served.bundles.get(variant) if served is not None else None
+            if base is not None and base.index.d == fusion.output_dim:
+                bundle, delta = update_index(base, fused, vectors.objectids)
+                metadata[f"{variant}_update"] = f"+{delta.n_new} new, {delta.n_changed} changed, -{delta.removed} gone"
+            else:
+                bundle = build_index(fused, vectors.objectids)
             parts[variant] = (fusion, bundle)
             for key in ("index_type", "nlist", "nprobe", "recall_at_10"):
                 if key in bundle.info:
@@ -147,7 +207,13 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
             metadata[f"{variant}_size"] = MetadataValue.int(len(vectors))
 
         if REQUIRED_VARIANT in parts:
-            result = publish_generation(lake, parts, extra={"staged_fusion": staged.stage})
+            extra: dict[str, object] = {"staged_fusion": staged.stage}
+            if fit is not None:
+                if fit.mode == "full":
+                    fit = replace(fit, fit_id=staged.stage)
+                extra["fit"] = fit.to_json()
+                metadata.update(_fit_metadata(fit))
+            result = publish_generation(lake, parts, extra=extra)
             metadata["generation"] = result.generation
             metadata["previous_generation"] = result.previous or "none"
             metadata["swapped"] = result.swapped
@@ -158,14 +224,38 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
                 "paintings; materialize pca_model first (search keeps serving the current generation)"
             )
         else:  # fewer than 2 paintings: keep serving the last good generation
-            served, version = _served_version(lake)
-            metadata["generation"] = served or "none"
+            served_id, version = _served_version(lake)
+            metadata["generation"] = served_id or "none"
             metadata["swapped"] = False
             context.log.warning(f"fewer than 2 paintings with vectors: no index built; search keeps serving "
-                                f"generation {served or '(none)'}")
+                                f"generation {served_id or '(none)'}")
         return MaterializeResult(metadata=metadata, data_version=DataVersion(version))
 
     return [pca_model, *heads, faiss_index]
+
+
+def _served_generation(context, lake: DataLake):
+    """The served generation, or None (none yet, or unreadable: then the next fit is a full one)."""
+    from ..core.generations import NoGenerationError, load_generation
+
+    try:
+        return load_generation(lake)
+    except NoGenerationError:
+        return None
+    except (OSError, ValueError, KeyError) as exc:
+        context.log.warning(f"the served index generation cannot be read ({exc}); fitting afresh")
+        return None
+
+
+def _fit_metadata(fit) -> dict[str, object]:
+    """The fit decision as materialization metadata (the UI shows why a refresh refitted or not)."""
+    out: dict[str, object] = {"fit_mode": fit.mode, "fit_reason": fit.reason,
+                              "since_fit": MetadataValue.int(int(fit.since_fit))}
+    if fit.share is not None:
+        out["new_share_since_fit"] = MetadataValue.float(float(fit.share))
+    if fit.drift is not None:
+        out["drift"] = MetadataValue.float(float(fit.drift))
+    return out
 
 
 def staged_head(lake: DataLake, stage: str):

@@ -8,6 +8,7 @@ final feature) and ``<model>@<module>.<stat>`` for the model's tap features (see
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -84,3 +85,17 @@ def load_collection(
             blocks=blocks,
         )
     return result
+
+
+def collection_digest(vectors: CollectionVectors) -> str:
+    """Content hash of one variant's aligned vectors: objectids and every block's values, in order.
+
+    Equal for equal inputs whatever produced them (a data version for what the fusion is applied to).
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(np.ascontiguousarray(vectors.objectids, dtype=np.int64).tobytes())
+    for name in sorted(vectors.blocks):
+        block = np.ascontiguousarray(vectors.blocks[name], dtype=np.float32)
+        digest.update(f"|{name}|{block.shape}|".encode())
+        digest.update(block.tobytes())
+    return digest.hexdigest()

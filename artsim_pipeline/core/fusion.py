@@ -177,6 +177,31 @@ def transform(model: FusionModel, blocks: dict[str, np.ndarray]) -> np.ndarray:
     return _l2_normalise(z).astype(np.float32)
 
 
+def residual_share(model: FusionModel, blocks: dict[str, np.ndarray]) -> float:
+    """Share of the standardised, weighted energy of ``blocks`` that the fitted PCA does not keep.
+
+    ``1 - ||P(z - mu)||^2 / ||z - mu||^2`` summed over rows (``mu`` the fit's PCA mean): for the
+    fit's own vectors this is ``1 - explained_variance_ratio.sum()``; for new vectors it measures
+    how far they drifted from what the fit describes (0.0 without PCA).
+    """
+    if model.pca_components is None:
+        return 0.0
+    x, _ = _concat(blocks, model.model_names, model.dims)
+    if x.shape[0] == 0:
+        return 0.0
+    z = (x - model.mean) / model.scale * model.block_weights - model.pca_mean
+    total = float(np.einsum("ij,ij->", z, z))
+    kept = z @ model.pca_components.T
+    return float(max(0.0, 1.0 - float(np.einsum("ij,ij->", kept, kept)) / max(total, _EPS)))
+
+
+def fit_residual_share(model: FusionModel) -> float:
+    """:func:`residual_share` of the vectors the model was fitted on (from its explained variance)."""
+    if model.explained_variance_ratio is None:
+        return 0.0
+    return float(max(0.0, 1.0 - float(np.sum(model.explained_variance_ratio))))
+
+
 def with_projection(model: FusionModel, projection: np.ndarray | None) -> FusionModel:
     """``model`` followed by a learned projection (``None``: without one). The input must match its output."""
     if projection is None:

@@ -195,16 +195,19 @@ def _json_bytes(value: Any) -> bytes:
 # -- staging (pca_model -> faiss_index) ------------------------------------------------------------
 
 def stage_fusions(lake: DataLake, fusions: Mapping[str, FusionModel],
-                  counts: Mapping[str, int] | None = None) -> str:
+                  counts: Mapping[str, int] | None = None, fit: Mapping[str, Any] | None = None) -> str:
     """Record ``fusions`` (variant -> fitted model) as the input of the next generation; return its id.
 
     Search never reads staged fusions, so staging changes nothing that is served. The id is a content
-    hash of the fusions (deterministic). ``index/STAGED`` is replaced atomically to name the new set.
+    hash of the fusions and of ``fit`` (how they were obtained: a full fit or the served fit reused,
+    :class:`~artsim_pipeline.core.incremental.FitRecord`), so it is deterministic.
+    ``index/STAGED`` is replaced atomically to name the new set.
     """
     if not fusions:
         raise ValueError("stage_fusions needs at least one variant's fusion")
     prints = {variant: fusion_fingerprint(model) for variant, model in sorted(fusions.items())}
-    stage = hashlib.sha256(_json_bytes(prints)).hexdigest()[:32]
+    keyed = prints if fit is None else {"fusions": prints, "fit": dict(fit)}
+    stage = hashlib.sha256(_json_bytes(keyed)).hexdigest()[:32]
     target = lake.staged_dir(stage)
     with _publish_lock(lake):
         previous = _read_pointer(lake.staged_pointer_path, "staged fusion id")
@@ -219,6 +222,7 @@ def stage_fusions(lake: DataLake, fusions: Mapping[str, FusionModel],
                     "created": _utc_now(),
                     "fingerprints": prints,
                     "counts": {v: int(n) for v, n in (counts or {}).items()},
+                    **({"fit": dict(fit)} if fit is not None else {}),
                     "variants": {
                         v: {"models": list(m.model_names), "dims": list(m.dims), "output_dim": m.output_dim}
                         for v, m in sorted(fusions.items())
