@@ -13,6 +13,7 @@ from artsim_pipeline.assets.index import current_collection
 from artsim_pipeline.core.fusion import fusion_fingerprint, transform
 from artsim_pipeline.core.generations import load_generation
 from artsim_pipeline.core.index import search
+from artsim_pipeline.core.status import format_status, lake_status
 from artsim_pipeline.core.storage import DataLake
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.runner import PipelineRunner
@@ -58,6 +59,9 @@ def test_a_small_update_is_added_to_the_served_fit(tmp_path, instance):
         assert fit["share"] == pytest.approx(6 / 44, abs=1e-4) and fit["drift"] < 3.0
         assert fit["base_generation"] == first.id
         assert fusion_fingerprint(second.fusions["full"]) == fusion_fingerprint(first.fusions["full"])
+        status = lake_status(DataLake(tmp_path / "lake"))
+        assert status["index"]["fit"]["mode"] == "incremental"
+        assert "fit kept, 6 paintings added since it (13.6%)" in format_status(status)
         bundle = second.bundles["full"]
         assert sorted(bundle.ids.tolist()) == sorted(p.objectid for p in v2 + new)
         # every painting, the re-embedded one included, is indexed with its current vector

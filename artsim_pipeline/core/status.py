@@ -17,7 +17,8 @@ images        ``cached``, ``skipped_small``, ``failed``, ``not_tried`` (in the c
 faces         ``checked`` (images run through face detection), ``with_face``, ``errors``
 embeddings    model -> ``paintings`` (full-image vectors), ``face_vectors``, ``files``
 index         the served generation: ``generation``, ``created``, ``models``, ``indexed``, ``face_indexed``,
-              ``recall_at_10``; None when nothing is published
+              ``recall_at_10``, ``fit`` (``mode`` full | incremental, ``reason``, ``since_fit``, ``share``,
+              ``drift``; None for a generation without a fit record); None when nothing is published
 rejected      ``catalog_rows`` (``filtered_paintings_rejected``: reason -> count) and ``csv_rows``
               (``raw_rejects``: rows the CSV reader could not parse, file -> count)
 problems      the worst offenders, worst first: ``objectid``, ``title``, ``artist``, ``stage``
@@ -127,6 +128,8 @@ def _index(lake: DataLake, errors: list[str]) -> dict[str, Any] | None:
         "indexed": int(variants.get("full", {}).get("n_vectors", 0)),
         "face_indexed": int(variants.get("face", {}).get("n_vectors", 0)),
         "recall_at_10": variants.get("full", {}).get("recall_at_10"),
+        "fit": {k: (manifest.get("fit") or {}).get(k) for k in ("mode", "reason", "since_fit", "share", "drift")}
+        if manifest.get("fit") else None,
     }
 
 
@@ -242,6 +245,11 @@ def format_status(status: dict[str, Any]) -> str:
         lines.append(f"indexed     {x['indexed']} paintings ({x['face_indexed']} by face), generation "
                      f"{x['generation']} created {x['created']}, models {', '.join(backbones)}"
                      + (f" (+{taps} mid-level taps)" if taps else "") + recall)
+        if x.get("fit"):
+            f = x["fit"]
+            how = ("fitted on this collection" if f["mode"] == "full"
+                   else f"fit kept, {f['since_fit']} paintings added since it ({f['share']:.1%})")
+            lines.append(f"index fit   {how} (reason: {f['reason']})")
     else:
         lines.append("indexed     no index published yet")
     r = status["rejected"]
