@@ -11,9 +11,9 @@ import math
 import numbers
 import os
 import re
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from .core.fusion import TAP_SETS
@@ -38,76 +38,132 @@ class ConfigError(ValueError):
     """A setting has a value artsim cannot use; the message names the variable."""
 
 
+ROLES = ("output", "runtime", "deployment")
+"""What a setting is for: ``output`` changes what the assets it ``shapes`` compute (part of their code
+versions: changing it makes exactly those stale); ``runtime`` only changes how fast or how a run works (the
+``artsim`` resource, changeable per run in the launchpad); ``deployment`` says where things live and how runs
+are launched (read when the code location loads; no output changes)."""
+
+
+def setting(default: Any, var: str, parse: Callable[[str], Any], role: str, *, shapes: tuple[str, ...] = (),
+            bounds: tuple[float, float | None] | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    """Declare one setting: its default, ``ARTSIM_*`` variable, parser, role, the assets whose output it
+    shapes (``output`` only) and its valid range or values. Everything else is derived from these
+    declarations: :data:`ENV_VARS`, the run-time resource's fields (:mod:`.resources`) and the code-version
+    inputs (:mod:`.assets.versions`)."""
+    if role not in ROLES:
+        raise ValueError(f"{var}: role must be one of {ROLES}, got {role!r}")
+    if (role == "output") != bool(shapes):
+        raise ValueError(f"{var}: an output setting names the assets it shapes, and only an output setting does")
+    meta = {"var": var, "parse": parse, "role": role, "shapes": tuple(shapes), "bounds": bounds, "choices": choices}
+    return field(default=default, metadata=meta)
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def _float(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def _models(raw: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
+    if not names:
+        raise ValueError("expected a comma-separated list of model names")
+    return names
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(part.strip().lower() for part in raw.split(",") if part.strip()))
+    if not names:
+        raise ValueError("expected a comma-separated list of host names")
+    return names
+
+
+
+_COLLECTION = ("pca_model", "eval_report", "eval_study")
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Validated artsim settings. Build with :meth:`from_env` or :meth:`with_overrides`."""
+    """Validated artsim settings. Build with :meth:`from_env` or :meth:`with_overrides`.
 
-    nga_source: str = NGA_OPENDATA_BASE
-    data_lake: Path | str = Path("data_lake")  # a directory, or an object-store URL (s3://bucket/prefix)
-    work_dir: Path = Path("artsim_work")  # catalog.duckdb + dagster_home of an object-store lake
-    limit: int = 1000
-    min_side: int = 300
-    batch_size: int = 256
-    image_size: int = 1200
-    download_workers: int = 8
-    requests_per_second: float = 10.0
-    http_timeout_s: float = 30.0
-    http_retries: int = 5
-    max_failure_share: float = 0.2
-    face_threshold: float = 0.90
-    face_margin: float = 0.10
-    face_max_side: int = 1024
-    models: tuple[str, ...] = NOTEBOOK_MODELS
-    weights: str = "pretrained"
-    embed_batch_size: int = 32
-    precision: str = "fp32"
-    device: str = "auto"
-    pca_dim: int = 512
-    taps: str = "mean"  # mid-level features fused beside each backbone's final one: none | mean | mean+std
-    epochs: int = 0  # similarity_head training epochs (maximum; 0 = no learned head)
-    refresh_cron: str = "0 4 * * *"
-    max_shrink: float = 0.5
-    refit_share: float = 0.25  # refit the fusion + IVF when this share of paintings is new since the last fit
-    refit_drift: float = 1.5  # ... or when new vectors' PCA residual exceeds this multiple of the fit's
-    image_hosts: tuple[str, ...] = DEFAULT_IMAGE_HOSTS
-    executor: str = "in_process"
+    Each field is declared once, with :func:`setting` (variable, parser, role, what it shapes, valid values).
+    """
+
+    nga_source: str = setting(NGA_OPENDATA_BASE, "ARTSIM_NGA_SOURCE", str, "output", shapes=("nga_opendata",))
+    # a directory, or an object-store URL (s3://bucket/prefix)
+    data_lake: Path | str = setting(Path("data_lake"), "ARTSIM_DATA_LAKE",
+                                    lambda raw: raw if "://" in raw else Path(raw), "deployment")
+    # catalog.duckdb + dagster_home of an object-store lake
+    work_dir: Path = setting(Path("artsim_work"), "ARTSIM_WORK_DIR", Path, "deployment")
+    limit: int = setting(1000, "ARTSIM_LIMIT", _int, "output", shapes=("filtered_paintings",), bounds=(0, None))
+    min_side: int = setting(300, "ARTSIM_MIN_SIDE", _int, "output", shapes=("filtered_paintings", "image_cache"),
+                            bounds=(1, None))
+    batch_size: int = setting(256, "ARTSIM_BATCH_SIZE", _int, "output", shapes=("filtered_paintings",),
+                              bounds=(1, None))
+    image_size: int = setting(1200, "ARTSIM_IMAGE_SIZE", _int, "output", shapes=("image_cache",), bounds=(16, None))
+    download_workers: int = setting(8, "ARTSIM_DOWNLOAD_WORKERS", _int, "runtime", bounds=(1, None))
+    requests_per_second: float = setting(10.0, "ARTSIM_REQUESTS_PER_SECOND", _float, "runtime", bounds=(0.01, None))
+    http_timeout_s: float = setting(30.0, "ARTSIM_HTTP_TIMEOUT", _float, "runtime", bounds=(0.01, None))
+    http_retries: int = setting(5, "ARTSIM_HTTP_RETRIES", _int, "runtime", bounds=(0, None))
+    max_failure_share: float = setting(0.2, "ARTSIM_MAX_FAILURE_SHARE", _float, "runtime", bounds=(0.0, 1.0))
+    face_threshold: float = setting(0.90, "ARTSIM_FACE_THRESHOLD", _float, "output", shapes=("face_crops",),
+                                    bounds=(0.0, 1.0))
+    face_margin: float = setting(0.10, "ARTSIM_FACE_MARGIN", _float, "output", shapes=("face_crops",),
+                                 bounds=(0.0, 1.0))
+    face_max_side: int = setting(1024, "ARTSIM_FACE_MAX_SIDE", _int, "output", shapes=("face_crops",),
+                                 bounds=(32, None))
+    models: tuple[str, ...] = setting(NOTEBOOK_MODELS, "ARTSIM_MODELS", _models, "output",
+                                      shapes=("pca_model", "eval_report", "eval_study"))
+    weights: str = setting("pretrained", "ARTSIM_WEIGHTS", str, "output",
+                           shapes=("embeddings", "eval_report", "eval_study"))
+    embed_batch_size: int = setting(32, "ARTSIM_EMBED_BATCH_SIZE", _int, "runtime", bounds=(1, None))
+    precision: str = setting("fp32", "ARTSIM_PRECISION", str, "output", shapes=("embeddings",),
+                             choices=("fp32", "bf16"))
+    device: str = setting("auto", "ARTSIM_DEVICE", str, "runtime", choices=("auto", "cpu", "cuda", "mps"))
+    pca_dim: int = setting(512, "ARTSIM_PCA_DIM", _int, "output", shapes=_COLLECTION, bounds=(1, None))
+    # mid-level features fused beside each backbone's final one: none | mean | mean+std
+    taps: str = setting("mean", "ARTSIM_TAPS", str, "output", shapes=_COLLECTION, choices=TAP_SETS)
+    # similarity_head training epochs (maximum; 0 = no learned head)
+    epochs: int = setting(0, "ARTSIM_EPOCHS", _int, "output", shapes=("similarity_head", "eval_study"),
+                          bounds=(0, 10_000))
+    refresh_cron: str = setting("0 4 * * *", "ARTSIM_REFRESH_CRON", str, "deployment")
+    max_shrink: float = setting(0.5, "ARTSIM_MAX_SHRINK", _float, "runtime", bounds=(0.0, 1.0))
+    # refit the fusion + IVF when this share of paintings is new since the last fit ...
+    refit_share: float = setting(0.25, "ARTSIM_REFIT_SHARE", _float, "runtime", bounds=(0.0, 1.0))
+    # ... or when new vectors' PCA residual exceeds this multiple of the fit's
+    refit_drift: float = setting(1.5, "ARTSIM_REFIT_DRIFT", _float, "runtime", bounds=(1.0, None))
+    image_hosts: tuple[str, ...] = setting(DEFAULT_IMAGE_HOSTS, "ARTSIM_IMAGE_HOSTS", _hosts, "output",
+                                           shapes=("image_cache",))
+    executor: str = setting("in_process", "ARTSIM_EXECUTOR", str, "deployment", choices=EXECUTORS)
 
     def __post_init__(self) -> None:
         _check_source(self.nga_source)
         object.__setattr__(self, "data_lake", _check_lake(self.data_lake))
-        _check_range("ARTSIM_LIMIT", self.limit, 0)
-        _check_range("ARTSIM_MIN_SIDE", self.min_side, 1)
-        _check_range("ARTSIM_BATCH_SIZE", self.batch_size, 1)
-        _check_range("ARTSIM_IMAGE_SIZE", self.image_size, 16)
-        _check_range("ARTSIM_DOWNLOAD_WORKERS", self.download_workers, 1)
-        _check_range("ARTSIM_REQUESTS_PER_SECOND", self.requests_per_second, 0.01)
-        _check_range("ARTSIM_HTTP_TIMEOUT", self.http_timeout_s, 0.01)
-        _check_range("ARTSIM_HTTP_RETRIES", self.http_retries, 0)
+        for f in fields(self):
+            var, value = f.metadata["var"], getattr(self, f.name)
+            if f.metadata["bounds"] is not None:
+                _check_range(var, value, *f.metadata["bounds"])
+            if f.metadata["choices"] is not None and value not in f.metadata["choices"]:
+                raise ConfigError(f"{var} must be one of {', '.join(f.metadata['choices'])}, got {value!r}")
         # the object-store client (an s3:// lake) uses the same timeout and retries as HTTP downloads
         from .core.storage import configure_object_store
 
         configure_object_store(self.http_timeout_s, self.http_retries)
-        _check_range("ARTSIM_MAX_FAILURE_SHARE", self.max_failure_share, 0.0, 1.0)
-        _check_range("ARTSIM_FACE_THRESHOLD", self.face_threshold, 0.0, 1.0)
-        _check_range("ARTSIM_FACE_MARGIN", self.face_margin, 0.0, 1.0)
-        _check_range("ARTSIM_FACE_MAX_SIDE", self.face_max_side, 32)
-        _check_range("ARTSIM_EMBED_BATCH_SIZE", self.embed_batch_size, 1)
-        _check_range("ARTSIM_PCA_DIM", self.pca_dim, 1)
-        _check_range("ARTSIM_EPOCHS", self.epochs, 0, 10_000)
-        if self.taps not in TAP_SETS:
-            raise ConfigError(f"ARTSIM_TAPS must be one of {', '.join(TAP_SETS)}, got {self.taps!r}")
-        _check_range("ARTSIM_MAX_SHRINK", self.max_shrink, 0.0, 1.0)
-        _check_range("ARTSIM_REFIT_SHARE", self.refit_share, 0.0, 1.0)
-        _check_range("ARTSIM_REFIT_DRIFT", self.refit_drift, 1.0)
         _check_hosts("ARTSIM_IMAGE_HOSTS", self.image_hosts)
         if not self.models:
             raise ConfigError("ARTSIM_MODELS must name at least one model")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"ARTSIM_PRECISION must be fp32 or bf16, got {self.precision!r}")
-        if self.executor not in EXECUTORS:
-            raise ConfigError(f"ARTSIM_EXECUTOR must be one of {', '.join(EXECUTORS)}, got {self.executor!r}")
-        if self.device not in ("auto", "cpu", "cuda", "mps"):
-            raise ConfigError(f"ARTSIM_DEVICE must be auto, cpu, cuda or mps, got {self.device!r}")
         if len(self.refresh_cron.split()) != 5 or not _valid_cron(self.refresh_cron):
             raise ConfigError(f"ARTSIM_REFRESH_CRON must be a valid 5-field cron string (minute hour day month "
                               f"weekday, e.g. '0 4 * * *'), got {self.refresh_cron!r}")
@@ -165,68 +221,19 @@ def _valid_cron(text: str) -> bool:
     return bool(is_valid_cron_string(text))
 
 
-def _int(raw: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError("expected an integer") from None
+#: ``ARTSIM_*`` variable -> (field, parser), derived from the declarations.
+ENV_VARS: dict[str, tuple[str, Any]] = {f.metadata["var"]: (f.name, f.metadata["parse"]) for f in fields(Settings)}
 
 
-def _float(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("expected a number") from None
-    if not math.isfinite(value):
-        raise ValueError("expected a finite number")
-    return value
+def names_with_role(role: str) -> tuple[str, ...]:
+    """The settings of one role (:data:`ROLES`), in declaration order."""
+    return tuple(f.name for f in fields(Settings) if f.metadata["role"] == role)
 
 
-def _models(raw: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
-    if not names:
-        raise ValueError("expected a comma-separated list of model names")
-    return names
+def settings_shaping(asset: str) -> tuple[str, ...]:
+    """The output settings that shape ``asset`` (its code-version inputs)."""
+    return tuple(f.name for f in fields(Settings) if asset in f.metadata["shapes"])
 
-
-def _hosts(raw: str) -> tuple[str, ...]:
-    names = tuple(dict.fromkeys(part.strip().lower() for part in raw.split(",") if part.strip()))
-    if not names:
-        raise ValueError("expected a comma-separated list of host names")
-    return names
-
-
-ENV_VARS: dict[str, tuple[str, Any]] = {
-    "ARTSIM_NGA_SOURCE": ("nga_source", str),
-    "ARTSIM_DATA_LAKE": ("data_lake", lambda raw: raw if "://" in raw else Path(raw)),
-    "ARTSIM_WORK_DIR": ("work_dir", Path),
-    "ARTSIM_LIMIT": ("limit", _int),
-    "ARTSIM_MIN_SIDE": ("min_side", _int),
-    "ARTSIM_BATCH_SIZE": ("batch_size", _int),
-    "ARTSIM_IMAGE_SIZE": ("image_size", _int),
-    "ARTSIM_DOWNLOAD_WORKERS": ("download_workers", _int),
-    "ARTSIM_REQUESTS_PER_SECOND": ("requests_per_second", _float),
-    "ARTSIM_HTTP_TIMEOUT": ("http_timeout_s", _float),
-    "ARTSIM_HTTP_RETRIES": ("http_retries", _int),
-    "ARTSIM_MAX_FAILURE_SHARE": ("max_failure_share", _float),
-    "ARTSIM_FACE_THRESHOLD": ("face_threshold", _float),
-    "ARTSIM_FACE_MARGIN": ("face_margin", _float),
-    "ARTSIM_FACE_MAX_SIDE": ("face_max_side", _int),
-    "ARTSIM_MODELS": ("models", _models),
-    "ARTSIM_WEIGHTS": ("weights", str),
-    "ARTSIM_EMBED_BATCH_SIZE": ("embed_batch_size", _int),
-    "ARTSIM_PRECISION": ("precision", str),
-    "ARTSIM_DEVICE": ("device", str),
-    "ARTSIM_PCA_DIM": ("pca_dim", _int),
-    "ARTSIM_TAPS": ("taps", str),
-    "ARTSIM_EPOCHS": ("epochs", _int),
-    "ARTSIM_REFRESH_CRON": ("refresh_cron", str),
-    "ARTSIM_MAX_SHRINK": ("max_shrink", _float),
-    "ARTSIM_REFIT_SHARE": ("refit_share", _float),
-    "ARTSIM_REFIT_DRIFT": ("refit_drift", _float),
-    "ARTSIM_IMAGE_HOSTS": ("image_hosts", _hosts),
-    "ARTSIM_EXECUTOR": ("executor", str),
-}
 
 
 def _check_range(var: str, value: float, low: float, high: float | None = None) -> None:

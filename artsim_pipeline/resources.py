@@ -8,36 +8,23 @@ launchpad may change lives here: knobs that only change how fast or where work r
 
 from __future__ import annotations
 
+import typing
+
 from dagster import ConfigurableResource
 from dagster_duckdb import DuckDBResource
 
-from .config import Settings
+from .config import Settings, names_with_role
 from .core.http import HttpClient
 from .core.nga_source import NgaSource
 from .core.storage import DataLake, lake_at
 
 _DEFAULTS = Settings()
 
-RUNTIME_FIELDS = (
-    "download_workers", "requests_per_second", "http_timeout_s", "http_retries", "max_failure_share",
-    "embed_batch_size", "device", "max_shrink", "refit_share", "refit_drift",
-)
+#: The run-time settings (role ``runtime`` in :mod:`.config`): the ``artsim`` resource's fields.
+RUNTIME_FIELDS = names_with_role("runtime")
 
 
-class ArtsimRuntimeResource(ConfigurableResource):
-    """Run-time knobs (README "Configuration"): none of them changes an asset's output."""
-
-    download_workers: int = _DEFAULTS.download_workers
-    requests_per_second: float = _DEFAULTS.requests_per_second
-    http_timeout_s: float = _DEFAULTS.http_timeout_s
-    http_retries: int = _DEFAULTS.http_retries
-    max_failure_share: float = _DEFAULTS.max_failure_share
-    embed_batch_size: int = _DEFAULTS.embed_batch_size
-    device: str = _DEFAULTS.device
-    max_shrink: float = _DEFAULTS.max_shrink
-    refit_share: float = _DEFAULTS.refit_share
-    refit_drift: float = _DEFAULTS.refit_drift
-
+class _RuntimeMethods:
     @classmethod
     def from_settings(cls, settings: Settings) -> "ArtsimRuntimeResource":
         values = settings.as_dict()
@@ -48,20 +35,37 @@ class ArtsimRuntimeResource(ConfigurableResource):
         return settings.with_overrides(**{name: getattr(self, name) for name in RUNTIME_FIELDS})
 
 
+def _runtime_resource() -> type:
+    """``ArtsimRuntimeResource``: one field per run-time setting, typed and defaulted from its declaration."""
+    hints = typing.get_type_hints(Settings)
+    namespace: dict[str, object] = {
+        "__annotations__": {name: hints[name] for name in RUNTIME_FIELDS},
+        "__module__": __name__,
+        "__doc__": "Run-time knobs (README \"Configuration\", role ``runtime``): none of them changes an asset's output.",
+        **{name: getattr(_DEFAULTS, name) for name in RUNTIME_FIELDS},
+    }
+    return type("ArtsimRuntimeResource", (_RuntimeMethods, ConfigurableResource), namespace)
+
+
+ArtsimRuntimeResource = _runtime_resource()
+
+
 class NgaSourceResource(ConfigurableResource):
-    """NGA opendata: a base URL (``<base>/data/<file>.csv``) or a local mirror directory."""
+    """NGA opendata: a base URL (``<base>/data/<file>.csv``) or a local mirror directory.
+
+    Its HTTP timeout and retries are the run's (the ``artsim`` resource), so a launchpad change reaches it.
+    """
 
     location: str = _DEFAULTS.nga_source
-    timeout_s: float = _DEFAULTS.http_timeout_s
-    retries: int = _DEFAULTS.http_retries
     backoff_base_s: float = 0.5
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "NgaSourceResource":
-        return cls(location=settings.nga_source, timeout_s=settings.http_timeout_s, retries=settings.http_retries)
+        return cls(location=settings.nga_source)
 
-    def source(self) -> NgaSource:
-        client = HttpClient(timeout_s=self.timeout_s, retries=self.retries, backoff_base_s=self.backoff_base_s)
+    def source(self, runtime: "ArtsimRuntimeResource") -> NgaSource:
+        client = HttpClient(timeout_s=runtime.http_timeout_s, retries=runtime.http_retries,
+                            backoff_base_s=self.backoff_base_s)
         return NgaSource(self.location, client)
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from artsim_pipeline.config import Settings
 from artsim_pipeline.core.storage import InvalidIdError, safe_id
 from artsim_pipeline.definitions import build_assets
-from artsim_pipeline.resources import build_resources
+from artsim_pipeline.resources import NgaSourceResource, build_resources
 from artsim_pipeline_tests.http_server import LocalServer
 from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs, write_mirror
 
@@ -28,7 +28,7 @@ CATALOG = ["raw_objects", "filtered_paintings"]
 
 def materialize_catalog(settings: Settings, instance, raise_on_error: bool = True):
     resources = build_resources(settings)
-    resources["nga_source"] = resources["nga_source"].model_copy(update={"backoff_base_s": 0.01})
+    resources["nga_source"] = NgaSourceResource(location=settings.nga_source, backoff_base_s=0.01)  # a new one: Dagster rebuilds a model_copy from its old config
     return materialize(build_assets(settings), selection=CATALOG, resources=resources, instance=instance,
                        raise_on_error=raise_on_error)
 

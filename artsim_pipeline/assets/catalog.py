@@ -90,8 +90,8 @@ def catalog_assets(settings: Settings) -> list:
             "publishes new files.",
         )],
     )
-    def nga_opendata(nga_source: NgaSourceResource):
-        source = nga_source.source()
+    def nga_opendata(nga_source: NgaSourceResource, artsim: ArtsimRuntimeResource):
+        source = nga_source.source(artsim)
         yield ObserveResult(asset_key="nga_opendata",
                             data_version=DataVersion(source.probe_version(source.last_validators(lake))))
 
@@ -104,11 +104,12 @@ def catalog_assets(settings: Settings) -> list:
         description="The five NGA CSVs loaded into DuckDB (raw_objects, raw_published_images, ...).",
     )
     def raw_objects(
-        context: AssetExecutionContext, nga_source: NgaSourceResource, duckdb: DuckDBResource
+        context: AssetExecutionContext, nga_source: NgaSourceResource, duckdb: DuckDBResource,
+        artsim: ArtsimRuntimeResource,
     ) -> MaterializeResult:
         started = time.perf_counter()
         lake.work_dir.mkdir(parents=True, exist_ok=True)  # the lake root, or a remote lake's catalog.duckdb folder
-        source = nga_source.source()
+        source = nga_source.source(artsim)
         snapshot = source.fetch(lake)
         context.log.info(f"NGA snapshot {snapshot.version} from {source.location}")
         with catalog_connection(duckdb) as con:

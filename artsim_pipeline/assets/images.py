@@ -81,7 +81,7 @@ def image_assets(settings: Settings) -> list:
         status_path = lake.image_status_path(batch)
         previous = read_parquet(status_path) if status_path.is_file() else None
         changed = invalidate_changed_images(lake, previous, versions)
-        options = ImageCacheOptions.from_settings(run_settings, mirror_images_dir=nga_source.source().mirror_images_dir)
+        options = ImageCacheOptions.from_settings(run_settings, mirror_images_dir=nga_source.source(artsim).mirror_images_dir)
         status = cache_images(jobs, lake, options)
         status["source_version"] = status["uuid"].astype(str).map(versions)
         write_status(status, status_path)

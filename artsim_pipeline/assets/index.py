@@ -77,7 +77,8 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
     )
     def pca_model(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
         from ..core.collection import collection_digest
-        from ..core.fusion import fit_fusion, fit_residual_share, fusion_fingerprint
+        from ..core.fusion import fit_fusion, fusion_fingerprint
+        from ..core.incremental import holdout_residual
         from ..core.generations import REQUIRED_VARIANT, stage_fusions
 
         started = time.perf_counter()
@@ -93,8 +94,10 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
             for variant, vectors in collection.items():
                 if len(vectors) >= 2:
                     fusions[variant] = fit_fusion(vectors.blocks, n_components=settings.pca_dim)
-            if REQUIRED_VARIANT in fusions:
-                fit = replace(fit, fit_residual=round(fit_residual_share(fusions[REQUIRED_VARIANT]), 6))
+            if REQUIRED_VARIANT in fusions:  # the drift baseline of later refreshes
+                baseline = holdout_residual(collection[REQUIRED_VARIANT].blocks, settings.pca_dim)
+                fit = replace(fit, fit_residual=round(baseline, 6))
+                metadata["heldout_residual"] = MetadataValue.float(round(baseline, 4))
         for variant, fusion in fusions.items():
             explained = float(fusion.explained_variance_ratio.sum()) if fusion.explained_variance_ratio is not None else 1.0
             metadata[f"{variant}_input_dim"] = MetadataValue.int(fusion.n_features)

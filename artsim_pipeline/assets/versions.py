@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ..config import Settings
+from ..config import Settings, settings_shaping
 
 CODE_VERSIONS: dict[str, str] = {
     "nga_opendata": "1",  # the observable source: a new ARTSIM_NGA_SOURCE makes the automation observe it
@@ -32,21 +32,9 @@ CODE_VERSIONS: dict[str, str] = {
     "collection_map": "1",
 }
 
-OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {
-    "nga_opendata": ("nga_source",),
-    "raw_objects": (),  # the source shows up through nga_opendata's data version
-    "filtered_paintings": ("min_side", "limit", "batch_size"),
-    "batch_views": (),
-    "image_cache": ("image_size", "min_side", "image_hosts"),
-    "face_crops": ("face_threshold", "face_margin", "face_max_side"),
-    "embeddings": ("weights", "precision"),  # plus the model name and the weights file (see embeddings.py)
-    "pca_model": ("models", "pca_dim", "taps"),
-    "similarity_head": ("epochs",),
-    "faiss_index": (),
-    "eval_report": ("models", "weights", "pca_dim", "taps"),
-    "eval_study": ("models", "weights", "pca_dim", "taps", "epochs"),
-    "collection_map": (),
-}
+#: Per asset, the output settings that shape it: derived from each setting's declaration (``shapes`` in
+#: :mod:`artsim_pipeline.config`). ``embeddings`` adds the model name and weights file (see embeddings.py).
+OUTPUT_SETTINGS: dict[str, tuple[str, ...]] = {asset: settings_shaping(asset) for asset in CODE_VERSIONS}
 
 
 def settings_fingerprint(names: tuple[str, ...], settings: Settings, **extra: object) -> str:

@@ -6,7 +6,7 @@ from dagster import AssetKey, materialize
 from artsim_pipeline.config import Settings
 from artsim_pipeline.definitions import build_assets
 from artsim_pipeline.partitions import IMAGE_BATCHES
-from artsim_pipeline.resources import build_resources
+from artsim_pipeline.resources import NgaSourceResource, build_resources
 from artsim_pipeline_tests.http_server import LocalServer
 from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs
 
@@ -34,7 +34,7 @@ def test_catalog_assets_over_http_with_one_500(tmp_path, instance):
         server.faults["/data/objects.csv"] = [500]
         settings = Settings(nga_source=server.url, data_lake=tmp_path / "lake", limit=0, batch_size=4)
         resources = build_resources(settings)
-        resources["nga_source"] = resources["nga_source"].model_copy(update={"backoff_base_s": 0.01})
+        resources["nga_source"] = NgaSourceResource(location=settings.nga_source, backoff_base_s=0.01)  # a new one: Dagster rebuilds a model_copy from its old config
         selection = ["raw_objects", "filtered_paintings"]
         result = materialize(build_assets(settings), selection=selection, resources=resources, instance=instance)
         assert result.success

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from artsim_pipeline.core.fusion import fit_fusion, fit_residual_share, residual_share, transform
-from artsim_pipeline.core.incremental import FitRecord, decide_fit, index_delta, update_index
+from artsim_pipeline.core.incremental import FitRecord, decide_fit, holdout_residual, index_delta, update_index
 from artsim_pipeline.core.index import build_index, exact_topk, neighbour_recall, search
 
 
@@ -70,10 +70,19 @@ def test_update_index_adds_removes_and_replaces_changed_vectors(fitted):
     assert not np.isin(np.arange(1, 21), found).any()
 
 
+def test_the_drift_baseline_is_the_residual_of_unseen_paintings(fitted):
+    blocks, _, fusion, _ = fitted
+    baseline = holdout_residual(blocks, n_components=32)
+    assert baseline > fit_residual_share(fusion)  # unseen paintings keep less than the fitted ones
+    similar = residual_share(fusion, _blocks(300, seed=8)) / baseline
+    drifted = residual_share(fusion, _blocks(300, seed=9, shift=3.0)) / baseline
+    assert 0.8 < similar < 1.2 and drifted > 1.5
+
+
 def _decide(fitted, blocks, ids, **kwargs):
-    _, _, fusion, bundle = fitted
+    original, _, fusion, bundle = fitted
     record = FitRecord(mode="full", reason="no_generation", config="3-abc", fit_id="stage1", fit_n=3000,
-                       fit_residual=fit_residual_share(fusion))
+                       fit_residual=holdout_residual(original, n_components=32))
     options = dict(config="3-abc", served_fit=record, served_generation="g1", served_fusion=fusion,
                    served_bundle=bundle, blocks=blocks, objectids=ids) | kwargs
     return decide_fit(**options)
@@ -104,7 +113,7 @@ def test_refit_rules(fitted):
     assert _decide(fitted, blocks, ids, head=True)[0].reason == "head"
     # cumulative: earlier incremental refreshes count towards the share
     earlier = FitRecord(mode="incremental", reason="small_change", config="3-abc", fit_id="stage1", fit_n=3000,
-                        fit_residual=fit_residual_share(fusion), since_fit=700)
+                        fit_residual=holdout_residual(blocks, n_components=32), since_fit=700)
     batch = _concat(blocks, _blocks(190, seed=4))
     batch_ids = np.concatenate([ids, np.arange(9001, 9191)])
     assert _decide(fitted, batch, batch_ids, served_fit=earlier)[0].reason == "share"
