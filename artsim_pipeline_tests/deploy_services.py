@@ -19,9 +19,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
 from artsim_pipeline_tests.support import REPO, free_port
 
 DEPLOY = REPO / "artsim_pipeline" / "deploy"
+SQLITE_POOLS = """
+telemetry:
+  enabled: false
+concurrency:
+  pools:
+    granularity: op
+    default_limit: 1
+"""
+MODELS = ("mobilenet_v2", "efficientnet_lite0")  # two models: their embedding steps can run in parallel
 
 
 def postgres_bin() -> Path | None:
@@ -170,4 +180,22 @@ def deploy_home(home: Path, extra_yaml: str = "") -> Path:
     """A DAGSTER_HOME holding the deploy ``dagster.yaml`` (plus ``extra_yaml``)."""
     home.mkdir(parents=True, exist_ok=True)
     (home / "dagster.yaml").write_text((DEPLOY / "dagster.yaml").read_text() + extra_yaml)
+    return home
+
+
+def lake_env(tmp_path: Path, paintings: int, batch_size: int, models: tuple[str, ...] = MODELS) -> dict[str, str]:
+    """ARTSIM_* settings of a lake under ``tmp_path/lake`` over a mirror of ``paintings`` small paintings
+    (two artists), random weights on the CPU."""
+    mirror = write_mirror(tmp_path / "mirror", [Painting(i, width=96, height=80, artist=f"Painter {i % 2}")
+                                                for i in range(1, paintings + 1)])
+    return {"ARTSIM_NGA_SOURCE": str(mirror), "ARTSIM_DATA_LAKE": str(tmp_path / "lake"), "ARTSIM_LIMIT": "0",
+            "ARTSIM_MIN_SIDE": "64", "ARTSIM_BATCH_SIZE": str(batch_size), "ARTSIM_MODELS": ",".join(models),
+            "ARTSIM_WEIGHTS": "random", "ARTSIM_DEVICE": "cpu", "ARTSIM_PCA_DIM": "4"}
+
+
+def sqlite_home(tmp_path: Path) -> Path:
+    """A DAGSTER_HOME on SQLite whose op-level pools admit one step each by default."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(SQLITE_POOLS)
     return home

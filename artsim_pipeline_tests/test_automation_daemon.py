@@ -13,12 +13,13 @@ import time
 
 import duckdb
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 from artsim_pipeline.automation import AUTOMATION_RUN_TAGS
 from artsim_pipeline_tests.dagster_processes import (INSTANCE_YAML, SENSOR_SELECTOR, SENSOR_STATE, START_SENSOR,
                                                       Dagster, wait_for)
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
+from artsim_pipeline_tests.support import materializations
 
 pytestmark = pytest.mark.slow
 
@@ -29,10 +30,6 @@ SENSORS = """query ($r: RepositorySelector!) { sensorsOrError(repositorySelector
   ... on Sensors { results { name } } } }"""
 UNFINISHED = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
               DagsterRunStatus.STARTED]
-
-
-def materializations(instance, name: str) -> list:
-    return list(instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(name)), limit=1000).records)
 
 
 def test_turning_on_the_automation_brings_a_fresh_lake_all_the_way_up(tmp_path):

@@ -1,6 +1,10 @@
 """``artsim`` as a user runs it: a subprocess with ARTSIM_* variables."""
 
+import pytest
+
 from artsim_pipeline_tests.support import artsim
+
+pytestmark = pytest.mark.slow  # each test starts `artsim run`
 
 
 def test_bad_setting_exits_non_zero_naming_the_variable(tmp_path):

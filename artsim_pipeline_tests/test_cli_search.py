@@ -5,16 +5,14 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from artsim_pipeline.cli import build_parser
-from artsim_pipeline_tests.core.test_search import shared_search_lake
-
-ARTSIM = str(Path(sys.executable).with_name("artsim"))
+from artsim_pipeline_tests.search_lake import shared_search_lake
+from artsim_pipeline_tests.support import ARTSIM
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +30,7 @@ def artsim(args, cwd: Path, settings, models: str | None = None):
     return subprocess.run([ARTSIM, *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_search_prints_an_aligned_table(lake_settings, tmp_path):
     result = artsim(["search", "101", "-k", "4", "--artist", "rembrandt"], tmp_path, lake_settings)
     assert result.returncode == 0, result.stderr
@@ -45,6 +44,7 @@ def test_search_prints_an_aligned_table(lake_settings, tmp_path):
     assert all(row[title_at - 2:title_at] == "  " for row in rows)  # columns line up
 
 
+@pytest.mark.slow
 def test_search_json_and_grid(lake_settings, tmp_path):
     query = lake_settings.data_lake / "images" / "u00000105-test.jpg"
     grid = tmp_path / "similar_images.png"
@@ -60,6 +60,7 @@ def test_search_json_and_grid(lake_settings, tmp_path):
         assert image.format == "PNG" and image.size[0] > 400
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["not_an_image", "missing_file", "unknown_objectid"])
 def test_bad_queries_exit_non_zero_with_a_clear_message(lake_settings, tmp_path, kind):
     if kind == "not_an_image":
@@ -78,6 +79,7 @@ def test_bad_queries_exit_non_zero_with_a_clear_message(lake_settings, tmp_path,
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
+@pytest.mark.slow
 def test_search_without_artsim_models_uses_the_index_models(lake_settings, tmp_path):
     # regression: the default models (ARTSIM_MODELS unset) differ from the index's efficientnet_lite0
     result = artsim(["search", "101", "-k", "2", "--json"], tmp_path, lake_settings, models="")
@@ -88,6 +90,7 @@ def test_search_without_artsim_models_uses_the_index_models(lake_settings, tmp_p
     assert quiet.returncode == 0 and "using the index's models" not in quiet.stderr
 
 
+@pytest.mark.slow
 def test_search_with_a_conflicting_artsim_models_is_a_clear_error(lake_settings, tmp_path):
     result = artsim(["search", "101"], tmp_path, lake_settings, models="mobilenet_v2")
     assert result.returncode == 2 and result.stdout == ""

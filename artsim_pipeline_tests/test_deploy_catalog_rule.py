@@ -17,43 +17,13 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pytest
-from dagster import AssetKey, AssetRecordsFilter, DagsterInstance
+from dagster import DagsterInstance
 
 from artsim_pipeline.config import Settings
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.deploy.tags import CATALOG_POOL, POOL_LIMITS
-from artsim_pipeline_tests.deploy_services import materialize, wait_all
-from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
-
-SQLITE_POOLS = """
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    granularity: op
-    default_limit: 1
-"""
-MODELS = ("mobilenet_v2", "efficientnet_lite0")
-
-
-def lake_env(tmp_path: Path, paintings: int, batch_size: int) -> dict[str, str]:
-    mirror = write_mirror(tmp_path / "mirror", [Painting(i, width=96, height=80, artist=f"Painter {i % 2}")
-                                                for i in range(1, paintings + 1)])
-    return {"ARTSIM_NGA_SOURCE": str(mirror), "ARTSIM_DATA_LAKE": str(tmp_path / "lake"), "ARTSIM_LIMIT": "0",
-            "ARTSIM_MIN_SIDE": "64", "ARTSIM_BATCH_SIZE": str(batch_size), "ARTSIM_MODELS": ",".join(MODELS),
-            "ARTSIM_WEIGHTS": "random", "ARTSIM_DEVICE": "cpu", "ARTSIM_PCA_DIM": "4"}
-
-
-def sqlite_home(tmp_path: Path) -> Path:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(SQLITE_POOLS)
-    return home
-
-
-def materializations(instance, name: str) -> list:
-    records = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey(name)), limit=1000).records
-    return records
+from artsim_pipeline_tests.deploy_services import MODELS, lake_env, materialize, sqlite_home, wait_all
+from artsim_pipeline_tests.support import materializations
 
 
 def test_catalog_pool_admits_one_catalog_step_at_a_time(tmp_path):

@@ -24,9 +24,12 @@ from artsim_pipeline.config import Settings
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.deploy.tags import POOL_LIMITS
 from artsim_pipeline_tests.deploy_services import (
-    DEPLOY, REPO, PostgresServer, RedisServer, deploy_home, materialize, postgres_bin, redis_bin, wait_all,
+    DEPLOY, REPO, PostgresServer, RedisServer, deploy_home, lake_env, materialize, postgres_bin, redis_bin,
+    sqlite_home, wait_all,
 )
-from artsim_pipeline_tests.test_deploy_catalog_rule import lake_env, materializations, sqlite_home
+from artsim_pipeline_tests.support import materializations
+
+pytestmark = pytest.mark.slow
 
 BATCH = ["image_cache", "face_crops", "embeddings_mobilenet_v2"]
 SUBMITTED = re.compile(r'Submitting celery task for step "(?P<step>[^"]+)" to queue "(?P<queue>[^"]+)"')
@@ -113,7 +116,7 @@ def test_two_batches_on_two_celery_workers(tmp_path, shared_instance):
     if redis_bin() is None:
         pytest.skip("redis-server is not installed (Debian: apt-get install redis-server); no Celery broker")
     home, instance_env = shared_instance
-    env_vars = lake_env(tmp_path, paintings=6, batch_size=3) | {"ARTSIM_MODELS": "mobilenet_v2"}
+    env_vars = lake_env(tmp_path, paintings=6, batch_size=3, models=("mobilenet_v2",))
     with DagsterInstance.from_config(str(home)) as instance:
         for pool, limit in POOL_LIMITS.items():
             instance.event_log_storage.set_concurrency_slots(pool, limit)

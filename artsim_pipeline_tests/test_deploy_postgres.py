@@ -18,6 +18,8 @@ from artsim_pipeline_tests.http_server import IiifImages, LocalServer
 from artsim_pipeline_tests.nga_fixtures import Painting
 from artsim_pipeline_tests.nga_fixtures import painting_image, publish
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def postgres():

@@ -62,6 +62,7 @@ def test_celery_profile_reads_broker_and_backend_from_the_environment(monkeypatc
     assert (config["broker"], config["backend"]) == (execution["broker"], execution["backend"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("executor", ["celery", "k8s"])
 def test_profile_loads_as_a_code_location(tmp_path, executor):
     home = tmp_path / "home"

@@ -7,20 +7,19 @@ One full ``artsim run`` with the three offline backbones, then a no-change run a
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import duckdb
 import pandas as pd
 import pytest
 
 from artsim_pipeline_tests.nga_fixtures import NGA_MIRROR
+from artsim_pipeline_tests.support import ARTSIM
 
-ARTSIM = str(Path(sys.executable).with_name("artsim"))
 MODELS = "efficientnet_lite0,efficientnet_lite2,mobilenet_v2"
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.slow,
     pytest.mark.skipif(not (NGA_MIRROR / "data" / "objects.csv").is_file(), reason="shared NGA mirror not present"),
 ]
 

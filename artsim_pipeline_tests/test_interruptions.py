@@ -25,7 +25,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -43,10 +42,10 @@ from artsim_pipeline.core.generations import current_generation_id, load_generat
 from artsim_pipeline.core.storage import DataLake
 from artsim_pipeline_tests.http_server import IiifImages, LocalServer
 from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs, write_mirror
+from artsim_pipeline_tests.support import ARTSIM
 
 pytestmark = pytest.mark.slow
 
-ARTSIM = str(Path(sys.executable).with_name("artsim"))
 SETTINGS = {
     "ARTSIM_MODELS": "mobilenet_v2", "ARTSIM_WEIGHTS": "random", "ARTSIM_DEVICE": "cpu", "ARTSIM_PCA_DIM": "4",
     "ARTSIM_MIN_SIDE": "64", "ARTSIM_LIMIT": "0", "ARTSIM_BATCH_SIZE": "3", "ARTSIM_IMAGE_SIZE": "1200",

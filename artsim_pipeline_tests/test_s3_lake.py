@@ -29,15 +29,9 @@ pytest.importorskip("s3fs", reason="the s3 extra (moto[server], s3fs) is not ins
 from artsim_pipeline.config import ConfigError, Settings  # noqa: E402
 from artsim_pipeline.core import storage  # noqa: E402
 from artsim_pipeline.core.storage import DataLake, lake_at  # noqa: E402
+from artsim_pipeline_tests.support import ARTSIM, free_port  # noqa: E402
 
 BUCKET = "artsim-test"
-ARTSIM = str(Path(sys.executable).with_name("artsim"))
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _clear_s3fs_cache() -> None:
@@ -49,7 +43,7 @@ def _clear_s3fs_cache() -> None:
 @pytest.fixture(scope="module")
 def s3_env(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with one bucket; yields the AWS_* variables pointing at it."""
-    port = _free_port()
+    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
     with open(log, "wb") as out:
         server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -108,6 +102,7 @@ def test_local_lake_is_unchanged(tmp_path):
     assert lake.index_lock_path == tmp_path / "lake" / "index" / ".lock"
 
 
+@pytest.mark.slow  # the moto S3 server is a process
 def test_remote_lake_layout_and_work_dir(s3_env, tmp_path):
     lake = lake_at(f"s3://{BUCKET}/layout", tmp_path / "work")
     assert lake.is_remote
@@ -118,6 +113,7 @@ def test_remote_lake_layout_and_work_dir(s3_env, tmp_path):
     assert lake.index_lock_path == tmp_path / "work" / "index.lock"
 
 
+@pytest.mark.slow  # the moto S3 server is a process
 def test_atomic_write_reads_back_and_a_failed_write_leaves_nothing(s3_env):
     target = remote("prims/a/blob.bin")
     storage.atomic_write_bytes(target, b"first")
@@ -138,6 +134,7 @@ def test_atomic_write_reads_back_and_a_failed_write_leaves_nothing(s3_env):
     assert keys("prims/a") == {"blob.bin"}
 
 
+@pytest.mark.slow  # the moto S3 server is a process
 def test_parquet_reads_schema_and_readable(s3_env):
     frame = pd.DataFrame({"objectid": [3, 1, 2], "batch_key": ["b0", "b1", "b0"]})
     target = remote("prims/tables/t.parquet")
@@ -154,6 +151,7 @@ def test_parquet_reads_schema_and_readable(s3_env):
     assert storage.readable(local) is local  # local paths pass through untouched
 
 
+@pytest.mark.slow  # the moto S3 server is a process
 def test_place_dir_remove_tree_and_duckdb(s3_env, tmp_path):
     import duckdb
 
@@ -174,6 +172,7 @@ def test_place_dir_remove_tree_and_duckdb(s3_env, tmp_path):
     assert not target.exists() and keys("prims/placed") == set()
 
 
+@pytest.mark.slow  # the moto S3 server is a process
 def test_generation_publish_and_load_on_s3(s3_env, tmp_path):
     from artsim_pipeline.core.fusion import fit_fusion, transform
     from artsim_pipeline.core.generations import current_generation_id, load_generation, publish_generation
@@ -214,6 +213,7 @@ def _search(objectid: int, env: dict[str, str], cwd: Path, work: Path, settings:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # the moto S3 server is a process
 def test_pipeline_and_search_with_the_lake_in_s3(s3_env, tmp_path, instance):
     from artsim_pipeline.definitions import build_definitions
     from artsim_pipeline.runner import PipelineRunner

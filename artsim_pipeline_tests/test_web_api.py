@@ -225,6 +225,7 @@ def test_serve_binds_localhost_by_default():
     assert (args.host, args.port) == ("127.0.0.1", 8000)
 
 
+@pytest.mark.slow
 def test_artsim_serve_command(web_lake, tmp_path):
     """``artsim serve`` as a user runs it: binds 127.0.0.1, answers /healthz and a search, stops on SIGINT."""
     import os

@@ -6,9 +6,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from artsim_pipeline_tests.support import REPO, free_port
+
+pytestmark = pytest.mark.slow
 
 QUERY = "{ assetNodes { assetKey { path } dependencyKeys { path } isPartitioned } }"
 

@@ -25,7 +25,7 @@ from artsim_pipeline.core.embedding_store import embed_batch_to_parquet, read_em
 from artsim_pipeline.core.models import DEFAULT_OFFLINE_MODELS, LoadedModel, load_model
 from artsim_pipeline.core.storage import DataLake
 
-from .test_progress import assert_monotonic_to_total
+from .support import assert_monotonic_to_total
 
 # skimage.data images bundled with the package (no download); ``cat`` is ``chelsea`` again, so left out.
 GALLERY = [

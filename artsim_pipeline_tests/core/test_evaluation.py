@@ -12,7 +12,7 @@ from artsim_pipeline.core.evaluation import ItemMeta, evaluate_method, random_ro
 from artsim_pipeline.core.metrics import evaluate_retrieval
 from artsim_pipeline.core.scoring import ScoringWeights, rerank
 
-from .test_scoring import random_records
+from .support import random_records
 
 def six_paintings() -> tuple[np.ndarray, ItemMeta]:
     """Artist A: rows 0-2, artist B: rows 3-5; unit vectors at these angles (degrees), no ties."""

@@ -23,7 +23,7 @@ from artsim_pipeline.core.faces import (
     write_faces,
 )
 
-from .test_progress import assert_monotonic_to_total
+from .support import assert_monotonic_to_total
 
 
 @pytest.fixture(scope="module")

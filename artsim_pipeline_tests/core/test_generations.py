@@ -19,7 +19,8 @@ from artsim_pipeline.core.generations import (
 )
 from artsim_pipeline.core.index import build_index, search
 from artsim_pipeline.core.storage import DataLake
-from artsim_pipeline_tests.core.test_index import _clustered, _objectids
+from artsim_pipeline_tests.core.support import clustered as _clustered
+from artsim_pipeline_tests.core.support import objectids as _objectids
 
 
 

@@ -280,6 +280,7 @@ cache_images(jobs, DataLake(Path(spec["lake"])), ImageCacheOptions(image_size=sp
 """
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_only_whole_images_and_next_run_fetches_the_rest(server, iiif, lake):
     jobs = [ImageJob(i, f"k{i}", iiif.add(f"k{i}", picture(500, 500, i))) for i in range(6)]
     stalled = IiifImages.path("k3", SIZE)

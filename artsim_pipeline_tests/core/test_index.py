@@ -17,17 +17,8 @@ from artsim_pipeline.core.index import (
     save_index,
     search,
 )
-
-
-def _clustered(n: int, dim: int = 64, n_clusters: int = 40, spread: float = 1.0, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((n_clusters, dim))
-    x = centres[rng.integers(0, n_clusters, n)] + spread * rng.standard_normal((n, dim))
-    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
-
-
-def _objectids(n: int) -> np.ndarray:
-    return (np.arange(n, dtype=np.int64) * 7 + 1000)[::-1].copy()
+from artsim_pipeline_tests.core.support import clustered as _clustered
+from artsim_pipeline_tests.core.support import objectids as _objectids
 
 
 @pytest.fixture(scope="module")

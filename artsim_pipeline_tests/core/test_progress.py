@@ -1,33 +1,11 @@
-"""Progress lines every ~10% of a long step (core/progress.py) and a helper the other tests share."""
+"""Progress lines every ~10% of a long step (core/progress.py)."""
 
 from __future__ import annotations
 
 import re
 
 from artsim_pipeline.core.progress import Progress, progress_line
-
-COUNT = re.compile(r"(\d+)/(\d+)\b")
-
-
-def counts(lines: list[str]) -> list[tuple[int, int]]:
-    """``(done, total)`` of each progress line (the first ``N/M`` in it)."""
-    out = []
-    for line in lines:
-        match = COUNT.search(line)
-        assert match, line
-        out.append((int(match.group(1)), int(match.group(2))))
-    return out
-
-
-def assert_monotonic_to_total(lines: list[str], total: int) -> list[int]:
-    """Every line has ``N/total``; N strictly increases and the last line is ``total/total``."""
-    pairs = counts(lines)
-    assert pairs, "no progress lines"
-    done = [d for d, _ in pairs]
-    assert all(t == total for _, t in pairs), pairs
-    assert done == sorted(set(done)), pairs
-    assert done[-1] == total, pairs
-    return done
+from artsim_pipeline_tests.core.support import assert_monotonic_to_total
 
 
 class FakeClock:

@@ -23,7 +23,7 @@ from artsim_pipeline.core.reports import (
     write_report,
 )
 
-from .test_progress import assert_monotonic_to_total
+from .support import assert_monotonic_to_total
 
 N = 18
 

@@ -22,32 +22,9 @@ from artsim_pipeline.core.scoring import (
     rerank_order,
     styles_of,
 )
+from artsim_pipeline_tests.core.support import random_records
 
 W = ScoringWeights()
-
-ARTISTS = ["Rembrandt van Rijn", "Attributed to Rembrandt van Rijn", "Rembrandt van Rijn and Workshop", "Claude Monet",
-           "claude  MONET", "Édouard Manet", "Edouard Manet", None, ""]
-STYLES = ["Baroque", "Baroque; Dutch Golden Age", "Impressionism", "impressionism; Realism", "Realism", None, ""]
-MEDIA = ["oil on canvas", "Oil on canvas", "oil on panel", "tempera on panel", "pastel on paper", "on and of", None, ""]
-DATES = [(1650, 1655, "1650-1655"), (None, 1700, ""), (None, None, "c. 1872"), (None, None, "undated"),
-         (1890.0, None, None), (float("nan"), None, "1601"), (None, None, None)]
-
-
-def random_records(n: int, seed: int) -> list[dict]:
-    rng = np.random.default_rng(seed)
-    records = []
-    for _ in range(n):
-        begin, end, display = DATES[rng.integers(len(DATES))]
-        records.append({
-            "artist": ARTISTS[rng.integers(len(ARTISTS))],
-            "style": STYLES[rng.integers(len(STYLES))],
-            "medium": MEDIA[rng.integers(len(MEDIA))],
-            "beginyear": begin,
-            "endyear": end,
-            "displaydate": display,
-        })
-    return records
-
 
 def _meta(**kw):
     base = {"artist": None, "style": None, "medium": None, "beginyear": None, "endyear": None, "displaydate": None}
