@@ -96,7 +96,8 @@ def bench_model(job: dict[str, Any]) -> dict[str, Any]:
         load_and_prepare,
     )
     from artsim_pipeline.core.embedding_store import embed_batch_to_parquet
-    from artsim_pipeline.core.models import load_model, normalize_batch
+    from artsim_pipeline.core.models import load_model
+    from artsim_pipeline.core.preprocessing import normalize_batch
 
     rss_before_model = _peak_rss_mb()  # torch + libraries imported, no model yet
     paths = [Path(p) for p in job["paths"]]

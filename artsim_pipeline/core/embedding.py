@@ -30,9 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .models import (
-    LoadedModel, ModelSpec, central_window, clamp_box, displayed_size, normalize_batch, oriented, prepare_image,
-)
+from .models import LoadedModel, ModelSpec
+from .preprocessing import central_window, clamp_box, displayed_size, normalize_batch, oriented, prepare_image
 from .progress import Progress
 from .storage import readable
 
@@ -67,8 +66,8 @@ def load_and_prepare(
     region, which makes decoding large images several times cheaper.
 
     The image's EXIF orientation is applied (after the draft decode), so ``crop_box`` is in pixels of
-    the image as displayed; an image over :data:`~artsim_pipeline.core.models.MAX_ASPECT`:1 is embedded from
-    its central window (:func:`~artsim_pipeline.core.models.prepare_image`).
+    the image as displayed; an image over :data:`~artsim_pipeline.core.preprocessing.MAX_ASPECT`:1 is embedded from
+    its central window (:func:`~artsim_pipeline.core.preprocessing.prepare_image`).
     """
     if isinstance(source, Image.Image):
         return prepare_image(oriented(source), spec, crop_box)

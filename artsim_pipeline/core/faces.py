@@ -186,7 +186,7 @@ class FaceDetector:
         return _Prepared(small, width, height)
 
     def _load(self, path: Path) -> _Prepared:
-        from .models import displayed_size, oriented  # the one EXIF rule (models imports torch: here, not at load)
+        from .preprocessing import displayed_size, oriented  # the one EXIF rule (it imports torch: here, not at load)
 
         with Image.open(readable(path)) as image:
             width, height = displayed_size(image)  # boxes are on the image as displayed

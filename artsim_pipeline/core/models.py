@@ -1,6 +1,8 @@
-"""Model registry: image backbones with their classification heads removed, and their weights.
+"""Model registry: image backbones with their classification heads removed, and where their weights come from.
 
-Plain Python (no Dagster import). Every model maps a 3-channel image to one feature vector:
+Plain Python (no Dagster import). Every model maps a 3-channel image to one feature vector (its
+inputs prepared by :mod:`~artsim_pipeline.core.preprocessing`; cache, download and state-dict files
+in :mod:`~artsim_pipeline.core.model_weights`):
 
 ============== ====== ===================================== ============ ========
 name           dim    architecture / weights                input        offline
@@ -33,23 +35,20 @@ vectors are meaningless) or a path to a state-dict file (``.pt``/``.pth``/``.saf
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import socket
 import contextlib
+import logging
 import threading
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
-import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 from torch import nn
 
-from .storage import atomic_path
+from .model_weights import download, load_state_file, positional_state_dict, state_from_path, torch_cache_dir, without_prefixes
+from .preprocessing import normalize_batch, prepare_image
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +56,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 TF_LITE_MEAN = (0.5, 0.5, 0.5)
 TF_LITE_STD = (0.5, 0.5, 0.5)
-
-#: Seconds allowed to reach the weights server before declaring the machine offline.
-CONNECT_TIMEOUT_S = 5.0
-#: Socket timeout while downloading weights (per read, not for the whole file).
-READ_TIMEOUT_S = 30.0
 
 #: The offline trio suggested to users without network access (and benchmarked by default).
 DEFAULT_OFFLINE_MODELS = ("efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2")
@@ -180,203 +174,7 @@ class LoadedModel:
             self._memory_format = fmt
 
 
-#: The longest long-side / short-side ratio an image (or its crop) may have to be prepared. Resizing
-#: the short side to the model's size scales the long side by the same factor, so a thin strip
-#: (a 205-byte 1x30000 PNG) would otherwise become a multi-gigabyte image.
-MAX_ASPECT = 20
-
-#: EXIF tag of the orientation; values 2-8 ask for a flip/rotation, 5-8 swap width and height.
-EXIF_ORIENTATION = 0x0112
-
-
-class AspectRatioError(ValueError):
-    """An image is too thin to prepare (its aspect ratio is over :data:`MAX_ASPECT`)."""
-
-
-def central_window(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    """``box`` narrowed along its long side to its central ``MAX_ASPECT``:1 window (``box`` when within)."""
-    x0, y0, x1, y1 = box
-    w, h = x1 - x0, y1 - y0
-    short = max(1, min(w, h))
-    longest = short * MAX_ASPECT
-    if w > longest:
-        x0 += (w - longest) // 2
-        x1 = x0 + longest
-    elif h > longest:
-        y0 += (h - longest) // 2
-        y1 = y0 + longest
-    return (x0, y0, x1, y1)
-
-
-def check_aspect(size: tuple[int, int], what: str = "image") -> None:
-    """Raise :class:`AspectRatioError` when ``size``'s long/short side ratio is over :data:`MAX_ASPECT`."""
-    w, h = size
-    short, long = min(w, h), max(w, h)
-    if short <= 0 or long / short > MAX_ASPECT:
-        ratio = (f"{long / short:.2f}".rstrip("0").rstrip(".") + ":1") if short > 0 else "infinite"
-        raise AspectRatioError(
-            f"{what} is {w}x{h} pixels: aspect ratio {ratio} is over the limit of {MAX_ASPECT}:1 (MAX_ASPECT)"
-        )
-
-
-def exif_orientation(image: Image.Image) -> int:
-    """The image's EXIF orientation (1 = upright; 1 when absent or unreadable)."""
-    try:
-        value = image.getexif().get(EXIF_ORIENTATION, 1)
-    except Exception:  # noqa: BLE001 - damaged EXIF: show the pixels as stored
-        return 1
-    return value if isinstance(value, int) and 1 <= value <= 8 else 1
-
-
-def displayed_size(image: Image.Image) -> tuple[int, int]:
-    """``(width, height)`` of ``image`` as displayed: swapped when its EXIF orientation turns it a quarter."""
-    width, height = image.size
-    return (height, width) if exif_orientation(image) >= 5 else (width, height)
-
-
-def oriented(image: Image.Image) -> Image.Image:
-    """``image`` as displayed: its EXIF orientation applied (``image`` itself when already upright).
-
-    Call it after ``draft``/``load`` (it decodes); the result carries no orientation tag, so applying
-    it twice is harmless.
-    """
-    if exif_orientation(image) == 1:
-        return image
-    return ImageOps.exif_transpose(image)
-
-
-def open_oriented(source: Any) -> Image.Image:
-    """Open and decode an image file (path or binary file object) as displayed: RGB, EXIF orientation
-    applied; the file is closed on return."""
-    with Image.open(source) as image:
-        image.load()
-        upright = oriented(image)
-        return upright.convert("RGB") if upright.mode != "RGB" or upright is image else upright
-
-
-def prepare_image(
-    image: Image.Image, spec: ModelSpec, crop_box: tuple[float, float, float, float] | None = None
-) -> np.ndarray:
-    """Crop (optional), resize the short side, centre-crop: ``uint8`` array ``[S, S, 3]`` (RGB).
-
-    Same geometry as torchvision's ``Resize(resize_size) + CenterCrop(input_size)`` on PIL images.
-    ``crop_box`` is ``(x0, y0, x1, y1)`` in pixels of ``image``; it is clamped to the image. An image
-    (or crop) whose aspect ratio is over :data:`MAX_ASPECT` (a scroll, a thin strip) is first narrowed
-    to its central window of ``MAX_ASPECT``:1: the centre crop keeps only its middle anyway, and the
-    resize then costs what a ``MAX_ASPECT``:1 image costs, however long the strip (a 1×30000 strip
-    would otherwise be scaled up to gigabytes). ``image`` is used as stored: apply its EXIF
-    orientation first (:func:`oriented`).
-    """
-    box = clamp_box(crop_box, image.size) if crop_box is not None else (0, 0, *image.size)
-    box = central_window(box)
-    if box == (0, 0, *image.size):
-        box = None
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    if box is not None:
-        image = image.crop(box)
-    w, h = image.size
-    r = spec.resize_size
-    if w <= h:
-        nw, nh = r, int(r * h / w)
-    else:
-        nw, nh = int(r * w / h), r
-    if (nw, nh) != (w, h):
-        image = image.resize((nw, nh), spec.resample)
-    s = spec.input_size
-    left = int(round((nw - s) / 2.0))
-    top = int(round((nh - s) / 2.0))
-    if (left, top, s, s) != (0, 0, nw, nh):
-        image = image.crop((left, top, left + s, top + s))
-    return np.array(image, dtype=np.uint8)  # writable copy (torch.from_numpy needs one)
-
-
-def clamp_box(box: tuple[float, float, float, float], size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Round a crop box to whole pixels inside an image of ``size``; raise if nothing is left."""
-    w, h = size
-    x0, y0, x1, y1 = (float(v) for v in box)
-    ix0, iy0 = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
-    ix1, iy1 = min(w, int(np.ceil(x1))), min(h, int(np.ceil(y1)))
-    if ix1 - ix0 < 2 or iy1 - iy0 < 2:
-        raise ValueError(f"crop box {tuple(box)} is empty inside a {w}x{h} image")
-    return ix0, iy0, ix1, iy1
-
-
-def normalize_batch(batch: np.ndarray | torch.Tensor, spec: ModelSpec, device: torch.device | str = "cpu",
-                    channels_last: bool = False) -> torch.Tensor:
-    """``uint8 [N, H, W, 3]`` -> normalised ``float32 [N, 3, H, W]`` on ``device``.
-
-    The NHWC -> NCHW permute is free and already *is* the channels_last layout; a contiguous
-    (NCHW) copy is made only when ``channels_last`` is false.
-    """
-    x = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)
-    x = x.float() if channels_last else x.contiguous().float()
-    mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-    # (x / 255 - mean) / std  ==  x * (1 / (255 std)) - mean / std
-    return x.mul_(1.0 / (255.0 * std)).sub_(mean / std)
-
-
-# --------------------------------------------------------------------------- weights sources
-
-
-def _torch_cache_dir() -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _hash_prefix(url: str) -> str | None:
-    """torchvision file names end in the first hex digits of the file's sha256."""
-    stem = Path(urlsplit(url).path).stem
-    tail = stem.rsplit("-", 1)[-1]
-    return tail if len(tail) >= 8 and all(c in "0123456789abcdef" for c in tail) else None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _reachable(host: str, port: int, timeout: float) -> str | None:
-    """None when ``host:port`` accepts a TCP connection within ``timeout`` s, else the reason.
-
-    Runs in a daemon thread so a hanging DNS lookup cannot block us beyond ``timeout``.
-    """
-    result: list[str | None] = []
-
-    def probe() -> None:
-        try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            result.append(None)
-        except OSError as exc:
-            result.append(f"{type(exc).__name__}: {exc}")
-
-    thread = threading.Thread(target=probe, daemon=True, name="artsim-weights-probe")
-    thread.start()
-    thread.join(timeout + 0.5)
-    return result[0] if result else f"no answer within {timeout:g} s"
-
-
-def _download(url: str, target: Path) -> None:
-    """Download ``url`` to ``target`` atomically with bounded timeouts; verify the hash prefix."""
-    parts = urlsplit(url)
-    reason = _reachable(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80),
-                        CONNECT_TIMEOUT_S)
-    if reason is not None:
-        raise OSError(f"cannot reach {parts.hostname} ({reason})")
-    log.info("downloading %s to %s", url, target)
-    digest = hashlib.sha256()
-    with atomic_path(target) as tmp:
-        with urllib.request.urlopen(url, timeout=READ_TIMEOUT_S) as response, open(tmp, "wb") as out:
-            for chunk in iter(lambda: response.read(1 << 20), b""):
-                digest.update(chunk)
-                out.write(chunk)
-        prefix = _hash_prefix(url)
-        if prefix and not digest.hexdigest().startswith(prefix):
-            raise OSError(f"sha256 of the download does not start with {prefix}")
+# --------------------------------------------------------------------------- each model's weights source
 
 
 def _unavailable(name: str, detail: str) -> WeightsUnavailableError:
@@ -391,33 +189,20 @@ def _unavailable(name: str, detail: str) -> WeightsUnavailableError:
 
 def _torchvision_file(name: str, url: str) -> Path:
     """Path of torchvision's weights file in the torch hub cache, downloading it if needed."""
-    target = _torch_cache_dir() / Path(urlsplit(url).path).name
+    target = torch_cache_dir() / Path(urlsplit(url).path).name
     if target.is_file():
         return target
     try:
-        _download(url, target)
+        download(url, target)
     except Exception as exc:  # noqa: BLE001 - every failure means the same thing to the user
         raise _unavailable(name, f"not in the torch cache ({target}) and the download of {url} failed: {exc}") from exc
     return target
 
 
-def _load_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path), device="cpu")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{path} does not contain a state dict (found {type(state).__name__})")
-    return dict(state)
-
-
 def _torchvision_pretrained(name: str, url: str, tag: str, head: tuple[str, ...]):
     def load() -> tuple[dict[str, torch.Tensor], str]:
-        state = _load_file(_torchvision_file(name, url))
-        return _drop_prefixes(state, head), f"pretrained:{tag}"
+        state = load_state_file(_torchvision_file(name, url))
+        return without_prefixes(state, head), f"pretrained:{tag}"
 
     return load
 
@@ -436,8 +221,8 @@ def _mobilenet_v2_pretrained() -> tuple[dict[str, torch.Tensor], str]:
         pass
     if path is None:
         path = _torchvision_file("mobilenet_v2", url)
-    state = _load_file(path)
-    return _drop_prefixes(state, ("classifier.",)), "pretrained:IMAGENET1K_V1"
+    state = load_state_file(path)
+    return without_prefixes(state, ("classifier.",)), "pretrained:IMAGENET1K_V1"
 
 
 def _lite_pretrained(name: str, package: str, class_name: str, builder: Callable[[], nn.Module]):
@@ -450,36 +235,9 @@ def _lite_pretrained(name: str, package: str, class_name: str, builder: Callable
         if not path.is_file():
             raise _unavailable(name, f"the package {package} has no weights file at {path}")
         target = {k: v.shape for k, v in builder().state_dict().items()}
-        return positional_state_dict(_load_file(path), target, drop_prefixes=("_fc.",)), f"pretrained:{path.stem}"
+        return positional_state_dict(load_state_file(path), target, drop_prefixes=("_fc.",)), f"pretrained:{path.stem}"
 
     return load
-
-
-def positional_state_dict(
-    source: Mapping[str, torch.Tensor],
-    target_shapes: Mapping[str, torch.Size],
-    drop_prefixes: tuple[str, ...] = (),
-) -> dict[str, torch.Tensor]:
-    """Rename ``source`` keys to ``target_shapes`` keys by position (both in definition order).
-
-    Used for EfficientNet-Lite checkpoints (``_blocks.0._depthwise_conv.weight`` naming) loaded
-    into timm (``blocks.0.0.conv_dw.weight``). Asserts equal counts, equal shapes pair by pair and
-    equal leaf names (``weight``/``bias``/``running_mean``/...), so a mis-ordering cannot pass.
-    """
-    src = [(k, v) for k, v in source.items() if not k.startswith(drop_prefixes)]
-    dst = list(target_shapes.items())
-    if len(src) != len(dst):
-        raise ValueError(f"state dict has {len(src)} tensors, the model expects {len(dst)}")
-    out: dict[str, torch.Tensor] = {}
-    for (sk, sv), (dk, dshape) in zip(src, dst):
-        if tuple(sv.shape) != tuple(dshape) or sk.rsplit(".", 1)[-1] != dk.rsplit(".", 1)[-1]:
-            raise ValueError(f"positional mapping mismatch: {sk} {tuple(sv.shape)} -> {dk} {tuple(dshape)}")
-        out[dk] = sv
-    return out
-
-
-def _drop_prefixes(state: Mapping[str, torch.Tensor], prefixes: tuple[str, ...]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in state.items() if not (prefixes and k.startswith(prefixes))}
 
 
 # --------------------------------------------------------------------------- builders
@@ -621,7 +379,7 @@ def load_model(name: str, weights: str = "pretrained", device: str | torch.devic
         if weights == "pretrained":
             state, weights_id = spec.pretrained()
         else:
-            state, weights_id = _state_from_path(spec, Path(weights).expanduser())
+            state, weights_id = state_from_path(spec, Path(weights).expanduser())
         module = spec.builder()
         module.load_state_dict(state, strict=True)
     module.eval().requires_grad_(False).to(dev)
@@ -631,22 +389,6 @@ def load_model(name: str, weights: str = "pretrained", device: str | torch.devic
             raise ValueError(f"model {name}: tap {tap!r} is not a module of the network")
         named[tap].register_forward_hook(_tap_hook(tap))
     return LoadedModel(module=module, spec=spec, weights_id=weights_id, device=dev)
-
-
-def _state_from_path(spec: ModelSpec, path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"ARTSIM_WEIGHTS={str(path)!r} is not 'pretrained', 'random' or an existing state-dict file"
-        )
-    state = _load_file(path)
-    if all(k.startswith("module.") for k in state):
-        state = {k[len("module."):]: v for k, v in state.items()}
-    if any(k.startswith("_conv_stem.") for k in state):  # EfficientNet-Lite package naming
-        target = {k: v.shape for k, v in spec.builder().state_dict().items()}
-        state = positional_state_dict(state, target, drop_prefixes=("_fc.",))
-    else:
-        state = _drop_prefixes(state, spec.head_prefixes)
-    return state, f"file:{_sha256(path)[:12]}"
 
 
 def describe(name: str) -> dict[str, Any]:
@@ -660,7 +402,6 @@ def describe(name: str) -> dict[str, Any]:
 
 
 __all__ = [
-    "AspectRatioError", "CONNECT_TIMEOUT_S", "DEFAULT_OFFLINE_MODELS", "EXIF_ORIENTATION", "MAX_ASPECT", "LoadedModel", "ModelSpec", "REGISTRY", "TAP_STATS", "WeightsUnavailableError", "available_models",
-    "central_window", "check_aspect", "clamp_box", "describe", "displayed_size", "exif_orientation", "get_spec", "load_model", "model_dim", "normalize_batch", "offline_models", "open_oriented", "oriented",
-    "positional_state_dict", "prepare_image", "resolve_device",
+    "DEFAULT_OFFLINE_MODELS", "LoadedModel", "ModelSpec", "REGISTRY", "TAP_STATS", "WeightsUnavailableError",
+    "available_models", "describe", "get_spec", "load_model", "model_dim", "offline_models", "resolve_device",
 ]

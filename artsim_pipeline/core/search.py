@@ -74,7 +74,8 @@ from .fusion import FusionModel, block_key, block_models, transform
 from .generations import NoGenerationError, load_generation
 from .index import IndexBundle
 from .index import search as index_search
-from .models import AspectRatioError, LoadedModel, check_aspect, load_model, open_oriented, oriented, resolve_device
+from .models import LoadedModel, load_model, resolve_device
+from .preprocessing import AspectRatioError, check_aspect, open_oriented, oriented
 from .scoring import ScoringWeights, fold_text, normalize_artist, rerank
 from .storage import DataLake, lake_at, read_parquet, read_parquet_schema, readable
 

@@ -31,7 +31,7 @@ import pandas as pd
 from PIL import Image
 
 from ..core.layout import bundle_layout, load_layout
-from ..core.models import oriented
+from ..core.preprocessing import oriented
 from ..core.scoring import fold_text
 from ..core.search import IndexNotBuiltError, QueryError, SearchEngine
 from ..core.storage import DataLake, readable

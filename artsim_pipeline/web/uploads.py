@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
 
-from ..core.models import AspectRatioError, check_aspect
+from ..core.preprocessing import AspectRatioError, check_aspect
 
 DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -118,7 +118,7 @@ def check_image(data: bytes, max_pixels: int, name: str = "upload") -> tuple[str
 
     Refused: an empty file, anything Pillow does not identify as an image (415), a format outside
     :data:`ALLOWED_FORMATS` (415), more than ``max_pixels`` pixels (413: decompression bombs), a thin
-    strip (400: aspect ratio over :data:`~artsim_pipeline.core.models.MAX_ASPECT`), all before the query
+    strip (400: aspect ratio over :data:`~artsim_pipeline.core.preprocessing.MAX_ASPECT`), all before the query
     waits for a model slot.
     """
     if not data:

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 
 from artsim_pipeline.core.embedding import load_and_prepare
-from artsim_pipeline.core.models import MAX_ASPECT, get_spec, prepare_image
+from artsim_pipeline.core.models import get_spec
+from artsim_pipeline.core.preprocessing import MAX_ASPECT, prepare_image
 from artsim_pipeline.core.search import QueryError, SearchEngine, _Parsed
 
 ORIENTATION = 0x0112

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from artsim_pipeline.core import models
+from artsim_pipeline.core import model_weights, models
 from artsim_pipeline.core.models import (
     DEFAULT_OFFLINE_MODELS,
     WeightsUnavailableError,
@@ -20,9 +20,9 @@ from artsim_pipeline.core.models import (
     load_model,
     model_dim,
     offline_models,
-    positional_state_dict,
     resolve_device,
 )
+from artsim_pipeline.core.model_weights import positional_state_dict
 
 EXPECTED_DIMS = {
     "resnet101": 2048,
@@ -158,7 +158,7 @@ def test_missing_pretrained_weights_offline_fail_fast(tmp_path, monkeypatch: pyt
 def test_missing_pretrained_weights_hanging_network_fail_fast(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A network that swallows packets (connect never returns) must not hang the load."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
-    monkeypatch.setattr(models, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(model_weights, "CONNECT_TIMEOUT_S", 1.0)
 
     def hang(*args, **kwargs):
         time.sleep(60)
