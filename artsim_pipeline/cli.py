@@ -95,7 +95,10 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from .core.search import QueryError, SearchEngine, SearchFilters, format_results, models_set_in_env
+    from .core.search import SearchEngine, models_set_in_env
+    from .core.search_filters import SearchFilters
+    from .core.search_query import QueryError
+    from .core.search_results import format_results
 
     try:
         if args.k < 1:

@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from artsim_pipeline.config import Settings
-    from artsim_pipeline.core.search import IndexNotBuiltError, SearchEngine
+    from artsim_pipeline.core.search import SearchEngine
+    from artsim_pipeline.core.search_query import IndexNotBuiltError
     from artsim_pipeline.core.storage import DataLake
 
     args = build_parser().parse_args(argv)

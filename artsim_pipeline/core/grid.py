@@ -62,7 +62,7 @@ def save_grid(
 
     ``query_image``: a path, bytes or PIL image (None: a placeholder). ``results``: objects with
     ``rank``, ``title``, ``artist``, ``date``, ``final``, ``visual`` and ``image_path``
-    (:class:`~artsim_pipeline.core.search.SearchResult`). ``face_box``: ``(x0, y0, x1, y1)`` in
+    (:class:`~artsim_pipeline.core.search_results.SearchResult`). ``face_box``: ``(x0, y0, x1, y1)`` in
     the query image's pixels, drawn on the query tile.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -41,7 +41,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..core.scoring import fold_text
-from ..core.search import IndexNotBuiltError, QueryError, SearchEngine, SearchFilters, display_date
+from ..core.search import SearchEngine
+from ..core.search_filters import SearchFilters
+from ..core.search_query import IndexNotBuiltError, QueryError
+from ..core.search_results import display_date
 from ..core.storage import DataLake, lake_at
 from . import pages
 from .state import (AtlasCache, atlas_cell, Busy, EngineHolder, MapCache, QueryGate, Served, ThumbnailCache, catalog_row,

@@ -33,7 +33,8 @@ from PIL import Image
 from ..core.layout import bundle_layout, load_layout
 from ..core.preprocessing import oriented
 from ..core.scoring import fold_text
-from ..core.search import IndexNotBuiltError, QueryError, SearchEngine
+from ..core.search import SearchEngine
+from ..core.search_query import IndexNotBuiltError, QueryError
 from ..core.storage import DataLake, readable
 
 log = logging.getLogger(__name__)

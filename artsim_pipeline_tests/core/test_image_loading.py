@@ -12,7 +12,7 @@ from PIL import Image
 from artsim_pipeline.core.embedding import load_and_prepare
 from artsim_pipeline.core.models import get_spec
 from artsim_pipeline.core.preprocessing import MAX_ASPECT, prepare_image
-from artsim_pipeline.core.search import QueryError, SearchEngine, _Parsed
+from artsim_pipeline.core.search_query import ParsedQuery, QueryError, check_image
 
 ORIENTATION = 0x0112
 
@@ -61,7 +61,7 @@ def test_exif_orientation_with_crop_box_uses_displayed_frame(tmp_path):
 
 def test_exif_orientation_applied_to_query_pil(tmp_path):
     plain, rotated = _jpeg_pair(tmp_path)
-    image = _Parsed("image", "phone.jpg", data=rotated.read_bytes()).pil()
+    image = ParsedQuery("image", "phone.jpg", data=rotated.read_bytes()).pil()
     assert image.size == (640, 480) and image.mode == "RGB"
     a = np.asarray(image, dtype=np.float32)
     b = np.asarray(Image.open(plain).convert("RGB"), dtype=np.float32)
@@ -103,10 +103,10 @@ def test_a_scroll_is_embedded_as_its_central_window():
 
 
 def test_thin_strip_query_is_a_query_error():
-    parsed = _Parsed("image", "<205 bytes>", data=_strip_png())
+    parsed = ParsedQuery("image", "<205 bytes>", data=_strip_png())
     start = time.monotonic()
     with pytest.raises(QueryError, match=rf"aspect ratio 30000(\.0)?:1 .*{MAX_ASPECT}"):
-        SearchEngine._check_image(None, parsed)  # type: ignore[arg-type]  # uses no engine state
+        check_image(parsed)
     assert time.monotonic() - start < 1.0
 
 

@@ -10,15 +10,10 @@ from PIL import Image
 from artsim_pipeline.config import Settings
 from artsim_pipeline.core.grid import save_grid
 from artsim_pipeline.core.scoring import ScoringWeights, metadata_score
-from artsim_pipeline.core.search import (
-    IndexNotBuiltError,
-    QueryError,
-    SearchEngine,
-    SearchFilters,
-    format_results,
-    models_set_in_env,
-    parse_years,
-)
+from artsim_pipeline.core.search import SearchEngine, models_set_in_env
+from artsim_pipeline.core.search_filters import SearchFilters, parse_years
+from artsim_pipeline.core.search_query import IndexNotBuiltError, QueryError
+from artsim_pipeline.core.search_results import format_results
 from artsim_pipeline_tests.search_lake import FACE_IDS, PAINTINGS, astronaut, shared_search_lake
 
 
