@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from artsim_pipeline.core.image_cache import LAKE_TEMP_DIRS, sweep_lake_temp_files
+from artsim_pipeline.core.temp_sweep import LAKE_TEMP_DIRS, sweep_lake_temp_files
 from artsim_pipeline.core.generations import current_generation_id, load_generation, load_staged_fusions
 from artsim_pipeline.core.storage import DataLake
 from artsim_pipeline_tests.http_server import IiifImages, LocalServer

@@ -31,7 +31,7 @@ from dagster_duckdb import DuckDBResource
 
 from ..config import Settings
 from ..core import batches, catalog
-from ..core.image_cache import sweep_lake_temp_files
+from ..core.temp_sweep import sweep_lake_temp_files
 from ..core.storage import read_parquet
 from ..partitions import IMAGE_BATCHES, image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for

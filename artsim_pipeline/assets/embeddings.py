@@ -16,7 +16,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 
 from ..automation import batch_step
 from ..config import Settings
-from ..core.image_cache import USABLE
+from ..core.image_status import USABLE
 from ..core.storage import DataLake, read_parquet
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, lake_for

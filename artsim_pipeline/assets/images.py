@@ -24,16 +24,8 @@ from ..automation import BATCH_ENTRY, batch_step, retry_failed_images
 from ..config import Settings
 from ..core import catalog
 from ..core.storage import read_parquet
-from ..core.image_cache import (
-    USABLE,
-    ImageCacheOptions,
-    ImageJob,
-    cache_images,
-    check_failure_share,
-    invalidate_changed_images,
-    summarize_status,
-    write_status,
-)
+from ..core.image_cache import ImageCacheOptions, ImageJob, cache_images, invalidate_changed_images
+from ..core.image_status import USABLE, check_failure_share, summarize_status, write_status
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..deploy import tags

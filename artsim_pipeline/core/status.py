@@ -13,7 +13,7 @@ key           value
 lake          the lake's root (as the user named it)
 catalog       ``paintings`` (rows of ``tables/filtered_paintings.parquet``), ``batches``, ``written`` (UTC)
 images        ``cached``, ``skipped_small``, ``failed``, ``not_tried`` (in the catalog, no status row yet),
-              ``reasons`` (failure kind as in :mod:`.image_cache`, or ``too_small`` -> count)
+              ``reasons`` (failure kind as in :mod:`.image_status`, or ``too_small`` -> count)
 faces         ``checked`` (images run through face detection), ``with_face``, ``errors``
 embeddings    model -> ``paintings`` (full-image vectors), ``face_vectors``, ``files``
 index         the served generation: ``generation``, ``created``, ``models``, ``indexed``, ``face_indexed``,
@@ -37,7 +37,7 @@ from typing import Any
 
 import pandas as pd
 
-from .image_cache import USABLE
+from .image_status import USABLE
 from .storage import DataLake, error_line, read_parquet
 
 #: Order of the offenders: what lost a painting outright first, then what only degraded it.

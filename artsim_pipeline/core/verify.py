@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from .image_cache import USABLE
+from .image_status import USABLE
 from .storage import DataLake, error_line, read_parquet
 
 DAMAGED_SUFFIX = ".damaged-"

@@ -308,7 +308,7 @@ def test_empty_batch_flows_through_faces_into_an_empty_embeddings_file(tmp_path)
     """Every image ``skipped_small``: face_crops writes an empty faces file, embeddings an empty Parquet."""
     from artsim_pipeline.assets.embeddings import batch_images
     from artsim_pipeline.core.faces import empty_faces_frame, write_faces
-    from artsim_pipeline.core.image_cache import STATUS_DTYPES, write_status
+    from artsim_pipeline.core.image_status import STATUS_DTYPES, write_status
 
     lake = DataLake(tmp_path / "lake")
     status = pd.DataFrame([{

@@ -18,16 +18,16 @@ from PIL import Image
 
 from artsim_pipeline.core import image_cache
 from artsim_pipeline.core.http import HttpClient
-from artsim_pipeline.core.image_cache import (
+from artsim_pipeline.core.image_cache import ImageCacheOptions, ImageJob, cache_images
+from artsim_pipeline.core.image_status import (
+    STATUS_DTYPES,
     BatchFailedError,
-    ImageCacheOptions,
-    ImageJob,
-    cache_images,
     check_failure_share,
     failure_share,
     summarize_status,
     write_status,
 )
+from artsim_pipeline.core.temp_sweep import sweep_lake_temp_files
 from artsim_pipeline.core.storage import DataLake
 from artsim_pipeline_tests.http_server import IiifImages, LocalServer
 
@@ -390,7 +390,7 @@ def test_status_helpers(tmp_path):
 def test_empty_batch(lake):
     df = cache_images([], lake, options(), client())
     assert len(df) == 0
-    assert list(df.columns) == list(image_cache.STATUS_DTYPES)
+    assert list(df.columns) == list(STATUS_DTYPES)
     assert summarize_status(df)["total"] == 0
 
 
@@ -497,7 +497,7 @@ def test_stale_temp_files_are_swept_from_every_lake_folder(lake):
     keep = lake.root / "reports" / "eval_report.json"
     keep.write_text("{}")
     os.utime(keep, (old, old))
-    assert image_cache.sweep_lake_temp_files(lake, older_than_s=3600) == len(stale)
+    assert sweep_lake_temp_files(lake, older_than_s=3600) == len(stale)
     assert not any(p.exists() for p in stale)
     assert all(p.exists() for p in fresh) and keep.exists()
 
