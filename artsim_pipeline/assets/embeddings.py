@@ -16,11 +16,11 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 
 from ..automation import batch_step
 from ..config import Settings
-from ..core.image_status import USABLE
+from ..core.lake_reads import usable_images
 from ..core.storage import DataLake, read_parquet
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, lake_for
-from .images import progress_logger
+from .common import progress_logger
 from ..deploy import tags
 from .versions import code_version
 
@@ -49,12 +49,9 @@ def cached_model(name: str, weights: str, device: str):
 
 def batch_images(lake: DataLake, batch: str) -> pd.DataFrame:
     """The batch's usable images with their face crop boxes (columns for ``embed_batch_to_parquet``)."""
-    status = read_parquet(lake.image_status_path(batch))
-    usable = status[status["status"].isin(USABLE)][["objectid", "uuid"]]
+    usable = usable_images(lake, batch)[["objectid", "uuid", "path"]]
     faces = read_parquet(lake.faces_path(batch), columns=["objectid", "crop_x0", "crop_y0", "crop_x1", "crop_y1"])
-    images = usable.merge(faces, on="objectid", how="left").reset_index(drop=True)
-    images["path"] = [str(lake.image_path(uuid)) for uuid in images["uuid"]]
-    return images
+    return usable.merge(faces, on="objectid", how="left").reset_index(drop=True)
 
 
 def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:

@@ -6,10 +6,9 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 
 from ..automation import COLLECTION, REFRESH_TAG, STUDY, STUDY_CRON
 from ..config import Settings
-from ..core.storage import read_parquet
 from ..resources import lake_for
-from .images import progress_logger
-from .index import current_collection
+from ..core.lake_reads import catalog_paintings
+from .common import current_collection, progress_logger
 from .versions import code_version
 
 CATALOG_COLUMNS = ["objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
@@ -64,7 +63,7 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
 
     name = STUDY_ASSET if study else "eval_report"
     collection = current_collection(settings, lake, all_blocks=True)
-    catalog = read_parquet(lake.filtered_paintings_parquet, columns=CATALOG_COLUMNS)
+    catalog = catalog_paintings(lake, columns=CATALOG_COLUMNS)
     served = _served_generation(lake, settings.models)  # resolved once: fusions and the checked index agree
     variants = {}
     for variant, vectors in collection.items():

@@ -5,8 +5,8 @@ per-batch Parquet files (never ``catalog.duckdb``), so several batches can run a
 Torch is imported inside ``face_crops`` only: steps that need no model start fast.
 """
 
-import logging
 import time
+from pathlib import Path
 
 import pandas as pd
 from dagster import (
@@ -23,23 +23,22 @@ from dagster import (
 from ..automation import BATCH_ENTRY, batch_step, retry_failed_images
 from ..config import Settings
 from ..core import catalog
+from ..core.lake_reads import catalog_paintings, usable_images
 from ..core.storage import read_parquet
 from ..core.image_cache import ImageCacheOptions, ImageJob, cache_images, invalidate_changed_images
 from ..core.image_status import USABLE, check_failure_share, summarize_status, write_status
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..deploy import tags
+from .common import progress_logger
 from .versions import code_version
-
-log = logging.getLogger(__name__)
 
 NO_FAILED_IMAGES = "no_failed_images"
 
 
 def batch_paintings(lake, batch: str) -> pd.DataFrame:
     """The paintings of ``batch`` (ordered by objectid) from ``tables/filtered_paintings.parquet``."""
-    paintings = read_parquet(lake.filtered_paintings_parquet, filters=[("batch_key", "=", batch)])
-    return paintings.sort_values("objectid").reset_index(drop=True)
+    return catalog_paintings(lake, batch=batch)
 
 
 def image_assets(settings: Settings) -> list:
@@ -123,9 +122,8 @@ def image_assets(settings: Settings) -> list:
         batch = context.partition_key
         run_settings = artsim.apply(settings)
         started = time.perf_counter()
-        status = read_parquet(lake.image_status_path(batch))
-        usable = status[status["status"].isin(USABLE)].reset_index(drop=True)
-        paths = [lake.image_path(uuid) for uuid in usable["uuid"]]
+        usable = usable_images(lake, batch)
+        paths = [Path(p) for p in usable["path"]]
         detector = FaceDetector(
             threshold=settings.face_threshold,
             margin=settings.face_margin,
@@ -151,13 +149,3 @@ def image_assets(settings: Settings) -> list:
         )
 
     return [image_cache, face_crops]
-
-
-def progress_logger(context: AssetExecutionContext, label: str):
-    """A ``progress`` callable: lines go to Dagster's log (the UI) and artsim's logger (``artsim run``)."""
-
-    def report(line: str) -> None:
-        context.log.info(f"{label}: {line}")
-        log.info(f"{label}: {line}")
-
-    return report

@@ -21,8 +21,9 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 from ..automation import COLLECTION, COLLECTION_ENTRY
 from ..config import Settings
 from ..deploy import tags
-from ..core.storage import DataLake, read_parquet
+from ..core.storage import DataLake
 from ..resources import ArtsimRuntimeResource, lake_for
+from .common import current_collection
 from .similarity_head import similarity_head_assets
 from .versions import code_version
 
@@ -30,21 +31,6 @@ from .versions import code_version
 #: ``index/<variant>/``) is rebuilt into a generation by the next run.
 INDEX_LAYOUT = "generations-1"
 _NOTHING = hashlib.sha256(b"").hexdigest()[:16]
-
-
-def current_catalog(lake: DataLake) -> tuple[list[str], list[int]]:
-    """Active batch keys and the objectids currently in ``filtered_paintings``."""
-    paintings = read_parquet(lake.filtered_paintings_parquet, columns=["objectid", "batch_key"])
-    return sorted(paintings["batch_key"].dropna().unique().tolist()), paintings["objectid"].astype(int).tolist()
-
-
-def current_collection(settings: Settings, lake: DataLake, all_blocks: bool = False) -> dict:
-    """The aligned vectors (per variant) of the paintings now in the catalog: the fusion blocks of
-    ``ARTSIM_TAPS``, or with ``all_blocks`` every stored block (the evaluation's tap-set ablations)."""
-    from ..core.collection import load_collection
-
-    active, ids = current_catalog(lake)
-    return load_collection(lake, settings.models, active, keep_ids=ids, tap_set=None if all_blocks else settings.taps)
 
 
 def _served_version(lake: DataLake) -> tuple[str | None, str]:

@@ -20,8 +20,9 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 from ..automation import COLLECTION
 from ..config import Settings
 from ..deploy import tags
-from ..core.storage import read_parquet
+from ..core.lake_reads import catalog_paintings
 from ..resources import lake_for
+from .common import current_collection
 from .versions import code_version
 
 
@@ -46,7 +47,6 @@ def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> l
         from ..core.generations import REQUIRED_VARIANT, load_staged_fusions
         from ..core.head import save_head, train_head
         from ..core.index import sha256_hex
-        from .index import current_collection
 
         started = time.perf_counter()
         staged = load_staged_fusions(lake)
@@ -54,7 +54,7 @@ def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> l
             raise RuntimeError(f"no staged {REQUIRED_VARIANT} fusion in {lake.staging_dir}; materialize pca_model first")
         vectors = current_collection(settings, lake)[REQUIRED_VARIANT]
         fused = transform(staged.fusions[REQUIRED_VARIANT], vectors.blocks)
-        paintings = read_parquet(lake.filtered_paintings_parquet, columns=["objectid", "artist_key"])
+        paintings = catalog_paintings(lake, columns=["artist_key"])
         artist = dict(zip(paintings["objectid"].astype(int), paintings["artist_key"].fillna("").astype(str)))
         labels = [artist.get(int(oid), "") for oid in vectors.objectids]
         head = train_head(fused, labels, settings.epochs, seed=0)

@@ -147,9 +147,11 @@ class EngineHolder:
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _pointer_id(self) -> str | None:
+        from ..core.generations import current_generation_id
+
         try:
-            return self.lake.index_pointer_path.read_text(encoding="utf-8").strip() or None
-        except FileNotFoundError:
+            return current_generation_id(self.lake)  # the id checked, as every reader of the pointer does
+        except ValueError:  # a damaged pointer names nothing (the engine keeps what it serves)
             return None
 
     def get(self) -> Served:
