@@ -4,10 +4,12 @@ Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``, served offl
 
 * ``GET /`` — the search page (``/?objectid=...&k=...&artist=...`` is a search's shareable link);
   ``GET /painting/{objectid}`` — a painting's page; ``GET /map`` — the collection map;
-  ``GET /status`` — what the lake holds (``GET /api/status``, as ``artsim status --json``);
+  ``GET /status`` — what the lake holds (``GET /api/status``, as ``artsim status --json``): these page
+  and status routes are :mod:`artsim_pipeline.web.routes_pages`;
 * ``POST /api/search`` — ``multipart/form-data`` with an ``image`` file *or* an ``objectid`` field,
   plus ``k``, ``face_crop``, ``artist``, ``style``, ``medium``, ``years`` (or ``year_from`` /
-  ``year_to``); a raw ``image/*`` body with the options as query parameters also works.
+  ``year_to``; fields and response shapes: :mod:`artsim_pipeline.web.payloads`); a raw ``image/*`` body
+  with the options as query parameters also works.
   ``GET /api/search?objectid=...`` is the same for an objectid;
 * ``GET /api/paintings/{objectid}`` (with every catalog field under ``metadata``),
   ``GET /api/paintings?q=...`` (pick a painting by title/artist);
@@ -37,16 +39,17 @@ from typing import Any, Callable
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from ..core.scoring import fold_text
 from ..core.search import SearchEngine
-from ..core.search_filters import SearchFilters
 from ..core.search_query import IndexNotBuiltError, QueryError
-from ..core.search_results import display_date
 from ..core.storage import DataLake, lake_at
 from . import pages
+from .payloads import (FORM_FIELDS, MAX_K, SEARCH_REQUEST_DOC, error_response, int_field, json_value, nga_url,
+                       painting_json, search_filters, truthy)
+from .routes_pages import page_router
 from .state import (AtlasCache, atlas_cell, Busy, EngineHolder, MapCache, QueryGate, Served, ThumbnailCache, catalog_row,
                     public_message)
 from .uploads import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, UploadError, check_image, parse_multipart,
@@ -54,7 +57,6 @@ from .uploads import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, UploadError,
 
 log = logging.getLogger(__name__)
 
-NGA_PAGE = "https://www.nga.gov/collection/art-object-page.{objectid}.html"
 THUMB_SIZES = (64, 128, 256, 512, 1024)
 SECURITY_HEADERS = {
     # the pages load their scripts and styles from /static only; images may be blobs (the query preview)
@@ -64,91 +66,6 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
 }
-MAX_K = 100
-_FORM_FIELDS = ("objectid", "k", "face_crop", "artist", "style", "medium", "years", "year_from", "year_to")
-
-SEARCH_REQUEST_DOC = {
-    "requestBody": {
-        "required": False,
-        "content": {
-            "multipart/form-data": {
-                "schema": {
-                    "type": "object",
-                    "properties": {
-                        "image": {"type": "string", "format": "binary", "description": "the query image"},
-                        "objectid": {"type": "integer", "description": "or: a painting of the collection"},
-                        "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": MAX_K},
-                        "face_crop": {"type": "boolean", "default": False},
-                        "artist": {"type": "string"}, "style": {"type": "string"}, "medium": {"type": "string"},
-                        "years": {"type": "string", "example": "1600-1700"},
-                    },
-                }
-            },
-            "image/*": {"schema": {"type": "string", "format": "binary"}},
-        },
-    }
-}
-
-
-def nga_url(objectid: int) -> str:
-    return NGA_PAGE.format(objectid=int(objectid))
-
-
-def _error(status: int, message: str, **extra: Any) -> JSONResponse:
-    return JSONResponse({"detail": message, **extra}, status_code=status)
-
-
-def _truthy(value: Any) -> bool:
-    return str(value).strip().lower() in ("1", "true", "on", "yes")
-
-
-def _int(value: Any, name: str, low: int, high: int) -> int:
-    try:
-        number = int(str(value).strip())
-    except ValueError:
-        raise UploadError(400, f"{name} must be an integer, got {value!r}") from None
-    if not low <= number <= high:
-        raise UploadError(400, f"{name} must be between {low} and {high}, got {number}")
-    return number
-
-
-def _filters(fields: dict[str, str]) -> SearchFilters:
-    years = (fields.get("years") or "").strip()
-    low, high = (fields.get("year_from") or "").strip(), (fields.get("year_to") or "").strip()
-    if not years and (low or high):
-        years = f"{low}-{high}" if low != high else low
-    return SearchFilters.create(artist=(fields.get("artist") or "").strip() or None,
-                                style=(fields.get("style") or "").strip() or None,
-                                medium=(fields.get("medium") or "").strip() or None, years=years or None)
-
-
-def _json_value(value: Any) -> Any:
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(float(value)) else None
-    if isinstance(value, (np.bool_,)):
-        return bool(value)
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def painting_json(row: dict[str, Any], objectid: int) -> dict[str, Any]:
-    return {
-        "objectid": int(objectid), "title": row.get("title") or "", "artist": row.get("artist") or "",
-        "date": display_date(row), "style": row.get("style") or "", "medium": row.get("medium") or "",
-        "beginyear": _year(row.get("beginyear")), "endyear": _year(row.get("endyear")),
-        "thumbnail": f"/thumbs/{int(objectid)}.jpg", "nga_url": nga_url(objectid),
-    }
-
-
-def _year(value: Any) -> int | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(number) if math.isfinite(number) else None
 
 
 def create_app(
@@ -217,49 +134,12 @@ def create_app(
         try:
             return holder.get()
         except IndexNotBuiltError as exc:
-            return _error(503, public(str(exc)), hint="run `artsim run` first")
+            return error_response(503, public(str(exc)), hint="run `artsim run` first")
         except QueryError as exc:
-            return _error(503, public(str(exc)))
+            return error_response(503, public(str(exc)))
 
-    # ------------------------------------------------------------------ pages
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index_page() -> HTMLResponse:
-        return HTMLResponse(pages.render("search", limit_mb=f"{max_upload_bytes / 1048576:.3g}"))
-
-    @app.get("/map", response_class=HTMLResponse, include_in_schema=False)
-    def map_page() -> HTMLResponse:
-        return HTMLResponse(pages.render("map"))
-
-    @app.get("/painting/{objectid}", response_class=HTMLResponse, include_in_schema=False)
-    def painting_page(objectid: int) -> HTMLResponse:
-        return HTMLResponse(pages.render("painting", objectid=int(objectid)))
-
-    @app.get("/status", response_class=HTMLResponse, include_in_schema=False)
-    def status_page() -> HTMLResponse:
-        return HTMLResponse(pages.render("status"))
-
-    @app.get("/docs", response_class=HTMLResponse, include_in_schema=False)
-    def docs_page() -> HTMLResponse:
-        return HTMLResponse(pages.render("docs"))
-
-    # ------------------------------------------------------------------ status
-    @app.get("/api/status", summary="What the lake holds: paintings cached, embedded, indexed; failures, rejects, "
-             "what would re-run (as `artsim status --json`)")
-    def api_status(worst: int = Query(50, ge=0, le=1000)) -> JSONResponse:
-        from ..core.status import lake_status
-
-        status = lake_status(lake, worst=worst)
-        status["lake"] = "<data lake>"
-        status["errors"] = [public(e) for e in status["errors"]]
-        if stale is not None:
-            try:
-                status["stale"] = stale()
-            except Exception as exc:  # noqa: BLE001 - the rest of the status still stands
-                log.warning("status: what would re-run is unknown: %s", exc)
-                status["stale_note"] = public(f"Dagster's records could not be read ({type(exc).__name__})")
-        else:
-            status["stale_note"] = "the server was started without Dagster's records"
-        return JSONResponse(status)
+    # ------------------------------------------------------------------ pages and status (routes_pages)
+    app.include_router(page_router(lake, max_upload_bytes, stale))
 
     # ------------------------------------------------------------------ health
     @app.get("/healthz", summary="Is an index served? Which generation, how many paintings, which models")
@@ -278,9 +158,9 @@ def create_app(
 
     # ------------------------------------------------------------------ search
     def run_search(served: Served, query: Any, fields: dict[str, str]) -> JSONResponse:
-        k = _int(fields.get("k") or 10, "k", 1, MAX_K)
-        filters = _filters(fields)
-        face_crop = _truthy(fields.get("face_crop", ""))
+        k = int_field(fields.get("k") or 10, "k", 1, MAX_K)
+        filters = search_filters(fields)
+        face_crop = truthy(fields.get("face_crop", ""))
         if isinstance(query, (bytes, bytearray)):  # the models' work: a few at a time (QueryGate)
             with gate.admit():
                 response = served.engine.search(query, k=k, face_crop=face_crop, filters=filters)
@@ -310,31 +190,31 @@ def create_app(
                 check_image(data, max_pixels, name or "upload")
                 query: Any = data  # bytes: decoded in memory by the engine, never written to disk
             elif objectid:
-                query = _int(objectid, "objectid", 0, 2**63 - 1)
+                query = int_field(objectid, "objectid", 0, 2**63 - 1)
             else:
                 raise UploadError(400, "give an image (multipart field 'image' or an image/* body) or an objectid")
             return await run_in_threadpool(run_search, served, query, fields)
         except UploadError as exc:
-            return _error(exc.status, exc.message)
+            return error_response(exc.status, exc.message)
         except Busy as exc:
             return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
         except IndexNotBuiltError as exc:
-            return _error(503, public(str(exc)), hint="run `artsim run` first")
+            return error_response(503, public(str(exc)), hint="run `artsim run` first")
         except QueryError as exc:
             status = 404 if "not in the collection" in str(exc) else 400
-            return _error(status, public(str(exc)))
+            return error_response(status, public(str(exc)))
 
     @app.post("/api/search", summary="Find the paintings most similar to an uploaded image or a painting",
               openapi_extra=SEARCH_REQUEST_DOC)
     async def api_search(request: Request) -> Response:
-        fields = {k: v for k, v in request.query_params.items() if k in _FORM_FIELDS}
+        fields = {k: v for k, v in request.query_params.items() if k in FORM_FIELDS}
         content_type = request.headers.get("content-type", "")
         image = None
         try:
             body = await read_body(request, max_upload_bytes + 64 * 1024)  # room for the form's other parts
             if content_type.startswith("multipart/form-data"):
                 form = parse_multipart(body, content_type)
-                fields.update({k: v for k, v in form.fields.items() if k in _FORM_FIELDS})
+                fields.update({k: v for k, v in form.fields.items() if k in FORM_FIELDS})
                 upload = form.files.get("image") or next(iter(form.files.values()), None)
                 if upload is not None and upload[1]:
                     image = upload
@@ -343,13 +223,13 @@ def create_app(
             elif content_type.startswith("application/x-www-form-urlencoded"):
                 from urllib.parse import parse_qsl
 
-                fields.update({k: v for k, v in parse_qsl(body.decode("utf-8", "replace")) if k in _FORM_FIELDS})
+                fields.update({k: v for k, v in parse_qsl(body.decode("utf-8", "replace")) if k in FORM_FIELDS})
             elif body:
                 image = ("upload", body)
             if image is not None and len(image[1]) > max_upload_bytes:
                 raise UploadError(413, f"upload too large: {len(image[1])} bytes > limit {max_upload_bytes} bytes")
         except UploadError as exc:
-            return _error(exc.status, exc.message)
+            return error_response(exc.status, exc.message)
         return await search_request(request, fields, image)
 
     @app.get("/api/search", summary="Find the paintings most similar to a painting of the collection")
@@ -369,9 +249,9 @@ def create_app(
             return served
         row = catalog_row(served.engine, objectid)
         if row is None:
-            return _error(404, f"objectid {objectid} is not in the collection")
+            return error_response(404, f"objectid {objectid} is not in the collection")
         payload = painting_json(row, objectid)
-        payload["metadata"] = {key: _json_value(value) for key, value in row.items() if key != "image_path"}
+        payload["metadata"] = {key: json_value(value) for key, value in row.items() if key != "image_path"}
         payload["indexed"] = int(objectid) in served.engine.variants["full"].ids
         payload["has_face_vector"] = "face" in served.engine.variants and int(objectid) in served.engine.variants["face"].ids
         return JSONResponse(payload)
@@ -406,7 +286,7 @@ def create_app(
         if frame is None:
             status = maps.source.get(served.generation or "", "computing")
             if status == "failed":
-                return _error(500, "the collection map could not be computed (see the server log)")
+                return error_response(500, "the collection map could not be computed (see the server log)")
             return JSONResponse({"status": "computing", "generation": served.generation}, status_code=202,
                                 headers={"Retry-After": "2"})
         catalog = served.engine.catalog
@@ -448,7 +328,7 @@ def create_app(
         size = min(THUMB_SIZES, key=lambda s: (s < size, abs(s - size)))  # the nearest allowed size >= asked
         path = served.engine.image_path(objectid)
         if path is None or not path.is_file():
-            return _error(404, f"no cached image for objectid {objectid}")
+            return error_response(404, f"no cached image for objectid {objectid}")
         try:
             etag = thumbs.etag_for(path, size)
             if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
@@ -456,7 +336,7 @@ def create_app(
             data, etag = thumbs.get(path, size)
         except OSError as exc:
             log.warning("thumbnail of %s: %s", objectid, exc)
-            return _error(404, f"the cached image of objectid {objectid} cannot be read ({type(exc).__name__})")
+            return error_response(404, f"the cached image of objectid {objectid} cannot be read ({type(exc).__name__})")
         return Response(data, media_type="image/jpeg",
                         headers={"ETag": etag, "Cache-Control": "public, max-age=3600"})
 
