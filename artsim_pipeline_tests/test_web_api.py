@@ -6,7 +6,10 @@ The lake is small and synthetic, built without Dagster in a few seconds (:mod:`.
 from __future__ import annotations
 
 import io
-import socket
+import os
+import signal
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,8 +21,10 @@ from PIL import Image
 
 from artsim_pipeline.core.generations import current_generation_id
 from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline_tests.support import ARTSIM, disk_writes, free_port
 from artsim_pipeline_tests.web_lake import (MODEL, N_PAINTINGS, VELAZQUEZ_AND_PORTRAIT, LiveServer, build_web_lake,
                                             engine_factory, post_image, publish)
+
 
 @pytest.fixture(scope="module")
 def web_lake(tmp_path_factory):
@@ -122,9 +127,41 @@ def test_bad_uploads_get_a_4xx_with_a_message(server, web_lake):
     assert nothing.status_code == 400 and "objectid" in nothing.json()["detail"]
     k_bad = requests.post(server.url + "/api/search", data={"objectid": "1000", "k": "0"}, timeout=10)
     assert k_bad.status_code in (400, 422)
-    # nothing of it reached the disk
-    assert sorted(p.name for p in lake.root.rglob("*") if "upload" in p.name or p.suffix == ".txt") == []
 
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def test_uploads_are_never_written_to_disk(server, web_lake):
+    """Uploads stay in memory (:mod:`artsim_pipeline.web.uploads`): no file of this process is opened for
+    writing while images are searched and refused, not even the anonymous temporary file Starlette's
+    form parser rolls an upload over 1 MiB into; the lake and the temp folder are unchanged."""
+    lake, _ = web_lake
+    noise = io.BytesIO()
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (700, 700, 3), dtype=np.uint8)).save(noise, "PNG")
+    large = noise.getvalue()
+    assert 1024 * 1024 < len(large) < 2 * 1024 * 1024  # over Starlette's spool size, under the server's limit
+    jpeg = lake.image_path("web-1007").read_bytes()
+    post_image(server, jpeg, k=1)  # the models are loaded before the recording starts
+    lake_before, tmp_before = _tree(lake.root), set(os.listdir(tempfile.gettempdir()))
+    with disk_writes() as written:
+        replies = [post_image(server, large, name="noise.png", mime="image/png", k=3),
+                   post_image(server, jpeg, name="query.jpg", k=3, artist="monet"),
+                   requests.post(server.url + "/api/search?k=2", data=large, headers={"Content-Type": "image/png"},
+                                 timeout=60),
+                   post_image(server, b"\xff\xd8" + b"\0" * (3 * 1024 * 1024), name="huge.jpg"),
+                   post_image(server, jpeg[:400], name="cut.jpg"),
+                   post_image(server, b"plain text, not an image\n" * 50_000, name="notes.txt", mime="text/plain")]
+    assert [r.status_code for r in replies[:3]] == [200, 200, 200], [r.text for r in replies]
+    assert replies[3].status_code == 413 and 400 <= replies[4].status_code < 500 and replies[5].status_code == 415
+    assert replies[1].json()["results"][0]["objectid"] == 1007  # a Monet, found among the Monets
+    assert written == []
+    assert _tree(lake.root) == lake_before and set(os.listdir(tempfile.gettempdir())) == tmp_before
+    with disk_writes() as spooled:  # the recorder sees what Starlette's parser would do with `large`
+        with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as spool:
+            spool.write(large)
+    assert spooled
 
 
 def test_two_images_or_an_image_and_an_objectid_are_refused_saying_why(server, web_lake):
@@ -228,20 +265,12 @@ def test_serve_binds_localhost_by_default():
 @pytest.mark.slow
 def test_artsim_serve_command(web_lake, tmp_path):
     """``artsim serve`` as a user runs it: binds 127.0.0.1, answers /healthz and a search, stops on SIGINT."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
     lake, _ = web_lake
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTSIM_", "DAGSTER_HOME"))}
     env |= {"ARTSIM_DATA_LAKE": str(lake.root), "ARTSIM_MODELS": MODEL, "ARTSIM_WEIGHTS": "random",
             "ARTSIM_DEVICE": "cpu"}
-    artsim = str(Path(sys.executable).with_name("artsim"))
-    proc = subprocess.Popen([artsim, "serve", "--port", str(port)], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([ARTSIM, "serve", "--port", str(port)], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url, deadline, health = f"http://127.0.0.1:{port}", time.monotonic() + 90, None
