@@ -161,6 +161,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from .bench.refresh import main as bench_main
     elif args.benchmark == "notebook":
         from .bench.notebook_loop import main as bench_main
+    elif args.benchmark == "dagster":
+        from .bench.dagster_scale import main as bench_main
+    elif args.benchmark == "layout":
+        from .bench.layout import main as bench_main
+    elif args.benchmark == "scale":
+        from .bench.scale import main as bench_main
     else:
         from .bench.search_e2e import main as bench_main
     return int(bench_main(args.extra) or 0)
@@ -217,7 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("embeddings", "embedding step vs bare forward pass"),
                        ("search", "index latency (synthetic 10k/100k) and end-to-end query latency"),
                        ("refresh", "incremental refresh (one new batch, no change) vs full rebuild"),
-                       ("notebook", "the old notebook's one-image loop vs artsim's batched faces + embeddings")):
+                       ("notebook", "the old notebook's one-image loop vs artsim's batched faces + embeddings"),
+                       ("dagster", "no-change run, status and the UI's stale-status queries at 32-512 partitions"),
+                       ("layout", "collection map layouts (openTSNE, UMAP, sklearn t-SNE): time, kNN kept, placement"),
+                       ("scale", "pca_model, faiss_index, collection_map, eval_report at 2k-131k synthetic paintings")):
         # add_help=False: `artsim bench search --help` reaches the benchmark's own parser
         which.add_parser(name, help=text, add_help=False).set_defaults(func=cmd_bench, passthrough=True)
     return parser

@@ -1,11 +1,14 @@
-"""``collection_map``: a 2-D layout (t-SNE) of the served index's vectors, for the web page's map.
+"""``collection_map``: a 2-D layout (openTSNE) of the served index's vectors, for the web page's map.
 
 Reads the generation ``faiss_index`` published (so the map always matches what search serves) and
-writes ``tables/collection_map.parquet`` (objectid, x, y; the generation id in the schema metadata).
+writes ``tables/collection_map.parquet`` (objectid, x, y; the generation id, its fit id and the
+normalisation map in the schema metadata; see :mod:`artsim_pipeline.core.layout`). While the index
+keeps its fit, new paintings are placed into the stored map; after a refit it is laid out from
+scratch (the rule: :mod:`artsim_pipeline.core.layout_refresh`). The materialization reports ``mode``
+(``full``/``placed``), ``placed``, ``reason`` and ``seconds``.
 """
 
 import hashlib
-import time
 
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
@@ -26,28 +29,33 @@ def collection_map_assets(settings: Settings) -> list[AssetsDefinition]:
         code_version=code_version("collection_map", settings),
         group_name="index",
         automation_condition=COLLECTION,
-        description="2-D map of the collection (PCA then t-SNE of the served index's vectors), drawn by "
-        "`artsim serve` at /map. Written to `tables/collection_map.parquet` (objectid, x, y).",
+        description="2-D map of the collection (PCA then openTSNE of the served index's vectors; new paintings "
+        "placed into the stored map while the index keeps its fit), drawn by `artsim serve` at /map. "
+        "Written to `tables/collection_map.parquet` (objectid, x, y).",
     )
     def collection_map(context: AssetExecutionContext) -> MaterializeResult:
         from ..core.generations import NoGenerationError, load_generation
-        from ..core.layout import bundle_layout, save_layout
+        from ..core.layout_refresh import refresh_collection_map
 
-        started = time.perf_counter()
         try:
             generation = load_generation(lake)
         except NoGenerationError:
             context.log.warning("no index generation yet: no map")
             return MaterializeResult(metadata={"paintings": MetadataValue.int(0)}, data_version=DataVersion("none"))
-        frame = bundle_layout(generation.bundles["full"], seed=LAYOUT_SEED)
-        save_layout(frame, lake.collection_map_path, generation=generation.id)
-        digest = hashlib.sha256(frame.round(6).to_csv(index=False).encode()).hexdigest()[:16]
+        done = refresh_collection_map(lake, generation, seed=LAYOUT_SEED)
+        context.log.info(f"collection map: {done.mode} ({done.reason}), {len(done.frame)} paintings "
+                         f"in {done.seconds} s")
+        digest = hashlib.sha256(done.frame.round(6).to_csv(index=False).encode()).hexdigest()[:16]
         return MaterializeResult(
             metadata={
-                "paintings": MetadataValue.int(len(frame)),
-                "generation": generation.id,
+                "paintings": MetadataValue.int(len(done.frame)),
+                "generation": done.generation,
+                "fit_id": done.fit_id,
+                "mode": done.mode,
+                "placed": MetadataValue.int(done.placed),
+                "reason": done.reason,
                 "parquet": MetadataValue.path(str(lake.collection_map_path)),
-                "seconds": MetadataValue.float(round(time.perf_counter() - started, 2)),
+                "seconds": MetadataValue.float(done.seconds),
             },
             data_version=DataVersion(digest),
         )
