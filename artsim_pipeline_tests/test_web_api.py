@@ -136,7 +136,7 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
 def test_uploads_are_never_written_to_disk(server, web_lake):
     """Uploads stay in memory (:mod:`artsim_pipeline.web.uploads`): no file of this process is opened for
     writing while images are searched and refused, not even the anonymous temporary file Starlette's
-    form parser rolls an upload over 1 MiB into; the lake and the temp folder are unchanged."""
+    form parser rolls an upload over 1 MiB into; the lake is unchanged."""
     lake, _ = web_lake
     noise = io.BytesIO()
     Image.fromarray(np.random.default_rng(5).integers(0, 256, (700, 700, 3), dtype=np.uint8)).save(noise, "PNG")
@@ -144,7 +144,7 @@ def test_uploads_are_never_written_to_disk(server, web_lake):
     assert 1024 * 1024 < len(large) < 2 * 1024 * 1024  # over Starlette's spool size, under the server's limit
     jpeg = lake.image_path("web-1007").read_bytes()
     post_image(server, jpeg, k=1)  # the models are loaded before the recording starts
-    lake_before, tmp_before = _tree(lake.root), set(os.listdir(tempfile.gettempdir()))
+    lake_before = _tree(lake.root)
     with disk_writes() as written:
         replies = [post_image(server, large, name="noise.png", mime="image/png", k=3),
                    post_image(server, jpeg, name="query.jpg", k=3, artist="monet"),
@@ -157,7 +157,9 @@ def test_uploads_are_never_written_to_disk(server, web_lake):
     assert replies[3].status_code == 413 and 400 <= replies[4].status_code < 500 and replies[5].status_code == 415
     assert replies[1].json()["results"][0]["objectid"] == 1007  # a Monet, found among the Monets
     assert written == []
-    assert _tree(lake.root) == lake_before and set(os.listdir(tempfile.gettempdir())) == tmp_before
+    # the system temp folder is shared with every other process on the machine: the audit hook above (this
+    # process's own writes, named or not) is the check; the lake is ours alone
+    assert _tree(lake.root) == lake_before
     with disk_writes() as spooled:  # the recorder sees what Starlette's parser would do with `large`
         with tempfile.SpooledTemporaryFile(max_size=1024 * 1024) as spool:
             spool.write(large)
