@@ -5,14 +5,16 @@ sphere, each a 6-d Gaussian patch around its centre plus isotropic noise, so tha
 inside a cluster have structure a 2-D map can keep). Methods, all after the same PCA to 32 dimensions:
 
 * ``opentsne``: :func:`artsim_pipeline.core.layout.compute_layout` / :func:`~artsim_pipeline.core.layout.place_new`
-  (openTSNE, FFT gradients, FAISS neighbours, two threads), the one the pipeline uses;
+  (openTSNE, FAISS neighbours; FFT gradients on two threads from 10,000 points, Barnes-Hut on one
+  below), the one the pipeline uses, with its default threads;
 * ``umap``: umap-learn, when installed (not a dependency): 15 neighbours, seeded, hence one thread
   (UMAP is only reproducible so); ``transform`` places new points; its numba compilation (both
   neighbour paths) is done once beforehand and not timed;
 * ``sklearn``: the previous implementation (scikit-learn Barnes-Hut t-SNE, 400 iterations, angle 0.6,
   two threads), from scratch only.
 
-Measured per method and size: from-scratch seconds; kNN preservation (mean fraction of each point's 10
+Measured per method and size: from-scratch seconds (wall, and CPU seconds of the process: the growth
+exponent between sizes is taken on CPU seconds, which other load on the machine disturbs less); kNN preservation (mean fraction of each point's 10
 nearest neighbours in the 512-d input that are among its 10 nearest in 2-D, over a 2,000-point
 sample); and "fit on 15/16, place the last 1/16": placement seconds, kNN preservation over the whole
 map and over the placed points alone, and the share of placed points whose nearest old neighbour in
@@ -95,13 +97,13 @@ class OpenTSNE:
     def fit(self, x: np.ndarray, seed: int):
         from ..core.layout import compute_layout
 
-        frame = compute_layout(x, np.arange(len(x)), seed=seed, n_jobs=2)
+        frame = compute_layout(x, np.arange(len(x)), seed=seed)
         return frame, frame[["x", "y"]].to_numpy()
 
     def place(self, model, x_all: np.ndarray, seed: int) -> np.ndarray:
         from ..core.layout import place_new
 
-        return place_new(model, x_all, np.arange(len(x_all)), seed=seed, n_jobs=2)[["x", "y"]].to_numpy()
+        return place_new(model, x_all, np.arange(len(x_all)), seed=seed)[["x", "y"]].to_numpy()
 
 
 class Umap:
@@ -140,27 +142,28 @@ class Sklearn:
         return None, tsne.fit_transform(reduced)
 
 
-def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
-    started = time.perf_counter()
+def _timed(call: Callable[[], Any]) -> tuple[Any, float, float]:
+    """(result, wall seconds, CPU seconds of this process, all threads)."""
+    started, cpu = time.perf_counter(), time.process_time()
     out = call()
-    return out, time.perf_counter() - started
+    return out, time.perf_counter() - started, time.process_time() - cpu
 
 
 def measure(method, n: int, seed: int, place: bool) -> dict[str, Any]:
     """One method at one size: from scratch, then (``place``) fit on 15/16 and place the rest."""
     x, _ = clustered_vectors(n, seed=seed)
     sample = np.random.default_rng(seed + 1).choice(n, size=min(SAMPLE, n), replace=False)
-    (_, xy), seconds = _timed(lambda: method.fit(x, seed))
-    row: dict[str, Any] = {"method": method.name, "n": n, "fit_s": round(seconds, 2),
+    (_, xy), seconds, cpu = _timed(lambda: method.fit(x, seed))
+    row: dict[str, Any] = {"method": method.name, "n": n, "fit_s": round(seconds, 2), "fit_cpu_s": round(cpu, 2),
                            "knn_preservation": round(knn_preservation(x, xy, sample), 4)}
     print(f"  {method.name} n={n}: from scratch {seconds:.1f} s", flush=True)
     if place:
         m = n - n // 16
         model, _ = method.fit(x[:m], seed)
-        placed, seconds = _timed(lambda: method.place(model, x, seed))
+        placed, seconds, cpu = _timed(lambda: method.place(model, x, seed))
         new = np.arange(m, n)
         new_sample = new if len(new) <= SAMPLE else np.random.default_rng(seed + 2).choice(new, SAMPLE, replace=False)
-        row |= {"placed": n - m, "place_s": round(seconds, 2),
+        row |= {"placed": n - m, "place_s": round(seconds, 2), "place_cpu_s": round(cpu, 2),
                 "placed_map_knn_preservation": round(knn_preservation(x, placed, sample), 4),
                 "placed_points_knn_preservation": round(knn_preservation(x, placed, new_sample), 4),
                 "nearest_old_agreement": round(nearest_old_agreement(x, placed, np.arange(m), new_sample), 4)}
@@ -193,16 +196,18 @@ def main(argv: list[str] | None = None) -> int:
     for name in {r["method"] for r in rows}:
         mine = sorted((r for r in rows if r["method"] == name), key=lambda r: r["n"])
         for a, b in zip(mine, mine[1:]):
-            b["growth_exponent"] = round(float(np.log(b["fit_s"] / a["fit_s"]) / np.log(b["n"] / a["n"])), 2)
+            for key in ("fit_s", "fit_cpu_s"):
+                b[key.replace("fit", "growth")] = round(float(np.log(b[key] / a[key]) / np.log(b["n"] / a["n"])), 2)
     result = {"dim": DIM, "clusters": CLUSTERS, "sample": SAMPLE, "k": K, "cpus": os.cpu_count(),
               "load_average_before": [round(v, 2) for v in load_before],
               "load_average_after": [round(v, 2) for v in os.getloadavg()], "warm_up_s": warm_up, "rows": rows}
-    print(f"{'method':<10}{'n':>8}{'fit s':>9}{'growth':>8}{'kNN':>7}{'place s':>9}{'kNN map':>9}"
+    print(f"{'method':<10}{'n':>8}{'fit s':>9}{'cpu s':>9}{'growth':>8}{'kNN':>7}{'place s':>9}{'kNN map':>9}"
           f"{'kNN new':>9}{'near old':>10}")
     for r in rows:
         def cell(key: str, width: int, fmt: str) -> str:
             return f"{r[key]:>{width}{fmt}}" if key in r else f"{'-':>{width}}"
-        print(f"{r['method']:<10}{r['n']:>8}{cell('fit_s', 9, '.1f')}{cell('growth_exponent', 8, '.2f')}"
+        print(f"{r['method']:<10}{r['n']:>8}{cell('fit_s', 9, '.1f')}{cell('fit_cpu_s', 9, '.1f')}"
+              f"{cell('growth_cpu_s', 8, '.2f')}"
               f"{cell('knn_preservation', 7, '.3f')}{cell('place_s', 9, '.1f')}"
               f"{cell('placed_map_knn_preservation', 9, '.3f')}{cell('placed_points_knn_preservation', 9, '.3f')}"
               f"{cell('nearest_old_agreement', 10, '.3f')}")
