@@ -72,16 +72,17 @@ class FusionModel:
 def _concat(
     blocks: Mapping[str, np.ndarray], names: tuple[str, ...], dims: tuple[int, ...] | None
 ) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Validate the blocks and concatenate them in ``names`` order as float64.
+    """Validate the blocks and concatenate them in ``names`` order as a new float64 array.
 
-    Models in ``blocks`` that are not in ``names`` are ignored.
+    Models in ``blocks`` that are not in ``names`` are ignored. Each block is copied straight into
+    its columns (no float64 copy per block before the concatenation): the result is the only copy.
     """
     arrays = []
     n_rows: int | None = None
     for i, name in enumerate(names):
         if name not in blocks:
             raise ValueError(f"fusion input is missing model {name!r} (have {sorted(blocks)})")
-        arr = np.asarray(blocks[name], dtype=np.float64)
+        arr = np.asarray(blocks[name])
         if arr.ndim == 1:
             arr = arr[None, :]
         if arr.ndim != 2:
@@ -92,10 +93,26 @@ def _concat(
             n_rows = arr.shape[0]
         elif arr.shape[0] != n_rows:
             raise ValueError(f"model {name!r}: has {arr.shape[0]} rows, expected {n_rows} like the other models")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"model {name!r}: contains NaN or infinite values")
         arrays.append(arr)
-    return np.concatenate(arrays, axis=1), tuple(int(a.shape[1]) for a in arrays)
+    widths = tuple(int(a.shape[1]) for a in arrays)
+    x = np.empty((n_rows or 0, sum(widths)), dtype=np.float64)
+    start = 0
+    for name, arr, width in zip(names, arrays, widths):
+        part = x[:, start:start + width]
+        part[...] = arr
+        if not np.all(np.isfinite(part)):
+            raise ValueError(f"model {name!r}: contains NaN or infinite values")
+        start += width
+    return x, widths
+
+
+def _column_std(x: np.ndarray, block: int = 512) -> np.ndarray:
+    """``x.std(axis=0)``, bit for bit, a block of at least ``block`` columns at a time (no full-size temporary)."""
+    cuts = list(range(0, x.shape[1], block))
+    if len(cuts) > 1 and x.shape[1] - cuts[-1] < block:
+        cuts.pop()  # the last block takes the remainder: every block keeps >= ``block`` columns
+    cuts.append(x.shape[1])
+    return np.concatenate([x[:, a:b].std(axis=0) for a, b in zip(cuts[:-1], cuts[1:])])
 
 
 def _l2_normalise(x: np.ndarray) -> np.ndarray:
@@ -126,12 +143,17 @@ def fit_fusion(
         raise ValueError("fit_fusion needs at least one vector")
 
     mean = x.mean(axis=0)
-    std = x.std(axis=0)
+    std = _column_std(x)
     scale = np.where(std > 1e-8 * np.maximum(np.abs(mean), 1.0), std, 1.0)
     weights = np.concatenate(
         [np.full(d, 1.0 / np.sqrt(d) if block_balance else 1.0) for d in dims]
     )
-    z = (x - mean) / scale * weights
+    # (x - mean) / scale * weights, in place: the same float operations, no second [n, features] array
+    z = x
+    del x
+    z -= mean
+    z /= scale
+    z *= weights
 
     components = pca_mean = variance = ratio = None
     n_out = n_features
@@ -141,7 +163,8 @@ def fit_fusion(
             raise ValueError(f"PCA needs at least 2 vectors, got {n_samples}; fit with use_pca=False")
         from sklearn.decomposition import PCA
 
-        pca = PCA(n_components=n_out, svd_solver="auto", random_state=PCA_RANDOM_STATE)
+        # copy=False: PCA centres z in place instead of copying it (z is not used afterwards)
+        pca = PCA(n_components=n_out, svd_solver="auto", random_state=PCA_RANDOM_STATE, copy=False)
         pca.fit(z)
         components = pca.components_.astype(np.float64)
         pca_mean = pca.mean_.astype(np.float64)
@@ -166,10 +189,13 @@ def transform(model: FusionModel, blocks: dict[str, np.ndarray]) -> np.ndarray:
     Raises ``ValueError`` naming the model when one is missing or has the wrong width;
     extra models in ``blocks`` are ignored.
     """
-    x, _ = _concat(blocks, model.model_names, model.dims)
-    z = (x - model.mean) / model.scale * model.block_weights
+    z, _ = _concat(blocks, model.model_names, model.dims)  # a new array: standardised in place
+    z -= model.mean
+    z /= model.scale
+    z *= model.block_weights
     if model.pca_components is not None:
-        z = (z - model.pca_mean) @ model.pca_components.T
+        z -= model.pca_mean
+        z = z @ model.pca_components.T
         if model.options.get("whiten"):
             z = z / np.sqrt(np.maximum(model.explained_variance, _EPS))
     if model.projection is not None:

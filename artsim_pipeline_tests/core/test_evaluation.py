@@ -8,11 +8,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from artsim_pipeline.core.evaluation import ItemMeta, evaluate_method, random_rows, ranked_rows, relevant_counts
+from artsim_pipeline.core.evaluation import (
+    METHODS,
+    ItemMeta,
+    QuerySample,
+    VariantInput,
+    evaluate_collection,
+    evaluate_method,
+    evaluate_methods,
+    random_rows,
+    ranked_rows,
+    relevant_counts,
+    relevant_rows,
+)
 from artsim_pipeline.core.metrics import evaluate_retrieval
 from artsim_pipeline.core.scoring import ScoringWeights, rerank
 
-from .support import random_records
+from .support import clustered, random_records
 
 def six_paintings() -> tuple[np.ndarray, ItemMeta]:
     """Artist A: rows 0-2, artist B: rows 3-5; unit vectors at these angles (degrees), no ties."""
@@ -46,7 +58,7 @@ def test_leave_one_out_on_six_paintings_matches_hand_computation():
     row = next(r for r in result.rows() if r["k"] == 5)
     assert row == {"method": "visual", "relevance": "artist", "k": 5, "precision_at_k": pytest.approx(0.4),
                    "recall_at_k": pytest.approx(1.0), "map_at_k": pytest.approx(np.mean(ap)),
-                   "map": pytest.approx(np.mean(ap)), "n_queries": 6, "leaks_label": False}
+                   "map": pytest.approx(np.mean(ap)), "n_queries": 6, "n_eligible_queries": 6, "leaks_label": False}
 
 
 def test_queries_without_relevant_items_are_skipped_and_style_lists_count():
@@ -156,3 +168,118 @@ def test_protocol_random_ranking_averages_to_the_analytic_chance_level():
                           ("map_at_k", f"map@{k}"), ("map", "map")):
             simulated = np.mean([t.mean(name) for t in trials])
             assert simulated == pytest.approx(analytic[k][key], abs=0.01), (k, key)
+
+
+# ---------------------------------------------------------------- linear relevant counts, sampled queries
+
+def _collection(n: int, seed: int = 0) -> tuple[np.ndarray, ItemMeta, list[dict]]:
+    """``n`` clustered vectors with random metadata (style lists, missing artists and styles)."""
+    records = random_records(n, seed=seed)
+    rng = np.random.default_rng(seed)
+    for i in rng.choice(n, size=n // 10, replace=False):
+        records[i] = {**records[i], "artist": None}
+    for i in rng.choice(n, size=n // 8, replace=False):
+        records[i] = {**records[i], "style": "Baroque; Rococo" if i % 2 else None}
+    ids = rng.permutation(10 * n)[:n] + 1
+    return clustered(n, dim=12, n_clusters=9, seed=seed), ItemMeta.from_records(ids, records), records
+
+
+@pytest.mark.parametrize("relevance", ["artist", "style"])
+def test_relevant_counts_equal_the_relevance_matrix_row_sums(relevance):
+    _, meta, _ = _collection(300, seed=4)
+    rel = relevant_rows(meta, relevance, np.arange(len(meta)))
+    np.fill_diagonal(rel, False)
+    counts = relevant_counts(meta, relevance)
+    assert counts.dtype == np.int64 and counts.tolist() == rel.sum(axis=1).tolist()
+    assert 0 < (counts > 0).sum() < len(meta)  # some paintings are no query
+
+
+def test_query_sample_is_seeded_keyed_on_objectids_and_stable_as_the_collection_grows():
+    sample = QuerySample(full_up_to=100, size=40, seed=3)
+    ids = np.random.default_rng(0).permutation(5000)[:600] + 1
+    eligible = np.arange(0, 600, 2)
+    assert sample.rows(eligible[:100], ids).tolist() == eligible[:100].tolist()  # up to full_up_to: all
+    rows = sample.rows(eligible, ids)
+    assert len(rows) == 40 and rows.tolist() == sorted(rows.tolist()) and set(rows) <= set(eligible)
+    assert rows.tolist() == sample.rows(eligible, ids).tolist()  # deterministic
+    order = np.random.default_rng(1).permutation(600)  # the same paintings in another row order
+    back = np.argsort(order)
+    assert sorted(ids[order][sample.rows(back[eligible], ids[order])]) == sorted(ids[rows])
+    assert set(ids[QuerySample(100, 40, seed=4).rows(eligible, ids)]) != set(ids[rows])  # the seed matters
+    grown = np.concatenate([ids, np.arange(6000, 6010)])  # ten new eligible paintings
+    kept = set(grown[sample.rows(np.concatenate([eligible, np.arange(600, 610)]), grown)]) & set(ids[rows])
+    assert len(kept) >= 30
+    with pytest.raises(ValueError, match="size <= full_up_to"):
+        QuerySample(full_up_to=10, size=20)
+
+
+@pytest.mark.parametrize("relevance", ["artist", "style"])
+def test_sampled_queries_get_exactly_the_full_protocol_numbers(relevance):
+    vectors, meta, _ = _collection(260, seed=2)
+    sample = QuerySample(full_up_to=50, size=25, seed=0)
+    for method in METHODS:
+        sampled = evaluate_method(vectors, meta, method, relevance, (1, 5, 10), sample=sample)
+        full = evaluate_method(vectors, meta, method, relevance, (1, 5, 10), sample=None)
+        assert sampled.n_queries == 25 and sampled.n_eligible_queries == full.n_queries > 50
+        rows = np.flatnonzero(np.isin(meta.objectids, sampled.query_ids))
+        at = np.flatnonzero(np.isin(full.query_ids, sampled.query_ids))
+        same_rows = evaluate_method(vectors, meta, method, relevance, (1, 5, 10), query_rows=rows, sample=None)
+        assert same_rows.query_ids.tolist() == sampled.query_ids.tolist()
+        for key, values in sampled.per_query.items():
+            assert np.array_equal(values, same_rows.per_query[key]), (method, key)  # bit for bit
+            assert np.array_equal(values, full.per_query[key][at]), (method, key)
+        row = sampled.rows()[1]
+        assert (row["n_queries"], row["n_eligible_queries"]) == (25, full.n_queries)
+    again = evaluate_method(vectors, meta, "visual", relevance, sample=sample)
+    assert again.query_ids.tolist() == sampled.query_ids.tolist()
+
+
+def test_chunking_does_not_change_any_number():
+    vectors, meta, _ = _collection(120, seed=5)
+    for method in ("visual", "hybrid_no_label", "random"):
+        one = evaluate_method(vectors, meta, method, "style", seed=7)
+        small = evaluate_method(vectors, meta, method, "style", seed=7, chunk=7)
+        for key, values in one.per_query.items():
+            assert np.array_equal(values, small.per_query[key]), (method, key)
+
+
+def test_evaluate_collection_reports_how_many_queries_were_sampled_of_how_many():
+    vectors, meta, records = _collection(240, seed=6)
+    order = np.argsort(meta.objectids)
+    ids = meta.objectids[order]
+    catalog = pd.DataFrame([records[i] for i in order]).assign(objectid=ids, uuid=[f"u{i}" for i in ids])
+    full = VariantInput(ids, catalog["uuid"].to_numpy(), {"model_a": vectors[order]})
+    asked: list[int] = []
+
+    def index_check(_vectors, query_ids, k):
+        asked.append(len(query_ids))
+        return np.tile(ids[:k], (len(query_ids), 1))
+
+    sample = QuerySample(full_up_to=60, size=30, seed=1)
+    report = evaluate_collection(full, catalog, lambda _u: None, pca_dim=6, study=False, index_check=index_check,
+                                 query_sample=sample).report
+    head = report["headline"]
+    eligible = int((relevant_counts(meta, "artist") > 0).sum())
+    assert (head["n_queries"], head["n_eligible_queries"], head["n_paintings"]) == (30, eligible, 240)
+    assert report["settings"]["query_sample"] == sample.describe()
+    assert all(r["n_queries"] == 30 for r in report["methods"])
+    assert asked == [30] and report["index_check"]["n_checked"] == 30
+    every = evaluate_collection(full, catalog, lambda _u: None, pca_dim=6, study=False,
+                                query_sample=QuerySample(full_up_to=240, size=30)).report["headline"]
+    assert every["n_queries"] == every["n_eligible_queries"] == eligible
+
+
+@pytest.mark.parametrize("relevance", ["artist", "style"])
+def test_methods_in_one_pass_equal_separate_calls_bit_for_bit(relevance):
+    vectors, meta, _ = _collection(150, seed=8)
+    sample = QuerySample(full_up_to=60, size=40)
+    methods = ("visual", "random", "hybrid_no_label", "hybrid_all_leaky")
+    together = evaluate_methods(vectors, meta, methods, relevance, (1, 5), seed=3, sample=sample, chunk=16)
+    assert [r.method for r in together] == list(methods) and all(r.seconds > 0 for r in together)
+    for res in together:
+        alone = evaluate_method(vectors, meta, res.method, relevance, (1, 5), seed=3, sample=sample)
+        assert res.query_ids.tolist() == alone.query_ids.tolist() and res.leaks_label == alone.leaks_label
+        for key, values in alone.per_query.items():
+            assert np.array_equal(values, res.per_query[key]), (res.method, key)
+    with pytest.raises(ValueError, match="each method once"):
+        evaluate_methods(vectors, meta, ("visual", "visual"), relevance)

@@ -1,6 +1,7 @@
 """Retrieval evaluation of the collection (plain Python, no Dagster), by concern:
 
 * :mod:`.protocol`: the leave-one-out protocol (relevance, methods, per-query metrics);
+* :mod:`.sampling`: which paintings query (all up to 5,000 eligible, else a seeded sample of 2,000);
 * :mod:`.ablations`: which vector set (model, fusion step, tap set) retrieves best;
 * :mod:`.pixels`: pixel RMSE/SSIM of the top results against random pairs;
 * :mod:`.learned`: the learned similarity head on held-out artists;
@@ -22,12 +23,14 @@ from .protocol import (
     ItemMeta,
     MethodResult,
     evaluate_method,
+    evaluate_methods,
     method_weights,
     random_rows,
     ranked_rows,
     relevant_counts,
     relevant_rows,
 )
+from .sampling import FULL_UP_TO, SAMPLE_SIZE, QuerySample, splitmix64
 from .run import (
     CURVE_KS,
     HEADLINE,
@@ -39,11 +42,11 @@ from .run import (
 )
 
 __all__ = [
-    "CURVE_KS", "DEFAULT_KS", "EVAL_EPOCHS", "HEADLINE", "METHODS", "RANDOM_WEIGHTS_WARNING", "RELEVANCES",
+    "CURVE_KS", "DEFAULT_KS", "EVAL_EPOCHS", "FULL_UP_TO", "HEADLINE", "METHODS", "RANDOM_WEIGHTS_WARNING", "RELEVANCES",
     "SPLIT_SEEDS", "TAP_SET_NAMES", "EvaluationResult", "GrayCache", "ItemMeta", "MethodResult", "PixelResult",
-    "VariantInput", "ablation_sets", "concat_l2", "evaluate_collection", "evaluate_learned", "evaluate_method",
+    "QuerySample", "SAMPLE_SIZE", "VariantInput", "ablation_sets", "concat_l2", "evaluate_collection", "evaluate_learned", "evaluate_method", "evaluate_methods",
     "face_comparison", "fingerprint", "fused_vectors", "heldout_artists", "index_check_rows", "load_gray",
     "method_weights", "pixel_evaluation", "pixel_rmse", "pixel_ssim", "random_rows", "ranked_rows",
-    "relevant_counts", "relevant_rows", "report_fingerprint", "split_rows", "splittable_artists",
+    "relevant_counts", "relevant_rows", "report_fingerprint", "split_rows", "splitmix64", "splittable_artists",
     "tap_set_ablations",
 ]

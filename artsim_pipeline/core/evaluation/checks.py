@@ -6,7 +6,8 @@
 * :func:`face_comparison`: visual/artist P@K of the full painting vs the face crop, on the paintings
   that have a face vector (like with like);
 * :func:`index_check_rows`: the served ANN index vs exact search, neighbour overlap (recall vs exact
-  @K) and same-artist precision@K;
+  @K) and same-artist precision@K, over every painting or the rows given (the report's sample);
+  ``{n_queries, n_checked, n_paintings, recall_vs_exact_at_K, precision_at_K}``;
 * :func:`examples`: a few deterministic queries with their top results (for the examples plot).
 """
 
@@ -136,21 +137,33 @@ def face_comparison(
 
 
 def index_check_rows(
-    found: np.ndarray, objectids: np.ndarray, meta: ItemMeta, ks: Sequence[int], vectors: np.ndarray
+    found: np.ndarray, objectids: np.ndarray, meta: ItemMeta, ks: Sequence[int], vectors: np.ndarray,
+    rows: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Served index vs exact search: neighbour overlap and same-artist precision@K."""
+    """Served index vs exact search: neighbour overlap and same-artist precision@K.
+
+    ``found [q, kmax]`` holds the index's objectids for the painting rows ``rows`` (default: every
+    row, ``q = N``); exact search ranks the whole collection for those rows.
+    """
     kmax = max(ks)
     x = l2_rows(vectors).astype(np.float32)
-    _, exact_rows = exact_topk(x, x, kmax)
+    if rows is None:
+        checked = np.arange(len(objectids))
+        _, exact_rows = exact_topk(x, x, kmax)
+    else:
+        checked = np.asarray(rows, dtype=np.int64)
+        _, exact_rows = exact_topk(x, x[checked], kmax, exclude_self=True, query_rows=checked)
     exact_ids = objectids[exact_rows]
     pos = {int(o): i for i, o in enumerate(objectids)}
     labels = meta.artist_labels
-    queries = np.flatnonzero(relevant_counts(meta, "artist") > 0)
-    out: dict[str, Any] = {"n_queries": int(len(queries))}
+    is_query = relevant_counts(meta, "artist")[checked] > 0
+    queries = np.flatnonzero(is_query)  # positions in ``checked``
+    out: dict[str, Any] = {"n_queries": int(len(queries)), "n_checked": int(len(checked)),
+                           "n_paintings": int(len(objectids))}
     for k in ks:
-        overlap = [len(set(found[i, :k].tolist()) & set(exact_ids[i, :k].tolist())) / k for i in range(len(objectids))]
+        overlap = [len(set(found[i, :k].tolist()) & set(exact_ids[i, :k].tolist())) / k for i in range(len(checked))]
         hits = [
-            sum(1 for o in found[i, :k] if o >= 0 and labels[pos[int(o)]] == labels[i]) / k for i in queries
+            sum(1 for o in found[i, :k] if o >= 0 and labels[pos[int(o)]] == labels[checked[i]]) / k for i in queries
         ]
         out[f"recall_vs_exact_at_{k}"] = float(np.mean(overlap))
         out[f"precision_at_{k}"] = float(np.mean(hits)) if hits else float("nan")

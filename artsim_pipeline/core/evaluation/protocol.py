@@ -1,6 +1,8 @@
 """The leave-one-out retrieval protocol (plain Python, no Dagster).
 
-Every painting with at least one relevant other painting queries all the others.
+Every painting with at least one relevant other painting queries all the others; beyond 5,000 such
+paintings, a seeded sample of 2,000 of them does (:class:`~.sampling.QuerySample`), each still ranked
+against the whole collection, so the cost stays linear in the collection.
 
 * Relevance ``artist``: same normalised artist (``artist_key``, folded and stripped of attribution
   prefixes with :func:`~artsim_pipeline.core.scoring.normalize_artist`); paintings without an
@@ -31,10 +33,13 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
+import time
+
 import numpy as np
 import pandas as pd
 
 from ..metrics import (
+    _relevant_counts,
     average_precision_rows,
     drop_self,
     l2_rows,
@@ -54,12 +59,16 @@ from ..scoring import (
     shares,
     text_codes,
 )
+from .sampling import QuerySample
 
 DEFAULT_KS = (1, 5, 10)
 METHODS = ("visual", "hybrid_no_label", "hybrid_all_leaky")
 RELEVANCES = ("artist", "style")
 RANDOM_TRIALS = 5
 CHUNK = 256
+#: At most this many [queries x collection] cells per chunk: 256 query rows up to 4,096 paintings, fewer
+#: beyond, so a chunk's arrays stay small (the numbers do not depend on the chunking).
+CHUNK_CELLS = 256 * 4_096
 
 
 @dataclass
@@ -123,15 +132,25 @@ def relevant_rows(meta: ItemMeta, relevance: str, rows: np.ndarray) -> np.ndarra
 
 
 def relevant_counts(meta: ItemMeta, relevance: str) -> np.ndarray:
-    """Per painting, how many *other* paintings are relevant to it."""
-    n = len(meta)
-    counts = np.zeros(n, dtype=np.int64)
-    for start in range(0, n, CHUNK):
-        rows = np.arange(start, min(start + CHUNK, n))
-        rel = relevant_rows(meta, relevance, rows)
-        rel[np.arange(len(rows)), rows] = False
-        counts[rows] = rel.sum(axis=1)
-    return counts
+    """Per painting, how many *other* paintings are relevant to it (:func:`relevant_rows` without self).
+
+    Linear in the collection: artist labels are counted; paintings with the same set of styles share
+    with the same others, so style relevance is counted between the distinct style sets.
+    """
+    if relevance == "artist":
+        return _relevant_counts(meta.artist_labels).astype(np.int64)
+    if relevance != "style":
+        raise ValueError(f"relevance must be one of {RELEVANCES}, got {relevance!r}")
+    bits = meta.table.style_bits
+    if bits.shape[1] == 0 or len(bits) == 0:
+        return np.zeros(len(bits), dtype=np.int64)
+    sets, inverse, sizes = np.unique(bits, axis=0, return_inverse=True, return_counts=True)
+    per_set = np.zeros(len(sets), dtype=np.int64)
+    for start in range(0, len(sets), CHUNK):
+        rows = np.arange(start, min(start + CHUNK, len(sets)))
+        per_set[rows] = shares(sets, rows).astype(np.int64) @ sizes
+    has_style = sets.any(axis=1)
+    return (per_set - has_style)[inverse.reshape(-1)]
 
 
 def method_weights(method: str, relevance: str, weights: ScoringWeights = ScoringWeights()) -> ScoringWeights | None:
@@ -159,17 +178,24 @@ class MethodResult:
     per_query: dict[str, np.ndarray]  # "precision@K", "recall@K", "map@K", "map"
     leaks_label: bool = False
     n_candidates: int = 0
+    n_eligible: int | None = None  # queries with a relevant item, before sampling (None: as many as queried)
+    seconds: float = 0.0  # its time; the similarities and visual ranking it shares count for the first method
 
     @property
     def n_queries(self) -> int:
         return int(len(self.query_ids))
+
+    @property
+    def n_eligible_queries(self) -> int:
+        return self.n_queries if self.n_eligible is None else int(self.n_eligible)
 
     def mean(self, key: str) -> float:
         values = self.per_query[key]
         return float(values.mean()) if len(values) else float("nan")
 
     def rows(self, ks: Sequence[int] | None = None) -> list[dict[str, Any]]:
-        """One row per K: {method, relevance, k, precision_at_k, recall_at_k, map_at_k, map, n_queries, leaks_label}."""
+        """One row per K: {method, relevance, k, precision_at_k, recall_at_k, map_at_k, map, n_queries,
+        n_eligible_queries, leaks_label} (``n_queries`` evaluated of ``n_eligible_queries``)."""
         return [
             {
                 "method": self.method,
@@ -180,6 +206,7 @@ class MethodResult:
                 "map_at_k": self.mean(f"map@{k}"),
                 "map": self.mean("map"),
                 "n_queries": self.n_queries,
+                "n_eligible_queries": self.n_eligible_queries,
                 "leaks_label": self.leaks_label,
             }
             for k in (ks or self.ks)
@@ -194,13 +221,17 @@ def _rankings(
     hybrid: ScoringWeights | None,
     ks: Sequence[int],
     rng: np.random.Generator,
+    visual: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Full ranking ``[q, N-1]`` and the top-K rows per K (query itself left out) for one chunk."""
+    """Full ranking ``[q, N-1]`` and the top-K rows per K (query itself left out) for one chunk.
+
+    ``visual``: the chunk's visual ranking (``drop_self(rank_rows(sim))``) when already computed.
+    """
     ids = meta.objectids
     if method == "random":
         order = drop_self(np.argsort(rng.random(sim.shape), axis=1), rows)
     else:
-        order = drop_self(rank_rows(sim, ids), rows)
+        order = visual if visual is not None else drop_self(rank_rows(sim, ids), rows)
     if hybrid is None:
         return order, {k: order[:, :k] for k in ks}
     final = final_score(sim, metadata_scores(meta.table, rows, hybrid), hybrid)
@@ -240,66 +271,116 @@ def evaluate_method(
     query_rows: np.ndarray | None = None,
     seed: int = 0,
     chunk: int = CHUNK,
+    sample: QuerySample | None = QuerySample(),
 ) -> MethodResult:
     """Leave-one-out evaluation of ``method`` on ``vectors [N, d]`` (row i is ``meta.objectids[i]``).
 
     Queries are the rows with at least one relevant other row (restricted to ``query_rows`` when
-    given). Visual scores are cosine similarities; ties go to the lower objectid. Hybrid methods:
+    given), or ``sample``'s seeded sample of them when there are more than ``sample.full_up_to``
+    (None: always all); each query ranks the whole collection. ``seed`` seeds the ``random``
+    method's permutations. Visual scores are cosine similarities; ties go to the lower objectid. Hybrid methods:
     for each K the top ``weights.n_candidates(K)`` visual results are re-ranked in the order of
     :func:`~artsim_pipeline.core.scoring.rerank`; the full-ranking AP re-ranks every painting the same way.
     """
+    return evaluate_methods(vectors, meta, (method,), relevance, ks, weights, query_rows=query_rows, seed=seed,
+                            chunk=chunk, sample=sample)[0]
+
+
+def evaluate_methods(
+    vectors: np.ndarray,
+    meta: ItemMeta,
+    methods: Sequence[str] = METHODS,
+    relevance: str = "artist",
+    ks: Sequence[int] = DEFAULT_KS,
+    weights: ScoringWeights = ScoringWeights(),
+    *,
+    query_rows: np.ndarray | None = None,
+    seed: int = 0,
+    chunk: int = CHUNK,
+    sample: QuerySample | None = QuerySample(),
+) -> list[MethodResult]:
+    """:func:`evaluate_method` for each of ``methods`` on the same queries, one pass over them: the
+    similarities, relevance and visual ranking of a chunk of queries are computed once for all the
+    methods (the numbers are those of separate calls, bit for bit)."""
     ks = tuple(int(k) for k in ks)
     if any(k < 1 for k in ks):
         raise ValueError(f"every k must be >= 1, got {ks}")
+    methods = tuple(methods)
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"each method once, got {methods}")
     x = l2_rows(vectors)
     n = x.shape[0]
     if len(meta) != n:
         raise ValueError(f"metadata for {len(meta)} paintings, vectors for {n}")
-    hybrid = method_weights(method, relevance, weights)
+    hybrids = {method: method_weights(method, relevance, weights) for method in methods}
     counts = relevant_counts(meta, relevance)
     candidates = counts > 0
     if query_rows is not None:
         mask = np.zeros(n, dtype=bool)
         mask[np.asarray(query_rows, dtype=np.int64)] = True
         candidates &= mask
-    queries = np.flatnonzero(candidates)
-    per_query: dict[str, list[np.ndarray]] = {}
+    eligible = np.flatnonzero(candidates)
+    queries = eligible if sample is None else sample.rows(eligible, meta.objectids)
+    chunk = max(1, min(int(chunk), CHUNK_CELLS // max(n, 1)))
+    per_query: dict[str, dict[str, list[np.ndarray]]] = {method: {} for method in methods}
+    seconds = dict.fromkeys(methods, 0.0)
     rng = np.random.default_rng(seed)
     for start in range(0, len(queries), chunk):
+        started = time.perf_counter()
         rows = queries[start:start + chunk]
         rel_all = relevant_rows(meta, relevance, rows)
         rel_all[np.arange(len(rows)), rows] = False
         n_rel = counts[rows].astype(np.float64)
-        full, tops = _rankings(x[rows] @ x.T, meta, rows, method, hybrid, ks, rng)
-        out = {}
-        for k in ks:
-            out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
-        out["map"] = average_precision_rows(np.take_along_axis(rel_all, full, axis=1), n_rel)
-        for key, values in out.items():
-            per_query.setdefault(key, []).append(values)
+        sim = x[rows] @ x.T
+        visual = None
+        for method in methods:
+            if method != "random" and visual is None:
+                visual = drop_self(rank_rows(sim, meta.objectids), rows)
+            full, tops = _rankings(sim, meta, rows, method, hybrids[method], ks, rng,
+                                   None if method == "random" else visual)
+            out = {}
+            for k in ks:
+                out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
+            out["map"] = average_precision_rows(np.take_along_axis(rel_all, full, axis=1), n_rel)
+            for key, values in out.items():
+                per_query[method].setdefault(key, []).append(values)
+            now = time.perf_counter()
+            seconds[method] += now - started
+            started = now
     empty = np.zeros(0, dtype=np.float64)
-    return MethodResult(
-        method=method,
-        relevance=relevance,
-        ks=ks,
-        query_ids=meta.objectids[queries],
-        per_query={key: np.concatenate(per_query.get(key, [empty])) for key in metric_keys(ks)},
-        leaks_label=method == "hybrid_all_leaky",
-        n_candidates=n - 1,
-    )
+    return [
+        MethodResult(
+            method=method,
+            relevance=relevance,
+            ks=ks,
+            query_ids=meta.objectids[queries],
+            per_query={key: np.concatenate(per_query[method].get(key, [empty])) for key in metric_keys(ks)},
+            leaks_label=method == "hybrid_all_leaky",
+            n_candidates=n - 1,
+            n_eligible=int(len(eligible)),
+            seconds=seconds[method],
+        )
+        for method in methods
+    ]
 
 
-def random_rows(meta: ItemMeta, relevance: str, ks: Sequence[int] = DEFAULT_KS, seed: int = 0) -> list[dict[str, Any]]:
-    """Chance level of each metric: exact expectation for artist relevance, seeded simulation for style."""
+def random_rows(
+    meta: ItemMeta, relevance: str, ks: Sequence[int] = DEFAULT_KS, seed: int = 0,
+    sample: QuerySample | None = QuerySample(),
+) -> list[dict[str, Any]]:
+    """Chance level of each metric: exact expectation for artist relevance (over every eligible query),
+    seeded simulation for style (on ``sample``'s queries, like the methods)."""
     keys = metric_keys(ks)
     if relevance == "artist":
         base = random_baseline([int(c) if c >= 0 else None for c in meta.artist_labels], ks=ks)
         estimate, n_queries = "analytic", int(base["n_queries"])
+        n_eligible = n_queries
         values = {key: float(base[key]) for key in keys}
     else:
-        trials = [evaluate_method(np.ones((len(meta), 1)), meta, "random", relevance, ks, seed=seed + t)
-                  for t in range(RANDOM_TRIALS)]
+        trials = [evaluate_method(np.ones((len(meta), 1)), meta, "random", relevance, ks, seed=seed + t,
+                                  sample=sample) for t in range(RANDOM_TRIALS)]
         estimate, n_queries = f"simulated, {RANDOM_TRIALS} permutations per query", trials[0].n_queries
+        n_eligible = trials[0].n_eligible_queries
         values = {key: float(np.mean([t.mean(key) for t in trials])) for key in keys}
     return [
         {
@@ -311,6 +392,7 @@ def random_rows(meta: ItemMeta, relevance: str, ks: Sequence[int] = DEFAULT_KS, 
             "map_at_k": values[f"map@{k}"],
             "map": values["map"],
             "n_queries": n_queries,
+            "n_eligible_queries": n_eligible,
             "estimate": estimate,
         }
         for k in ks
