@@ -36,7 +36,7 @@ from typing import Any, Mapping
 import faiss
 import numpy as np
 
-from .fusion import FusionModel, fit_fusion, fit_residual_share, residual_share, transform
+from .fusion import FusionModel, fit_fusion, residual_share, transform
 from .index import IndexBundle, choose_nlist, tune_nprobe
 
 #: Default thresholds (``ARTSIM_REFIT_SHARE``, ``ARTSIM_REFIT_DRIFT``).
@@ -191,8 +191,8 @@ def decide_fit(
     drift = None
     if touched:
         rows = delta.add_rows
-        fit_residual = served_fit.fit_residual or fit_residual_share(served_fusion)
-        drift = residual_share(served_fusion, {k: np.asarray(v)[rows] for k, v in blocks.items()}) / max(fit_residual, 1e-12)
+        drift = residual_share(served_fusion, {k: np.asarray(v)[rows] for k, v in blocks.items()}) / \
+            max(served_fit.fit_residual, 1e-12)
     measured = dict(share=round(share, 6), drift=None if drift is None else round(drift, 6), added=delta.n_new,
                     changed=delta.n_changed, removed=delta.removed)
     if share > refit_share:
@@ -225,9 +225,8 @@ def update_index(bundle: IndexBundle, fused: np.ndarray, objectids: np.ndarray, 
     ids = np.asarray(objectids, dtype=np.int64)
     if delta.add_rows.size:
         index.add_with_ids(np.ascontiguousarray(fused[delta.add_rows], dtype=np.float32), ids[delta.add_rows])
-    kept = np.setdiff1d(np.asarray(bundle.ids, dtype=np.int64), delta.remove_ids, assume_unique=False)
-    kept_in_order = np.asarray(bundle.ids, dtype=np.int64)[np.isin(bundle.ids, kept)]
-    new_ids = np.concatenate([kept_in_order, ids[delta.add_rows]])
+    served = np.asarray(bundle.ids, dtype=np.int64)
+    new_ids = np.concatenate([served[~np.isin(served, delta.remove_ids)], ids[delta.add_rows]])  # insertion order
     info = {k: v for k, v in bundle.info.items() if k != "build_seconds"}
     info["n_vectors"] = int(len(new_ids))
     info["updated_from"] = {"n_vectors": int(len(bundle.ids)), "added": int(delta.add_rows.size),
