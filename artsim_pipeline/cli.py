@@ -17,7 +17,7 @@ def _prepare_instance(settings: Settings):
     object-store lake ``<ARTSIM_WORK_DIR>/dagster_home``)."""
     from dagster import DagsterInstance
 
-    from .core.storage import lake_at
+    from .core.lake import lake_at
 
     if not os.environ.get("DAGSTER_HOME"):
         home = lake_at(settings.data_lake, settings.work_dir, absolute=True).dagster_home
@@ -59,7 +59,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     _check_device(settings)  # before the catalog and images are written, not after
     instance = _prepare_instance(settings)
-    from .core.storage import lake_at
+    from .core.lake import lake_at
 
     lake = lake_at(settings.data_lake, settings.work_dir, absolute=True)
     where = f"{lake.root} (work dir {lake.work_dir})" if lake.is_remote else str(lake.root)
@@ -86,7 +86,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from .core.status import format_status, lake_status
-    from .core.storage import lake_at
+    from .core.lake import lake_at
 
     status = lake_status(lake_at(settings.data_lake, settings.work_dir), worst=args.worst)
     status["stale"] = dagster_plan(settings)

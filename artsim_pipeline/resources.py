@@ -16,7 +16,7 @@ from dagster_duckdb import DuckDBResource
 from .config import Settings, names_with_role
 from .core.http import HttpClient
 from .core.nga_source import NgaSource
-from .core.storage import DataLake, lake_at
+from .core.lake import DataLake, lake_at
 
 _DEFAULTS = Settings()
 

@@ -365,7 +365,7 @@ class PipelineRunner:
 
     def _damaged(self) -> dict[str | None, dict[AssetKey, str]]:
         """What the lake holds damaged or missing although Dagster recorded it: {batch or None: {asset: reason}}."""
-        from .core.storage import lake_at
+        from .core.lake import lake_at
         from .core.verify import set_aside, verify_lake
 
         lake = lake_at(self.settings.data_lake, self.settings.work_dir)

@@ -14,7 +14,7 @@ from artsim_pipeline.core.fusion import fusion_fingerprint, transform
 from artsim_pipeline.core.generations import load_generation
 from artsim_pipeline.core.index import search
 from artsim_pipeline.core.status import format_status, lake_status
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.http_server import IiifImages, LocalServer

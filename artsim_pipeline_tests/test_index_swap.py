@@ -25,7 +25,7 @@ from artsim_pipeline.config import Settings
 from artsim_pipeline.resources import build_resources
 from artsim_pipeline.core.embedding_store import embeddings_schema
 from artsim_pipeline.core.search import SearchEngine
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 
 MODELS = {"alpha": 12, "beta": 6}
 BATCH = "batch-00000"

@@ -39,7 +39,7 @@ from PIL import Image
 
 from artsim_pipeline.core.temp_sweep import LAKE_TEMP_DIRS, sweep_lake_temp_files
 from artsim_pipeline.core.generations import current_generation_id, load_generation, load_staged_fusions
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline_tests.http_server import IiifImages, LocalServer
 from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs, write_mirror
 from artsim_pipeline_tests.support import ARTSIM

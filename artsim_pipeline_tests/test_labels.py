@@ -10,7 +10,8 @@ from artsim_pipeline.config import Settings
 from artsim_pipeline.core.evaluation.protocol import ItemMeta
 from artsim_pipeline.core.head import heldout_artists
 from artsim_pipeline.core.scoring import normalize_artist
-from artsim_pipeline.core.storage import DataLake, read_parquet
+from artsim_pipeline.core.storage import read_parquet
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline.definitions import build_assets
 from artsim_pipeline.resources import build_resources
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror

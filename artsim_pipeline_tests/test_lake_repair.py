@@ -9,7 +9,8 @@ import pytest
 
 from artsim_pipeline.config import Settings
 from artsim_pipeline.core.search import SearchEngine
-from artsim_pipeline.core.storage import DamagedFileError, DataLake, read_table
+from artsim_pipeline.core.storage import DamagedFileError, read_table
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror

@@ -4,7 +4,7 @@ import duckdb
 
 from artsim_pipeline.config import Settings
 from artsim_pipeline.core.generations import load_generation
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.http_server import IiifImages, LocalServer

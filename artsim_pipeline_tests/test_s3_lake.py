@@ -28,7 +28,7 @@ pytest.importorskip("s3fs", reason="the s3 extra (moto[server], s3fs) is not ins
 
 from artsim_pipeline.config import ConfigError, Settings  # noqa: E402
 from artsim_pipeline.core import storage  # noqa: E402
-from artsim_pipeline.core.storage import DataLake, lake_at  # noqa: E402
+from artsim_pipeline.core.lake import DataLake, lake_at
 from artsim_pipeline_tests.support import ARTSIM, free_port  # noqa: E402
 
 BUCKET = "artsim-test"

@@ -20,7 +20,7 @@ import requests
 from PIL import Image
 
 from artsim_pipeline.core.generations import current_generation_id
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline_tests.support import ARTSIM, disk_writes, free_port
 from artsim_pipeline_tests.web_lake import (MODEL, N_PAINTINGS, VELAZQUEZ_AND_PORTRAIT, LiveServer, build_web_lake,
                                             engine_factory, post_image, publish)

@@ -12,7 +12,7 @@ import logging
 from dagster import AssetExecutionContext
 
 from ..config import Settings
-from ..core.storage import DataLake
+from ..core.lake import DataLake
 
 log = logging.getLogger("artsim_pipeline.assets")
 

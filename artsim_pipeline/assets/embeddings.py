@@ -17,7 +17,8 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 from ..automation import batch_step
 from ..config import Settings
 from ..core.lake_reads import usable_images
-from ..core.storage import DataLake, read_parquet
+from ..core.storage import read_parquet
+from ..core.lake import DataLake
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, lake_for
 from .common import progress_logger

@@ -21,7 +21,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 from ..automation import COLLECTION, COLLECTION_ENTRY
 from ..config import Settings
 from ..deploy import tags
-from ..core.storage import DataLake
+from ..core.lake import DataLake
 from ..resources import ArtsimRuntimeResource, lake_for
 from .common import current_collection
 from .similarity_head import similarity_head_assets

@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``artsim bench embeddings``); returns the exit status."""
     from artsim_pipeline.config import NOTEBOOK_MODELS, Settings
     from artsim_pipeline.core.models import resolve_device
-    from artsim_pipeline.core.storage import DataLake
+    from artsim_pipeline.core.lake import DataLake
 
     args = build_parser().parse_args(argv)
     settings = Settings.from_env()

@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     from artsim_pipeline.config import Settings
     from artsim_pipeline.core.search import SearchEngine
     from artsim_pipeline.core.search_query import IndexNotBuiltError
-    from artsim_pipeline.core.storage import DataLake
+    from artsim_pipeline.core.lake import DataLake
 
     args = build_parser().parse_args(argv)
     try:

@@ -18,7 +18,7 @@ import pandas as pd
 from .embedding import FINAL, VARIANTS
 from .embedding_store import read_embedding_blocks
 from .fusion import block_key, in_tap_set
-from .storage import DataLake
+from .lake import DataLake
 
 
 @dataclass

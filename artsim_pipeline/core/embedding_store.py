@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 
 from .embedding import CROP_COLUMNS, FINAL, CropBox, embed_images, forward_prepared
 from .models import LoadedModel
-from .storage import DataLake, read_table, write_table
+from .storage import read_table, write_table
+from .lake import DataLake
 
 TAP_PREFIX = "tap:"
 

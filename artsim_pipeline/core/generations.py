@@ -3,7 +3,7 @@
 ``pca_model`` stages its fitted fusions (:func:`stage_fusions`); ``faiss_index`` builds the indexes with
 exactly those fusions and publishes fusions + indexes of every variant as one new generation
 (:func:`publish_generation`); readers load one whole generation (:func:`load_generation`). Layout and the
-swap rule are below; paths come from :class:`~artsim_pipeline.core.storage.DataLake`.
+swap rule are below; paths come from :class:`~artsim_pipeline.core.lake.DataLake`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,8 @@ from typing import Any, Iterator, Mapping
 
 from artsim_pipeline.core.fusion import FusionModel, fusion_fingerprint, load_fusion, save_fusion
 from artsim_pipeline.core.index import IndexBundle, read_bundle_manifest, sha256_hex, load_index, save_index
-from artsim_pipeline.core.storage import (
-    DataLake, atomic_write_bytes, atomic_write_text, error_line, is_remote, local_tmp_dir, place_dir, readable,
-    remove_tree, safe_id,
-)
+from artsim_pipeline.core.storage import atomic_write_bytes, atomic_write_text, error_line, is_remote, local_tmp_dir, place_dir, readable, remove_tree, safe_id
+from artsim_pipeline.core.lake import DataLake
 
 # ---------------------------------------------------------------- generations
 #

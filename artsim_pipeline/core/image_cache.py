@@ -51,7 +51,8 @@ from .image_status import STATUS_DTYPES, STATUSES, empty_status_frame, summarize
 from .image_validation import (IIIF_PIXEL_SLACK, IIIF_SIDE_SLACK, PILLOW_MAX_PIXELS, ImageRejected, cached_size,
                                raise_pillow_limit, verify_image)
 from .progress import Progress
-from .storage import DataLake, InvalidIdError, LakeWriteError, atomic_path, safe_id
+from .storage import InvalidIdError, LakeWriteError, atomic_path, safe_id
+from .lake import DataLake
 from .temp_sweep import sweep_stale_temp_files
 
 if TYPE_CHECKING:

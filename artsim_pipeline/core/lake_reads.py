@@ -31,7 +31,8 @@ import pandas as pd
 from .collection import CollectionVectors, load_collection
 from .fusion import in_tap_set
 from .image_status import USABLE
-from .storage import DataLake, read_parquet
+from .storage import read_parquet
+from .lake import DataLake
 
 _cache_lock = threading.Lock()
 _cached: tuple[tuple, dict[str, CollectionVectors]] | None = None

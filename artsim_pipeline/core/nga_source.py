@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .http import FetchError, HttpClient, IncompleteBodyError
-from .storage import DataLake, atomic_path, atomic_write_text, is_remote
+from .storage import atomic_path, atomic_write_text, is_remote
+from .lake import DataLake
 
 NGA_FILES = ("objects", "published_images", "constituents", "objects_constituents", "objects_terms")
 

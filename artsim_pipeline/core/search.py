@@ -66,7 +66,7 @@ from .search_query import ParsedQuery, Query, QueryError, parse_query
 from .search_resources import (CATALOG_COLUMNS, blas_controller, catalog_database, catalog_rows, load_catalog,
                                load_checked_models, load_variants, one_blas_thread)
 from .search_results import SearchResponse, SearchResult, cell_text, make_result
-from .storage import DataLake, lake_at
+from .lake import DataLake, lake_at
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,8 @@ from .index import IndexBundle
 from .models import LoadedModel, load_model
 from .search_query import IndexNotBuiltError, QueryError
 from .search_results import cell_text
-from .storage import DataLake, read_parquet, read_parquet_schema
+from .storage import read_parquet, read_parquet_schema
+from .lake import DataLake
 
 #: Catalog columns the engine keeps (``filtered_paintings``).
 CATALOG_COLUMNS = ("objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",

@@ -38,7 +38,8 @@ from typing import Any
 import pandas as pd
 
 from .image_status import USABLE
-from .storage import DataLake, error_line, read_parquet
+from .storage import error_line, read_parquet
+from .lake import DataLake
 
 #: Order of the offenders: what lost a painting outright first, then what only degraded it.
 SEVERITY = {"failed": 0, "rejected": 1, "error": 2, "not_embedded": 3, "skipped_small": 4}

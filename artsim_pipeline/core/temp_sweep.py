@@ -14,7 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from .storage import DataLake, is_remote
+from .storage import is_remote
+from .lake import DataLake
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Iterable
 
 from .image_status import USABLE
-from .storage import DataLake, error_line, read_parquet
+from .storage import error_line, read_parquet
+from .lake import DataLake
 
 DAMAGED_SUFFIX = ".damaged-"
 

@@ -45,7 +45,7 @@ from fastapi.staticfiles import StaticFiles
 from ..core.scoring import fold_text
 from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
-from ..core.storage import DataLake, lake_at
+from ..core.lake import DataLake, lake_at
 from . import pages
 from .payloads import (FORM_FIELDS, MAX_K, SEARCH_REQUEST_DOC, error_response, int_field, json_value, nga_url,
                        painting_json, search_filters, truthy)

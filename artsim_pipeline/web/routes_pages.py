@@ -20,7 +20,7 @@ from typing import Any, Callable
 from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from ..core.storage import DataLake
+from ..core.lake import DataLake
 from . import pages
 from .state import public_message
 

@@ -35,7 +35,8 @@ from ..core.preprocessing import oriented
 from ..core.scoring import fold_text
 from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
-from ..core.storage import DataLake, readable
+from ..core.storage import readable
+from ..core.lake import DataLake
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from artsim_pipeline.core.evaluation.run import SERVED_HEAD_WARNING
 from artsim_pipeline.core.generations import load_generation
 from artsim_pipeline.core.head import load_head
 from artsim_pipeline.core.search import SearchEngine
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror

@@ -4,7 +4,7 @@ import pytest
 
 from artsim_pipeline.core import batches, catalog
 from artsim_pipeline.core.nga_source import NgaSource
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
 
 

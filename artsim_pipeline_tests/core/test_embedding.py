@@ -23,7 +23,7 @@ from artsim_pipeline.core.embedding import (
 )
 from artsim_pipeline.core.embedding_store import embed_batch_to_parquet, read_embedding_blocks, read_embeddings
 from artsim_pipeline.core.models import DEFAULT_OFFLINE_MODELS, LoadedModel, load_model
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 
 from .support import assert_monotonic_to_total
 

@@ -18,7 +18,7 @@ from artsim_pipeline.core.generations import (
     stage_fusions,
 )
 from artsim_pipeline.core.index import build_index, search
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline_tests.core.support import clustered as _clustered
 from artsim_pipeline_tests.core.support import objectids as _objectids
 

@@ -28,7 +28,7 @@ from artsim_pipeline.core.image_status import (
     write_status,
 )
 from artsim_pipeline.core.temp_sweep import sweep_lake_temp_files
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline_tests.http_server import IiifImages, LocalServer
 
 REPO = Path(__file__).resolve().parents[2]

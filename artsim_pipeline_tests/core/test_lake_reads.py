@@ -7,7 +7,8 @@ import pytest
 
 from artsim_pipeline.core import lake_reads
 from artsim_pipeline.core.embedding_store import embeddings_schema
-from artsim_pipeline.core.storage import DataLake, write_table
+from artsim_pipeline.core.storage import write_table
+from artsim_pipeline.core.lake import DataLake
 
 
 def _write(lake: DataLake, ids: list[int], seed: int) -> np.ndarray:

@@ -14,7 +14,7 @@ from artsim_pipeline.core.index import build_index
 from artsim_pipeline.core.layout import (ATTRS_KEY, CannotPlace, compute_layout, load_layout, place_new,
                                          save_layout)
 from artsim_pipeline.core.layout_refresh import generation_fit, refresh_collection_map
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 
 N = 1024
 N_OLD = N - N // 16

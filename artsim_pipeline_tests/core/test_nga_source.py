@@ -10,7 +10,7 @@ from artsim_pipeline.core.nga_source import (
     SourceError,
     SourceUnreachableError,
 )
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline_tests.http_server import LocalServer
 from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs, write_mirror
 

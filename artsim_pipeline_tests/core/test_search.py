@@ -277,7 +277,7 @@ def _tiny_lake(root: Path, objectids: list[int]):
     import duckdb
     import pandas as pd
 
-    from artsim_pipeline.core.storage import DataLake
+    from artsim_pipeline.core.lake import DataLake
 
     lake = DataLake(root)
     root.mkdir(parents=True, exist_ok=True)
