@@ -215,10 +215,14 @@ _NO_BLANK = frozenset({"ARTSIM_DATA_LAKE", "ARTSIM_WORK_DIR"})  # a blank path w
 
 
 def _valid_cron(text: str) -> bool:
-    """Whether Dagster's schedule parser (croniter's rules) accepts ``text``."""
-    from dagster._utils.schedules import is_valid_cron_string  # what the schedule itself is checked with
+    """Whether Dagster accepts ``text`` as a schedule's cron string (the check the refresh schedule itself gets)."""
+    from dagster import AssetSelection, DagsterInvalidDefinitionError, ScheduleDefinition
 
-    return bool(is_valid_cron_string(text))
+    try:
+        ScheduleDefinition(name="artsim_cron_probe", cron_schedule=text, target=AssetSelection.all())
+    except DagsterInvalidDefinitionError:
+        return False
+    return True
 
 
 #: ``ARTSIM_*`` variable -> (field, parser), derived from the declarations.

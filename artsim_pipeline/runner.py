@@ -22,8 +22,8 @@ What Dagster lacks, and is therefore written here (each with the reason):
   older index; it runs only when missing or when Dagster's stale cause is code (as the automation's
   ``STUDY`` condition: not on every new batch);
 * Dagster's stale resolver reads the event log several times per batch partition (42 s for a no-change
-  plan at 512 batches): :class:`PrefetchingStaleStatusResolver` gives it the same records from a few bulk
-  reads per asset (same answers; ``artsim bench dagster`` times it);
+  plan at 512 batches): :class:`~artsim_pipeline.dagster_stale.PrefetchingStaleStatusResolver` gives it the
+  same records from a few bulk reads per asset (same answers; ``artsim bench dagster`` times it);
 * an in-process run has no run monitor: when ``artsim run`` is killed, its run stays ``STARTED`` in
   Dagster's records for ever, and the automation conditions (``~in_progress``) would never request
   that batch again. Every run is tagged with the host and pid of the ``artsim run`` that executes it;
@@ -42,21 +42,14 @@ from typing import Callable
 from dagster import (
     AssetCheckKey,
     AssetKey,
-    AssetRecordsFilter,
-    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
-    DataVersion,
     Definitions,
     RunsFilter,
 )
-from dagster._core.definitions.data_version import (
-    DATA_VERSION_TAG,
-    CachingStaleStatusResolver,
-    extract_data_version_from_entry,
-)
 
 from .automation import REFRESH_TAG
+from .dagster_stale import stale_status_resolver
 from .partitions import IMAGE_BATCHES
 
 # Dagster's console logger stays quiet; progress comes from artsim's own `logging` records and the
@@ -122,104 +115,12 @@ def _damaged_file(exc: BaseException):
     return None
 
 
-class PrefetchingStaleStatusResolver(CachingStaleStatusResolver):
-    """Dagster's stale resolver, its rule unchanged, reading each partitioned asset's records in bulk.
-
-    Dagster's resolver asks the event log once or twice per asset partition and dependency (about 7 SQLite
-    queries per batch here: 42 s for the no-change plan at 512 batches, 2 loaded cores). This answers the
-    same questions from a few bulk reads per asset: the latest storage id of every partition (what Dagster's
-    own queryer reads), those records by id and, for a dependency recorded again since a partition ran
-    (every catalog run re-observes each ``image_batch``), the data versions at the consumed cursor (one read
-    per cursor). What they cannot answer exactly goes to Dagster's own code; ``test_stale_resolver.py``
-    compares both on fresh, stale, re-observed, missing and code-changed batches.
-    """
-
-    CHUNK = 500  # storage ids per query (well under SQLite's bound-variable limit)
-
-    def _records(self, asset_key: AssetKey, event_type: DagsterEventType, ids: list[int]) -> dict:
-        fetch = (self._instance.fetch_observations if event_type == DagsterEventType.ASSET_OBSERVATION
-                 else self._instance.fetch_materializations)
-        found = {}
-        for start in range(0, len(ids), self.CHUNK):
-            chunk = ids[start:start + self.CHUNK]
-            for record in fetch(AssetRecordsFilter(asset_key=asset_key, storage_ids=chunk), limit=len(chunk)).records:
-                found[record.storage_id] = record
-        return found
-
-    def _latest(self, asset_key: AssetKey, event_type: DagsterEventType) -> dict:
-        """{partition: its latest record of ``event_type``} (one bulk read per asset and event type)."""
-        cache = self.__dict__.setdefault("_artsim_latest", {})
-        if (asset_key, event_type) not in cache:
-            ids = self._instance.get_latest_storage_id_by_partition(asset_key, event_type)
-            records = self._records(asset_key, event_type, sorted(ids.values()))
-            cache[(asset_key, event_type)] = {partition: records.get(i) for partition, i in ids.items()}
-        return cache[(asset_key, event_type)]
-
-    def _versions_before(self, asset_key: AssetKey, event_type: DagsterEventType, cursor: int) -> dict:
-        """{partition: data version of its latest event at or before storage id ``cursor``} (one query per cursor:
-        the batches of one ``artsim run`` consumed the same ``image_batch`` cursor)."""
-        cache = self.__dict__.setdefault("_artsim_before", {})
-        if (asset_key, event_type, cursor) not in cache:
-            tags = self._instance.event_log_storage.get_latest_tags_by_partition(
-                asset_key, event_type, [DATA_VERSION_TAG], before_cursor=cursor + 1)
-            cache[(asset_key, event_type, cursor)] = {p: t.get(DATA_VERSION_TAG) for p, t in tags.items()}
-        return cache[(asset_key, event_type, cursor)]
-
-    def _get_latest_data_version_record(self, key):  # Dagster: the latest materialization (or observation)
-        asset = self.asset_graph.get(key.asset_key)
-        if key.partition_key is None or not asset.is_partitioned:
-            return super()._get_latest_data_version_record(key=key)
-        materialized = self._latest(key.asset_key, DagsterEventType.ASSET_MATERIALIZATION).get(key.partition_key)
-        if not asset.is_observable:
-            return materialized
-        observed = self._latest(key.asset_key, DagsterEventType.ASSET_OBSERVATION).get(key.partition_key)
-        if observed is None:  # the queryer looks for an observation first
-            return None
-        return sorted([r for r in (materialized, observed) if r is not None], key=lambda r: r.timestamp,
-                      reverse=True)[0]
-
-    def _is_dep_updated(self, provenance, dep_key) -> bool:
-        if dep_key.partition_key is None:
-            return super()._is_dep_updated(provenance, dep_key)
-        # Dagster: the dependency's latest event after the consumed one, compared with the latest at or before it
-        external = self.asset_graph.get(dep_key.asset_key).is_external
-        event_type = DagsterEventType.ASSET_OBSERVATION if external else DagsterEventType.ASSET_MATERIALIZATION
-        latest = self._latest(dep_key.asset_key, event_type).get(dep_key.partition_key)
-        cursor = provenance.input_storage_ids[dep_key.asset_key]
-        if latest is None or (cursor is not None and latest.storage_id <= cursor):
-            return False
-        previous = self._versions_before(dep_key.asset_key, event_type, cursor).get(dep_key.partition_key) \
-            if cursor else None
-        if not previous:  # no event, or its latest event has no data version tag: Dagster's own code
-            return super()._is_dep_updated(provenance, dep_key)
-        return self._data_versions_differ(DataVersion(previous), extract_data_version_from_entry(latest.event_log_entry))
-
-
-def stale_status_resolver(instance: DagsterInstance, asset_graph):
-    """Dagster's own stale/missing resolver (what the UI's badges and ``stale_assets_only`` use), reading
-    records in bulk (:class:`PrefetchingStaleStatusResolver`).
-
-    Dagster has no public constructor for it outside a workspace; this builds it the way Dagster's own
-    test utilities do.
-    """
-    from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-    from dagster._time import get_current_datetime
-
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance, asset_graph=asset_graph,
-    )
-    return PrefetchingStaleStatusResolver(instance=instance, asset_graph=asset_graph, loading_context=view)
-
-
 def failed_check_partitions(instance: DagsterInstance, partitions: list[str]) -> set[str]:
     """Batches whose latest ``no_failed_images`` check failed (their failed images are retried)."""
-    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
-
     infos = instance.event_log_storage.get_asset_check_partition_info([IMAGE_CACHE_CHECK], partition_keys=partitions)
     return {
         info.partition_key for info in infos
-        if info.partition_key and info.latest_execution_status == AssetCheckExecutionRecordStatus.FAILED
+        if info.partition_key and info.latest_execution_status.value == "FAILED"
     }
 
 

@@ -12,7 +12,8 @@ from dagster import AssetKey, evaluate_automation_conditions
 
 from artsim_pipeline.config import Settings
 from artsim_pipeline.definitions import build_definitions
-from artsim_pipeline.runner import PipelineRunner, stale_status_resolver
+from artsim_pipeline.dagster_stale import stale_status_resolver
+from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.http_server import LocalServer, Response
 from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs, write_mirror
 

@@ -1,4 +1,4 @@
-"""``runner.PrefetchingStaleStatusResolver`` answers exactly as Dagster's own resolver, with a few bulk reads.
+"""``dagster_stale.PrefetchingStaleStatusResolver`` answers exactly as Dagster's own resolver, with a few bulk reads.
 
 A real lake of 3 batches, then NGA v2: one image of batch 0 changed (stale, data), batches 1 and 2 re-observed
 with the same fingerprint (Dagster compares the consumed and the latest observation), a new batch 3 (missing);
@@ -15,12 +15,13 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver
 from artsim_pipeline.config import Settings
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.partitions import IMAGE_BATCHES
-from artsim_pipeline.runner import PipelineRunner, PrefetchingStaleStatusResolver, stale_status_resolver
+from artsim_pipeline.dagster_stale import PrefetchingStaleStatusResolver, stale_status_resolver
+from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
 
 
 def plain_resolver(instance, graph):
-    """Dagster's resolver as it comes (built like ``runner.stale_status_resolver``)."""
+    """Dagster's resolver as it comes (built like ``dagster_stale.stale_status_resolver``)."""
     from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
     from dagster._time import get_current_datetime
 

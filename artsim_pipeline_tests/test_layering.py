@@ -1,0 +1,87 @@
+"""The package's layering, read from the imports of every module under ``artsim_pipeline/``:
+
+* ``core/`` imports no Dagster (plain Python, usable without an orchestrator);
+* Dagster's internals (``dagster._...``) are imported by one module only, ``dagster_stale.py`` (its
+  docstring says why: Dagster has no public stale-status API);
+* ``web/`` depends on ``core`` (and itself), never on the asset graph, the runner or the CLI;
+* the asset modules import no asset module in a circle.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "artsim_pipeline"
+
+
+def imports(path: Path) -> list[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved against the package)."""
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            found.append(module)
+            found.extend(f"{module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def modules(under: str = "") -> dict[str, list[str]]:
+    root = PACKAGE / under if under else PACKAGE
+    return {str(p.relative_to(PACKAGE)): imports(p) for p in sorted(root.rglob("*.py"))}
+
+
+def test_core_imports_no_dagster():
+    offenders = {m: [i for i in names if i == "dagster" or i.startswith("dagster.")]
+                 for m, names in modules("core").items()}
+    assert not {m: i for m, i in offenders.items() if i}
+
+
+def is_private_dagster(name: str) -> bool:
+    """``dagster._core...`` is; ``dagster.__version__`` and ``dagster.AssetKey`` are not."""
+    parts = name.split(".")
+    return len(parts) > 1 and parts[0] == "dagster" and parts[1].startswith("_") and not parts[1].endswith("__")
+
+
+def test_only_the_stale_status_adapter_imports_dagster_internals():
+    private = {m for m, names in modules().items() if any(is_private_dagster(i) for i in names)}
+    assert private == {"dagster_stale.py"}
+
+
+def test_web_depends_on_core_only():
+    allowed = ("artsim_pipeline.core", "artsim_pipeline.web", "artsim_pipeline.config")
+    offenders = {m: [i for i in names if i.startswith("artsim_pipeline") and i != "artsim_pipeline"
+                     and not i.startswith(allowed)]
+                 for m, names in modules("web").items()}
+    assert not {m: i for m, i in offenders.items() if i}
+
+
+def test_asset_modules_import_no_asset_module_in_a_circle():
+    graph = {}
+    for module, names in modules("assets").items():
+        name = "artsim_pipeline.assets." + Path(module).stem
+        graph[name] = {i for i in names if i.startswith("artsim_pipeline.assets.")
+                       and i.count(".") == 2 and i != name}
+    for start in graph:
+        seen, stack = set(), list(graph[start])
+        while stack:
+            node = stack.pop()
+            assert node != start, f"{start} imports itself through {sorted(seen)}"
+            if node not in seen and node in graph:
+                seen.add(node)
+                stack.extend(graph[node])
+
+
+def test_the_import_reader_sees_relative_and_private_imports():
+    names = imports(PACKAGE / "runner.py")
+    assert "artsim_pipeline.dagster_stale" in names and "dagster" in names
+    assert any(is_private_dagster(i) for i in imports(PACKAGE / "dagster_stale.py"))
+    assert not is_private_dagster("dagster.__version__") and not is_private_dagster("dagster.AssetKey")
