@@ -12,6 +12,13 @@ Pipeline, fitted once on the whole collection and then applied to any vector:
    dot product;
 4. optionally PCA to ``min(n_components, n_samples - 1, n_features)`` dimensions
    (``whiten`` divides each component by its standard deviation);
+
+Steps 2–4 are fitted on every vector up to :data:`FIT_MAX_ROWS` (32,768) of them, beyond that on a seeded
+uniform sample of that many rows (``options["n_samples_fitted"]``, and ``options["n_samples_seen"]``): the
+covariance of a few thousand dimensions is estimated well long before that (n ≫ d), and the fit's cost
+and memory then stop growing with the collection (``artsim bench scale``); every row is still
+transformed, in chunks of :data:`TRANSFORM_CHUNK` rows so its float64 working copy stays bounded. The
+NGA catalog and the mirror are far below the threshold: their fit uses every row, as before.
 5. optionally a learned projection (``projection``, the ``similarity_head`` asset's weight,
    :mod:`artsim_pipeline.core.head`; attached with :func:`with_projection`);
 6. L2-normalise each row, so inner product equals cosine similarity.
@@ -37,6 +44,10 @@ FUSION_FORMAT_VERSION = 1
 TAP_SET_STATS: dict[str, tuple[str, ...]] = {"none": (), "mean": ("mean",), "mean+std": ("mean", "std")}
 TAP_SETS = tuple(TAP_SET_STATS)
 PCA_RANDOM_STATE = 0
+#: Beyond this many rows the fusion is fitted on a seeded sample of this many (see the module docstring).
+FIT_MAX_ROWS = 32_768
+#: Rows per chunk of :func:`transform` (its float64 working copy: ``TRANSFORM_CHUNK x features``).
+TRANSFORM_CHUNK = 8_192
 _EPS = 1e-12
 
 
@@ -106,6 +117,16 @@ def _concat(
     return x, widths
 
 
+def _n_rows(blocks: Mapping[str, np.ndarray], names: Sequence[str]) -> int | None:
+    """The row count shared by the 2-d arrays of ``names`` in ``blocks``; None when they are not all there,
+    2-d and of one length (then :func:`_concat` raises the error naming the model)."""
+    shapes = [getattr(blocks.get(name), "shape", None) for name in names]
+    if not shapes or any(shape is None or len(shape) != 2 for shape in shapes):
+        return None
+    counts = {int(shape[0]) for shape in shapes}
+    return counts.pop() if len(counts) == 1 else None
+
+
 def _column_std(x: np.ndarray, block: int = 512) -> np.ndarray:
     """``x.std(axis=0)``, bit for bit, a block of at least ``block`` columns at a time (no full-size temporary)."""
     cuts = list(range(0, x.shape[1], block))
@@ -120,23 +141,39 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(norms, _EPS)
 
 
+def fit_rows(n: int, max_rows: int = FIT_MAX_ROWS, seed: int = PCA_RANDOM_STATE) -> np.ndarray | None:
+    """The rows a fit over ``n`` vectors uses: None (all of them) up to ``max_rows``, else a seeded sorted
+    uniform sample of ``max_rows`` row numbers."""
+    if n <= max_rows:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
 def fit_fusion(
     blocks: dict[str, np.ndarray],
     n_components: int = 512,
     whiten: bool = False,
     block_balance: bool = True,
     use_pca: bool = True,
+    max_rows: int = FIT_MAX_ROWS,
 ) -> FusionModel:
     """Fit standardisation (+ block balance + PCA) on the collection's vectors.
 
     ``blocks`` maps model name -> ``[n_images, dim]`` array, rows aligned across models.
     The model order is the sorted model names, so the fit does not depend on dict order.
+    Beyond ``max_rows`` rows the fit uses a seeded sample of that many (:func:`fit_rows`).
     """
     if not blocks:
         raise ValueError("fit_fusion needs at least one model's vectors")
     if n_components < 1:
         raise ValueError(f"n_components must be >= 1, got {n_components}")
+    if max_rows < 2:
+        raise ValueError(f"max_rows must be >= 2, got {max_rows}")
     names = tuple(sorted(blocks))
+    n_seen = _n_rows(blocks, names)
+    rows = fit_rows(n_seen, max_rows) if n_seen is not None else None
+    if rows is not None:
+        blocks = {name: np.asarray(blocks[name])[rows] for name in names}
     x, dims = _concat(blocks, names, None)
     n_samples, n_features = x.shape
     if n_samples < 1:
@@ -180,6 +217,8 @@ def fit_fusion(
         "block_balance": bool(block_balance),
         "use_pca": bool(use_pca),
     }
+    if rows is not None:  # recorded only for a sampled fit: a full fit's file and fingerprint are as before
+        options["n_samples_seen"] = int(n_seen)
     return FusionModel(names, dims, mean, scale, weights, components, pca_mean, variance, ratio, options)
 
 
@@ -189,6 +228,12 @@ def transform(model: FusionModel, blocks: dict[str, np.ndarray]) -> np.ndarray:
     Raises ``ValueError`` naming the model when one is missing or has the wrong width;
     extra models in ``blocks`` are ignored.
     """
+    n = _n_rows(blocks, model.model_names)
+    if n is not None and n > TRANSFORM_CHUNK:
+        parts = [transform(model, {name: np.asarray(blocks[name])[start:start + TRANSFORM_CHUNK]
+                                   for name in model.model_names})
+                 for start in range(0, n, TRANSFORM_CHUNK)]
+        return np.concatenate(parts, axis=0)
     z, _ = _concat(blocks, model.model_names, model.dims)  # a new array: standardised in place
     z -= model.mean
     z /= model.scale

@@ -133,3 +133,39 @@ def test_fingerprint_is_a_deterministic_content_hash(tmp_path) -> None:
     save_fusion(model, path)
     assert fusion_fingerprint(load_fusion(path)) == fusion_fingerprint(model)
     assert fusion_fingerprint(load_fusion(io.BytesIO(path.read_bytes()))) == fusion_fingerprint(model)  # a buffer
+
+
+def test_beyond_max_rows_the_fit_uses_a_seeded_sample_and_transforms_every_row() -> None:
+    from artsim_pipeline.core.fusion import fit_rows
+
+    blocks = _blocks(n=300)
+    sampled = fit_fusion(blocks, n_components=8, max_rows=100)
+    rows = fit_rows(300, 100)
+    assert rows.size == 100 and np.all(np.diff(rows) > 0) and np.array_equal(rows, fit_rows(300, 100))
+    # the same fit as on exactly those rows, recorded as a sample of 300
+    on_rows = fit_fusion({k: v[rows] for k, v in blocks.items()}, n_components=8)
+    np.testing.assert_array_equal(sampled.mean, on_rows.mean)
+    np.testing.assert_array_equal(sampled.pca_components, on_rows.pca_components)
+    assert sampled.options["n_samples_fitted"] == 100 and sampled.options["n_samples_seen"] == 300
+    assert transform(sampled, blocks).shape == (300, 8)
+    # at or below the threshold every row is used and nothing new is recorded
+    full = fit_fusion(blocks, n_components=8, max_rows=300)
+    assert fit_rows(300, 300) is None and "n_samples_seen" not in full.options
+    assert full.options["n_samples_fitted"] == 300
+    assert not np.array_equal(full.mean, sampled.mean)
+
+
+def test_transform_in_chunks_gives_the_rows_of_one_pass(monkeypatch) -> None:
+    import artsim_pipeline.core.fusion as fusion_mod
+
+    blocks = _blocks(n=101)
+    model = fit_fusion(blocks, n_components=8)
+    whole = transform(model, blocks)
+    monkeypatch.setattr(fusion_mod, "TRANSFORM_CHUNK", 16)
+    chunked = transform(model, blocks)
+    assert chunked.shape == whole.shape == (101, 8) and chunked.dtype == np.float32
+    np.testing.assert_allclose(chunked, whole, atol=1e-6)
+    # blocks of different lengths are still the one-pass error (naming a model and both row counts)
+    bad = dict(blocks, narrow=blocks["narrow"][:50])
+    with pytest.raises(ValueError, match="model 'wide': has 101 rows, expected 50"):
+        transform(model, bad)

@@ -203,3 +203,20 @@ def test_load_detects_corruption(tmp_path) -> None:
         load_index(tmp_path)
     with pytest.raises(FileNotFoundError):
         load_index(tmp_path / "missing")
+
+
+def test_ivf_trains_on_a_seeded_sample_beyond_its_points_per_list(monkeypatch) -> None:
+    x = _clustered(3000)
+    ids = _objectids(3000)
+    full = build_index(x, ids)  # 76 lists x 40 = 3040 >= 3000: every vector trains
+    assert full.info["trained_on"] == 3000 and index_mod.training_rows(3000, 76) is None
+    monkeypatch.setattr(index_mod, "TRAIN_POINTS_PER_LIST", 20)
+    rows = index_mod.training_rows(3000, 76)
+    assert rows.size == 1520 and np.all(np.diff(rows) > 0)
+    sampled = build_index(x, ids)
+    assert sampled.info["trained_on"] == 1520 and sampled.info["nlist"] == full.info["nlist"]
+    assert sampled.info["recall_at_10"] >= 0.99  # nprobe tuning holds the target with the sampled centroids
+    assert sampled.index.ntotal == 3000  # every vector is added
+    _, found = search(sampled, x[::7], 10)
+    _, truth_rows = exact_topk(x, x[::7], 10, exclude_self=False)
+    assert neighbour_recall(found, ids[truth_rows]) >= 0.985
