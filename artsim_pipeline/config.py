@@ -17,16 +17,12 @@ from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 from .core.fusion import TAP_SETS
+from .core.http import DEFAULT_IMAGE_HOSTS, url_host_problem
 
 NGA_OPENDATA_BASE = "https://raw.githubusercontent.com/NationalGalleryOfArt/opendata/main"
 
 NOTEBOOK_MODELS = ("resnet101", "efficientnet_b3", "vit_b_16")
 
-#: Hosts that serve NGA open-data images (``iiifurl`` in published_images.csv), plus the loopback
-#: names (plain http is only ever accepted for those; tests serve images from 127.0.0.1).
-NGA_IMAGE_HOSTS = ("api.nga.gov",)
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
-DEFAULT_IMAGE_HOSTS = (*NGA_IMAGE_HOSTS, "127.0.0.1", "localhost")
 
 INT64_MAX = 2**63 - 1
 
@@ -262,32 +258,6 @@ def _check_hosts(var: str, hosts: tuple[str, ...]) -> None:
     for host in hosts:
         if not isinstance(host, str) or host != host.lower() or not (_HOSTNAME.match(host) or _IPV6.match(host)):
             raise ConfigError(f"{var}: {host!r} is not a lowercase host name (no scheme, port, path or user@)")
-
-
-def url_host_problem(url: str, allowed_hosts: tuple[str, ...] | None = None) -> str | None:
-    """Why ``url`` may not be fetched (``None`` when it may).
-
-    The host is what ``urllib.parse.urlsplit`` parses (the one a client connects to): userinfo
-    (``user:pass@``) is refused, plain ``http`` only for loopback hosts, and with ``allowed_hosts``
-    the host must be one of them (exact, case-insensitive).
-    """
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        return f"not a valid URL ({exc})"
-    if parts.scheme not in ("http", "https"):
-        return f"scheme {parts.scheme!r} is not http(s)"
-    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
-        return "user:password@ in a URL is not accepted"
-    host = (parts.hostname or "").lower()
-    if not host:
-        return "no host"
-    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
-        return f"plain http is only accepted for 127.0.0.1/localhost, not host {host!r}; use https://"
-    if allowed_hosts is not None and host not in allowed_hosts:
-        return f"host {host!r} is not in the allowed hosts ({', '.join(allowed_hosts)})"
-    return None
 
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")

@@ -1,6 +1,8 @@
 """The package's layering, read from the imports of every module under ``artsim_pipeline/``:
 
-* ``core/`` imports no Dagster (plain Python, usable without an orchestrator);
+* ``core/`` imports no Dagster (plain Python, usable without an orchestrator), and not the settings module
+  (``config`` reads the environment; core gets its values passed in) except inside the one Python-API
+  convenience that defaults to the environment, ``core.search.search``;
 * Dagster's internals (``dagster._...``) are imported by one module only, ``dagster_stale.py`` (its
   docstring says why: Dagster has no public stale-status API);
 * ``web/`` depends on ``core`` (and itself), never on the asset graph, the runner or the CLI;
@@ -17,21 +19,23 @@ PACKAGE = Path(__file__).resolve().parent.parent / "artsim_pipeline"
 
 def imports(path: Path) -> list[str]:
     """Absolute names of every module ``path`` imports (relative imports resolved against the package)."""
-    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
-    package = parts[:-1] if parts[-1] != "__init__" else parts[:-1]
     found = []
     for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found.extend(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package[: len(package) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            found.append(module)
-            found.extend(f"{module}.{alias.name}" for alias in node.names)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            found.extend(imports_of(node, path))
     return found
+
+
+def imports_of(node: ast.Import | ast.ImportFrom, path: Path) -> list[str]:
+    """The absolute names one import statement of ``path`` imports."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    package = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)[:-1]
+    if node.level:
+        module = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
+    else:
+        module = node.module or ""
+    return [module, *(f"{module}.{alias.name}" for alias in node.names)]
 
 
 def modules(under: str = "") -> dict[str, list[str]]:
@@ -49,6 +53,31 @@ def is_private_dagster(name: str) -> bool:
     """``dagster._core...`` is; ``dagster.__version__`` and ``dagster.AssetKey`` are not."""
     parts = name.split(".")
     return len(parts) > 1 and parts[0] == "dagster" and parts[1].startswith("_") and not parts[1].endswith("__")
+
+
+def test_core_does_not_import_the_settings_module():
+    importers = set()
+    for path in sorted((PACKAGE / "core").rglob("*.py")):
+        lines = _convenience_lines(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and node.lineno not in lines:
+                names = imports_of(node, path)
+                if any(n == "artsim_pipeline.config" or n.startswith("artsim_pipeline.config.") for n in names):
+                    importers.add(str(path.relative_to(PACKAGE)))
+    assert not importers
+
+
+def _convenience_lines(path: Path) -> set[int]:
+    """Lines allowed to import the settings: ``if TYPE_CHECKING:`` blocks (annotations only) and the body of
+    ``core.search.search`` (the convenience that defaults to the environment's settings)."""
+    lines: set[int] = set()
+    for node in ast.parse(path.read_text()).body:
+        type_only = isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        convenience = (isinstance(node, ast.FunctionDef) and node.name == "search" and path.name == "search.py"
+                       and path.parent.name == "core")
+        if type_only or convenience:
+            lines.update(range(node.lineno, node.end_lineno + 1))
+    return lines
 
 
 def test_only_the_stale_status_adapter_imports_dagster_internals():

@@ -1,4 +1,5 @@
-"""HTTP with timeouts, retries (exponential backoff + jitter, ``Retry-After``) and a per-host rate limit."""
+"""HTTP with timeouts, retries (exponential backoff + jitter, ``Retry-After``) and a per-host rate limit, and
+the rules of which URLs artsim fetches at all (:func:`url_host_problem`: https only, save for loopback hosts)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,38 @@ RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 MAX_REDIRECTS = 5
 USER_AGENT = "artsim/0.1 (+https://github.com/NationalGalleryOfArt/opendata)"
+
+#: Hosts that serve NGA open-data images (``iiifurl`` in published_images.csv), plus the loopback
+#: names (plain http is only ever accepted for those; tests serve images from 127.0.0.1).
+NGA_IMAGE_HOSTS = ("api.nga.gov",)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+DEFAULT_IMAGE_HOSTS = (*NGA_IMAGE_HOSTS, "127.0.0.1", "localhost")
+
+
+def url_host_problem(url: str, allowed_hosts: tuple[str, ...] | None = None) -> str | None:
+    """Why ``url`` may not be fetched (``None`` when it may).
+
+    The host is what ``urllib.parse.urlsplit`` parses (the one a client connects to): userinfo
+    (``user:pass@``) is refused, plain ``http`` only for loopback hosts, and with ``allowed_hosts``
+    the host must be one of them (exact, case-insensitive).
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"scheme {parts.scheme!r} is not http(s)"
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        return "user:password@ in a URL is not accepted"
+    host = (parts.hostname or "").lower()
+    if not host:
+        return "no host"
+    if parts.scheme == "http" and host not in LOOPBACK_HOSTS:
+        return f"plain http is only accepted for 127.0.0.1/localhost, not host {host!r}; use https://"
+    if allowed_hosts is not None and host not in allowed_hosts:
+        return f"host {host!r} is not in the allowed hosts ({', '.join(allowed_hosts)})"
+    return None
 
 
 class FetchError(RuntimeError):

@@ -45,8 +45,7 @@ import pandas as pd
 import requests
 from PIL import ImageFile
 
-from ..config import DEFAULT_IMAGE_HOSTS, url_host_problem
-from .http import FetchError, HttpClient, UrlRefusedError
+from .http import DEFAULT_IMAGE_HOSTS, FetchError, HttpClient, UrlRefusedError, url_host_problem
 from .image_status import STATUS_DTYPES, STATUSES, empty_status_frame, summarize_status
 from .image_validation import (IIIF_PIXEL_SLACK, IIIF_SIDE_SLACK, PILLOW_MAX_PIXELS, ImageRejected, cached_size,
                                raise_pillow_limit, verify_image)
