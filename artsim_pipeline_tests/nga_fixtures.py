@@ -122,3 +122,14 @@ def publish(server, iiif, paintings: list[Painting], images: dict[int, Image.Ima
         server.routes[f"/data/{name}.csv"] = body
     for p in paintings:
         iiif.add(p.uuid, images[p.objectid])
+
+
+def update_v1() -> list[Painting]:
+    """NGA v1 of the update scenarios: 7 paintings of two painters (3 batches at ``batch_size=3``)."""
+    return [Painting(i, width=96, height=80, artist=f"Painter {i % 2}") for i in range(1, 8)]
+
+
+def update_v2(v1: list[Painting]) -> list[Painting]:
+    """NGA v2 of the update scenarios: painting 2's image changed (batch 0), paintings 8 and 9 new (batch 3)."""
+    changed = [Painting(2, width=96, height=80, artist="Painter 0", modified="2025-06-01")]
+    return changed + [p for p in v1 if p.objectid != 2] + [Painting(i, width=96, height=80) for i in (8, 9)]

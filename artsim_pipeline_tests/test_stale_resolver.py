@@ -17,7 +17,7 @@ from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.partitions import IMAGE_BATCHES
 from artsim_pipeline.dagster_stale import PrefetchingStaleStatusResolver, stale_status_resolver
 from artsim_pipeline.runner import PipelineRunner
-from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
+from artsim_pipeline_tests.nga_fixtures import update_v1, update_v2, write_mirror
 
 
 def plain_resolver(instance, graph):
@@ -69,7 +69,7 @@ def compare(instance, graph, monkeypatch):
 
 
 def test_prefetching_resolver_answers_as_dagsters_own(tmp_path, instance, monkeypatch):
-    v1 = [Painting(i, width=96, height=80, artist=f"Painter {i % 2}") for i in range(1, 8)]
+    v1 = update_v1()
     mirror = write_mirror(tmp_path / "mirror", v1)
     settings = Settings(nga_source=str(mirror), data_lake=tmp_path / "lake", limit=0, min_side=64, batch_size=3,
                         models=("mobilenet_v2",), weights="random", device="cpu", pca_dim=4)
@@ -82,8 +82,7 @@ def test_prefetching_resolver_answers_as_dagsters_own(tmp_path, instance, monkey
     assert bulk_reads < plain_reads
 
     # v2: painting 2's image changed (batch 0), paintings 8 and 9 are new (batch 3); the catalog re-observes all
-    v2 = [Painting(2, width=96, height=80, artist="Painter 0", modified="2025-06-01")]
-    v2 += [p for p in v1 if p.objectid != 2] + [Painting(i, width=96, height=80) for i in (8, 9)]
+    v2 = update_v2(v1)
     write_mirror(mirror, v2)
     objects = mirror / "data" / "objects.csv"
     os.utime(objects, ns=(1, objects.stat().st_mtime_ns + 10**9))
