@@ -272,7 +272,7 @@ import json, sys
 from pathlib import Path
 from artsim_pipeline.core.http import HttpClient
 from artsim_pipeline.core.image_cache import ImageCacheOptions, ImageJob, cache_images
-from artsim_pipeline.core.storage import DataLake
+from artsim_pipeline.core.lake import DataLake
 spec = json.loads(sys.argv[1])
 jobs = [ImageJob(j["objectid"], j["uuid"], j["iiifurl"]) for j in spec["jobs"]]
 cache_images(jobs, DataLake(Path(spec["lake"])), ImageCacheOptions(image_size=spec["size"], min_side=100, workers=1),
