@@ -136,7 +136,8 @@ def compare_with_full_refit(incremental: Settings, full: Settings, k: int = 10) 
     import numpy as np
 
     from ..core.generations import load_generation
-    from ..core.index import neighbour_recall, search
+    from ..core.index import search
+    from ..core.recall import neighbour_recall
     from ..resources import lake_for
 
     served = {}

@@ -179,7 +179,8 @@ def run_step(step: str, root: Path, models: Sequence[str]) -> dict[str, Any]:
         details = {"width": fusion.n_features, "dim": fusion.output_dim,
                    "explained_variance": round(float(np.sum(fusion.explained_variance_ratio)), 4)}
     elif step == "faiss_index":
-        from ..core.index import build_index, save_index, tune_nprobe
+        from ..core.index import build_index, save_index
+        from ..core.recall import tune_nprobe
 
         vectors, ids = np.load(root / "fused.npy"), np.load(root / "objectids.npy")
         rss = _rss_mb()

@@ -18,7 +18,8 @@ from typing import Any, Sequence
 import faiss
 import numpy as np
 
-from artsim_pipeline.core.index import build_index, neighbour_recall, search
+from artsim_pipeline.core.index import build_index, search
+from artsim_pipeline.core.recall import neighbour_recall
 from artsim_pipeline.core.storage import atomic_write_text
 
 DEFAULT_SIZES = (10_000, 100_000)

@@ -4,6 +4,11 @@
 exactly those fusions and publishes fusions + indexes of every variant as one new generation
 (:func:`publish_generation`); readers load one whole generation (:func:`load_generation`). Layout and the
 swap rule are below; paths come from :class:`~artsim_pipeline.core.lake.DataLake`.
+
+One module (about 450 lines) on purpose: staging, publishing, verifying and loading are the four sides of one
+protocol (the layout, the publish lock, the pointer files and the swap rule) and must change together; split,
+each part would import the others' private helpers. The FAISS and fusion formats themselves live in
+:mod:`~artsim_pipeline.core.index` and :mod:`~artsim_pipeline.core.fusion`.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ import faiss
 import numpy as np
 
 from .fusion import FusionModel, fit_fusion, residual_share, transform
-from .index import IndexBundle, choose_nlist, tune_nprobe
+from .index import IndexBundle, choose_nlist
+from .recall import tune_nprobe
 
 #: Default thresholds (``ARTSIM_REFIT_SHARE``, ``ARTSIM_REFIT_DRIFT``).
 DEFAULT_REFIT_SHARE = 0.25

@@ -5,7 +5,8 @@ import pytest
 
 from artsim_pipeline.core.fusion import fit_fusion, fit_residual_share, residual_share, transform
 from artsim_pipeline.core.incremental import FitRecord, decide_fit, holdout_residual, index_delta, update_index
-from artsim_pipeline.core.index import build_index, exact_topk, neighbour_recall, search
+from artsim_pipeline.core.index import build_index, search
+from artsim_pipeline.core.recall import exact_topk, neighbour_recall
 
 
 def _blocks(n: int, seed: int, shift: float = 0.0, centres: int = 30) -> dict[str, np.ndarray]:

@@ -11,12 +11,11 @@ from artsim_pipeline.core import index as index_mod
 from artsim_pipeline.core.index import (
     build_index,
     choose_nlist,
-    exact_topk,
     load_index,
-    neighbour_recall,
     save_index,
     search,
 )
+from artsim_pipeline.core.recall import exact_topk, neighbour_recall, predicted_recalls, tune_nprobe
 from artsim_pipeline_tests.core.support import clustered as _clustered
 from artsim_pipeline_tests.core.support import objectids as _objectids
 
@@ -227,7 +226,7 @@ def test_predicted_recall_of_every_nprobe_is_what_a_search_measures(ivf_case) ->
     ivf = bundle.index
     rows = np.arange(0, 5000, 11)
     _, truth_rows = exact_topk(x, x[rows], 10, exclude_self=False)
-    predicted = index_mod.predicted_recalls(ivf, x[rows], x[truth_rows.ravel()].reshape(*truth_rows.shape, -1))
+    predicted = predicted_recalls(ivf, x[rows], x[truth_rows.ravel()].reshape(*truth_rows.shape, -1))
     assert predicted.shape == (ivf.nlist,) and predicted[-1] == 1.0 and np.all(np.diff(predicted) >= 0)
     for nprobe in (1, 2, 3, 5, 8, 13, 40, 128):
         _, found = ivf.search(x[rows], 10, params=index_mod.faiss.SearchParametersIVF(nprobe=nprobe))
@@ -237,6 +236,6 @@ def test_predicted_recall_of_every_nprobe_is_what_a_search_measures(ivf_case) ->
 def test_tuned_nprobe_is_the_smallest_a_search_accepts(ivf_case) -> None:
     x, ids, bundle = ivf_case
     for target in (0.5, 0.9, 0.99, 1.0):
-        nprobe, recall, n_queries = index_mod.tune_nprobe(bundle.index, x, ids, target_recall=target)
+        nprobe, recall, n_queries = tune_nprobe(bundle.index, x, ids, target_recall=target)
         smallest = next(p for p in range(1, bundle.index.nlist + 1) if _recall_at(bundle, x, ids, p)[0] >= target)
         assert nprobe == smallest and recall >= target and n_queries == 1000

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..fusion import FusionModel, fit_fusion, tap_blocks, transform, with_projection
-from ..index import exact_topk
+from ..recall import exact_topk
 from ..metrics import l2_rows
 from .protocol import ItemMeta, evaluate_method, relevant_counts
 

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..index import exact_topk
+from ..recall import exact_topk
 from ..metrics import l2_rows
 from ..storage import lake_path, readable
 
