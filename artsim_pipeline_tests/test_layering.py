@@ -6,7 +6,8 @@
 * Dagster's internals (``dagster._...``) are imported by one module only, ``dagster_stale.py`` (its
   docstring says why: Dagster has no public stale-status API);
 * ``web/`` depends on ``core`` (and itself), never on the asset graph, the runner or the CLI;
-* the asset modules import no asset module in a circle.
+* the asset modules import no asset module in a circle;
+* no test module imports another test module (shared helpers live in support modules).
 """
 
 from __future__ import annotations
@@ -107,6 +108,31 @@ def test_asset_modules_import_no_asset_module_in_a_circle():
             if node not in seen and node in graph:
                 seen.add(node)
                 stack.extend(graph[node])
+
+
+def test_no_test_module_imports_another():
+    tests = PACKAGE.parent / "artsim_pipeline_tests"
+    offenders = {}
+    for path in sorted(tests.rglob("*.py")):
+        names = [n for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, (ast.Import, ast.ImportFrom))
+                 for n in _test_imports(node, path, tests)]
+        if names:
+            offenders[str(path.relative_to(tests))] = names
+    assert not offenders
+
+
+def _test_imports(node: ast.Import | ast.ImportFrom, path: Path, tests: Path) -> list[str]:
+    """The ``test_*`` modules of the test package that one import statement names."""
+    if isinstance(node, ast.Import):
+        names = [alias.name for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:
+            package = list(path.relative_to(tests.parent).with_suffix("").parts)[:-1]
+            base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
+        names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
+    return [n for n in names if n.startswith("artsim_pipeline_tests") and n.split(".")[-1].startswith("test_")
+            and (tests.parent / (n.replace(".", "/") + ".py")).exists()]
 
 
 def test_the_import_reader_sees_relative_and_private_imports():
