@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from .core.fusion import TAP_SETS
 from .core.http import DEFAULT_IMAGE_HOSTS, url_host_problem
+from .core.rerank import METHODS as RERANK_METHODS, RerankOptions
 
 NGA_OPENDATA_BASE = "https://raw.githubusercontent.com/NationalGalleryOfArt/opendata/main"
 
@@ -140,6 +141,19 @@ class Settings:
     refit_share: float = setting(0.25, "ARTSIM_REFIT_SHARE", _float, "runtime", bounds=(0.0, 1.0))
     # ... or when new vectors' PCA residual exceeds this multiple of the fit's
     refit_drift: float = setting(1.5, "ARTSIM_REFIT_DRIFT", _float, "runtime", bounds=(1.0, None))
+    # re-ranking with the collection's neighbourhoods (core/rerank.py): none | qe | dba | dba_qe; the default
+    # won on the held-out artist splits and on all queries (eval_study's reranking block)
+    rerank: str = setting("dba_qe", "ARTSIM_RERANK", str, "output", shapes=("eval_report", "eval_study"),
+                          choices=RERANK_METHODS)
+    # neighbours merged into each indexed vector (database-side augmentation, stored with the index)
+    rerank_dba_top: int = setting(8, "ARTSIM_RERANK_DBA_TOP", _int, "output",
+                                  shapes=("faiss_index", "eval_report", "eval_study"), bounds=(1, 100))
+    # best results merged into the query (alpha-query expansion)
+    rerank_qe_top: int = setting(3, "ARTSIM_RERANK_QE_TOP", _int, "output", shapes=("eval_report", "eval_study"),
+                                 bounds=(1, 100))
+    # neighbour weight max(similarity, 0) ** alpha, in both
+    rerank_alpha: float = setting(3.0, "ARTSIM_RERANK_ALPHA", _float, "output",
+                                  shapes=("faiss_index", "eval_report", "eval_study"), bounds=(0.0, 100.0))
     image_hosts: tuple[str, ...] = setting(DEFAULT_IMAGE_HOSTS, "ARTSIM_IMAGE_HOSTS", _hosts, "output",
                                            shapes=("image_cache",))
     executor: str = setting("in_process", "ARTSIM_EXECUTOR", str, "deployment", choices=EXECUTORS)
@@ -200,6 +214,11 @@ class Settings:
             for f in fields(self)
             for v in [getattr(self, f.name)]
         }
+
+    @property
+    def rerank_options(self) -> RerankOptions:
+        """The re-ranking the search and the evaluation apply (``ARTSIM_RERANK*``)."""
+        return RerankOptions(self.rerank, self.rerank_dba_top, self.rerank_qe_top, self.rerank_alpha)
 
     @property
     def is_local_source(self) -> bool:

@@ -36,8 +36,11 @@ def test_search_prints_an_aligned_table(lake_settings, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("rank"))
-    rows = lines[header + 2:]
+    rows = lines[header + 2:lines.index("")]
     assert len(rows) == 3  # three Rembrandts
+    why = lines[lines.index("") + 2:]  # then what agreed, a line per result
+    assert [line.split()[0] for line in why] == ["1", "2", "3"]
+    assert "very close in subject and composition" in why[0] and "same artist" in why[0]
     assert rows[0].split()[:2] == ["1", "101"]
     assert "Self-Portrait" in rows[0] and "Rembrandt van Rijn" in rows[0]
     title_at = lines[header].index("title")
@@ -56,6 +59,9 @@ def test_search_json_and_grid(lake_settings, tmp_path):
     assert payload["results"][0]["objectid"] == 105
     assert {"title", "artist", "date", "style", "medium", "image_path", "visual", "metadata", "final"} <= set(
         payload["results"][0])
+    why = payload["results"][0]["explanation"]  # the numbers behind the words, per backbone and depth
+    assert set(why["depths"]) == {"early", "middle", "final"} and set(why["backbones"]) == {"efficientnet_lite0"}
+    assert why["depths"]["final"] > 0.99 and why["metadata"] == {} and why["summary"]
     with Image.open(grid) as image:
         assert image.format == "PNG" and image.size[0] > 400
 

@@ -117,7 +117,7 @@ def test_failed_index_build_keeps_serving_the_previous_fusion_and_index(settings
     assert run_index(settings).success
     served_a = pointer(lake)
     response, engine = query(lake, raw_a, 4, tmp_path)
-    assert response[0].objectid == 5 and response[0].visual == pytest.approx(1.0, abs=1e-5)
+    assert response[0].objectid == 5 and response[0].cosine == pytest.approx(1.0, abs=1e-5)
 
     # new embeddings for every painting (+2 new): pca_model fits a new fusion, then the index build fails
     ids_b = list(range(1, 15))
@@ -138,7 +138,7 @@ def test_failed_index_build_keeps_serving_the_previous_fusion_and_index(settings
     # search still answers with A entirely: A's fusion projects A's painting onto A's index, itself first
     response, engine = query(lake, raw_a, 4, tmp_path)
     assert engine.variants["full"].bundle.ids.tolist() == ids_a
-    assert response[0].objectid == 5 and response[0].visual == pytest.approx(1.0, abs=1e-5)
+    assert response[0].objectid == 5 and response[0].cosine == pytest.approx(1.0, abs=1e-5)
     for row in (0, 7, 11):
         assert query(lake, raw_a, row, tmp_path)[0][0].objectid == ids_a[row]
     assert pointer(lake) == served_a
@@ -154,7 +154,7 @@ def test_failed_index_build_keeps_serving_the_previous_fusion_and_index(settings
     response, engine = query(lake, raw_b, 12, tmp_path)
     assert engine.variants["full"].bundle.ids.tolist() == ids_b
     assert set(engine.variants["face"].bundle.ids.tolist()) == {i for i in ids_b if i % 2 == 0}
-    assert response[0].objectid == 13 and response[0].visual == pytest.approx(1.0, abs=1e-5)
+    assert response[0].objectid == 13 and response[0].cosine == pytest.approx(1.0, abs=1e-5)
     assert pointer(lake) != served_a
     assert not list(lake.index_dir.glob("fusion_*.npz"))  # nothing served from outside a generation
 
@@ -174,7 +174,7 @@ def test_empty_catalog_keeps_the_last_good_generation_searchable(settings, tmp_p
     assert empty.success
 
     response, engine = query(lake, raw, 6, tmp_path)  # search still serves the last good generation
-    assert response[0].objectid == 7 and response[0].visual == pytest.approx(1.0, abs=1e-5)
+    assert response[0].objectid == 7 and response[0].cosine == pytest.approx(1.0, abs=1e-5)
     assert engine.variants["full"].bundle.ids.tolist() == ids
     assert pointer(lake) == served
     meta = empty.asset_materializations_for_node("faiss_index")[0].metadata

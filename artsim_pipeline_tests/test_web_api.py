@@ -66,7 +66,7 @@ def test_upload_a_mirror_image_returns_itself_first(server, web_lake):
         body = reply.json()
         assert body["kind"] == "image" and len(body["results"]) == 5
         top = body["results"][0]
-        assert top["objectid"] == oid and top["visual"] > 0.9999
+        assert top["objectid"] == oid and top["cosine"] > 0.9999
         assert top["thumbnail"] == f"/thumbs/{oid}.jpg"
         assert top["nga_url"] == f"https://www.nga.gov/collection/art-object-page.{oid}.html"
         assert "image_path" not in top
@@ -81,7 +81,7 @@ def test_objectid_query_get_and_post(server):
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["kind"] == "objectid" and body["results"][0]["objectid"] == 1005
-    assert body["results"][0]["visual"] == pytest.approx(1.0, abs=1e-5)
+    assert body["results"][0]["cosine"] == pytest.approx(1.0, abs=1e-5)
     assert body["query_painting"]["title"] == "Painting 5"
     assert {"title", "artist", "date", "style", "medium", "visual", "metadata", "final"} <= set(body["results"][0])
     assert any(r["metadata"] > 0 for r in body["results"])  # an objectid query has metadata

@@ -103,6 +103,12 @@ def test_upload_grid_more_like_this_and_map(tmp_path):
             expect(cards.first.locator(".score[title^='visual'] .pct")).to_have_text("100%")
             width = cards.first.locator(".score[title^='visual'] .fill").evaluate("e => e.style.width")
             assert width == "100%", width
+            # what agreed, in words on each card, the numbers on hover: the upload is painting 6 itself
+            why = cards.first.locator(".why")
+            expect(why).to_have_text("very close in palette and brushwork; very close in forms and motifs; "
+                                     "very close in subject and composition")
+            assert "final features (subject, composition): 1.00 (very close)" in why.get_attribute("title")
+            assert cards.nth(5).locator(".why").inner_text().count(";") >= 2  # every card says it, by depth
             page.wait_for_function("() => [...document.querySelectorAll('#grid img')].slice(0, 4)"
                                    ".every(i => i.complete && i.naturalWidth > 0)", timeout=20_000)
             _save(page, tmp_path, "web_search.png")
@@ -113,6 +119,7 @@ def test_upload_grid_more_like_this_and_map(tmp_path):
             expect(page.locator("#grid")).to_have_attribute("data-query", f"objectid {third}", timeout=20_000)
             expect(cards.first).to_have_attribute("data-objectid", third)
             expect(page.locator("#query-title")).to_contain_text(f"objectid {third}")
+            expect(cards.first.locator(".why")).to_contain_text("same artist")  # the metadata that matched
             assert f"objectid={third}" in page.url
 
             # the map: every painting (the atlas first, then their own thumbnails), a click opens its page

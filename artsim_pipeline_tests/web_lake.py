@@ -21,7 +21,8 @@ import requests
 from PIL import Image
 
 from artsim_pipeline.core.embedding import forward_prepared, load_and_prepare
-from artsim_pipeline.core.fusion import fit_fusion, transform
+from artsim_pipeline.core.explain import explain_bundle
+from artsim_pipeline.core.fusion import block_key, fit_fusion, transform
 from artsim_pipeline.core.generations import publish_generation
 from artsim_pipeline.core.index import build_index
 from artsim_pipeline.core.models import load_model
@@ -76,16 +77,26 @@ def painting_rows(n: int = N_PAINTINGS, overrides: dict[int, dict] | None = None
     return pd.DataFrame(rows, columns=list(CATALOG_COLUMNS))
 
 
-def raw_vectors(lake: DataLake, frame: pd.DataFrame) -> np.ndarray:
+def raw_blocks(lake: DataLake, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Every fusion block (final feature and taps) of the catalog's images, rows = catalog order."""
     model = load_model(MODEL, weights="random", device="cpu")
     batch = np.stack([load_and_prepare(lake.image_path(u), model.spec, None, fast_decode=True) for u in frame["uuid"]])
-    return forward_prepared(model, batch)
+    return {block_key(MODEL, name): values for name, values in forward_prepared(model, batch, taps=True).items()}
 
 
-def publish(lake: DataLake, raw: np.ndarray, ids: np.ndarray, dim: int = 12) -> str:
+def raw_vectors(lake: DataLake, frame: pd.DataFrame) -> np.ndarray:
+    return raw_blocks(lake, frame)[MODEL]
+
+
+def publish(lake: DataLake, raw: np.ndarray, ids: np.ndarray, dim: int = 12,
+            blocks: dict[str, np.ndarray] | None = None) -> str:
+    """A generation fused from the final features ``raw``; its explanations from ``blocks`` (every block,
+    taps included; default: the final feature alone)."""
     fusion = fit_fusion({MODEL: raw}, n_components=dim)
     vectors = transform(fusion, {MODEL: raw})
     bundle = build_index(vectors, ids, nlist=0)
+    blocks = {MODEL: raw} if blocks is None else blocks
+    bundle = explain_bundle(bundle, tuple(blocks), blocks, ids, vectors)
     return publish_generation(lake, {"full": (fusion, bundle)}).generation
 
 
@@ -100,8 +111,9 @@ def build_web_lake(root: Path, overrides: dict[int, dict] | None = None) -> tupl
     with duckdb.connect(str(lake.catalog_db)) as con:
         con.register("frame", frame)
         con.execute("CREATE TABLE filtered_paintings AS SELECT * FROM frame")
-    raw = raw_vectors(lake, frame)
-    publish(lake, raw, frame["objectid"].to_numpy(np.int64))
+    blocks = raw_blocks(lake, frame)
+    raw = blocks[MODEL]
+    publish(lake, raw, frame["objectid"].to_numpy(np.int64), blocks=blocks)
     return lake, raw
 
 

@@ -84,6 +84,7 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
         settings={key: values[key] for key in REPORTED_SETTINGS},
         log=progress_logger(context, name),
         study=study,
+        rerank=settings.rerank_options,
     )
     files = reports.write_report(result, lake.reports_dir, lake.image_path, name=name)
     report = result.report
@@ -96,6 +97,7 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
     }
     metadata.update({
         "headline": f"{headline['method']} / same {headline['relevance']} / K={headline['k']}",
+        "rerank": headline["rerank"],
         "n_queries": MetadataValue.int(int(headline["n_queries"])),
         "n_paintings": MetadataValue.int(int(headline["n_paintings"])),
         "weights": headline["weights"],

@@ -161,6 +161,8 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
         from ..core.generations import REQUIRED_VARIANT, current_generation_id, load_staged_fusions, publish_generation
         from ..core.incremental import FitRecord, update_index
         from ..core.index import build_index
+        from ..core.explain import explain_bundle
+        from ..core.rerank import augment_bundle
 
         collection = current_collection(settings, lake)
         staged = load_staged_fusions(lake)
@@ -188,6 +190,12 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
                 metadata[f"{variant}_update"] = f"+{delta.n_new} new, {delta.n_changed} changed, -{delta.removed} gone"
             else:
                 bundle = build_index(fused, vectors.objectids)
+            # the re-ranking's augmented vectors, computed once here and stored with the index (core/rerank.py)
+            bundle = augment_bundle(bundle, fused, vectors.objectids, settings.rerank_options)
+            metadata[f"{variant}_augmentation_s"] = bundle.info["augmentation"]["seconds"]
+            # what explains each match (per backbone and tap depth; core/explain.py), stored with the index too
+            bundle = explain_bundle(bundle, fusion.model_names, vectors.blocks, vectors.objectids, fused)
+            metadata[f"{variant}_explanation_s"] = bundle.info["explanation"]["seconds"]
             parts[variant] = (fusion, bundle)
             for key in ("index_type", "nlist", "nprobe", "recall_at_10"):
                 if key in bundle.info:

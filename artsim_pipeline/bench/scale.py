@@ -19,10 +19,11 @@ Steps, each in its own process (seconds of the call alone; peak RSS of that proc
 
 * ``pca_model``: :func:`~artsim_pipeline.core.fusion.fit_fusion` (512 components) + ``transform``;
 * ``faiss_index``: :func:`~artsim_pipeline.core.index.build_index` on the fused vectors (IVF
-  training, adding, nprobe tuning; the tuning is also timed alone, in ``details``);
+  training, adding, nprobe tuning; the tuning is also timed alone, in ``details``) and the re-ranking's
+  augmented vectors (:func:`~artsim_pipeline.core.rerank.augment_bundle`, timed alone too);
 * ``collection_map``: :func:`~artsim_pipeline.core.layout.compute_layout` (seed 0);
 * ``eval_report``: :func:`~artsim_pipeline.core.evaluation.evaluate_collection` with
-  ``study=False`` and the index check, as the asset runs it.
+  ``study=False``, the index check and the default re-ranking, as the asset runs it.
 
 JSON (``--out``, default ``<data_lake>/reports/bench_scale.json``)::
 
@@ -179,16 +180,20 @@ def run_step(step: str, root: Path, models: Sequence[str]) -> dict[str, Any]:
         details = {"width": fusion.n_features, "dim": fusion.output_dim,
                    "explained_variance": round(float(np.sum(fusion.explained_variance_ratio)), 4)}
     elif step == "faiss_index":
+        from ..config import Settings
         from ..core.index import build_index, save_index
         from ..core.recall import tune_nprobe
+        from ..core.rerank import augment_bundle
 
         vectors, ids = np.load(root / "fused.npy"), np.load(root / "objectids.npy")
         rss = _rss_mb()
         started = time.perf_counter()
         bundle = build_index(vectors, ids)
+        bundle = augment_bundle(bundle, vectors, ids, Settings().rerank_options)
         seconds = time.perf_counter() - started
         info = bundle.info
         details = {key: info.get(key) for key in ("index_type", "nlist", "nprobe", "recall_at_10")}
+        details["augmentation_s"] = info["augmentation"]["seconds"]
         if bundle.is_ivf:
             tuning = time.perf_counter()
             tune_nprobe(bundle.index, vectors, ids)
@@ -207,6 +212,7 @@ def run_step(step: str, root: Path, models: Sequence[str]) -> dict[str, Any]:
         import pandas as pd
 
         from ..assets.evaluation import _index_searcher
+        from ..config import Settings
         from ..core.evaluation import VariantInput, evaluate_collection
         from ..core.fusion import load_fusion
         from ..core.index import load_index
@@ -218,7 +224,8 @@ def run_step(step: str, root: Path, models: Sequence[str]) -> dict[str, Any]:
         rss = _rss_mb()
         started = time.perf_counter()
         result = evaluate_collection(full, catalog, lambda uuid: root / "images" / f"{uuid}.jpg", models=models,
-                                     pca_dim=PCA_DIM, index_check=searcher, taps=TAPS, study=False)
+                                     pca_dim=PCA_DIM, index_check=searcher, taps=TAPS, study=False,
+                                     rerank=Settings().rerank_options)
         seconds = time.perf_counter() - started
         head = result.report["headline"]
         details = {"precision_at_5": round(head["precision_at_k"], 4), "map": round(head["map"], 4),

@@ -370,9 +370,13 @@ def publish_generation(
                     "index_dir": variant,
                     "index_sha256": bundle_manifest["sha256"]["index"],
                     "ids_sha256": bundle_manifest["sha256"]["ids"],
+                    "augmented_sha256": bundle_manifest["sha256"].get("augmented"),
+                    "explain_sha256": bundle_manifest["sha256"].get("explain"),
+                    "augmentation": bundle.info.get("augmentation"),
                     **{key: bundle.info.get(key) for key in ("index_type", "nlist", "nprobe", "recall_at_10")},
                 }
-            content = {v: {k: d[k] for k in ("fusion_fingerprint", "index_sha256", "ids_sha256")}
+            content = {v: {k: d[k] for k in ("fusion_fingerprint", "index_sha256", "ids_sha256", "augmented_sha256",
+                                             "explain_sha256")}
                        for v, d in variants.items()}
             content_hash = hashlib.sha256(_json_bytes(content)).hexdigest()
             if previous is not None:

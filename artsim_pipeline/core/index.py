@@ -58,6 +58,11 @@ class IndexBundle:
     index: faiss.Index
     ids: np.ndarray  # int64 [N] objectids, in insertion order
     info: dict[str, Any] = field(default_factory=dict)
+    #: float32 [N, d] database-side augmented vectors (rows as ``ids``; :mod:`~artsim_pipeline.core.rerank`),
+    #: or None; ``info["augmentation"]`` says with which parameters
+    augmented: np.ndarray | None = field(default=None, repr=False)
+    #: the per-block projections that explain a match (:class:`~artsim_pipeline.core.explain.Explainer`), or None
+    explain: Any = field(default=None, repr=False)
 
     @property
     def is_ivf(self) -> bool:
@@ -227,8 +232,9 @@ def sha256_hex(data: bytes) -> str:
 def save_index(bundle: IndexBundle, directory: Path | str) -> str:
     """Write the bundle under ``directory`` (local or a lake ``UPath``); return the version written.
 
-    Crash-safe by construction: the index, id map and info are written as *new* files whose names
-    carry a fresh version (``index-<v>.faiss``, ``ids-<v>.npy``, ``info-<v>.json``), each via a temp
+    Crash-safe by construction: the index, id map and info (and the augmented vectors when the bundle has
+    them) are written as *new* files whose names carry a fresh version (``index-<v>.faiss``, ``ids-<v>.npy``,
+    ``info-<v>.json``, ``augmented-<v>.npy``; the explanations when it has them, ``explain-<v>.npz``), each via a temp
     file + fsync + ``os.replace``. Only then is ``manifest.json`` atomically replaced to name them
     (with their sha256). A reader goes through the manifest, so it sees the old set or the new set,
     never a mix; a save that fails midway leaves the old manifest, and its files, untouched.
@@ -244,12 +250,21 @@ def save_index(bundle: IndexBundle, directory: Path | str) -> str:
         "ids": _npy_bytes(np.asarray(bundle.ids, dtype=np.int64)),
         "info": json.dumps(bundle.info, indent=2, sort_keys=True).encode("utf-8"),
     }
+    if bundle.augmented is not None:
+        if bundle.augmented.shape != (len(bundle.ids), bundle.index.d):
+            raise ValueError(f"augmented vectors have shape {bundle.augmented.shape}, the index holds "
+                             f"{len(bundle.ids)} x {bundle.index.d}")
+        names["augmented"] = f"augmented-{version}.npy"
+        payloads["augmented"] = _npy_bytes(np.ascontiguousarray(bundle.augmented, dtype=np.float32))
+    if bundle.explain is not None:
+        names["explain"] = f"explain-{version}.npz"
+        payloads["explain"] = bundle.explain.to_bytes()
     try:
         previous: dict[str, Any] | None = read_bundle_manifest(root)
     except (FileNotFoundError, ValueError):  # first save, or an unreadable manifest to replace
         previous = None
     try:
-        for key in ("index", "ids", "info"):
+        for key in names:
             atomic_write_bytes(root / names[key], payloads[key])
         manifest = {
             "format_version": INDEX_FORMAT_VERSION,
@@ -265,7 +280,7 @@ def save_index(bundle: IndexBundle, directory: Path | str) -> str:
             (root / name).unlink(missing_ok=True)
         raise
     keep = set(names.values()) | (set(previous["files"].values()) if previous else set())
-    for pattern in ("index-*.faiss", "ids-*.npy", "info-*.json"):
+    for pattern in ("index-*.faiss", "ids-*.npy", "info-*.json", "augmented-*.npy", "explain-*.npz"):
         for path in root.glob(pattern):
             if path.name not in keep:
                 path.unlink(missing_ok=True)
@@ -301,8 +316,16 @@ def load_index(directory: Path | str) -> IndexBundle:
     index = faiss.deserialize_index(np.frombuffer(data["index"], dtype=np.uint8))
     ids = np.load(io.BytesIO(data["ids"]), allow_pickle=False).astype(np.int64)
     info = json.loads(data["info"].decode("utf-8"))
+    augmented = np.load(io.BytesIO(data["augmented"]), allow_pickle=False) if "augmented" in data else None
+    if augmented is not None and augmented.shape != (len(ids), index.d):
+        raise ValueError(f"{root}: augmented vectors of shape {augmented.shape} for {len(ids)} x {index.d}")
+    explain = None
+    if "explain" in data:
+        from .explain import Explainer
+
+        explain = Explainer.from_bytes(data["explain"])
     if info.get("index_type") == "IVFFlat":
         ivf = faiss.extract_index_ivf(index)
         if ivf.direct_map.type != faiss.DirectMap.Hashtable:
             ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
-    return IndexBundle(index=index, ids=ids, info=info)
+    return IndexBundle(index=index, ids=ids, info=info, augmented=augmented, explain=explain)

@@ -163,25 +163,36 @@ def representative_year(meta: Mapping[str, Any]) -> int | None:
     return None
 
 
-def metadata_score(
+def metadata_bonuses(
     query_meta: Mapping[str, Any], cand_meta: Mapping[str, Any], weights: ScoringWeights = ScoringWeights()
-) -> float:
-    """Sum of the metadata bonuses for ``cand_meta`` against ``query_meta`` (see module doc)."""
-    score = 0.0
+) -> dict[str, float]:
+    """The metadata bonuses that apply to ``cand_meta`` against ``query_meta`` (see module doc), by name:
+    ``style``, ``artist``, ``medium`` (exact) or ``medium_partial``, ``date``; absent when 0."""
+    bonuses: dict[str, float] = {}
     if weights.use_style and styles_of(query_meta.get("style")) & styles_of(cand_meta.get("style")):
-        score += weights.style
+        bonuses["style"] = weights.style
     if weights.use_artist:
         artist = normalize_artist(query_meta.get("artist"))
         if artist and artist == normalize_artist(cand_meta.get("artist")):
-            score += weights.artist
+            bonuses["artist"] = weights.artist
     q_medium, c_medium = normalize_medium(query_meta.get("medium")), normalize_medium(cand_meta.get("medium"))
     if q_medium and q_medium == c_medium:
-        score += weights.medium_exact
+        bonuses["medium"] = weights.medium_exact
     elif medium_words(q_medium) & medium_words(c_medium):
-        score += weights.medium_partial
+        bonuses["medium_partial"] = weights.medium_partial
     q_year, c_year = representative_year(query_meta), representative_year(cand_meta)
     if q_year is not None and c_year is not None and abs(q_year - c_year) <= weights.date_window_years:
-        score += weights.date
+        bonuses["date"] = weights.date
+    return {key: value for key, value in bonuses.items() if value}
+
+
+def metadata_score(
+    query_meta: Mapping[str, Any], cand_meta: Mapping[str, Any], weights: ScoringWeights = ScoringWeights()
+) -> float:
+    """Sum of the metadata bonuses for ``cand_meta`` against ``query_meta`` (:func:`metadata_bonuses`)."""
+    score = 0.0
+    for value in metadata_bonuses(query_meta, cand_meta, weights).values():
+        score += value
     return score
 
 

@@ -20,6 +20,9 @@ and the backbones the index was built with; each :meth:`SearchEngine.search` the
    any ranking (rules: :mod:`~artsim_pipeline.core.search_filters`); the index search is then
    restricted to them;
 5. **candidates** — the FAISS top ``candidate_factor · k`` (3·k) by cosine similarity (``visual``);
+   with re-ranking on (``ARTSIM_RERANK``, :mod:`~artsim_pipeline.core.rerank`) the top
+   ``max(100, 3·k)`` by cosine are re-scored (α-query expansion over the augmented vectors stored with
+   the index) and the best ``3·k`` of them go on, their re-ranked score as ``visual``;
 6. **hybrid re-rank** — ``final = 0.7 · visual + 0.3 · metadata`` with
    :func:`~artsim_pipeline.core.scoring.rerank`. The metadata score compares each candidate's
    catalog row with the *query's* row, so it exists only for an objectid query; an image query
@@ -59,7 +62,9 @@ from .faces import FaceDetector
 from .fusion import block_models, transform
 from .index import search as index_search
 from .models import LoadedModel, resolve_device
-from .scoring import ScoringWeights, rerank
+from .rerank import RerankOptions, ServedDatabase
+from .explain import summary as explanation_summary
+from .scoring import ScoringWeights, metadata_bonuses, rerank
 from .search_encode import detect_query_faces, forward_inputs, prepare_inputs, stored_vector
 from .search_filters import SearchFilters, allowed_ids
 from .search_query import ParsedQuery, Query, QueryError, parse_query
@@ -98,6 +103,7 @@ class SearchEngine:
         face_max_side: int = 1024,
         precision: str = "fp32",
         scoring: ScoringWeights = ScoringWeights(),
+        rerank: RerankOptions = RerankOptions(),
         preload_models: bool = True,
     ) -> None:
         started = time.perf_counter()
@@ -108,6 +114,8 @@ class SearchEngine:
         self.face_max_side = face_max_side
         self.device = resolve_device(device)
         self.generation, self.variants = load_variants(self.lake)  # the index generation served, its variants
+        self.rerank = rerank
+        self._databases = {name: ServedDatabase(v.bundle) for name, v in self.variants.items()}
         if models is not None and set(models) != set(self.model_names):
             raise QueryError(
                 f"the index in {self.lake.index_dir} was built with models {','.join(self.model_names)} "
@@ -140,6 +148,7 @@ class SearchEngine:
         kwargs: dict[str, Any] = dict(
             face_threshold=settings.face_threshold, face_margin=settings.face_margin,
             face_max_side=settings.face_max_side, precision=settings.precision,
+            rerank=settings.rerank_options,
         )
         kwargs.update(overrides)
         requested = tuple(settings.models)
@@ -199,13 +208,20 @@ class SearchEngine:
         return self._fused(parsed, crop_box, variant)
 
     def _fused(self, parsed: ParsedQuery, crop_box: tuple[float, float, float, float] | None, variant: str) -> np.ndarray:
+        return self._encode(parsed, crop_box, variant)[0]
+
+    def _encode(self, parsed: ParsedQuery, crop_box: tuple[float, float, float, float] | None,
+                variant: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(the fused vector, the per-block projection that explains matches, or None) of an image query."""
         try:
             arrays = self.prepare(parsed.source(), crop_box)
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise QueryError(f"query {parsed.label!r} could not be decoded ({type(exc).__name__}: {exc})") from exc
         vectors = self.forward(arrays)
+        explainer = self.variants[variant].bundle.explain
         with one_blas_thread(self._blas):
-            return transform(self.variants[variant].fusion, vectors)[0]
+            fused = transform(self.variants[variant].fusion, vectors)[0]
+            return fused, (explainer.project(vectors)[0] if explainer is not None else None)
 
     def stored_vector(self, objectid: int, variant: str = "full") -> np.ndarray | None:
         """The fused vector the collection indexed for ``objectid`` (None when it is not in that index)."""
@@ -267,7 +283,9 @@ class SearchEngine:
                     raise QueryError(f"objectid {oid} is in the catalog but has neither an indexed vector nor a "
                                      f"cached image (its download may have failed)")
                 notes.append(f"objectid {oid} is not in the index; re-embedded its cached image")
-                vector = self._fused(ParsedQuery("image", str(path), path=path), None, "full")
+                vector, explain_query = self._encode(ParsedQuery("image", str(path), path=path), None, "full")
+            else:
+                explain_query = self._stored_explanation(oid, variant)
             lap("vector")
         else:
             crop = None
@@ -282,7 +300,7 @@ class SearchEngine:
                                  "searched with the whole image")
                 else:
                     variant, crop = "face", face_box
-            vector = self._fused(parsed, crop, variant)
+            vector, explain_query = self._encode(parsed, crop, variant)
             lap("embed")
             if not query_meta:
                 notes.append("image query: no catalog metadata, so metadata scores are 0 and the order is visual")
@@ -298,14 +316,30 @@ class SearchEngine:
             timings["total"] = (time.perf_counter() - started) * 1000.0
             return SearchResponse([], notes=notes, timings_ms=timings, **response_args)
 
-        scores, ids = index_search(self.variants[variant].bundle, vector[None], weights.n_candidates(k), allowed)
+        database = self._databases[variant]
+        wanted = weights.n_candidates(k)
+        scores, ids = index_search(self.variants[variant].bundle, vector[None], database.depth(wanted, self.rerank),
+                                   allowed)
         keep = np.array([i >= 0 and int(i) in self._rows for i in ids[0]], dtype=bool)
         cand_ids, cand_scores = ids[0][keep], scores[0][keep]
         lap("index")
+        cosines = cand_scores
+        if self.rerank.method != "none":
+            if self.rerank.uses_dba and not database.has_augmented:
+                notes.append("the served index has no augmented vectors (built before re-ranking): "
+                             "re-ranked without them; re-run `artsim run`")
+            cand_scores = database.rescore(vector, cand_ids, self.rerank, parsed.objectid)
+            best = np.lexsort((cand_ids, -cand_scores))[:wanted]  # ties to the lower objectid
+            cand_ids, cand_scores, cosines = cand_ids[best], cand_scores[best], cosines[best]
+            lap("rerank_vectors")
         candidates = pd.DataFrame([self._rows[int(i)] for i in cand_ids], columns=list(CATALOG_COLUMNS))
         candidates["visual"] = cand_scores.astype(np.float64)
         ranked = rerank(query_meta, candidates, weights, k)
-        results = [self._result(i + 1, row) for i, row in enumerate(ranked.itertuples(index=False))]
+        cosine_of = dict(zip(cand_ids.tolist(), cosines.astype(np.float64).tolist()))
+        ranked["cosine"] = [cosine_of[int(i)] for i in ranked["objectid"]]
+        explanations = self._explanations(variant, explain_query, query_meta, ranked, weights)
+        results = [self._result(i + 1, row, why) for i, (row, why)
+                   in enumerate(zip(ranked.itertuples(index=False), explanations))]
         lap("rerank")
         timings["total"] = (time.perf_counter() - started) * 1000.0
         return SearchResponse(results, notes=notes, timings_ms=timings, **response_args)
@@ -314,10 +348,36 @@ class SearchEngine:
         uuid = cell_text(self._rows.get(objectid, {}).get("uuid"))
         return self.lake.image_path(uuid) if uuid else None
 
-    def _result(self, rank: int, ranked: Any) -> SearchResult:
+    def _result(self, rank: int, ranked: Any, explanation: dict[str, Any] | None = None) -> SearchResult:
         oid = int(ranked.objectid)
         path = self.image_path(oid)
-        return make_result(rank, self._rows[oid], str(path) if path else "", ranked)
+        return make_result(rank, self._rows[oid], str(path) if path else "", ranked, explanation)
+
+    # -- explanations ----------------------------------------------------------------------------
+    def _stored_explanation(self, objectid: int, variant: str) -> np.ndarray | None:
+        """The stored per-block projection of an indexed painting (None without explanations or the painting)."""
+        explainer = self.variants[variant].bundle.explain
+        if explainer is None:
+            return None
+        row = explainer.rows([objectid])[0]
+        return None if np.isnan(row).any() else row
+
+    def _explanations(self, variant: str, query: np.ndarray | None, query_meta: dict[str, Any],
+                      ranked: pd.DataFrame, weights: ScoringWeights) -> list[dict[str, Any] | None]:
+        """Each ranked painting's explanation (:mod:`~artsim_pipeline.core.explain`): the parts of the fused
+        vector that agreed, and the metadata bonuses that applied; None where the index has none."""
+        explainer = self.variants[variant].bundle.explain
+        ids = ranked["objectid"].to_numpy(dtype=np.int64)
+        if explainer is None or query is None:
+            return [None] * len(ids)
+        out = []
+        for oid, why in zip(ids, explainer.explain(query, ids)):
+            if why is not None:
+                bonuses = metadata_bonuses(query_meta, self._rows[int(oid)], weights) if query_meta else {}
+                why["metadata"] = bonuses
+                why["summary"] = explanation_summary(why["levels"], bonuses, weights.date_window_years)
+            out.append(why)
+        return out
 
     def close(self) -> None:
         self._db.close()

@@ -13,9 +13,15 @@ date         str    :func:`display_date` of its catalog row
 style        str    catalog style list
 medium       str    catalog medium
 image_path   str    its cached image (``""`` when it has none)
-visual       float  cosine similarity of the query's vector and the painting's (FAISS)
+visual       float  the visual score that ranks: the cosine similarity of the query's vector and the
+                    painting's, re-ranked with the collection's neighbourhoods when ``ARTSIM_RERANK``
+                    is on (:mod:`~artsim_pipeline.core.rerank`)
+cosine       float  the plain cosine similarity of the two fused vectors (FAISS), before re-ranking
 metadata     float  metadata score against the query painting's row (0 for an image query)
 final        float  ``w.visual * visual + w.metadata * metadata`` (the ranking key)
+explanation  dict   what agreed (:mod:`~artsim_pipeline.core.explain`): ``backbones``/``depths``
+                    cosines, ``levels`` (words per depth), ``metadata`` bonuses that applied,
+                    ``summary`` (a sentence); None when the served index has no explanations
 ===========  =====  =====================================================================
 
 :class:`SearchResponse` is the list of them plus what the engine did (query, kind, variant, faces,
@@ -50,6 +56,8 @@ class SearchResult:
     visual: float
     metadata: float
     final: float
+    cosine: float | None = None
+    explanation: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,14 +139,15 @@ def display_date(row: dict[str, Any]) -> str:
     return "" if year is None else str(year)
 
 
-def make_result(rank: int, row: dict[str, Any], image_path: str, ranked: Any) -> SearchResult:
+def make_result(rank: int, row: dict[str, Any], image_path: str, ranked: Any,
+                explanation: dict[str, Any] | None = None) -> SearchResult:
     """The :class:`SearchResult` of a painting's catalog ``row`` and its ``ranked`` scores (``visual``,
-    ``metadata``, ``final``, ``objectid``)."""
+    ``metadata``, ``final``, ``objectid``), with its ``explanation``."""
     return SearchResult(
         rank=rank, objectid=int(ranked.objectid), title=cell_text(row.get("title")), artist=cell_text(row.get("artist")),
         date=display_date(row), style=cell_text(row.get("style")), medium=cell_text(row.get("medium")),
         image_path=image_path, visual=float(ranked.visual), metadata=float(ranked.metadata),
-        final=float(ranked.final),
+        final=float(ranked.final), cosine=float(getattr(ranked, "cosine", ranked.visual)), explanation=explanation,
     )
 
 
@@ -172,6 +181,9 @@ def format_results(response: SearchResponse, title_width: int = 40, artist_width
         return "  ".join(padded).rstrip()
 
     lines += [fmt(cols), fmt(["-" * w for w in widths])] + [fmt(row) for row in rows]
+    why = [f"{r.rank:>4}  {r.explanation['summary']}" for r in response if r.explanation]
+    if why:
+        lines += ["", "why (what agreed, by depth of the backbones' features; metadata that matched):"] + why
     return "\n".join(lines)
 
 

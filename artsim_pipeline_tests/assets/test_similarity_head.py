@@ -48,6 +48,6 @@ def test_head_is_off_by_default_and_on_with_epochs(tmp_path, instance):
     assert engine.search(7, k=3)[0].objectid == 7  # the stored (projected) vector finds itself
     # an image query goes through the backbone, its taps, the fusion and the head: it lands on its painting
     by_image = engine.search(str(engine.image_path(7)), k=3)
-    assert by_image[0].objectid == 7 and by_image[0].visual > 0.999
+    assert by_image[0].objectid == 7 and by_image[0].cosine > 0.999
     again = PipelineRunner(build_definitions(on), on, instance, echo=lambda _: None).run()
     assert again.assets_run() == []

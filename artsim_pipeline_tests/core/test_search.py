@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -42,7 +43,7 @@ def test_objectid_query_returns_itself_first(engine):
         assert response.kind == "objectid" and response.variant == "full"
         assert len(response) == 5
         assert response[0].objectid == oid
-        assert response[0].visual == pytest.approx(1.0, abs=1e-5)
+        assert response[0].cosine == pytest.approx(1.0, abs=1e-5)
     assert engine.search(str(107), k=3)[0].objectid == 107  # numeric string = objectid
 
 
@@ -51,7 +52,7 @@ def test_image_file_query_returns_itself_first_with_visual_order(engine):
         response = engine.search(image_of(engine, oid), k=8)
         assert response.kind == "image"
         assert response[0].objectid == oid
-        assert response[0].visual > 0.9999
+        assert response[0].cosine > 0.9999
         visual = [r.visual for r in response]
         assert visual == sorted(visual, reverse=True)  # no query metadata: the order is visual
         assert all(r.metadata == 0.0 and r.final == pytest.approx(0.7 * r.visual) for r in response)
@@ -84,6 +85,53 @@ def test_results_carry_catalog_fields(engine):
     assert Path(top.image_path).is_file()
     frame = engine.search(110, k=3).to_frame()
     assert list(frame["rank"]) == [1, 2, 3] and frame.loc[0, "objectid"] == 110
+
+
+# ----------------------------------------------------------------------------- what agreed
+
+
+def test_each_result_explains_what_agreed_recomputed_from_the_lake_s_embeddings(engine, lake_settings):
+    """The per-depth and per-backbone agreements equal cosines of the lake's own embedding blocks projected
+    again (a loop over blocks, efficientnet_lite0's registry taps: blocks.3/.4 early, .5/.6 middle), and the
+    metadata part names exactly the bonuses the metadata score summed."""
+    from artsim_pipeline.core.lake import lake_at
+    from artsim_pipeline.core.lake_reads import current_collection
+
+    lake = lake_at(lake_settings.data_lake, lake_settings.work_dir)
+    collection = current_collection(lake, lake_settings.models, lake_settings.taps)["full"]
+    explainer = engine.variants["full"].bundle.explain
+    assert explainer is not None and explainer.blocks == engine.variants["full"].fusion.model_names
+    row_of = {int(o): i for i, o in enumerate(collection.objectids)}
+    depth_blocks = {"early": ("blocks.3.mean", "blocks.4.mean"), "middle": ("blocks.5.mean", "blocks.6.mean"),
+                    "final": None}
+
+    def projected(oid):
+        blocks = {name: values[row_of[oid]][None] for name, values in collection.blocks.items()}
+        return explainer.project(blocks)[0]
+
+    response = engine.search(104, k=6)
+    query = projected(104)
+    for result in response:
+        why = result.explanation
+        assert why is not None and set(why) == {"backbones", "depths", "levels", "metadata", "summary"}
+        other = projected(result.objectid)
+        cosines, start = {}, 0
+        for name, width in zip(explainer.blocks, explainer.dims):
+            cosines[name] = float(np.dot(query[start:start + width], other[start:start + width]))
+            start += width
+        for depth, taps in depth_blocks.items():
+            names = ["efficientnet_lite0"] if taps is None else [f"efficientnet_lite0@{t}" for t in taps]
+            assert why["depths"][depth] == pytest.approx(np.mean([cosines[n] for n in names]), abs=2e-3)
+        assert why["backbones"]["efficientnet_lite0"] == pytest.approx(np.mean(list(cosines.values())), abs=2e-3)
+        assert sum(why["metadata"].values()) == pytest.approx(result.metadata)
+        assert why["summary"].startswith(f"{why['levels']['early']} in palette and brushwork")
+    itself = response[0]
+    assert itself.objectid == 104 and set(itself.explanation["levels"].values()) == {"very close"}
+    assert "same artist" in itself.explanation["summary"]
+    # an image query (no metadata) is explained by its own blocks, through the same projection
+    by_image = engine.search(image_of(engine, 104), k=3)
+    assert by_image[0].objectid == 104 and by_image[0].explanation["metadata"] == {}
+    assert by_image[0].explanation["depths"]["final"] > 0.99
 
 
 # ----------------------------------------------------------------------------- hybrid score
@@ -164,7 +212,7 @@ def test_face_crop_finds_the_face_and_uses_the_face_index(engine, tmp_path):
     assert whole.variant == "full" and whole.face_count is None
     for oid in FACE_IDS:  # a painting's own file: same crop box, same face vector -> itself first
         own = engine.search(image_of(engine, oid), k=2, face_crop=True)
-        assert own.variant == "face" and own[0].objectid == oid and own[0].visual > 0.9999
+        assert own.variant == "face" and own[0].objectid == oid and own[0].cosine > 0.9999
 
 
 def test_face_crop_without_a_face_falls_back_to_the_whole_image(engine):
@@ -226,7 +274,7 @@ def test_default_models_differing_from_the_index_use_the_index_models(lake_setti
         path = image_of(other, 109)
         response = other.search(path, k=3)
         assert [m.name for m in other.models] == ["efficientnet_lite0"]
-        assert response[0].objectid == 109 and response[0].visual > 0.9999
+        assert response[0].objectid == 109 and response[0].cosine > 0.9999
         assert other.search(104, k=2)[0].objectid == 104
     finally:
         other.close()
@@ -329,7 +377,7 @@ def test_engine_serves_one_generation_and_keeps_it_across_a_swap(tmp_path):
         assert engine_a.variants["full"].bundle.index.d == engine_a.variants["full"].fusion.output_dim == 6
         for oid in (3, 18):
             top = engine_a.search(oid, k=3)[0]
-            assert top.objectid == oid and top.visual == pytest.approx(1.0, abs=1e-5)
+            assert top.objectid == oid and top.cosine == pytest.approx(1.0, abs=1e-5)
         assert engine_b.search(3, k=2)[0].objectid == 3
     finally:
         engine_a.close()

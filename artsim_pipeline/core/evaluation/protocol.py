@@ -59,6 +59,7 @@ from ..scoring import (
     shares,
     text_codes,
 )
+from ..rerank import Augmented, LeaveOneOut, RerankOptions
 from .sampling import QuerySample
 
 DEFAULT_KS = (1, 5, 10)
@@ -272,6 +273,7 @@ def evaluate_method(
     seed: int = 0,
     chunk: int = CHUNK,
     sample: QuerySample | None = QuerySample(),
+    rerank: RerankOptions | None = None,
 ) -> MethodResult:
     """Leave-one-out evaluation of ``method`` on ``vectors [N, d]`` (row i is ``meta.objectids[i]``).
 
@@ -281,9 +283,11 @@ def evaluate_method(
     method's permutations. Visual scores are cosine similarities; ties go to the lower objectid. Hybrid methods:
     for each K the top ``weights.n_candidates(K)`` visual results are re-ranked in the order of
     :func:`~artsim_pipeline.core.scoring.rerank`; the full-ranking AP re-ranks every painting the same way.
+    ``rerank`` (:mod:`~artsim_pipeline.core.rerank`) replaces the visual scores by the re-ranked ones of the
+    honest leave-one-out (the query never shapes the database side); None or ``none``: plain cosine.
     """
     return evaluate_methods(vectors, meta, (method,), relevance, ks, weights, query_rows=query_rows, seed=seed,
-                            chunk=chunk, sample=sample)[0]
+                            chunk=chunk, sample=sample, rerank=rerank)[0]
 
 
 def evaluate_methods(
@@ -298,6 +302,7 @@ def evaluate_methods(
     seed: int = 0,
     chunk: int = CHUNK,
     sample: QuerySample | None = QuerySample(),
+    rerank: RerankOptions | None = None,
 ) -> list[MethodResult]:
     """:func:`evaluate_method` for each of ``methods`` on the same queries, one pass over them: the
     similarities, relevance and visual ranking of a chunk of queries are computed once for all the
@@ -322,6 +327,7 @@ def evaluate_methods(
     eligible = np.flatnonzero(candidates)
     queries = eligible if sample is None else sample.rows(eligible, meta.objectids)
     chunk = max(1, min(int(chunk), CHUNK_CELLS // max(n, 1)))
+    loo = LeaveOneOut(Augmented.build(x, rerank)) if rerank is not None and rerank.method != "none" else None
     per_query: dict[str, dict[str, list[np.ndarray]]] = {method: {} for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
     rng = np.random.default_rng(seed)
@@ -331,7 +337,7 @@ def evaluate_methods(
         rel_all = relevant_rows(meta, relevance, rows)
         rel_all[np.arange(len(rows)), rows] = False
         n_rel = counts[rows].astype(np.float64)
-        sim = x[rows] @ x.T
+        sim = x[rows] @ x.T if loo is None else loo.scores(rows)
         visual = None
         for method in methods:
             if method != "random" and visual is None:

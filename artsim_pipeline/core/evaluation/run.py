@@ -12,9 +12,13 @@
    up to 5,000 paintings, else on the same rule's sample of the paintings;
 6. the learned similarity head on held-out artists (:mod:`.learned`), trained and measured on the
    fused vectors without the head a served fusion may carry;
+7. the re-ranking study (:mod:`.reranking`): every option's parameters chosen on held-out artists, then
+   measured on all queries;
 
 and returns the JSON-ready report (files: :mod:`artsim_pipeline.core.reports`). The headline is
-visual search, same artist, K = 5: precision@5 and full-ranking mAP with their 95% intervals.
+visual search, same artist, K = 5: precision@5 and full-ranking mAP with their 95% intervals. Step 1
+ranks with the configured re-ranking (``rerank``, ``ARTSIM_RERANK``; honest leave-one-out), as search
+does; the headline's ``rerank`` names it.
 
 ``study=False`` (``eval_report``, on every refresh) runs steps 1 and 5 only: seconds, and what a
 refresh must re-check. ``study=True`` (``eval_study``: on code or setting changes, its cron, or on
@@ -34,6 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..rerank import RerankOptions
 from ..scoring import ScoringWeights
 from .ablations import ablation_sets
 from .checks import (
@@ -47,6 +52,7 @@ from .checks import (
 )
 from .learned import evaluate_learned
 from .pixels import PIXEL_QUERIES, PIXEL_TOP, PixelResult, pixel_evaluation
+from .reranking import evaluate_reranking
 from .protocol import (
     DEFAULT_KS,
     METHODS,
@@ -66,7 +72,7 @@ RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS — meaningless: the backbones were not
 SERVED_HEAD_WARNING = ("the served index uses the learned similarity head, trained on these same artist labels: "
                        "the numbers below are optimistic; the `learned` block (held-out artists) is the fair measure.")
 #: Report blocks whose numbers make the report's data version (timings and paths left out).
-VERSIONED_KEYS = ("headline", "methods", "ablations", "pixel", "learned")
+VERSIONED_KEYS = ("headline", "methods", "ablations", "pixel", "learned", "reranking")
 
 
 @dataclass
@@ -102,6 +108,7 @@ def evaluate_collection(
     log: Callable[[str], None] = lambda _msg: None,
     study: bool = True,
     query_sample: QuerySample | None = None,
+    rerank: RerankOptions = RerankOptions(),
 ) -> EvaluationResult:
     """Run the whole protocol on the collection; return the report (see :mod:`reports` for the files).
 
@@ -163,7 +170,8 @@ def evaluate_collection(
     run = 0
     for relevance in relevances:
         # the methods of one relevance in one pass (shared similarities and visual ranking); one line each
-        for res in evaluate_methods(vectors, meta, METHODS, relevance, curve_ks, scoring, seed=seed, sample=sample):
+        for res in evaluate_methods(vectors, meta, METHODS, relevance, curve_ks, scoring, seed=seed, sample=sample,
+                                    rerank=rerank):
             run += 1
             name = f"{res.method}/{relevance}"
             timings[name] = round(res.seconds, 2)
@@ -224,6 +232,11 @@ def evaluate_collection(
         learned = timed("learned head", "learned head",
                         lambda: evaluate_learned(unprojected_vectors(full, vectors), meta, epochs, log=log))
 
+    reranking = dict(in_study)
+    if study:
+        reranking = timed("reranking", "reranking",
+                          lambda: evaluate_reranking(vectors, meta, rerank, sample=sample, log=log))
+
     random_head = next((r for r in random_rows_all if r["relevance"] == "artist" and r["k"] == 5), {})
 
     def headline_value(key: str) -> float:
@@ -233,6 +246,7 @@ def evaluate_collection(
         "method": HEADLINE["method"],
         "relevance": HEADLINE["relevance"],
         "k": HEADLINE["k"],
+        "rerank": rerank.label,
         "precision_at_k": headline_value("precision@5"),
         "recall_at_k": headline_value("recall@5"),
         "map_at_k": headline_value("map@5"),
@@ -266,6 +280,7 @@ def evaluate_collection(
         "pixel": pixel_summary,
         "index_check": index_rows,
         "learned": learned,
+        "reranking": reranking,
         "settings": {
             **dict(settings or {}),
             "models": list(models) or sorted(full.blocks),
@@ -276,9 +291,11 @@ def evaluate_collection(
             "variant": "full",
             "fusion": fusion_info,
             "scoring": {k: v for k, v in scoring.__dict__.items()},
+            "rerank": rerank.describe(),
             "protocol": "leave-one-out over every painting with a non-empty relevant set (beyond "
                         f"{sample.full_up_to:,} of them, a seeded sample of {sample.size:,}); each query ranks the "
-                        "whole collection by exact cosine; ties to the lower objectid",
+                        "whole collection by exact cosine, re-ranked as `rerank` says (the query never shapes the "
+                        "database side); ties to the lower objectid",
             "query_sample": sample.describe(),
         },
         "timings_s": {**timings, "total": round(time.perf_counter() - started, 2)},

@@ -12,6 +12,17 @@ function scoreBar(label, value, digits, cls) {
 }
 // Bar widths are set through the CSSOM (allowed by the page's Content-Security-Policy; style="" attributes are not).
 function sizeBars(root) { for (const el of root.querySelectorAll(".fill[data-width]")) el.style.width = el.dataset.width + "%"; }
+// What agreed (core/explain.py): the summary in words, the numbers behind it on hover.
+const DEPTH_NAMES = {early: "early layers (palette, brushwork)", middle: "middle layers (forms, motifs)", final: "final features (subject, composition)"};
+function whyLine(x) {
+  if (!x) return "";
+  const fmt = (v) => Number(v).toFixed(2);
+  const depths = Object.entries(x.depths).map(([d, v]) => `${DEPTH_NAMES[d] || d}: ${fmt(v)} (${x.levels[d]})`);
+  const models = Object.entries(x.backbones).map(([m, v]) => `${m}: ${fmt(v)}`);
+  const meta = Object.entries(x.metadata || {}).map(([k, v]) => `${k} +${fmt(v)}`);
+  const title = ["agreement (cosine) by depth", ...depths, "by backbone", ...models].concat(meta.length ? ["metadata bonuses", ...meta] : []).join("\n");
+  return `<p class="why" title="${esc(title)}">${esc(x.summary)}</p>`;
+}
 function resultCard(r, opts) {
   const more = opts && opts.more === false ? "" :
     `<button type="button" class="more secondary" data-objectid="${r.objectid}">More like this</button>`;
@@ -22,6 +33,7 @@ function resultCard(r, opts) {
         <div>${esc(r.artist)}</div><div class="meta">${esc(r.date)}${r.style ? " · " + esc(r.style) : ""}</div>
         <div class="meta">${esc(r.medium)}</div>
         ${scoreBar("match", r.final, 3, "final")}${scoreBar("visual", r.visual, 3)}${scoreBar("metadata", r.metadata, 2)}
+        ${whyLine(r.explanation)}
         <div class="actions">${more}<a class="nga" href="${r.nga_url}" target="_blank" rel="noopener">nga.gov ↗</a></div></div>
     </article>`;
 }
