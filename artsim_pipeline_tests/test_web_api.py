@@ -85,6 +85,10 @@ def test_objectid_query_get_and_post(server):
     assert body["query_painting"]["title"] == "Painting 5"
     assert {"title", "artist", "date", "style", "medium", "visual", "metadata", "final"} <= set(body["results"][0])
     assert any(r["metadata"] > 0 for r in body["results"])  # an objectid query has metadata
+    for r in body["results"]:  # what agreed: the numbers behind each card's words, the bonuses it got
+        why = r["explanation"]
+        assert set(why["depths"]) == {"early", "middle", "final"} and why["summary"].count(";") >= 2
+        assert sum(why["metadata"].values()) == pytest.approx(r["metadata"])
     posted = requests.post(server.url + "/api/search", data={"objectid": "1005", "k": "4"}, timeout=10)
     assert [r["objectid"] for r in posted.json()["results"]] == [r["objectid"] for r in body["results"]]
     missing = requests.get(server.url + "/api/search", params={"objectid": 424242}, timeout=10)

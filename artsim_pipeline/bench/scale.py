@@ -20,7 +20,8 @@ Steps, each in its own process (seconds of the call alone; peak RSS of that proc
 * ``pca_model``: :func:`~artsim_pipeline.core.fusion.fit_fusion` (512 components) + ``transform``;
 * ``faiss_index``: :func:`~artsim_pipeline.core.index.build_index` on the fused vectors (IVF
   training, adding, nprobe tuning; the tuning is also timed alone, in ``details``) and the re-ranking's
-  augmented vectors (:func:`~artsim_pipeline.core.rerank.augment_bundle`, timed alone too);
+  augmented vectors (:func:`~artsim_pipeline.core.rerank.augment_bundle`) and the explanations' per-block
+  projections (:func:`~artsim_pipeline.core.explain.explain_bundle`), each also timed alone in ``details``;
 * ``collection_map``: :func:`~artsim_pipeline.core.layout.compute_layout` (seed 0);
 * ``eval_report``: :func:`~artsim_pipeline.core.evaluation.evaluate_collection` with
   ``study=False``, the index check and the default re-ranking, as the asset runs it.
@@ -183,17 +184,22 @@ def run_step(step: str, root: Path, models: Sequence[str]) -> dict[str, Any]:
         from ..config import Settings
         from ..core.index import build_index, save_index
         from ..core.recall import tune_nprobe
+        from ..core.explain import explain_bundle
+        from ..core.fusion import load_fusion
         from ..core.rerank import augment_bundle
 
         vectors, ids = np.load(root / "fused.npy"), np.load(root / "objectids.npy")
+        blocks, names = _blocks(root), load_fusion(root / "fusion.npz").model_names
         rss = _rss_mb()
         started = time.perf_counter()
         bundle = build_index(vectors, ids)
         bundle = augment_bundle(bundle, vectors, ids, Settings().rerank_options)
+        bundle = explain_bundle(bundle, names, blocks, ids, vectors)
         seconds = time.perf_counter() - started
         info = bundle.info
         details = {key: info.get(key) for key in ("index_type", "nlist", "nprobe", "recall_at_10")}
         details["augmentation_s"] = info["augmentation"]["seconds"]
+        details["explanation_s"] = info["explanation"]["seconds"]
         if bundle.is_ivf:
             tuning = time.perf_counter()
             tune_nprobe(bundle.index, vectors, ids)

@@ -99,6 +99,11 @@ def tap_depths(names: Sequence[str]) -> dict[str, str]:
     return out
 
 
+def _cosine(value: float) -> float:
+    """A reported agreement: 4 decimals, within [-1, 1] (the float16 storage can round past 1)."""
+    return round(min(max(float(value), -1.0), 1.0), 4)
+
+
 def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), _EPS)
 
@@ -176,9 +181,9 @@ class Explainer:
             if not ok[i]:
                 out.append(None)
                 continue
-            depths = {d: round(float(v[i]), 4) for d, v in grouped["depths"].items()}
+            depths = {d: _cosine(v[i]) for d, v in grouped["depths"].items()}
             out.append({
-                "backbones": {m: round(float(v[i]), 4) for m, v in grouped["backbones"].items()},
+                "backbones": {m: _cosine(v[i]) for m, v in grouped["backbones"].items()},
                 "depths": depths,
                 "levels": {d: depth_level(v, self.calibration.get(d)) for d, v in depths.items()},
             })

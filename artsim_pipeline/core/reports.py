@@ -157,6 +157,25 @@ def learned_table(report: dict[str, Any]) -> str:
                    "epochs chosen", "train s"], rows)
 
 
+RERANKING_TITLE = "Re-ranking with the collection's neighbourhoods (honest leave-one-out)"
+
+
+def reranking_table(report: dict[str, Any]) -> str:
+    """Every re-ranking option: parameters chosen on held-out artists, then measured on all queries."""
+    block = report.get("reranking") or {}
+    if not block.get("available"):
+        return f"_Not measured: {block.get('reason', 'no reranking block in this report')}._"
+    rows = [[r["label"], "yes" if r["chosen"] else "", "yes" if r["configured"] else "",
+             r["heldout_precision_at_5"], r["heldout_map"], r["precision_at_5"], r["map"], r["n_queries"]]
+            for r in block["rows"]]
+    table = _table(["option", "chosen on held-out", "configured", "held-out P@5", "held-out mAP", "P@5", "mAP",
+                    "queries"], rows)
+    verdict = ("beats" if block.get("configured_wins") else "does not beat")
+    return (f"{table}\n\nThe configured option `{block['configured']}` {verdict} `none` on the held-out splits "
+            f"and on all queries (P@5 and mAP); {len(block.get('grid', []))} parameter sets were measured on "
+            f"the held-out splits (seeds {block.get('heldout_seeds')}).")
+
+
 def learned_note(report: dict[str, Any]) -> str:
     learned = report.get("learned") or {}
     served = ("the pipeline serves the head (ARTSIM_EPOCHS=" f"{learned.get('epochs')})" if learned.get("enabled")
@@ -175,11 +194,13 @@ def summary_markdown(report: dict[str, Any]) -> str:
         parts.append(f"**{h['warning']}**\n")
     parts += [
         f"**Headline** — {h['method']}, same {h['relevance']}, K={h['k']} "
-        f"(models {', '.join(h['models'])}; weights {h['weights']}):\n",
+        f"(models {', '.join(h['models'])}; weights {h['weights']}; re-ranking {h.get('rerank', 'none')}):\n",
         headline_table(report), "", "**Methods**\n", methods_table(report), "",
     ]
     if report.get("study", True):
         parts += ["**Ablations**\n", ablations_table(report), "", f"**{LEARNED_TITLE}**\n", learned_table(report)]
+        if report.get("reranking"):
+            parts += ["", f"**{RERANKING_TITLE}**\n", reranking_table(report)]
     else:
         parts += ["_Ablations, the learned head, face crops and pixel metrics: see `eval_study`._"]
     return "\n".join(parts)
@@ -267,7 +288,8 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         f"{h['n_paintings']} paintings; models {', '.join(h['models'])}; weights `{h['weights']}`; "
         f"fused vectors: {fusion.get('source')} (PCA {pca}, whiten {fusion.get('whiten')}).",
         "",
-        f"## Headline: {h['method']} search, relevance = same {h['relevance']}, K = {h['k']}",
+        f"## Headline: {h['method']} search, relevance = same {h['relevance']}, K = {h['k']}, "
+        f"re-ranking {h.get('rerank', 'none')}",
         "",
         headline_table(report),
         "",
@@ -288,6 +310,8 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     if study:
         lines += ["## Ablations (visual search, same artist)", "", ablations_table(report), ""]
         lines += [f"## {LEARNED_TITLE}", "", learned_table(report), ""]
+        if report.get("reranking"):
+            lines += [f"## {RERANKING_TITLE}", "", reranking_table(report), ""]
     if (report.get("learned") or {}).get("available"):
         lines += [learned_note(report), ""]
     face = report.get("face_vs_full") or {}
