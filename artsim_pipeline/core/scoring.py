@@ -19,6 +19,7 @@ vectorised form (a query against N paintings, many queries at once: :func:`metad
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -90,6 +91,7 @@ def is_missing(value: Any) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1 << 16)  # a pure function of catalog strings, called per candidate and query
 def fold_text(text: str) -> str:
     """Lowercase, strip accents, collapse whitespace (like DuckDB ``lower(strip_accents(...))``)."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -106,7 +108,12 @@ def normalize_artist(name: Any) -> str:
     """
     if is_missing(name):
         return ""
-    text = fold_text(str(name))
+    return _artist_key(str(name))
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _artist_key(name: str) -> str:
+    text = fold_text(name)
     changed = True
     while changed:
         changed = False
@@ -218,18 +225,14 @@ def rerank(
         raise ValueError(f"candidates lack column(s) {missing}")
     meta_cols = [c for c in META_KEYS if c in candidates.columns]
     records = candidates[meta_cols].to_dict("records") if meta_cols else [{} for _ in range(len(candidates))]
-    out = pd.DataFrame(
-        {
-            "objectid": candidates["objectid"].to_numpy(),
-            "visual": candidates["visual"].astype("float64").to_numpy(),
-            "metadata": [metadata_score(query_meta, rec, weights) for rec in records],
-        }
-    )
-    out["final"] = final_score(out["visual"], out["metadata"], weights)
-    # Finals equal up to float rounding count as tied (e.g. 0.5*0.3 + 0.5*0.2 vs 0.5*0.5).
-    out["_key"] = out["final"].round(FINAL_DECIMALS)
-    out = out.sort_values(["_key", "visual", "objectid"], ascending=[False, False, True], kind="mergesort")
-    return out.drop(columns="_key").head(k).reset_index(drop=True)
+    objectid = candidates["objectid"].to_numpy()
+    visual = candidates["visual"].to_numpy(dtype=np.float64)
+    metadata = np.array([metadata_score(query_meta, rec, weights) for rec in records], dtype=np.float64)
+    final = final_score(visual, metadata, weights)
+    # Finals equal up to float rounding count as tied (e.g. 0.5*0.3 + 0.5*0.2 vs 0.5*0.5); a stable sort
+    top = np.lexsort((objectid, -visual, -np.round(final, FINAL_DECIMALS)))[:k]
+    return pd.DataFrame({"objectid": objectid[top], "visual": visual[top], "metadata": metadata[top],
+                         "final": final[top]})
 
 
 def rerank_order(final: np.ndarray, visual: np.ndarray, ids: np.ndarray) -> np.ndarray:
