@@ -16,8 +16,8 @@ agreement is the mean over its blocks:
 * per backbone (``backbones``: one number per model);
 * per depth (``depths``): ``early`` (the shallower half of a backbone's taps: colour, texture, brushwork),
   ``middle`` (the deeper half: forms and motifs), ``final`` (the pooled final feature: subject and
-  composition). A tap's place is its order in the backbone's registry entry (``ModelSpec.taps``);
-  with one tap it counts as ``middle``.
+  composition). A tap's place is its order among the backbone's taps by the numbers in its module name
+  (the order the registry, ``ModelSpec.taps``, declares them in); with one tap it counts as ``middle``.
 
 **Words** (:func:`depth_level`): each depth's agreement is placed against two distributions measured at
 fit time on the collection itself (``calibration``, per depth): seeded random pairs of distinct paintings
@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -70,23 +71,22 @@ EXPLAIN_FORMAT_VERSION = 1
 _EPS = 1e-12
 
 
-def tap_depths(names: Sequence[str]) -> dict[str, str]:
-    """The depth (:data:`DEPTHS`) of each fusion block name (module doc: a tap's order in the registry)."""
-    from .models import REGISTRY
+def _module_order(module: str) -> tuple[Any, ...]:
+    """Sort key of a tap module by the numbers in its name (``blocks.3`` < ``blocks.10`` < ``layer4``)."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", module))
 
-    taps: dict[str, list[str]] = {}
+
+def tap_depths(names: Sequence[str]) -> dict[str, str]:
+    """The depth (:data:`DEPTHS`) of each fusion block name: a backbone's final feature is ``final``; its taps,
+    ordered by the numbers in their module names (the registry declares them shallow to deep: ``blocks.3`` …
+    ``blocks.6``, ``features.10`` … ``features.17``), are ``early`` in the shallower half and ``middle`` in the
+    deeper half (one tap alone: ``middle``). No model is loaded (no torch import)."""
+    taps: dict[str, set[str]] = {}
     for name in names:
         if TAP_SEPARATOR in name:
             model, rest = name.split(TAP_SEPARATOR, 1)
-            module = rest.rsplit(".", 1)[0]
-            taps.setdefault(model, [])
-            if module not in taps[model]:
-                taps[model].append(module)
-    order: dict[str, list[str]] = {}
-    for model, modules in taps.items():
-        declared = list(REGISTRY[model].taps) if model in REGISTRY else []
-        known = [m for m in declared if m in modules]
-        order[model] = known + [m for m in modules if m not in known]
+            taps.setdefault(model, set()).add(rest.rsplit(".", 1)[0])
+    order = {model: sorted(modules, key=_module_order) for model, modules in taps.items()}
     out = {}
     for name in names:
         if TAP_SEPARATOR not in name:

@@ -1,5 +1,5 @@
 """Explanations (core/explain.py): the stored projections against a projection of the raw blocks, the
-vectorised block cosines against a scalar loop, tap depths from the registry, the words against planted
+vectorised block cosines against a scalar loop, tap depths by module number (the registry's order), the words against planted
 agreements, byte-stable storage, and the metadata bonuses against the metadata score."""
 
 import numpy as np
@@ -35,12 +35,31 @@ def _fused(blocks):
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def test_tap_depths_follow_the_registry_order_and_fall_back_to_appearance():
+def test_the_registry_declares_taps_in_the_numeric_order_depths_assume_and_no_torch_is_needed():
+    import subprocess
+    import sys
+
+    from artsim_pipeline.core.explain import _module_order
+    from artsim_pipeline.core.models import REGISTRY
+
+    for name, spec in REGISTRY.items():
+        assert list(spec.taps) == sorted(spec.taps, key=_module_order), name
+    probe = ("import sys; from artsim_pipeline.core.explain import tap_depths, fit_explainer; "
+             "tap_depths(['m', 'm@blocks.3.mean']); assert 'torch' not in sys.modules, 'torch imported'")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
+def test_tap_depths_follow_the_numbers_in_module_names():
     depths = tap_depths(["efficientnet_lite0", "efficientnet_lite0@blocks.6.mean", "efficientnet_lite0@blocks.3.mean",
                          "efficientnet_lite0@blocks.3.std", "efficientnet_lite0@blocks.5.mean"])
     assert depths == {"efficientnet_lite0": "final", "efficientnet_lite0@blocks.6.mean": "middle",
                       "efficientnet_lite0@blocks.3.mean": "early", "efficientnet_lite0@blocks.3.std": "early",
                       "efficientnet_lite0@blocks.5.mean": "middle"}
+    assert tap_depths(["vit", "vit@encoder.layers.encoder_layer_8.mean", "vit@encoder.layers.encoder_layer_5.mean",
+                       "r", "r@layer3.mean"]) == {"vit": "final", "vit@encoder.layers.encoder_layer_8.mean": "middle",
+                                                  "vit@encoder.layers.encoder_layer_5.mean": "early", "r": "final",
+                                                  "r@layer3.mean": "middle"}
     assert tap_depths(NAMES) == {"m": "final", "n": "final", "m@t1.mean": "early", "m@t2.mean": "early",
                                  "m@t3.mean": "middle", "m@t4.mean": "middle"}
     assert tap_depths(["x", "x@only.mean"])["x@only.mean"] == "middle"
