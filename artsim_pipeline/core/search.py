@@ -26,7 +26,11 @@ and the backbones the index was built with; each :meth:`SearchEngine.search` the
 6. **hybrid re-rank** — ``final = 0.7 · visual + 0.3 · metadata`` with
    :func:`~artsim_pipeline.core.scoring.rerank`. The metadata score compares each candidate's
    catalog row with the *query's* row, so it exists only for an objectid query; an image query
-   has no metadata, its metadata score is 0 for every candidate and the order is the visual one.
+   has no metadata, its metadata score is 0 for every candidate and the order is the visual one;
+7. **explanations** — each of the top ``k`` gets what agreed (:mod:`~artsim_pipeline.core.explain`):
+   the query's per-block projection (stored for an indexed painting, computed from the forward pass's
+   blocks for an image) against the painting's stored one, per backbone and tap depth, in words, plus the
+   metadata bonuses that applied; None when the served generation has no explanations.
 
 The ranked paintings come back as a :class:`~artsim_pipeline.core.search_results.SearchResponse`
 (fields: :mod:`~artsim_pipeline.core.search_results`). Nothing is excluded: a painting of the
