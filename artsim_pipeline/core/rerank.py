@@ -24,8 +24,12 @@ query), so a chunk of queries costs one matrix product plus a few row fixes.
 :func:`loo_scores_one` is the scalar reference it is tested against (it rebuilds the augmented database
 without the query from scratch).
 
-Neighbour tables (:func:`neighbour_table`) are exact up to :data:`EXACT_NEIGHBOURS_MAX` paintings, beyond
-that from an IVF index (the served one when building it, recall@10 >= 0.99), so building stays ~linear.
+Neighbour tables (:func:`neighbour_table`) are exact up to :data:`EXACT_NEIGHBOURS_MAX` paintings (one
+``N x N`` product in chunks: about a second at 8,192). Beyond, they come from an IVF index (the served one
+when the index is built) probing at most :data:`NEIGHBOUR_NPROBE` lists. That is fewer than search uses:
+augmentation only smooths each vector with its neighbours, and it keeps the build near linear. At 131,072
+synthetic paintings the search's own nprobe (335 of 1,448 lists) took 305 s; capped, it takes seconds
+(``artsim bench scale``).
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ from .recall import check_vectors, exact_topk
 
 METHODS = ("none", "qe", "dba", "dba_qe")
 #: Exact neighbour search (one N x N product in chunks) up to this many paintings; an IVF search beyond.
-EXACT_NEIGHBOURS_MAX = 32_768
+EXACT_NEIGHBOURS_MAX = 8_192
+#: Lists an IVF neighbour search for the augmentation probes at most (module doc).
+NEIGHBOUR_NPROBE = 16
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,8 @@ def neighbour_table(x: np.ndarray, width: int, index: Any = None, nprobe: int | 
 
     Exact up to :data:`EXACT_NEIGHBOURS_MAX` rows (ties to the lower row). Beyond, from ``index`` (a
     FAISS inner-product index over ``x`` keyed by ``ids``; one is built when None) searched with
-    ``nprobe``; a short row (IVF found fewer) is padded with its last neighbour.
+    ``min(nprobe, NEIGHBOUR_NPROBE)`` lists; a short row (IVF found fewer) is padded with its last neighbour
+    (a row that found none keeps itself at similarity 0, which adds nothing).
     """
     x = check_vectors(x)
     n = x.shape[0]
@@ -120,19 +127,20 @@ def neighbour_table(x: np.ndarray, width: int, index: Any = None, nprobe: int | 
         bundle = build_index(x, np.arange(n, dtype=np.int64))
         index, nprobe, ids = bundle.index, bundle.info.get("nprobe"), bundle.ids
     ids = np.arange(n, dtype=np.int64) if ids is None else np.asarray(ids, dtype=np.int64)
-    params = faiss.SearchParametersIVF(nprobe=int(nprobe)) if nprobe else None
+    params = faiss.SearchParametersIVF(nprobe=min(int(nprobe), NEIGHBOUR_NPROBE)) if nprobe else None
     sims, found = index.search(x, width + 1, params=params)
     order = np.argsort(ids)
     rows = np.where(found >= 0, order[np.searchsorted(ids, np.maximum(found, 0), sorter=order)], -1)
-    out_rows = np.empty((n, width), np.int64)
-    out_sims = np.empty((n, width), np.float32)
-    for r in range(n):  # drop the row itself (not always first when ties) and pad short rows
-        keep = (rows[r] >= 0) & (rows[r] != r)
-        got_rows, got_sims = rows[r][keep][:width], sims[r][keep][:width]
-        pad = width - len(got_rows)
-        out_rows[r] = np.concatenate([got_rows, np.repeat(got_rows[-1:], pad)]) if pad else got_rows
-        out_sims[r] = np.concatenate([got_sims, np.repeat(got_sims[-1:], pad)]) if pad else got_sims
-    return out_rows, out_sims
+    # drop the row itself (not always first when ties) and the misses, keeping the rank order; pad short rows
+    keep = (rows >= 0) & (rows != np.arange(n)[:, None])
+    first = np.argsort(~keep, axis=1, kind="stable")[:, :width]
+    rows, sims = np.take_along_axis(rows, first, axis=1), np.take_along_axis(sims, first, axis=1)
+    count = np.minimum(keep.sum(axis=1), width)
+    last = np.minimum(np.arange(width)[None, :], np.maximum(count - 1, 0)[:, None])
+    rows, sims = np.take_along_axis(rows, last, axis=1), np.take_along_axis(sims, last, axis=1)
+    none = count == 0
+    rows[none], sims[none] = np.arange(n)[none][:, None], 0.0
+    return rows.astype(np.int64), sims.astype(np.float32)
 
 
 def augment(x: np.ndarray, rows: np.ndarray, sims: np.ndarray, alpha: float) -> np.ndarray:
@@ -297,7 +305,7 @@ def augment_bundle(bundle: Any, vectors: np.ndarray, objectids: np.ndarray, opti
     ``info["augmentation"]`` = ``{dba_top, alpha, neighbours: exact|ivf, seconds}``.
 
     ``vectors`` (rows = ``objectids``) are the vectors the bundle indexes; beyond
-    :data:`EXACT_NEIGHBOURS_MAX` the neighbours come from the bundle's own index at its tuned nprobe.
+    :data:`EXACT_NEIGHBOURS_MAX` the neighbours come from the bundle's own index (nprobe capped, module doc).
     """
     import time
     from dataclasses import replace
@@ -313,7 +321,8 @@ def augment_bundle(bundle: Any, vectors: np.ndarray, objectids: np.ndarray, opti
     aug = Augmented.build(x, replace(options, method="dba"), bundle.index, bundle.info.get("nprobe"), ids)
     info = dict(bundle.info)
     info["augmentation"] = {"dba_top": int(options.dba_top), "alpha": float(options.alpha),
-                            "neighbours": "exact" if len(x) <= EXACT_NEIGHBOURS_MAX else "ivf",
+                            "neighbours": ("exact" if len(x) <= EXACT_NEIGHBOURS_MAX else
+                                           f"ivf (nprobe {min(int(bundle.info.get('nprobe') or 0), NEIGHBOUR_NPROBE)})"),
                             "seconds": round(time.perf_counter() - started, 3)}
     return replace(bundle, info=info, augmented=aug.database)
 

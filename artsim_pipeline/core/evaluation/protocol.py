@@ -261,6 +261,13 @@ def ranked_rows(
     return tops[k], full
 
 
+def leave_one_out(vectors: np.ndarray, rerank: RerankOptions | None) -> LeaveOneOut | None:
+    """The honest leave-one-out re-scoring of ``vectors [N, d]`` under ``rerank`` (None for ``none``)."""
+    if rerank is None or rerank.method == "none":
+        return None
+    return LeaveOneOut(Augmented.build(l2_rows(vectors), rerank))  # the rows evaluate_methods ranks with
+
+
 def evaluate_method(
     vectors: np.ndarray,
     meta: ItemMeta,
@@ -284,7 +291,9 @@ def evaluate_method(
     for each K the top ``weights.n_candidates(K)`` visual results are re-ranked in the order of
     :func:`~artsim_pipeline.core.scoring.rerank`; the full-ranking AP re-ranks every painting the same way.
     ``rerank`` (:mod:`~artsim_pipeline.core.rerank`) replaces the visual scores by the re-ranked ones of the
-    honest leave-one-out (the query never shapes the database side); None or ``none``: plain cosine.
+    honest leave-one-out (the query never shapes the database side); None or ``none``: plain cosine. A
+    :class:`~artsim_pipeline.core.rerank.LeaveOneOut` already built for ``vectors`` (:func:`leave_one_out`)
+    is used as it is, so several relevances share one neighbour table.
     """
     return evaluate_methods(vectors, meta, (method,), relevance, ks, weights, query_rows=query_rows, seed=seed,
                             chunk=chunk, sample=sample, rerank=rerank)[0]
@@ -302,7 +311,7 @@ def evaluate_methods(
     seed: int = 0,
     chunk: int = CHUNK,
     sample: QuerySample | None = QuerySample(),
-    rerank: RerankOptions | None = None,
+    rerank: RerankOptions | LeaveOneOut | None = None,
 ) -> list[MethodResult]:
     """:func:`evaluate_method` for each of ``methods`` on the same queries, one pass over them: the
     similarities, relevance and visual ranking of a chunk of queries are computed once for all the
@@ -327,7 +336,7 @@ def evaluate_methods(
     eligible = np.flatnonzero(candidates)
     queries = eligible if sample is None else sample.rows(eligible, meta.objectids)
     chunk = max(1, min(int(chunk), CHUNK_CELLS // max(n, 1)))
-    loo = LeaveOneOut(Augmented.build(x, rerank)) if rerank is not None and rerank.method != "none" else None
+    loo = rerank if isinstance(rerank, LeaveOneOut) else leave_one_out(x, rerank)
     per_query: dict[str, dict[str, list[np.ndarray]]] = {method: {} for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
     rng = np.random.default_rng(seed)

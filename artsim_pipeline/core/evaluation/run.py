@@ -61,6 +61,7 @@ from .protocol import (
     MethodResult,
     evaluate_method,
     evaluate_methods,
+    leave_one_out,
     random_rows,
     relevant_counts,
 )
@@ -168,10 +169,11 @@ def evaluate_collection(
     random_rows_all: list[dict[str, Any]] = []
     curves: dict[str, dict[int, float]] = {}
     run = 0
+    reranked = leave_one_out(vectors, rerank)  # one neighbour table for every relevance
     for relevance in relevances:
         # the methods of one relevance in one pass (shared similarities and visual ranking); one line each
         for res in evaluate_methods(vectors, meta, METHODS, relevance, curve_ks, scoring, seed=seed, sample=sample,
-                                    rerank=rerank):
+                                    rerank=reranked or rerank):
             run += 1
             name = f"{res.method}/{relevance}"
             timings[name] = round(res.seconds, 2)
