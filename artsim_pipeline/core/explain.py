@@ -126,6 +126,10 @@ class Explainer:
         self.models = tuple(dict.fromkeys(block_model(b) for b in self.blocks))
         self._offsets = np.concatenate([[0], np.cumsum(self.dims)]).astype(np.int64)
         self._order = np.argsort(self.ids)
+        # the block columns of each group, derived once (groups() runs for every search)
+        self._backbone_cols = {m: [i for i, b in enumerate(self.blocks) if block_model(b) == m] for m in self.models}
+        self._depth_cols = {d: cols for d in DEPTHS
+                            if (cols := [i for i, b in enumerate(self.blocks) if self.depths[b] == d])}
 
     # -- projections -------------------------------------------------------------------------------
     def project(self, blocks: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -160,14 +164,8 @@ class Explainer:
 
     def groups(self, cosines: np.ndarray) -> dict[str, dict[str, np.ndarray]]:
         """Per-backbone and per-depth means of ``cosines [m, n_blocks]``: ``{"backbones": {...}, "depths": {...}}``."""
-        backbones = {m: cosines[:, [i for i, b in enumerate(self.blocks) if block_model(b) == m]].mean(axis=1)
-                     for m in self.models}
-        depths = {}
-        for depth in DEPTHS:
-            cols = [i for i, b in enumerate(self.blocks) if self.depths[b] == depth]
-            if cols:
-                depths[depth] = cosines[:, cols].mean(axis=1)
-        return {"backbones": backbones, "depths": depths}
+        return {"backbones": {m: cosines[:, cols].mean(axis=1) for m, cols in self._backbone_cols.items()},
+                "depths": {d: cosines[:, cols].mean(axis=1) for d, cols in self._depth_cols.items()}}
 
     def explain(self, query: np.ndarray, objectids: Sequence[int]) -> list[dict[str, Any] | None]:
         """One explanation (module doc, without the metadata part) per painting of ``objectids``; None for a
@@ -274,7 +272,7 @@ def fit_explainer(names: Sequence[str], blocks: Mapping[str, np.ndarray], object
         z = (fit - mean) / scale
         r = max(1, min(dim, z.shape[1], max(len(sample) - 1, 1)))
         # the leading eigenvectors of the sample covariance (widths are at most a few thousand)
-        values, vecs = np.linalg.eigh(z.T @ z)
+        _, vecs = np.linalg.eigh(z.T @ z)
         basis = vecs[:, ::-1][:, :r].T.astype(np.float32)
         basis *= np.where(basis[:, :1] < 0, -1.0, 1.0).astype(np.float32)  # a sign rule: reproducible output
         means.append(mean.astype(np.float32))
