@@ -2,9 +2,9 @@
 
 No cluster is needed: the Celery and Kubernetes executors load (``dagster definitions validate`` in a
 fresh process, as a code server would); over the jobs' execution plans, each step's Celery queue is computed
-by dagster-celery's own rule (and the README's workers serve exactly those queues) and each pod's GPU request
+by dagster-celery's own rule (and the documented workers (docs/scaling.md) serve exactly those queues) and each pod's GPU request
 is parsed by ``dagster-k8s`` itself; the instance profile is checked against Dagster's own instance schema
-and its pools admit one catalog writer on a real (SQLite) instance, before and after the README's limits are
+and its pools admit one catalog writer on a real (SQLite) instance, before and after the documented limits are
 set; the Dockerfile copies only files that exist and installs exactly the pins of ``pyproject.toml`` /
 ``.ci/artsim``.
 """
@@ -67,7 +67,7 @@ def _plan_steps(defs):
 def test_celery_sends_each_step_to_a_queue_the_readme_workers_serve(monkeypatch):
     """The queue of each step, computed by dagster-celery's own rule (the step's queue tag, else the app's
     default queue), over the execution plans: embeddings go to ``gpu``, the rest to the default queue, and
-    the README's worker commands (``-q ...``) serve exactly those queues."""
+    the documented worker commands (``-q ...``) serve exactly those queues."""
     monkeypatch.setenv("ARTSIM_CELERY_BROKER", "redis://broker.example:6379/0")
     monkeypatch.setenv("ARTSIM_CELERY_BACKEND", "redis://broker.example:6379/1")
     defs = build_definitions(SETTINGS.with_overrides(executor="celery"))
@@ -83,7 +83,7 @@ def test_celery_sends_each_step_to_a_queue_the_readme_workers_serve(monkeypatch)
     assert {k for k, q in queues.items() if q == tags.GPU_QUEUE} == {"embeddings_mobilenet_v2",
                                                                      "embeddings_efficientnet_lite0"}
     assert {q for k, q in queues.items() if not k.startswith("embeddings_")} == {tags.CELERY_DEFAULT_QUEUE}
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "scaling.md").read_text()  # the cluster commands live there
     served = {q for line in readme.splitlines() if line.startswith("dagster-celery worker start")
               for q in re.search(r" -q (\S+)", line).group(1).split(",")}
     assert served == set(queues.values())
@@ -168,13 +168,13 @@ def _claims(storage, pool: str, runs: int, prefix: str) -> list[bool]:
 def test_instance_profile_admits_one_catalog_writer_before_and_after_the_readme_limits(tmp_path, monkeypatch):
     """The deploy profile's ``concurrency.pools`` on a real (SQLite) instance: a pool nobody set yet admits one
     step (``default_limit``), so ``catalog`` is safe before the setup commands; after ``POOL_LIMITS`` are set,
-    as the README's ``dagster instance concurrency set`` lines do, each pool admits exactly its limit."""
+    as the documented ``dagster instance concurrency set`` lines do, each pool admits exactly its limit."""
     for name, value in PG_ENV.items():
         monkeypatch.setenv(name, value)
     pools = dagster_instance_config(str(DEPLOY), "dagster.yaml")[0]["concurrency"]["pools"]
     (tmp_path / "dagster.yaml").write_text(json.dumps({"telemetry": {"enabled": False},  # JSON is YAML
                                                        "concurrency": {"pools": pools}}))
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "scaling.md").read_text()  # the cluster commands live there
     readme_limits = dict(re.findall(r"^dagster instance concurrency set (\w+) (\d+)", readme, re.M))
     assert set(readme_limits) == set(tags.POOL_LIMITS)
     with DagsterInstance.from_config(str(tmp_path)) as instance:
@@ -187,7 +187,7 @@ def test_instance_profile_admits_one_catalog_writer_before_and_after_the_readme_
         for pool, limit in tags.POOL_LIMITS.items():
             storage.set_concurrency_slots(pool, limit)
             assert _claims(storage, pool, limit + 1, pool) == [True] * limit + [False], pool
-            if pool != tags.GPU_POOL:  # the README sets gpu to the number of GPUs
+            if pool != tags.GPU_POOL:  # docs/scaling.md sets gpu to the number of GPUs
                 assert int(readme_limits[pool]) == limit, pool
         assert _claims(storage, tags.CATALOG_POOL, 1, "late") == [False]  # catalog-0 still holds the one slot
 
