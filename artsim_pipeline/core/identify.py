@@ -22,9 +22,9 @@ the real backbones and fusion, and measures every photo twice:
 :func:`fit_calibration` then picks ``w`` from :data:`MARGIN_WEIGHTS` and the threshold so that at most
 ``SAFETY · target`` (half of the 1 % target) of the negatives score at or above it, with the most
 positives above it; the **confidence** is a logistic fit of P(correct identification | score) on the two
-sets (classes weighted equally) centred on the threshold (50 % there, so a verdict and its confidence never
-disagree). A verdict's ``confidence`` is that probability for ``identified`` and one minus it for
-``not_in_collection``.
+sets (classes weighted equally). A verdict's ``confidence`` is that probability for ``identified`` and one
+minus it for ``not_in_collection``; the threshold is stricter than the fit's 50 % point, so an identification's
+confidence is high, and a photo just below the threshold reads "not in the collection" with a low confidence.
 
 **Near-duplicates** (another image of the same work): a result of an objectid search whose cosine with
 the query painting is at least :attr:`Calibration.near_duplicate` (the 99th percentile of the non-member
@@ -117,23 +117,24 @@ def _threshold(negatives: np.ndarray, allowed_share: float) -> float:
     return float(np.nextafter(ranked[allowed], np.inf)) if allowed < len(ranked) else float(ranked[-1])
 
 
-def _logistic_slope(x: np.ndarray, y: np.ndarray, centre: float, ridge: float = 0.05, steps: int = 100) -> float:
-    """The slope of ``P(y=1|x) = sigmoid(slope·(x − centre))`` (maximum likelihood, classes weighted equally,
-    a small ridge on the standardised slope so a separable set stays finite); ``centre`` is the threshold, so
-    the verdict and its confidence never disagree."""
-    std = float(x.std()) or 1.0
-    z = (x - centre) / std
+def _logistic(x: np.ndarray, y: np.ndarray, ridge: float = 0.05, steps: int = 200) -> tuple[float, float]:
+    """(slope, centre) of ``P(y=1|x) = sigmoid(slope·(x − centre))``: damped Newton steps, classes weighted
+    equally, a small ridge on the standardised slope so a separable set stays finite."""
+    mean, std = float(x.mean()), float(x.std()) or 1.0
+    z = (x - mean) / std
     weight = np.where(y == 1, 0.5 / max(1, int((y == 1).sum())), 0.5 / max(1, int((y == 0).sum())))
-    a = 1.0
+    a, b = 1.0, 0.0
     for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-a * z))
-        gradient = float(np.sum(weight * (p - y) * z)) + ridge * a
-        curvature = float(np.sum(weight * p * (1 - p) * z * z)) + ridge
-        step = float(np.clip(gradient / curvature, -5.0, 5.0))
-        a -= step
-        if abs(step) < 1e-10:
+        p = 1.0 / (1.0 + np.exp(-(a * z + b)))
+        gradient = np.array([np.sum(weight * (p - y) * z) + ridge * a, np.sum(weight * (p - y))])
+        h = weight * p * (1 - p)
+        hessian = np.array([[np.sum(h * z * z) + ridge, np.sum(h * z)], [np.sum(h * z), np.sum(h) + 1e-9]])
+        step = np.clip(np.linalg.solve(hessian, gradient), -5.0, 5.0)
+        a, b = a - float(step[0]), b - float(step[1])
+        if np.abs(step).max() < 1e-10:
             break
-    return float(max(a, 1e-6) / std)
+    a = max(a, 1e-6)  # higher scores never mean a lower confidence
+    return a / std, mean - b * std / a
 
 
 def fit_calibration(positives: np.ndarray, negatives: np.ndarray, *, target: float = TARGET_FALSE_RATE,
@@ -158,14 +159,13 @@ def fit_calibration(positives: np.ndarray, negatives: np.ndarray, *, target: flo
     recall, weight, threshold = best[0], -best[1], best[2]
     s_pos = pos[:, 0] + weight * (pos[:, 0] - pos[:, 1])
     s_neg = neg[:, 0] + weight * (neg[:, 0] - neg[:, 1])
-    slope = _logistic_slope(np.concatenate([s_pos, s_neg]), np.r_[np.ones(len(s_pos)), np.zeros(len(s_neg))],
-                            threshold)
+    slope, centre = _logistic(np.concatenate([s_pos, s_neg]), np.r_[np.ones(len(s_pos)), np.zeros(len(s_neg))])
     near = float(np.clip(np.quantile(neg[:, 0], 0.99), *NEAR_DUPLICATE_RANGE))
     facts = {"positives": int(len(pos)), "negatives": int(len(neg)), "recall": round(recall, 4),
              "false_rate": round(float((s_neg >= threshold).mean()), 4),
              "positive_score_q05": round(float(np.quantile(s_pos, 0.05)), 4),
              "negative_score_q99": round(float(np.quantile(s_neg, 0.99)), 4)}
-    return Calibration(threshold=threshold, margin_weight=weight, slope=slope, centre=threshold, near_duplicate=near,
+    return Calibration(threshold=threshold, margin_weight=weight, slope=slope, centre=centre, near_duplicate=near,
                        target_false_rate=target, stats={**facts, **(stats or {})})
 
 
