@@ -109,7 +109,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
                                             preload_models=False)  # an objectid query needs none
         for note in engine.notes:
             print(f"artsim search: {note}", file=sys.stderr)
-        response = engine.search(args.query, k=args.k, face_crop=args.face_crop, filters=filters)
+        response = engine.search(args.query, k=args.k, face_crop=args.face_crop, filters=filters,
+                                 include_self=args.include_self)
     except QueryError as exc:
         print(f"artsim search: {exc}", file=sys.stderr)
         return 2
@@ -167,6 +168,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from .bench.layout import main as bench_main
     elif args.benchmark == "scale":
         from .bench.scale import main as bench_main
+    elif args.benchmark == "identify":
+        from .bench.identify import main as bench_main
     else:
         from .bench.search_e2e import main as bench_main
     return int(bench_main(args.extra) or 0)
@@ -188,8 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(func=cmd_status)
 
     search = sub.add_parser("search", help="find the paintings most similar to an image or a painting",
-                            description="Rank the collection by 0.7 x visual + 0.3 x metadata similarity "
-                            "(metadata only for an objectid query). Reads the ARTSIM_* settings like `run`; "
+                            description="Rank the collection by 0.7 x visual + 0.3 x metadata similarity for a "
+                            "painting of the collection (leaving the painting itself out), by visual similarity for "
+                            "an image, and say whether the image shows a painting of the collection. "
+                            "Reads the ARTSIM_* settings like `run`; "
                             "queries use the models the index was built with (ARTSIM_MODELS, if set, must name them).")
     search.add_argument("query", metavar="IMAGE_OR_OBJECTID",
                         help="an image file, or the objectid of a painting in the collection")
@@ -201,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--medium", help="only paintings whose medium contains this text")
     search.add_argument("--years", metavar="FROM-TO",
                         help="only paintings dated within this range, e.g. 1600-1700, 1650, 1600- or -1700")
+    search.add_argument("--include-self", action="store_true",
+                        help="an objectid query keeps the painting itself among its results")
     search.add_argument("--json", action="store_true", help="print the results as JSON")
     search.add_argument("--grid", type=Path, metavar="PNG", help="also write a PNG grid of the query and results")
     search.set_defaults(func=cmd_search)
@@ -226,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("notebook", "the old notebook's one-image loop vs artsim's batched faces + embeddings"),
                        ("dagster", "no-change run, status and the UI's stale-status queries at 32-512 partitions"),
                        ("layout", "collection map layouts (openTSNE, UMAP, sklearn t-SNE): time, kNN kept, placement"),
-                       ("scale", "pca_model, faiss_index, collection_map, eval_report at 2k-131k synthetic paintings")):
+                       ("scale", "pca_model, faiss_index, collection_map, eval_report at 2k-131k synthetic paintings"),
+                       ("identify", "identifying simulated photos: accuracy, false identifications, latency")):
         # add_help=False: `artsim bench search --help` reaches the benchmark's own parser
         which.add_parser(name, help=text, add_help=False).set_defaults(func=cmd_bench, passthrough=True)
     return parser

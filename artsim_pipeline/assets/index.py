@@ -210,7 +210,10 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
                     fit = replace(fit, fit_id=staged.stage)
                 extra["fit"] = fit.to_json()
                 metadata.update(_fit_metadata(fit))
-            result = publish_generation(lake, parts, extra=extra)
+            # identification: the collection's own simulated photos give the threshold (core/identify.py)
+            files, facts = _identify_calibration(context, settings, lake, *parts[REQUIRED_VARIANT])
+            metadata.update(facts)
+            result = publish_generation(lake, parts, extra=extra, files=files)
             metadata["generation"] = result.generation
             metadata["previous_generation"] = result.previous or "none"
             metadata["swapped"] = result.swapped
@@ -242,6 +245,45 @@ def _served_generation(context, lake: DataLake):
     except (OSError, ValueError, KeyError) as exc:
         context.log.warning(f"the served index generation cannot be read ({exc}); fitting afresh")
         return None
+
+
+def _identify_calibration(context, settings: Settings, lake: DataLake, fusion, bundle) -> tuple[dict, dict]:
+    """({calibration file name: bytes} or {}, materialization metadata): the identification calibration of the
+    full index (simulated photos of a sample of its paintings through the real backbones). A failure is logged
+    and the generation is published without it (search then answers without a verdict, with a note)."""
+    from PIL import Image
+
+    from ..core.fusion import block_models
+    from ..core.identify import CALIBRATION_FILE, calibrate_collection
+    from ..core.models import resolve_device
+    from ..core.search_resources import load_checked_models
+    from ..core.storage import read_parquet
+
+    started = time.perf_counter()
+    try:
+        catalog = read_parquet(lake.filtered_paintings_parquet, columns=["objectid", "uuid"])
+        uuids = {int(o): str(u) for o, u in zip(catalog["objectid"], catalog["uuid"]) if u is not None}
+
+        def image_of(objectid: int):
+            path = lake.image_path(uuids[objectid]) if objectid in uuids else None
+            if path is None or not path.is_file():
+                return None
+            with Image.open(path) as image:
+                return image.convert("RGB")
+
+        models, precision = load_checked_models(lake, block_models(fusion.model_names), settings.weights,
+                                                resolve_device(settings.device), settings.precision)
+        calibration = calibrate_collection(bundle, fusion, models, precision, image_of)
+    except Exception as exc:  # noqa: BLE001 - the index is served without a verdict rather than not at all
+        context.log.warning(f"identification calibration failed ({type(exc).__name__}: {exc}); the generation "
+                            "is published without it")
+        return {}, {"identify_calibration": f"failed: {type(exc).__name__}"}
+    facts = {"identify_threshold": round(calibration.threshold, 4), "identify_margin_weight": calibration.margin_weight,
+             "identify_photos": int(calibration.stats["photos"]),
+             "identify_recall": calibration.stats["recall"], "identify_false_rate": calibration.stats["false_rate"],
+             "identify_seconds": round(time.perf_counter() - started, 2)}
+    context.log.info(f"identification calibration: {json.dumps(facts, default=str)}")
+    return {CALIBRATION_FILE: calibration.to_bytes()}, facts
 
 
 def _fit_metadata(fit) -> dict[str, object]:

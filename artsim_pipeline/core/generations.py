@@ -305,9 +305,30 @@ def verify_generation(lake: DataLake, generation: str) -> list[str]:
                     problems.append(f"{path}: checksum does not match the recorded one")
             except OSError as exc:
                 problems.append(f"{path}: {type(exc).__name__}")
+    for name, expected in sorted((manifest.get("files") or {}).items()):  # e.g. identify.json
+        path = lake.generation_dir(generation) / name
+        try:
+            if sha256_hex(path.read_bytes()) != expected:
+                problems.append(f"{path}: checksum does not match the recorded one")
+        except OSError as exc:
+            problems.append(f"{path}: {type(exc).__name__}")
     if REQUIRED_VARIANT not in variants:
         problems.append(f"{lake.generation_dir(generation)}: no {REQUIRED_VARIANT!r} variant")
     return problems
+
+
+def read_generation_file(lake: DataLake, generation: str, name: str) -> bytes | None:
+    """A generation's extra file ``name`` (``files`` of :func:`publish_generation`), checked against the sha256
+    its manifest records; None when the generation has none (older generations). A damaged file raises
+    ``ValueError``."""
+    expected = (read_generation_manifest(lake, generation).get("files") or {}).get(name)
+    if expected is None:
+        return None
+    path = lake.generation_dir(generation) / name
+    blob = path.read_bytes()
+    if sha256_hex(blob) != expected:
+        raise ValueError(f"{path}: checksum does not match {GENERATION_MANIFEST}")
+    return blob
 
 
 def served_generation_problems(lake: DataLake) -> list[str] | None:
@@ -324,6 +345,7 @@ def publish_generation(
     parts: Mapping[str, tuple[FusionModel, IndexBundle]],
     *,
     extra: Mapping[str, Any] | None = None,
+    files: Mapping[str, bytes] | None = None,
 ) -> PublishResult:
     """Write ``parts`` (variant -> (fusion, index bundle)) as a new generation and serve it.
 
@@ -332,7 +354,9 @@ def publish_generation(
     failure at any point leaves the served generation untouched (and no partial directory behind).
     When the served generation already has the same content (fusions, id maps and indexes), nothing
     is written and it stays served. After a swap, generations other than the new and the previous
-    one are deleted. ``extra`` is merged into the manifest (e.g. the staged fusion id).
+    one are deleted. ``extra`` is merged into the manifest (e.g. the staged fusion id); ``files`` (name ->
+    bytes, e.g. the identification calibration) are written into the generation directory with their sha256
+    under the manifest's ``files`` (part of the content hash).
     """
     if REQUIRED_VARIANT not in parts:
         raise ValueError(f"a generation needs the {REQUIRED_VARIANT!r} variant (got {sorted(parts)})")
@@ -378,6 +402,12 @@ def publish_generation(
             content = {v: {k: d[k] for k in ("fusion_fingerprint", "index_sha256", "ids_sha256", "augmented_sha256",
                                              "explain_sha256")}
                        for v, d in variants.items()}
+            extra_files = {safe_id(name, "generation file"): blob for name, blob in sorted((files or {}).items())}
+            for name, blob in extra_files.items():
+                atomic_write_bytes(tmp / name, blob)
+            file_hashes = {name: sha256_hex(blob) for name, blob in extra_files.items()}
+            if file_hashes:  # only then: a generation without extra files keeps its earlier content hash
+                content = {**content, "files": file_hashes}
             content_hash = hashlib.sha256(_json_bytes(content)).hexdigest()
             if previous is not None:
                 try:
@@ -401,6 +431,7 @@ def publish_generation(
                 "models": variants[REQUIRED_VARIANT]["models"],
                 "variants": variants,
                 "previous": previous,
+                **({"files": file_hashes} if file_hashes else {}),
                 **dict(extra or {}),
             }
             atomic_write_bytes(tmp / GENERATION_MANIFEST, _json_bytes(manifest))

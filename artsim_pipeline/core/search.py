@@ -26,15 +26,19 @@ and the backbones the index was built with; each :meth:`SearchEngine.search` the
 6. **hybrid re-rank** — ``final = 0.7 · visual + 0.3 · metadata`` with
    :func:`~artsim_pipeline.core.scoring.rerank`. The metadata score compares each candidate's
    catalog row with the *query's* row, so it exists only for an objectid query; an image query
-   has no metadata, its metadata score is 0 for every candidate and the order is the visual one;
+   has no metadata: its ``final`` is its visual score and the order is the visual one;
 7. **explanations** — each of the top ``k`` gets what agreed (:mod:`~artsim_pipeline.core.explain`):
    the query's per-block projection (stored for an indexed painting, computed from the forward pass's
    blocks for an image) against the painting's stored one, per backbone and tap depth, in words, plus the
    metadata bonuses that applied; None when the served generation has no explanations.
 
 The ranked paintings come back as a :class:`~artsim_pipeline.core.search_results.SearchResponse`
-(fields: :mod:`~artsim_pipeline.core.search_results`). Nothing is excluded: a painting of the
-collection (by objectid or by its image file) comes back first, itself.
+(fields: :mod:`~artsim_pipeline.core.search_results`). An objectid query leaves the painting itself out
+(``include_self=True`` keeps it); another painting whose cosine with it is at near-duplicate level (another image
+of the same work) stays, labelled ``near_duplicate``. An image query's match is its visual score (it has no
+catalog data; ``match_basis`` says so in words), and it is *identified* (:mod:`~artsim_pipeline.core.identify`):
+its whole image's ``full`` vector, top-1 and top-2 cosines against the calibration stored with the generation
+say whether it shows a painting of the collection (``identified``/``identification``).
 
 Models: the index is the truth. The engine embeds queries with the models recorded in the ``full``
 fusion (:attr:`SearchEngine.model_names`, in the index's order), whatever the settings' default
@@ -55,6 +59,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -68,13 +73,15 @@ from .index import search as index_search
 from .models import LoadedModel, resolve_device
 from .rerank import RerankOptions, ServedDatabase
 from .explain import summary as explanation_summary
+from .identify import NEAR_DUPLICATE_RANGE, Calibration, best_two, load_calibration
 from .scoring import ScoringWeights, metadata_bonuses, rerank
 from .search_encode import detect_query_faces, forward_inputs, prepare_inputs, stored_vector
 from .search_filters import SearchFilters, allowed_ids
 from .search_query import ParsedQuery, Query, QueryError, parse_query
 from .search_resources import (CATALOG_COLUMNS, blas_controller, catalog_database, catalog_rows, load_catalog,
                                load_checked_models, load_variants, one_blas_thread)
-from .search_results import SearchResponse, SearchResult, cell_text, make_result
+from .search_results import (IMAGE_MATCH_BASIS, SearchResponse, SearchResult, cell_text, hybrid_match_basis,
+                             make_result)
 from .lake import DataLake, lake_at
 
 log = logging.getLogger(__name__)
@@ -120,6 +127,9 @@ class SearchEngine:
         self.generation, self.variants = load_variants(self.lake)  # the index generation served, its variants
         self.rerank = rerank
         self._databases = {name: ServedDatabase(v.bundle) for name, v in self.variants.items()}
+        # identification (core/identify.py): stored with the generation; None for an older one (a note says so)
+        self.calibration: Calibration | None
+        self.calibration, self.calibration_note = load_calibration(self.lake, self.generation)
         if models is not None and set(models) != set(self.model_names):
             raise QueryError(
                 f"the index in {self.lake.index_dir} was built with models {','.join(self.model_names)} "
@@ -247,8 +257,11 @@ class SearchEngine:
         face_crop: bool = False,
         filters: SearchFilters | None = None,
         weights: ScoringWeights | None = None,
+        include_self: bool = False,
     ) -> SearchResponse:
-        """The top ``k`` paintings for ``query`` (see the module doc); raises :class:`QueryError`."""
+        """The top ``k`` paintings for ``query`` (see the module doc); raises :class:`QueryError`.
+
+        An objectid query leaves the painting itself out unless ``include_self``."""
         if int(k) < 1:
             raise QueryError(f"k must be >= 1, got {k}")
         k = int(k)
@@ -268,6 +281,7 @@ class SearchEngine:
         notes: list[str] = []
         variant, face_count, face_box = "full", None, None
         query_meta: dict[str, Any] = {}
+        identification: dict[str, Any] = {}
         lap("parse")
         if parsed.kind == "objectid":
             oid = int(parsed.objectid)  # type: ignore[arg-type]
@@ -306,15 +320,19 @@ class SearchEngine:
                     variant, crop = "face", face_box
             vector, explain_query = self._encode(parsed, crop, variant)
             lap("embed")
-            if not query_meta:
-                notes.append("image query: no catalog metadata, so metadata scores are 0 and the order is visual")
+            identification = self._identify(parsed, vector, variant, notes)
+            lap("identify")
 
         allowed = None
         if not filters.is_empty:
             allowed = self.allowed_ids(filters)
             lap("filters")
+        if not query_meta:  # an image has no catalog data: its match is the visual score itself
+            weights = replace(weights, visual=1.0, metadata=0.0)
         response_args = dict(query=parsed.label, kind=parsed.kind, objectid=parsed.objectid, variant=variant,
-                             face_count=face_count, face_box=face_box, filters=filters, k=k)
+                             face_count=face_count, face_box=face_box, filters=filters, k=k,
+                             match_basis=IMAGE_MATCH_BASIS if not query_meta else hybrid_match_basis(weights),
+                             **identification)
         if allowed is not None and allowed.size == 0:
             notes.append("no painting matches the filters")
             timings["total"] = (time.perf_counter() - started) * 1000.0
@@ -322,9 +340,10 @@ class SearchEngine:
 
         database = self._databases[variant]
         wanted = weights.n_candidates(k)
-        scores, ids = index_search(self.variants[variant].bundle, vector[None], database.depth(wanted, self.rerank),
-                                   allowed)
-        keep = np.array([i >= 0 and int(i) in self._rows for i in ids[0]], dtype=bool)
+        self_id = parsed.objectid if parsed.kind == "objectid" and not include_self else None
+        depth = database.depth(wanted, self.rerank) + (self_id is not None)
+        scores, ids = index_search(self.variants[variant].bundle, vector[None], depth, allowed)
+        keep = np.array([i >= 0 and int(i) in self._rows and i != self_id for i in ids[0]], dtype=bool)
         cand_ids, cand_scores = ids[0][keep], scores[0][keep]
         lap("index")
         cosines = cand_scores
@@ -342,8 +361,10 @@ class SearchEngine:
         cosine_of = dict(zip(cand_ids.tolist(), cosines.astype(np.float64).tolist()))
         ranked["cosine"] = [cosine_of[int(i)] for i in ranked["objectid"]]
         explanations = self._explanations(variant, explain_query, query_meta, ranked, weights)
-        results = [self._result(i + 1, row, why) for i, (row, why)
-                   in enumerate(zip(ranked.itertuples(index=False), explanations))]
+        duplicate_at = self._near_duplicate_level() if parsed.kind == "objectid" else None
+        results = [self._result(i + 1, row, why, duplicate_at is not None and row.objectid != parsed.objectid
+                                and row.cosine >= duplicate_at)
+                   for i, (row, why) in enumerate(zip(ranked.itertuples(index=False), explanations))]
         lap("rerank")
         timings["total"] = (time.perf_counter() - started) * 1000.0
         return SearchResponse(results, notes=notes, timings_ms=timings, **response_args)
@@ -352,10 +373,40 @@ class SearchEngine:
         uuid = cell_text(self._rows.get(objectid, {}).get("uuid"))
         return self.lake.image_path(uuid) if uuid else None
 
-    def _result(self, rank: int, ranked: Any, explanation: dict[str, Any] | None = None) -> SearchResult:
+    def _result(self, rank: int, ranked: Any, explanation: dict[str, Any] | None = None,
+                near_duplicate: bool = False) -> SearchResult:
         oid = int(ranked.objectid)
         path = self.image_path(oid)
-        return make_result(rank, self._rows[oid], str(path) if path else "", ranked, explanation)
+        return make_result(rank, self._rows[oid], str(path) if path else "", ranked, explanation, near_duplicate)
+
+    # -- identification --------------------------------------------------------------------------
+    def _near_duplicate_level(self) -> float:
+        """The cosine from which another painting counts as a near-duplicate (another image of the same work)."""
+        return self.calibration.near_duplicate if self.calibration is not None else NEAR_DUPLICATE_RANGE[0]
+
+    def identify_vector(self, vector: np.ndarray, exclude: int | None = None) -> dict[str, Any]:
+        """``{"identified": {...} | None, "identification": {...}}`` of a fused ``full`` vector (``exclude``:
+        an objectid left out, as a painting not in the collection; the benchmark's non-members).
+        ``{"identified": None, "identification": None}`` without a calibration."""
+        if self.calibration is None:
+            return {"identified": None, "identification": None}
+        top1, top2, best = best_two(self.variants["full"].bundle, vector[None], exclude=[exclude])
+        verdict = self.calibration.verdict(float(top1[0]), float(top2[0]))
+        verdict["closest_objectid"] = int(best[0]) if best[0] >= 0 else None
+        identified = None
+        if verdict["verdict"] == "identified" and int(best[0]) in self._rows:
+            row = self._rows[int(best[0])]
+            identified = {"objectid": int(best[0]), "title": cell_text(row.get("title")),
+                          "attribution": cell_text(row.get("artist")), "confidence": verdict["confidence"]}
+        return {"identified": identified, "identification": verdict}
+
+    def _identify(self, parsed: ParsedQuery, vector: np.ndarray, variant: str, notes: list[str]) -> dict[str, Any]:
+        """The identification of an image query: always of the whole image (a face-crop search embeds it again)."""
+        if self.calibration is None:
+            notes.append(self.calibration_note or "no identification calibration")
+            return {"identified": None, "identification": None}
+        full = vector if variant == "full" else self._fused(parsed, None, "full")
+        return self.identify_vector(full)
 
     # -- explanations ----------------------------------------------------------------------------
     def _stored_explanation(self, objectid: int, variant: str) -> np.ndarray | None:
@@ -393,7 +444,8 @@ def _engine_for(settings: Any, models_explicit: bool) -> SearchEngine:
 
 
 def search(query: Query, k: int = 10, *, settings: Any = None, face_crop: bool = False,
-           filters: SearchFilters | None = None, weights: ScoringWeights | None = None) -> SearchResponse:
+           filters: SearchFilters | None = None, weights: ScoringWeights | None = None,
+           include_self: bool = False) -> SearchResponse:
     """Convenience: search with an engine for ``settings`` (default: the ``ARTSIM_*`` environment), cached.
 
     The engine uses the index's models; with the default settings, a ``ARTSIM_MODELS`` that names
@@ -404,7 +456,8 @@ def search(query: Query, k: int = 10, *, settings: Any = None, face_crop: bool =
         from artsim_pipeline.config import Settings
 
         settings, explicit = Settings.from_env(), models_set_in_env()
-    return _engine_for(settings, explicit).search(query, k=k, face_crop=face_crop, filters=filters, weights=weights)
+    return _engine_for(settings, explicit).search(query, k=k, face_crop=face_crop, filters=filters, weights=weights,
+                                                  include_self=include_self)
 
 
 __all__ = ["SearchEngine", "models_set_in_env", "search"]

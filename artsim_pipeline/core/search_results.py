@@ -18,14 +18,20 @@ visual       float  the visual score that ranks: the cosine similarity of the qu
                     is on (:mod:`~artsim_pipeline.core.rerank`)
 cosine       float  the plain cosine similarity of the two fused vectors (FAISS), before re-ranking
 metadata     float  metadata score against the query painting's row (0 for an image query)
-final        float  ``w.visual * visual + w.metadata * metadata`` (the ranking key)
+final        float  the match: ``w.visual * visual + w.metadata * metadata`` (the ranking key) for an objectid
+                    query; for an image query (no catalog data) the visual score itself
+near_duplicate bool  an objectid query's result whose cosine with the query painting is at near-duplicate
+                    level (another image of the same work; :mod:`~artsim_pipeline.core.identify`)
 explanation  dict   what agreed (:mod:`~artsim_pipeline.core.explain`): ``backbones``/``depths``
                     cosines, ``levels`` (words per depth), ``metadata`` bonuses that applied,
                     ``summary`` (a sentence); None when the served index has no explanations
 ===========  =====  =====================================================================
 
 :class:`SearchResponse` is the list of them plus what the engine did (query, kind, variant, faces,
-filters, notes, per-stage timings); :meth:`SearchResponse.as_dict` is the JSON the CLI and the web
+filters, notes, per-stage timings), ``match_basis`` (how ``final`` is made, in words) and, for an image query,
+``identified`` (``{objectid, title, attribution, confidence}`` or None) and ``identification`` (``{verdict:
+identified | not_in_collection, score, threshold, confidence, method, closest_objectid}``, or None when the
+served generation has no calibration; :mod:`~artsim_pipeline.core.identify`); :meth:`SearchResponse.as_dict` is the JSON the CLI and the web
 API print. :func:`format_results` is the CLI's aligned text table.
 """
 
@@ -58,6 +64,7 @@ class SearchResult:
     final: float
     cosine: float | None = None
     explanation: dict[str, Any] | None = None
+    near_duplicate: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,7 +83,8 @@ class SearchResponse(list):
                  objectid: int | None = None, variant: str = "full", face_count: int | None = None,
                  face_box: tuple[int, int, int, int] | None = None, notes: Sequence[str] = (),
                  filters: SearchFilters | None = None, k: int = 10,
-                 timings_ms: dict[str, float] | None = None) -> None:
+                 timings_ms: dict[str, float] | None = None, match_basis: str = "",
+                 identified: dict[str, Any] | None = None, identification: dict[str, Any] | None = None) -> None:
         super().__init__(results)
         self.query = query
         self.kind = kind
@@ -88,6 +96,9 @@ class SearchResponse(list):
         self.filters = filters or SearchFilters()
         self.k = k
         self.timings_ms = dict(timings_ms or {})
+        self.match_basis = match_basis
+        self.identified = identified
+        self.identification = identification
 
     def to_frame(self) -> pd.DataFrame:
         columns = [f.name for f in SearchResult.__dataclass_fields__.values()]
@@ -97,7 +108,8 @@ class SearchResponse(list):
         return {
             "query": self.query, "kind": self.kind, "objectid": self.objectid, "variant": self.variant,
             "face_count": self.face_count, "face_box": list(self.face_box) if self.face_box else None,
-            "filters": self.filters.as_dict(), "k": self.k, "notes": self.notes,
+            "filters": self.filters.as_dict(), "k": self.k, "notes": self.notes, "match_basis": self.match_basis,
+            "identified": self.identified, "identification": self.identification,
             "timings_ms": {k: round(v, 3) for k, v in self.timings_ms.items()},
             "results": [r.as_dict() for r in self],
         }
@@ -139,8 +151,16 @@ def display_date(row: dict[str, Any]) -> str:
     return "" if year is None else str(year)
 
 
+IMAGE_MATCH_BASIS = "visual similarity only (an image has no catalog data)"
+
+
+def hybrid_match_basis(weights: Any) -> str:
+    """How an objectid query's match is made, in words (``weights``: the :class:`ScoringWeights` used)."""
+    return f"{weights.visual:g} × visual + {weights.metadata:g} × catalog"
+
+
 def make_result(rank: int, row: dict[str, Any], image_path: str, ranked: Any,
-                explanation: dict[str, Any] | None = None) -> SearchResult:
+                explanation: dict[str, Any] | None = None, near_duplicate: bool = False) -> SearchResult:
     """The :class:`SearchResult` of a painting's catalog ``row`` and its ``ranked`` scores (``visual``,
     ``metadata``, ``final``, ``objectid``), with its ``explanation``."""
     return SearchResult(
@@ -148,6 +168,7 @@ def make_result(rank: int, row: dict[str, Any], image_path: str, ranked: Any,
         date=display_date(row), style=cell_text(row.get("style")), medium=cell_text(row.get("medium")),
         image_path=image_path, visual=float(ranked.visual), metadata=float(ranked.metadata),
         final=float(ranked.final), cosine=float(getattr(ranked, "cosine", ranked.visual)), explanation=explanation,
+        near_duplicate=bool(near_duplicate),
     )
 
 
@@ -163,14 +184,16 @@ def format_results(response: SearchResponse, title_width: int = 40, artist_width
     head += ")"
     if not response.filters.is_empty:
         head += "  filters: " + ", ".join(f"{k}={v}" for k, v in response.filters.as_dict().items())
-    lines = [head] + [f"note: {note}" for note in response.notes]
+    lines = [head] + identification_lines(response) + [f"note: {note}" for note in response.notes]
+    if response.match_basis:
+        lines.append(f"match: {response.match_basis}")
     if not response:
         lines.append("no results")
         return "\n".join(lines)
     cols = ("rank", "objectid", "final", "visual", "meta", "title", "artist", "date", "style")
     rows = [
         (str(r.rank), str(r.objectid), f"{r.final:.4f}", f"{r.visual:.4f}", f"{r.metadata:.2f}",
-         _cut(r.title, title_width), _cut(r.artist, artist_width), _cut(r.date, 16), _cut(r.style, 24))
+         _cut(r.title, title_width) + (" [near duplicate]" if r.near_duplicate else ""), _cut(r.artist, artist_width), _cut(r.date, 16), _cut(r.style, 24))
         for r in response
     ]
     widths = [max(len(c), *(len(row[i]) for row in rows)) for i, c in enumerate(cols)]
@@ -187,4 +210,22 @@ def format_results(response: SearchResponse, title_width: int = 40, artist_width
     return "\n".join(lines)
 
 
-__all__ = ["SearchResponse", "SearchResult", "cell_text", "display_date", "format_results", "make_result"]
+def identification_lines(response: SearchResponse) -> list[str]:
+    """The sentence above an image query's results: "This is <title> — <artist> (objectid N, confidence 97%)"
+    or "Not in the collection (closest: …)"; nothing for an objectid query or without a calibration."""
+    verdict = response.identification
+    if not verdict:
+        return []
+    found = response.identified
+    if verdict.get("verdict") == "identified" and found:
+        return [f"This is {found['title'] or 'Untitled'} — {found['attribution'] or 'unknown artist'} "
+                f"(objectid {found['objectid']}, confidence {found['confidence']:.0%})"]
+    closest = next((r for r in response if r.objectid == verdict.get("closest_objectid")), None)
+    closest = closest or (response[0] if len(response) else None)
+    where = f"closest: {closest.title or 'Untitled'} — {closest.artist or 'unknown artist'}, objectid " \
+            f"{closest.objectid}" if closest is not None else "no close painting"
+    return [f"Not in the collection ({where}; confidence {verdict['confidence']:.0%})"]
+
+
+__all__ = ["IMAGE_MATCH_BASIS", "SearchResponse", "SearchResult", "cell_text", "display_date", "format_results",
+           "hybrid_match_basis", "identification_lines", "make_result"]

@@ -161,11 +161,12 @@ def create_app(
         k = int_field(fields.get("k") or 10, "k", 1, MAX_K)
         filters = search_filters(fields)
         face_crop = truthy(fields.get("face_crop", ""))
+        include_self = truthy(fields.get("include_self", ""))  # an objectid query leaves itself out by default
         if isinstance(query, (bytes, bytearray)):  # the models' work: a few at a time (QueryGate)
             with gate.admit():
-                response = served.engine.search(query, k=k, face_crop=face_crop, filters=filters)
+                response = served.engine.search(query, k=k, face_crop=face_crop, filters=filters, include_self=include_self)
         else:  # an objectid: index lookups only, never queued behind an upload
-            response = served.engine.search(query, k=k, face_crop=face_crop, filters=filters)
+            response = served.engine.search(query, k=k, face_crop=face_crop, filters=filters, include_self=include_self)
         payload = response.as_dict()
         payload["generation"] = served.generation
         for result in payload["results"]:
@@ -234,10 +235,11 @@ def create_app(
 
     @app.get("/api/search", summary="Find the paintings most similar to a painting of the collection")
     async def api_search_get(request: Request, objectid: int = Query(..., description="the query painting"),
-                             k: int = Query(10, ge=1, le=MAX_K), face_crop: bool = False,
+                             k: int = Query(10, ge=1, le=MAX_K), face_crop: bool = False, include_self: bool = False,
                              artist: str | None = None, style: str | None = None, medium: str | None = None,
                              years: str | None = Query(None, examples=["1600-1700"])) -> Response:
-        fields = {k_: str(v) for k_, v in dict(objectid=objectid, k=k, face_crop=face_crop, artist=artist,
+        fields = {k_: str(v) for k_, v in dict(objectid=objectid, k=k, face_crop=face_crop, include_self=include_self,
+                                                artist=artist,
                                                 style=style, medium=medium, years=years).items() if v is not None}
         return await search_request(request, fields, None)
 

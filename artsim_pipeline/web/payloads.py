@@ -8,6 +8,7 @@ field         type      meaning
 objectid      int       the query painting (or an ``image`` file / an ``image/*`` body)
 k             int       number of results, 1 to :data:`MAX_K` (default 10)
 face_crop     bool      ``1``/``true``/``on``/``yes``: search with the detected face
+include_self  bool      an objectid query keeps the painting itself among its results (default: left out)
 artist        str       filter (see :mod:`artsim_pipeline.core.search_filters`)
 style         str       filter
 medium        str       filter
@@ -36,7 +37,8 @@ from .uploads import UploadError
 
 NGA_PAGE = "https://www.nga.gov/collection/art-object-page.{objectid}.html"
 MAX_K = 100
-FORM_FIELDS = ("objectid", "k", "face_crop", "artist", "style", "medium", "years", "year_from", "year_to")
+FORM_FIELDS = ("objectid", "k", "face_crop", "artist", "style", "medium", "years", "year_from", "year_to",
+               "include_self")
 
 SEARCH_REQUEST_DOC = {
     "requestBody": {
@@ -50,6 +52,8 @@ SEARCH_REQUEST_DOC = {
                         "objectid": {"type": "integer", "description": "or: a painting of the collection"},
                         "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": MAX_K},
                         "face_crop": {"type": "boolean", "default": False},
+                        "include_self": {"type": "boolean", "default": False,
+                                         "description": "an objectid query keeps the painting itself"},
                         "artist": {"type": "string"}, "style": {"type": "string"}, "medium": {"type": "string"},
                         "years": {"type": "string", "example": "1600-1700"},
                     },

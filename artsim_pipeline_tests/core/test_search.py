@@ -37,14 +37,25 @@ def image_of(engine: SearchEngine, objectid: int) -> Path:
 # ----------------------------------------------------------------------------- itself first
 
 
-def test_objectid_query_returns_itself_first(engine):
+def test_objectid_query_with_include_self_returns_itself_first(engine):
     for oid in (101, 104, 110, 113, 116):
-        response = engine.search(oid, k=5)
+        response = engine.search(oid, k=5, include_self=True)
         assert response.kind == "objectid" and response.variant == "full"
         assert len(response) == 5
         assert response[0].objectid == oid
         assert response[0].cosine == pytest.approx(1.0, abs=1e-5)
-    assert engine.search(str(107), k=3)[0].objectid == 107  # numeric string = objectid
+        assert not response[0].near_duplicate  # the painting itself is not a duplicate of itself
+    assert engine.search(str(107), k=3, include_self=True)[0].objectid == 107  # numeric string = objectid
+
+
+def test_objectid_query_leaves_the_painting_itself_out_by_default(engine):
+    for oid in (p.objectid for p in PAINTINGS):
+        response = engine.search(oid, k=15)
+        assert oid not in ids(response) and len(response) == 15  # every other painting, never itself
+        assert response.identified is None and response.identification is None
+        assert response.match_basis == "0.7 × visual + 0.3 × catalog"
+        kept = engine.search(oid, k=15, include_self=True)
+        assert [r.objectid for r in kept if r.objectid != oid][:14] == [r.objectid for r in response][:14]
 
 
 def test_image_file_query_returns_itself_first_with_visual_order(engine):
@@ -55,8 +66,10 @@ def test_image_file_query_returns_itself_first_with_visual_order(engine):
         assert response[0].cosine > 0.9999
         visual = [r.visual for r in response]
         assert visual == sorted(visual, reverse=True)  # no query metadata: the order is visual
-        assert all(r.metadata == 0.0 and r.final == pytest.approx(0.7 * r.visual) for r in response)
-        assert any("metadata" in note for note in response.notes)
+        # the match IS the visual score (no 0.7 cap): the painting's own image reads as a near-100 % match
+        assert all(r.metadata == 0.0 and r.final == pytest.approx(r.visual) for r in response)
+        assert response[0].final > 0.9
+        assert response.match_basis == "visual similarity only (an image has no catalog data)"
 
 
 def test_bytes_and_pil_queries_match_the_file_query(engine):
@@ -79,11 +92,11 @@ def test_reembedding_a_cached_image_gives_its_stored_vector(engine):
 
 
 def test_results_carry_catalog_fields(engine):
-    top = engine.search(110, k=1)[0]
+    top = engine.search(110, k=1, include_self=True)[0]
     assert (top.title, top.artist, top.date, top.style, top.medium) == (
         "Ginevra de' Benci", "Leonardo da Vinci", "1474", "Renaissance", "oil on panel")
     assert Path(top.image_path).is_file()
-    frame = engine.search(110, k=3).to_frame()
+    frame = engine.search(110, k=3, include_self=True).to_frame()
     assert list(frame["rank"]) == [1, 2, 3] and frame.loc[0, "objectid"] == 110
 
 
@@ -110,6 +123,7 @@ def test_each_result_explains_what_agreed_recomputed_from_the_lake_s_embeddings(
         return explainer.project(blocks)[0]
 
     response = engine.search(104, k=6)
+    assert 104 not in ids(response)
     query = projected(104)
     for result in response:
         why = result.explanation
@@ -125,6 +139,7 @@ def test_each_result_explains_what_agreed_recomputed_from_the_lake_s_embeddings(
         assert why["backbones"]["efficientnet_lite0"] == pytest.approx(np.mean(list(cosines.values())), abs=2e-3)
         assert sum(why["metadata"].values()) == pytest.approx(result.metadata)
         assert why["summary"].startswith(f"{why['levels']['early']} in palette and brushwork")
+    response = engine.search(104, k=16, include_self=True)
     itself = response[0]
     assert itself.objectid == 104 and set(itself.explanation["levels"].values()) == {"very close"}
     assert "same artist" in itself.explanation["summary"]
@@ -139,7 +154,7 @@ def test_each_result_explains_what_agreed_recomputed_from_the_lake_s_embeddings(
 
 def test_metadata_reranks_objectid_queries(engine):
     query = engine._rows[101]
-    response = engine.search(101, k=10)
+    response = engine.search(101, k=10, include_self=True)
     for r in response:
         assert r.metadata == pytest.approx(metadata_score(query, engine._rows[r.objectid]))
         assert r.final == pytest.approx(0.7 * r.visual + 0.3 * r.metadata)
@@ -150,7 +165,7 @@ def test_metadata_reranks_objectid_queries(engine):
     # all three Rembrandts (same artist, style, medium words, date window) are in the top 3
     assert {r.objectid for r in response[:3]} == {101, 102, 103}
 
-    visual_only = engine.search(101, k=10, weights=ScoringWeights(visual=1.0, metadata=0.0))
+    visual_only = engine.search(101, k=10, weights=ScoringWeights(visual=1.0, metadata=0.0), include_self=True)
     visual = [r.visual for r in visual_only]
     assert visual == sorted(visual, reverse=True)
     assert [r.objectid for r in visual_only] != [r.objectid for r in response]
@@ -164,7 +179,8 @@ def ids(response) -> set[int]:
 
 
 def test_artist_filter(engine):
-    assert ids(engine.search(101, k=10, filters=SearchFilters(artist="rembrandt"))) == {101, 102, 103}
+    assert ids(engine.search(101, k=10, filters=SearchFilters(artist="rembrandt"))) == {102, 103}  # not itself
+    assert ids(engine.search(101, k=10, filters=SearchFilters(artist="rembrandt"), include_self=True)) == {101, 102, 103}
     vermeer = engine.search(101, k=10, filters=SearchFilters(artist="VERMEER"))
     assert ids(vermeer) == {104, 105}  # the query itself is filtered out
     assert ids(engine.search(image_of(engine, 113), k=10, filters=SearchFilters(artist="edgar degas"))) == {116}
@@ -172,10 +188,10 @@ def test_artist_filter(engine):
 
 
 def test_year_style_and_medium_filters(engine):
-    assert ids(engine.search(107, k=10, filters=SearchFilters.create(years="1870-1900"))) == {107, 108, 109, 113, 116}
+    assert ids(engine.search(107, k=10, filters=SearchFilters.create(years="1870-1900"))) == {108, 109, 113, 116}
     assert ids(engine.search(107, k=10, filters=SearchFilters.create(years="1950"))) == {114}
     assert ids(engine.search(107, k=10, filters=SearchFilters.create(years="-1510"))) == {110, 111}
-    assert ids(engine.search(107, k=10, filters=SearchFilters(style="impressionism"))) == {107, 108, 109, 116}
+    assert ids(engine.search(107, k=10, filters=SearchFilters(style="impressionism"))) == {108, 109, 116}
     assert ids(engine.search(107, k=10, filters=SearchFilters(medium="panel"))) == {103, 104, 110, 111}
     both = SearchFilters.create(artist="rembrandt", years="1640-1700")
     assert ids(engine.search(image_of(engine, 107), k=10, filters=both)) == {101, 103}
@@ -207,7 +223,7 @@ def test_face_crop_finds_the_face_and_uses_the_face_index(engine, tmp_path):
     assert response.face_count >= 1 and response.face_box is not None
     assert response.variant == "face"
     assert ids(response) == set(FACE_IDS)  # the face index holds only the paintings with faces
-    assert any("metadata" in note for note in response.notes)
+    assert response.match_basis.startswith("visual similarity only")
     whole = engine.search(photo, k=5)
     assert whole.variant == "full" and whole.face_count is None
     for oid in FACE_IDS:  # a painting's own file: same crop box, same face vector -> itself first
@@ -223,9 +239,10 @@ def test_face_crop_without_a_face_falls_back_to_the_whole_image(engine):
 
 
 def test_face_crop_for_objectid_queries(engine):
-    with_face = engine.search(102, k=2, face_crop=True)
+    with_face = engine.search(102, k=2, face_crop=True, include_self=True)
     assert with_face.variant == "face" and with_face[0].objectid == 102
-    without = engine.search(103, k=2, face_crop=True)
+    assert engine.search(102, k=2, face_crop=True)[0].objectid == 101  # the other face, not itself
+    without = engine.search(103, k=2, face_crop=True, include_self=True)
     assert without.variant == "full" and without[0].objectid == 103
     assert any("no face vector" in note for note in without.notes)
 
@@ -275,7 +292,7 @@ def test_default_models_differing_from_the_index_use_the_index_models(lake_setti
         response = other.search(path, k=3)
         assert [m.name for m in other.models] == ["efficientnet_lite0"]
         assert response[0].objectid == 109 and response[0].cosine > 0.9999
-        assert other.search(104, k=2)[0].objectid == 104
+        assert other.search(104, k=2, include_self=True)[0].objectid == 104
     finally:
         other.close()
     assert engine.notes == []  # the settings name the index's models: nothing to say
@@ -376,9 +393,49 @@ def test_engine_serves_one_generation_and_keeps_it_across_a_swap(tmp_path):
         # the engine that resolved A keeps answering from A, whole
         assert engine_a.variants["full"].bundle.index.d == engine_a.variants["full"].fusion.output_dim == 6
         for oid in (3, 18):
-            top = engine_a.search(oid, k=3)[0]
+            top = engine_a.search(oid, k=3, include_self=True)[0]
             assert top.objectid == oid and top.cosine == pytest.approx(1.0, abs=1e-5)
-        assert engine_b.search(3, k=2)[0].objectid == 3
+        assert engine_b.search(3, k=2, include_self=True)[0].objectid == 3
+        assert engine_b.calibration is None  # published without a calibration: no verdict, a note says so
+        response = engine_b.search(3, k=2)
+        assert 3 not in {r.objectid for r in response} and response.identification is None
     finally:
         engine_a.close()
         engine_b.close()
+
+
+# ----------------------------------------------------------------------------- identification
+
+
+def test_the_lake_s_generation_carries_a_verified_identification_calibration(engine):
+    calibration = engine.calibration
+    assert calibration is not None and engine.calibration_note is None
+    assert calibration.stats["photos"] == 2 * len(PAINTINGS)  # every painting of this small lake, two photos each
+    assert calibration.stats["false_rate"] <= 0.01 and 0 < calibration.stats["recall"] <= 1
+
+
+def test_a_photo_of_a_member_is_identified_and_a_painting_left_out_is_not(engine):
+    for oid in (104, 109, 113):
+        exact = engine.search(image_of(engine, oid), k=3)
+        assert exact.identification["verdict"] == "identified"
+        assert exact.identified["objectid"] == oid and exact.identified["title"] == engine._rows[oid]["title"]
+        assert exact.identified["attribution"] == engine._rows[oid]["artist"]
+        assert 0.5 < exact.identified["confidence"] <= 1.0
+        assert exact.identification["confidence"] == exact.identified["confidence"]
+        assert set(exact.identification) >= {"verdict", "score", "threshold", "confidence", "method"}
+        assert f"This is {engine._rows[oid]['title']} — " in format_results(exact)
+        vector = engine.embed(image_of(engine, oid))
+        assert engine.identify_vector(vector)["identified"]["objectid"] == oid
+        # the same photo with its painting left out of the index: a painting that is not in the collection
+        left_out = engine.identify_vector(vector, exclude=oid)
+        assert left_out["identified"] is None and left_out["identification"]["verdict"] == "not_in_collection"
+        assert left_out["identification"]["score"] < left_out["identification"]["threshold"]
+        assert left_out["identification"]["closest_objectid"] != oid
+
+
+def test_a_photo_of_something_else_is_not_in_the_collection(engine):
+    from skimage import data
+
+    response = engine.search(Image.fromarray(data.coffee()), k=3)
+    assert response.identified is None and response.identification["verdict"] == "not_in_collection"
+    assert format_results(response).splitlines()[1].startswith("Not in the collection (closest: ")

@@ -26,4 +26,5 @@ function value(v) { if (v === true) return "yes"; if (v === false) return "no"; 
   $("neighbours-head").classList.remove("hidden");
   $("neighbours").innerHTML = sj.results.map(r => resultCard(r, {more: false})).join("");
   sizeBars($("neighbours"));
+  labelNearDuplicates($("neighbours"), sj);
 })();

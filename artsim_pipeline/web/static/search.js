@@ -109,6 +109,7 @@ function render(j, q) {
   if (!j.results.length) { grid.innerHTML = `<p class="banner info">No painting matches: ${esc(j.notes.join("; ") || "try other filters")}.</p>`; }
   else grid.innerHTML = j.results.map(r => resultCard(r)).join("");
   sizeBars(grid);
+  renderIdentification(grid, j);
   grid.dataset.query = j.query;
   grid.dataset.generation = j.generation || "";
 }

@@ -1,0 +1,143 @@
+"""Identification's calibration (core/identify.py) and the simulated photos it is measured on (core/photo_sim.py):
+planted score distributions, storage in an index generation with a verified hash, a damaged file as missing."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from artsim_pipeline.core.fusion import fit_fusion, transform
+from artsim_pipeline.core.generations import publish_generation, read_generation_file, verify_generation
+from artsim_pipeline.core.identify import (CALIBRATION_FILE, NO_CALIBRATION_NOTE, Calibration, best_two,
+                                           fit_calibration, load_calibration)
+from artsim_pipeline.core.index import build_index
+from artsim_pipeline.core.lake import DataLake
+from artsim_pipeline.core.photo_sim import DISTORTIONS, photo_plan, simulate_photo
+
+
+def _planted(seed: int = 0, n: int = 400):
+    """Members: top-1 ~ 0.9, a clear margin; non-members: top-1 ~ 0.6, neighbours close together."""
+    rng = np.random.default_rng(seed)
+    pos1 = rng.normal(0.9, 0.04, n)
+    pos = np.c_[pos1, pos1 - rng.uniform(0.15, 0.3, n)]
+    neg1 = rng.normal(0.6, 0.08, n)
+    neg = np.c_[neg1, neg1 - rng.uniform(0.0, 0.05, n)]
+    return pos, neg
+
+
+def test_threshold_from_planted_distributions_holds_the_false_rate():
+    pos, neg = _planted()
+    calibration = fit_calibration(pos, neg)
+    s_neg = np.array([calibration.score(a, b) for a, b in neg])
+    s_pos = np.array([calibration.score(a, b) for a, b in pos])
+    # at most half the 1 % target of the calibration's negatives pass (the safety margin), and no fewer
+    # positives than with any other allowed threshold: the threshold sits just above the 2nd-highest negative
+    assert (s_neg >= calibration.threshold).sum() == int(0.005 * len(neg))
+    assert calibration.stats["false_rate"] <= 0.005 and calibration.stats["recall"] > 0.95
+    assert calibration.margin_weight > 0  # the margin separates these sets: it is used
+    # fresh draws of the same distributions: the false rate stays within the 1 % target
+    fresh_pos, fresh_neg = _planted(seed=1, n=4000)
+    fresh = np.array([calibration.score(a, b) for a, b in fresh_neg])
+    assert (fresh >= calibration.threshold).mean() <= 0.01
+    assert np.mean([calibration.score(a, b) >= calibration.threshold for a, b in fresh_pos]) > 0.95
+    # the confidence is monotone, at least 50 % from the (strict) threshold on, and agrees with the verdict
+    assert 0.5 <= calibration.confidence(calibration.threshold) < calibration.confidence(calibration.threshold + 0.05)
+    assert calibration.confidence(s_pos.max()) > 0.95 and calibration.confidence(s_neg.min()) < 0.05
+    identified = calibration.verdict(0.95, 0.7)
+    assert identified["verdict"] == "identified" and identified["confidence"] > 0.5
+    rejected = calibration.verdict(0.6, 0.59)
+    assert rejected["verdict"] == "not_in_collection" and rejected["confidence"] > 0.5
+    assert "top-1" in rejected["method"] and "1%" in rejected["method"]
+
+
+def test_a_calibration_needs_both_sides():
+    pos, neg = _planted(n=10)
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_calibration(pos[:1], neg)
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_calibration(pos, np.zeros((0, 2)))
+
+
+def test_near_duplicate_level_stays_near_one():
+    pos, neg = _planted()
+    assert fit_calibration(pos, neg).near_duplicate == 0.95  # non-members' best cosines are far below
+    close = neg.copy()
+    close[:, 0] = 0.999
+    assert fit_calibration(pos, close).near_duplicate == 0.99
+
+
+def _parts(n: int = 40):
+    rng = np.random.default_rng(3)
+    blocks = {"m": rng.standard_normal((n, 12)).astype(np.float32)}
+    fusion = fit_fusion(blocks, n_components=6)
+    fused = transform(fusion, blocks)
+    ids = np.arange(1000, 1000 + n, dtype=np.int64)
+    return {"full": (fusion, build_index(fused, ids))}, fused, ids
+
+
+def test_stored_with_the_generation_and_verified(tmp_path):
+    lake = DataLake(tmp_path / "lake")
+    parts, fused, ids = _parts()
+    calibration = fit_calibration(*_planted())
+    plain = publish_generation(lake, parts)  # an older generation: no calibration
+    assert load_calibration(lake, plain.generation) == (None, NO_CALIBRATION_NOTE)
+    result = publish_generation(lake, parts, files={CALIBRATION_FILE: calibration.to_bytes()})
+    assert result.swapped and result.content_hash != plain.content_hash  # the calibration is content
+    manifest = json.loads(lake.generation_manifest_path(result.generation).read_text())
+    assert set(manifest["files"]) == {CALIBRATION_FILE}
+    loaded, note = load_calibration(lake, result.generation)
+    assert note is None and loaded == calibration
+    assert verify_generation(lake, result.generation) == []
+    # the same content again: nothing is written
+    assert not publish_generation(lake, parts, files={CALIBRATION_FILE: calibration.to_bytes()}).swapped
+
+    # a damaged file counts as missing: no calibration (a note says why), and the lake check reports it
+    path = lake.generation_dir(result.generation) / CALIBRATION_FILE
+    path.write_bytes(path.read_bytes().replace(b"threshold", b"threshhold"))
+    loaded, note = load_calibration(lake, result.generation)
+    assert loaded is None and note.startswith(NO_CALIBRATION_NOTE) and "checksum" in note
+    assert any("checksum" in problem for problem in verify_generation(lake, result.generation))
+    with pytest.raises(ValueError, match="checksum"):
+        read_generation_file(lake, result.generation, CALIBRATION_FILE)
+    path.unlink()
+    assert load_calibration(lake, result.generation)[0] is None
+
+
+def test_best_two_leaves_the_source_out():
+    parts, fused, ids = _parts()
+    bundle = parts["full"][1]
+    top1, top2, best = best_two(bundle, fused[:5])
+    assert list(best) == list(ids[:5]) and np.allclose(top1, 1.0, atol=1e-5) and (top2 < top1).all()
+    out1, _, out_best = best_two(bundle, fused[:5], exclude=list(ids[:5]))
+    assert not set(out_best) & set(ids[:5]) and np.allclose(out1, top2, atol=1e-6)
+
+
+def test_round_trip_and_a_foreign_format_is_refused():
+    calibration = fit_calibration(*_planted())
+    assert Calibration.from_bytes(calibration.to_bytes()) == calibration
+    data = json.loads(calibration.to_bytes())
+    data["format_version"] = 99
+    with pytest.raises(ValueError, match="format"):
+        Calibration.from_bytes(json.dumps(data).encode())
+
+
+def test_simulated_photos_are_seeded_and_every_distortion_changes_the_image():
+    rng = np.random.default_rng(0)
+    painting = Image.fromarray(rng.integers(0, 255, (120, 90, 3), dtype=np.uint8)).resize((180, 240))
+    for distortion in DISTORTIONS:
+        photo = simulate_photo(painting, distortion, seed=5)
+        again = simulate_photo(painting, distortion, seed=5)
+        assert photo.mode == "RGB" and np.array_equal(np.asarray(photo), np.asarray(again)), distortion
+        other = simulate_photo(painting, distortion, seed=6)
+        assert not np.array_equal(np.asarray(photo), np.asarray(other)), distortion
+        if photo.size == painting.size:
+            assert np.abs(np.asarray(photo, np.int16) - np.asarray(painting, np.int16)).mean() > 1, distortion
+    assert simulate_photo(painting, "frame", 1).size[0] > painting.size[0]  # the wall around the frame
+    with pytest.raises(ValueError, match="unknown distortion"):
+        simulate_photo(painting, "sepia", 1)
+    plan = photo_plan(np.array([7, 8, 9]), 2, seed=1)
+    assert [p[0] for p in plan] == [7, 7, 8, 8, 9, 9] and len({p[2] for p in plan}) == 6
+    assert [p[1] for p in plan] == list(DISTORTIONS[:6])
