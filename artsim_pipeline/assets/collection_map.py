@@ -5,7 +5,8 @@ writes ``tables/collection_map.parquet`` (objectid, x, y; the generation id, its
 normalisation map in the schema metadata; see :mod:`artsim_pipeline.core.layout`). While the index
 keeps its fit, new paintings are placed into the stored map; after a refit it is laid out from
 scratch (the rule: :mod:`artsim_pipeline.core.layout_refresh`). The materialization reports ``mode``
-(``full``/``placed``), ``placed``, ``reason`` and ``seconds``.
+(``full``/``placed``), ``placed``, ``reason``, ``seconds``, the number of named ``regions``
+(:mod:`artsim_pipeline.core.map_regions`, stored with the map) and the ``noise_share`` in none.
 """
 
 import hashlib
@@ -31,7 +32,7 @@ def collection_map_assets(settings: Settings) -> list[AssetsDefinition]:
         automation_condition=COLLECTION,
         description="2-D map of the collection (PCA then openTSNE of the served index's vectors; new paintings "
         "placed into the stored map while the index keeps its fit), drawn by `artsim serve` at /map. "
-        "Written to `tables/collection_map.parquet` (objectid, x, y).",
+        "Written to `tables/collection_map.parquet` (objectid, x, y, region; the named regions in its metadata).",
     )
     def collection_map(context: AssetExecutionContext) -> MaterializeResult:
         from ..core.generations import NoGenerationError, load_generation
@@ -44,7 +45,7 @@ def collection_map_assets(settings: Settings) -> list[AssetsDefinition]:
             return MaterializeResult(metadata={"paintings": MetadataValue.int(0)}, data_version=DataVersion("none"))
         done = refresh_collection_map(lake, generation, seed=LAYOUT_SEED)
         context.log.info(f"collection map: {done.mode} ({done.reason}), {len(done.frame)} paintings "
-                         f"in {done.seconds} s")
+                         f"in {len(done.regions)} regions in {done.seconds} s")
         digest = hashlib.sha256(done.frame.round(6).to_csv(index=False).encode()).hexdigest()[:16]
         return MaterializeResult(
             metadata={
@@ -56,6 +57,10 @@ def collection_map_assets(settings: Settings) -> list[AssetsDefinition]:
                 "reason": done.reason,
                 "parquet": MetadataValue.path(str(lake.collection_map_path)),
                 "seconds": MetadataValue.float(done.seconds),
+                "regions": MetadataValue.int(len(done.regions)),
+                "noise_share": MetadataValue.float(round(done.noise_share, 4)),
+                "region_labels": MetadataValue.md("\n".join(
+                    f"- {r['label']} ({r['size']})" for r in done.regions[:40]) or "none"),
             },
             data_version=DataVersion(digest),
         )

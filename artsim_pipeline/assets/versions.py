@@ -29,7 +29,7 @@ CODE_VERSIONS: dict[str, str] = {
     "similarity_head": "1",
     "eval_report": "5",  # 4: the per-refresh part only; the rest is eval_study's; 5: re-ranking (ARTSIM_RERANK)
     "eval_study": "2",  # 2: the re-ranking study
-    "collection_map": "1",
+    "collection_map": "2",
 }
 
 #: Per asset, the output settings that shape it: derived from each setting's declaration (``shapes`` in

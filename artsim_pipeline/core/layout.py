@@ -21,7 +21,9 @@ The layout is stored as Parquet at ``DataLake.collection_map_path``: columns ``o
 ``x``, ``y`` (float64 in [0, 1]); schema metadata ``artsim.generation`` (the index generation it was
 computed from), ``artsim.fit`` (the fit id of that generation: placement is only valid under the
 same fit), ``artsim.layout_transform`` (JSON ``{"scale": s, "offset": [ox, oy]}``) and
-``artsim.layout_format``.
+``artsim.layout_format``. A map with named regions (:mod:`.map_regions`) also has the column
+``region`` (int32, ``-1`` noise) and ``artsim.regions`` (JSON list of the regions' ``id, label, centre,
+size, representatives``), loaded into ``frame.attrs["artsim.layout"]["regions"]``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ GENERATION_KEY = b"artsim.generation"
 FIT_KEY = b"artsim.fit"
 TRANSFORM_KEY = b"artsim.layout_transform"
 FORMAT_KEY = b"artsim.layout_format"
+REGIONS_KEY = b"artsim.regions"
 
 
 class CannotPlace(ValueError):
@@ -179,12 +182,17 @@ def bundle_layout(bundle, seed: int = 0) -> pd.DataFrame:
     return compute_layout(vectors, ids, seed=seed)
 
 
-def save_layout(frame: pd.DataFrame, path: Path, generation: str | None = None, fit: str | None = None) -> None:
+def save_layout(frame: pd.DataFrame, path: Path, generation: str | None = None, fit: str | None = None,
+                regions: list[dict[str, Any]] | None = None) -> None:
     """Write the layout atomically, recording the index generation and fit it was computed under and its
-    normalisation map (from ``frame.attrs``, when it has one)."""
+    normalisation map (from ``frame.attrs``, when it has one); with ``regions``, ``frame`` has a
+    ``region`` column and the regions' descriptions are stored beside it."""
     import pyarrow as pa
 
-    table = pa.Table.from_pandas(frame[["objectid", "x", "y"]], preserve_index=False)
+    columns = ["objectid", "x", "y"] + (["region"] if regions is not None else [])
+    if regions is not None and "region" not in frame.columns:
+        raise ValueError("regions given but the map has no region column")
+    table = pa.Table.from_pandas(frame[columns], preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[FORMAT_KEY] = str(LAYOUT_FORMAT_VERSION).encode()
     if generation:
@@ -194,21 +202,25 @@ def save_layout(frame: pd.DataFrame, path: Path, generation: str | None = None, 
     transform = (frame.attrs.get(ATTRS_KEY) or {}).get("transform")
     if transform:
         meta[TRANSFORM_KEY] = json.dumps(transform).encode()
+    if regions is not None:
+        meta[REGIONS_KEY] = json.dumps(regions).encode()
     write_table(table.replace_schema_metadata(meta), path)
 
 
 def load_layout(path: Path) -> tuple[pd.DataFrame, str | None]:
     """(layout, generation it was computed from or None); raises FileNotFoundError when absent.
 
-    ``frame.attrs["artsim.layout"]`` holds ``generation``, ``fit`` and ``transform`` (None when absent)."""
+    ``frame.attrs["artsim.layout"]`` holds ``generation``, ``fit``, ``transform`` and ``regions`` (None when
+    absent); a map with regions has the ``region`` column too."""
     table = read_table(path)
     meta = table.schema.metadata or {}
     generation, fit = meta.get(GENERATION_KEY), meta.get(FIT_KEY)
-    frame = table.to_pandas()[["objectid", "x", "y"]]
+    regions = json.loads(meta[REGIONS_KEY]) if REGIONS_KEY in meta and "region" in table.column_names else None
+    frame = table.to_pandas()[["objectid", "x", "y"] + (["region"] if regions is not None else [])]
     frame["objectid"] = frame["objectid"].astype("int64")
     transform = json.loads(meta[TRANSFORM_KEY]) if TRANSFORM_KEY in meta else None
     frame.attrs[ATTRS_KEY] = {"generation": generation.decode() if generation else None,
-                              "fit": fit.decode() if fit else None, "transform": transform}
+                              "fit": fit.decode() if fit else None, "transform": transform, "regions": regions}
     return frame, generation.decode() if generation else None
 
 

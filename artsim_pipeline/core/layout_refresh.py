@@ -10,6 +10,12 @@ place, removed ones go, and new or re-embedded ones (vectors differing from thos
 generation) are placed. Otherwise (a refit, no or an unreadable map, the map's generation no longer in
 the lake, too few of its paintings left) the map is laid out from scratch. Either way the result is
 written atomically with the generation id and fit id in its metadata.
+
+Regions (:mod:`.map_regions`): an extended map carries its regions over (kept paintings keep their
+region, new ones join their nearest kept neighbours' region); a from-scratch map (or a stored map
+without regions) is clustered anew. Either way the regions are named again from the catalog
+(``filtered_paintings``; unnamed, ``region <n>``, when the catalog cannot be read) and stored with
+the map.
 """
 
 from __future__ import annotations
@@ -22,14 +28,19 @@ import pandas as pd
 
 from .layout import (ATTRS_KEY, CannotPlace, bundle_vectors, changed_ids, compute_layout, load_layout, place_new,
                      save_layout)
+from .map_regions import carry_regions, describe_regions, fit_regions, noise_share
 
 
 @dataclass(frozen=True)
 class MapRefresh:
-    """What :func:`refresh_collection_map` did: ``mode`` ``full`` or ``placed``, ``placed`` paintings
-    placed into the kept map (0 when full), why (``reason``) and how long it took."""
+    """What :func:`refresh_collection_map` did: the map (with its ``region`` column), its ``regions``
+    (:func:`~.map_regions.describe_regions`) and the share of paintings in none, ``mode`` ``full`` or
+    ``placed``, ``placed`` paintings placed into the kept map (0 when full), why (``reason``) and how
+    long it took."""
 
     frame: pd.DataFrame
+    regions: list
+    noise_share: float
     generation: str
     fit_id: str
     mode: str
@@ -71,7 +82,7 @@ def refresh_collection_map(lake, generation, seed: int = 0) -> MapRefresh:
     started = time.perf_counter()
     fit_mode, fit_id = generation_fit(generation)
     vectors, ids = bundle_vectors(generation.bundles["full"])
-    frame, placed = None, 0
+    frame, placed, previous = None, 0, None
     if fit_mode == "incremental":
         previous, changed, reason = _extendable(lake, generation, fit_id, vectors, ids)
         if previous is not None:
@@ -86,8 +97,31 @@ def refresh_collection_map(lake, generation, seed: int = 0) -> MapRefresh:
     mode = "placed" if frame is not None else "full"
     if frame is None:
         frame = compute_layout(vectors, ids, seed=seed)
-    save_layout(frame, lake.collection_map_path, generation=generation.id, fit=fit_id)
-    return MapRefresh(frame, generation.id, fit_id, mode, placed, reason, round(time.perf_counter() - started, 2))
+    kept = previous[~previous["objectid"].isin(changed)] if mode == "placed" else None  # re-embedded: vote anew
+    regions = name_regions(lake, frame, kept, seed=seed)
+    save_layout(frame, lake.collection_map_path, generation=generation.id, fit=fit_id, regions=regions)
+    return MapRefresh(frame, regions, noise_share(frame["region"].to_numpy()), generation.id, fit_id, mode, placed,
+                      reason, round(time.perf_counter() - started, 2))
 
 
-__all__ = ["MapRefresh", "generation_fit", "refresh_collection_map"]
+def map_catalog(lake) -> pd.DataFrame | None:
+    """The catalog the regions are named from (indexed by objectid), None when it cannot be read."""
+    from .search_resources import load_catalog
+
+    try:
+        return load_catalog(lake, [])
+    except Exception:  # noqa: BLE001 - the regions stay unnamed ("region <n>"), the map still stands
+        return None
+
+
+def name_regions(lake, frame: pd.DataFrame, previous: pd.DataFrame | None, seed: int = 0) -> list:
+    """Set ``frame["region"]`` (carried over from ``previous`` when it has regions, else clustered) and
+    return the regions' descriptions, named from the lake's catalog."""
+    if previous is not None and "region" in previous.columns:
+        frame["region"] = carry_regions(previous, frame)
+    else:
+        frame["region"] = fit_regions(frame, seed=seed)
+    return describe_regions(frame, map_catalog(lake))
+
+
+__all__ = ["MapRefresh", "generation_fit", "map_catalog", "name_regions", "refresh_collection_map"]

@@ -13,8 +13,9 @@ Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``, served offl
   ``GET /api/search?objectid=...`` is the same for an objectid;
 * ``GET /api/paintings/{objectid}`` (with every catalog field under ``metadata``),
   ``GET /api/paintings?q=...`` (pick a painting by title/artist);
-* ``GET /api/map`` — every painting's place on the map (202 while it is being computed);
-  ``GET /api/map/atlas.jpg`` — all thumbnails in one image, in the map's order;
+* ``GET /api/map`` — every painting's place on the map, its region, the named regions and the layouts
+  (202 while it is being computed); ``GET /api/map/atlas.jpg`` — all thumbnails in one image, in the
+  map's order; ``POST /api/map/search`` — search within a selection: :mod:`artsim_pipeline.web.routes_map`;
 * ``GET /thumbs/{objectid}.jpg?size=256`` — resized JPEG from the image cache, with an ``ETag``;
 * ``GET /healthz``; ``/static/...`` — the pages' CSS and JavaScript (``static/``), Swagger UI.
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -49,8 +49,9 @@ from ..core.lake import DataLake, lake_at
 from . import pages
 from .payloads import (FORM_FIELDS, MAX_K, SEARCH_REQUEST_DOC, error_response, int_field, json_value, nga_url,
                        painting_json, search_filters, truthy)
+from .routes_map import map_router
 from .routes_pages import page_router
-from .state import (AtlasCache, atlas_cell, Busy, EngineHolder, MapCache, QueryGate, Served, ThumbnailCache, catalog_row,
+from .state import (Busy, EngineHolder, MapCache, QueryGate, Served, ThumbnailCache, catalog_row,
                     public_message)
 from .uploads import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, UploadError, check_image, parse_multipart,
                       read_body)
@@ -98,7 +99,6 @@ def create_app(
     holder = EngineHolder(lake, factory)
     maps = MapCache(lake, seed=map_seed)
     thumbs = ThumbnailCache()
-    atlases = AtlasCache()
     gate = gate or QueryGate()
     if precompute_map:
         holder.listeners.append(maps.start)
@@ -278,48 +278,8 @@ def create_app(
         return JSONResponse({"count": len(rows), "paintings": [
             painting_json({k: (None if v != v else v) for k, v in r.items()}, int(r["objectid"])) for r in rows]})
 
-    # ------------------------------------------------------------------ map
-    @app.get("/api/map", summary="Every indexed painting's place on the 2-D map of the collection (x, y in [0, 1])")
-    async def api_map(wait: float = Query(2.0, ge=0, le=60)) -> Response:
-        served = served_or_error()
-        if isinstance(served, JSONResponse):
-            return served
-        frame = await run_in_threadpool(maps.get, served, wait)
-        if frame is None:
-            status = maps.source.get(served.generation or "", "computing")
-            if status == "failed":
-                return error_response(500, "the collection map could not be computed (see the server log)")
-            return JSONResponse({"status": "computing", "generation": served.generation}, status_code=202,
-                                headers={"Retry-After": "2"})
-        catalog = served.engine.catalog
-        frame = frame[frame["objectid"].isin(catalog.index)]
-        rows = catalog.loc[frame["objectid"].to_numpy()]
-        return JSONResponse({
-            "status": "ok", "generation": served.generation, "count": int(len(frame)),
-            "source": maps.source.get(served.generation or "", ""),
-            "objectid": [int(v) for v in frame["objectid"]],
-            "x": [round(float(v), 5) for v in frame["x"]], "y": [round(float(v), 5) for v in frame["y"]],
-            "title": rows["title"].fillna("").astype(str).tolist(),
-            "artist": rows["artist"].fillna("").astype(str).tolist(),
-            "style": rows["style"].fillna("").astype(str).tolist(),
-            "atlas": {"url": f"/api/map/atlas.jpg?generation={served.generation or ''}",
-                      "cell": atlas_cell(len(frame)), "cols": max(1, math.ceil(math.sqrt(len(frame))))},
-        })
-
-    @app.get("/api/map/atlas.jpg", summary="Every map painting's thumbnail in one JPEG grid, in /api/map's order")
-    async def api_map_atlas(request: Request) -> Response:
-        served = served_or_error()
-        if isinstance(served, JSONResponse):
-            return served
-        frame = await run_in_threadpool(maps.get, served, 0)
-        if frame is None:
-            return JSONResponse({"status": "computing"}, status_code=202, headers={"Retry-After": "2"})
-        ids = [int(v) for v in frame["objectid"] if int(v) in served.engine.catalog.index]
-        data, _, _, etag = await run_in_threadpool(atlases.get, served, ids)
-        headers = {"ETag": etag, "Cache-Control": "public, max-age=86400"}
-        if etag in request.headers.get("if-none-match", ""):
-            return Response(status_code=304, headers=headers)
-        return Response(data, media_type="image/jpeg", headers=headers)
+    # ------------------------------------------------------------------ map (routes_map)
+    app.include_router(map_router(maps, served_or_error))
 
     # ------------------------------------------------------------------ thumbnails
     @app.get("/thumbs/{objectid}.jpg", summary="A resized JPEG of the painting from the image cache (ETag)")

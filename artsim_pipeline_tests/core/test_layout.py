@@ -125,7 +125,7 @@ def test_saved_map_round_trips_and_extends_like_the_frame(tmp_path, data, fitted
     loaded, generation = load_layout(path)
     assert generation == "gen-a" and loaded.equals(old)
     assert loaded.attrs[ATTRS_KEY] == {"generation": "gen-a", "fit": "fit-1",
-                                       "transform": old.attrs[ATTRS_KEY]["transform"]}
+                                       "transform": old.attrs[ATTRS_KEY]["transform"], "regions": None}
     assert np.array_equal(_xy(place_new(loaded, x, ids, seed=0)), _xy(placed))
 
 
