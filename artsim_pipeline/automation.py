@@ -13,6 +13,9 @@ Turn on the ``artsim_automation`` sensor (UI → Automation) and the daemon keep
   before the catalog and its batches; :data:`COLLECTION` for what follows it in the same run);
 * ``eval_study`` (ablations, learned head, pixel metrics) is not part of a refresh: it runs when missing,
   on new code or settings and at :data:`STUDY_CRON` (:data:`STUDY`);
+* a failed blocking asset check (the catalog's ``no_sudden_shrink``, a batch's ``embeddings_valid``,
+  ``faiss_index``'s ``recall_at_10_vs_exact``) holds what is downstream of it (``_CHECKS_PASSED``), so
+  the served index stays the last good one;
 * a batch whose images failed to download (the ``image_cache`` check ``no_failed_images`` fails) is
   retried at the next ``ARTSIM_REFRESH_CRON`` tick.
 
@@ -35,7 +38,10 @@ AC = AutomationCondition
 # Missing on the very first evaluation (a fresh lake: `since_last_handled` resets on the initial
 # evaluation, so this clause stays outside it) or newly missing later (a new batch).
 _FIRST_MISSING = (AC.missing() & AC.initial_evaluation()).with_label("missing when automation starts")
-_READY = ~AC.any_deps_missing() & ~AC.any_deps_in_progress() & ~AC.in_progress()
+#: A failed blocking check upstream (the catalog's shrink guard, a batch's embeddings, the index's recall)
+#: holds everything below it until the check passes again (assets/checks.py).
+_CHECKS_PASSED = AC.all_deps_blocking_checks_passed()
+_READY = ~AC.any_deps_missing() & ~AC.any_deps_in_progress() & ~AC.in_progress() & _CHECKS_PASSED
 
 CATALOG = (
     ((AC.newly_missing() | AC.any_deps_updated() | AC.code_version_changed()).since_last_handled() | _FIRST_MISSING)
@@ -81,13 +87,14 @@ COLLECTION_ENTRY = (
       | AC.any_deps_updated().ignore(_CATALOG_SELECTION).with_label("a batch updated")
       | AC.any_deps_match(AC.data_version_changed()).allow(_CATALOG_SELECTION).with_label("catalog content changed")
       | AC.code_version_changed()).since_last_handled() | _FIRST_MISSING)
-    & ~_UPSTREAM_UNSETTLED & ~AC.in_progress()
+    & ~_UPSTREAM_UNSETTLED & ~AC.in_progress() & _CHECKS_PASSED
 ).with_label("collection: after the catalog and every batch")
 """``pca_model``: the first collection step. It depends on ``filtered_paintings`` (the catalog it reads) and on
 every batch's embeddings; it waits until all of them exist and none is requested or running, then runs
 when a batch updated, the catalog's content (its data version) changed, its code changed, or it is missing."""
 
-COLLECTION = (AC.eager() | ((AC.code_version_changed().since_last_handled() | _FIRST_MISSING) & _READY)).with_label(
+COLLECTION = ((AC.eager() & _CHECKS_PASSED)
+              | ((AC.code_version_changed().since_last_handled() | _FIRST_MISSING) & _READY)).with_label(
     "collection: after the batches"
 )
 """``faiss_index``, ``similarity_head``, ``eval_report``, ``collection_map``: after ``pca_model``, in the same run."""

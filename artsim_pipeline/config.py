@@ -136,7 +136,12 @@ class Settings:
     epochs: int = setting(0, "ARTSIM_EPOCHS", _int, "output", shapes=("similarity_head", "eval_study"),
                           bounds=(0, 10_000))
     refresh_cron: str = setting("0 4 * * *", "ARTSIM_REFRESH_CRON", str, "deployment")
-    max_shrink: float = setting(0.5, "ARTSIM_MAX_SHRINK", _float, "runtime", bounds=(0.0, 1.0))
+    # the catalog's blocking check no_sudden_shrink: a refresh dropping more than this share is refused
+    max_shrink: float = setting(0.2, "ARTSIM_MAX_SHRINK", _float, "runtime", bounds=(0.0, 1.0))
+    # faiss_index's blocking check: an index finding less of the exact top 10 than this is not published
+    min_recall: float = setting(0.95, "ARTSIM_MIN_RECALL", _float, "runtime", bounds=(0.0, 1.0))
+    # eval_report's warning check: P@5 more than this (absolute) below the previous report
+    max_quality_drop: float = setting(0.05, "ARTSIM_MAX_QUALITY_DROP", _float, "runtime", bounds=(0.0, 1.0))
     # refit the fusion + IVF when this share of paintings is new since the last fit ...
     refit_share: float = setting(0.25, "ARTSIM_REFIT_SHARE", _float, "runtime", bounds=(0.0, 1.0))
     # ... or when new vectors' PCA residual exceeds this multiple of the fit's

@@ -24,6 +24,10 @@ What Dagster lacks, and is therefore written here (each with the reason):
 * Dagster's stale resolver reads the event log several times per batch partition (42 s for a no-change
   plan at 512 batches): :class:`~artsim_pipeline.dagster_stale.PrefetchingStaleStatusResolver` gives it the
   same records from a few bulk reads per asset (same answers; ``artsim bench dagster`` times it);
+* a failed blocking asset check (:mod:`artsim_pipeline.assets.checks`) fails its step, so nothing downstream
+  runs; the run stops with :class:`CheckFailed`, one line naming the check and what to do. Dagster's
+  stale status does not look at checks: an asset whose latest blocking check failed runs again (so the
+  guard holds on every run until the cause is fixed or the override is given);
 * an in-process run has no run monitor: when ``artsim run`` is killed, its run stays ``STARTED`` in
   Dagster's records for ever, and the automation conditions (``~in_progress``) would never request
   that batch again. Every run is tagged with the host and pid of the ``artsim run`` that executes it;
@@ -36,12 +40,14 @@ from __future__ import annotations
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
 from dagster import (
     AssetCheckKey,
     AssetKey,
+    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
@@ -85,6 +91,40 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
             continue
         instance.report_run_failed(run, f"the `artsim run` executing it (pid {pid}) is gone (killed or crashed)")
         failed.append(run.run_id)
+    return failed
+
+
+class CheckFailed(RuntimeError):
+    """A blocking asset check failed: the message names it, its numbers' meaning and what to do (one line)."""
+
+
+def failed_checks(instance: DagsterInstance, run_id: str) -> tuple[list[str], list[str]]:
+    """(failed ERROR checks, failed WARN checks) of run ``run_id``, each as one line naming the check."""
+    from .assets.checks import WHAT_TO_DO
+
+    errors, warnings = [], []
+    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
+        evaluation = entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        where = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
+        partition = getattr(evaluation, "partition", None) or entry.dagster_event.partition
+        hint = evaluation.metadata.get(WHAT_TO_DO)
+        line = f"check {where}{f' ({partition})' if partition else ''} failed" + (f": {hint.value}" if hint else "")
+        (warnings if evaluation.severity.value == "WARN" else errors).append(line)
+    return errors, warnings
+
+
+def blocking_checks_failed(instance: DagsterInstance, graph, keys: list[AssetKey]) -> dict[AssetKey, str]:
+    """``{asset: reason}`` for the unpartitioned ``keys`` whose latest blocking check evaluation failed."""
+    checks = [ck for key in keys for ck in sorted(graph.get(key).check_keys, key=str) if graph.get_check_spec(ck).blocking]
+    if not checks:
+        return {}
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(checks)
+    failed: dict[AssetKey, str] = {}
+    for check_key, record in latest.items():
+        if record is not None and record.status.value == "FAILED":
+            failed.setdefault(check_key.asset_key, f"its check {check_key.name} failed last time")
     return failed
 
 
@@ -149,10 +189,21 @@ class PipelineRunner:
         self.study_keys = {k for k in materializable if self.graph.get(k).tags.get(REFRESH_TAG) == "study"}
 
     def _execute(self, job: str, keys: list[AssetKey], partition: str | None = None) -> None:
-        result = self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, asset_selection=keys, partition_key=partition, run_config=QUIET_RUN_CONFIG,
-            tags={LAUNCHED_BY_TAG: launcher_tag()},
-        )
+        run_id = str(uuid.uuid4())
+        try:
+            result = self.defs.resolve_job_def(job).execute_in_process(
+                instance=self.instance, asset_selection=keys, partition_key=partition, run_config=QUIET_RUN_CONFIG,
+                tags={LAUNCHED_BY_TAG: launcher_tag()}, run_id=run_id,
+            )
+        except Exception:
+            errors, warnings = failed_checks(self.instance, run_id)
+            for line in warnings:
+                self.echo(f"warning: {line}")
+            if errors:  # a blocking check stopped the run: say which, once, instead of Dagster's wrapper
+                raise CheckFailed("; ".join(errors)) from None
+            raise
+        for line in failed_checks(self.instance, run_id)[1]:
+            self.echo(f"warning: {line}")
         if not result.success:  # raise_on_error=True raises first; this guards the rest
             raise RuntimeError(f"{job} run of {[k.to_user_string() for k in keys]} failed")
 
@@ -209,7 +260,8 @@ class PipelineRunner:
             self.echo(f"marked {len(orphans)} run(s) of an interrupted `artsim run` as failed")
         self._execute("artsim_observe_nga", [AssetKey("nga_opendata")])
         damaged = self._damaged()
-        stale = self._stale(self.catalog_keys, also=damaged.get(None))
+        stale = self._stale(self.catalog_keys, also={
+            **blocking_checks_failed(self.instance, self.graph, self.catalog_keys), **damaged.get(None, {})})
         if stale:
             self._run_stage("artsim_catalog", stale, report)
         batches_ran = self._run_batches(report, damaged)
@@ -221,6 +273,8 @@ class PipelineRunner:
             after_batches.update({key: "the catalog was rebuilt" for key in self.collection_keys
                                   if self.graph.get(key).group_name == "catalog" and key not in after_batches})
         after_batches.update({k: v for k, v in damaged.get(None, {}).items() if k in self.collection_keys})
+        for key, reason in blocking_checks_failed(self.instance, self.graph, self.collection_keys).items():
+            after_batches.setdefault(key, reason)
         stale = self._stale(self.collection_keys, also=after_batches)
         if stale:
             try:
@@ -258,10 +312,12 @@ class PipelineRunner:
                 plan.append({"asset": key.to_user_string(), "partition": partition,
                              "status": status if status in ("MISSING", "STALE") else "WILL_RUN", "reason": reason})
 
-        add(self._stale(self.catalog_keys, resolver=resolver))
+        add(self._stale(self.catalog_keys, resolver=resolver,
+                        also=blocking_checks_failed(self.instance, self.graph, self.catalog_keys)))
         for partition, stale in self._batch_plan(resolver):
             add(stale, partition)
-        add(self._stale(self.collection_keys, resolver=resolver))
+        add(self._stale(self.collection_keys, resolver=resolver,
+                        also=blocking_checks_failed(self.instance, self.graph, self.collection_keys)))
         return plan
 
     def _damaged(self) -> dict[str | None, dict[AssetKey, str]]:

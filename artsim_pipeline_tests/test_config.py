@@ -108,7 +108,7 @@ def test_limit_beyond_int64_is_rejected():
 
 
 def test_max_shrink_setting():
-    assert Settings().max_shrink == 0.5
+    assert Settings().max_shrink == 0.2
     assert Settings.from_env({"ARTSIM_MAX_SHRINK": "1.0"}).max_shrink == 1.0
     for raw in ("-0.1", "1.5", "lots"):
         with pytest.raises(ConfigError, match="ARTSIM_MAX_SHRINK"):

@@ -13,7 +13,7 @@ import duckdb
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from dagster import AssetKey, materialize
+from dagster import AssetCheckKey, AssetKey, materialize
 from PIL import Image
 
 from artsim_pipeline.config import Settings
@@ -43,6 +43,13 @@ def catalog_ids(lake) -> list[int]:
         return [r[0] for r in con.execute("SELECT objectid FROM filtered_paintings ORDER BY 1").fetchall()]
 
 
+def latest_check(instance, asset: str, name: str):
+    """The latest evaluation of check ``name`` on ``asset`` (passed, metadata)."""
+    key = AssetCheckKey(AssetKey(asset), name)
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key([key])[key]
+    return record.event.dagster_event.event_specific_data
+
+
 def failure_text(result) -> str:
     return "\n".join(
         str(event.event_specific_data.error) for event in result.all_events if event.event_type_value == "STEP_FAILURE"
@@ -70,14 +77,20 @@ def test_truncated_csv_refresh_is_refused_by_the_shrink_guard(tmp_path, instance
         server.routes["/data/objects.csv"] = full[: cut + 1]  # served with a matching Content-Length
         result = materialize_catalog(settings, instance, raise_on_error=False)
         assert not result.success
-        message = failure_text(result)
-        assert "ARTSIM_MAX_SHRINK" in message and "30 to 14" in message
+        assert "no_sudden_shrink" in failure_text(result)  # the blocking check failed the step
+        check = latest_check(instance, "filtered_paintings", "no_sudden_shrink")
+        assert not check.passed
+        numbers = {key: value.value for key, value in check.metadata.items()}
+        assert numbers["previous_paintings"] == 30 and numbers["offered_paintings"] == 14
+        assert numbers["dropped_share"] == pytest.approx(16 / 30, abs=1e-4) and numbers["max_shrink"] == 0.2
+        assert "ARTSIM_MAX_SHRINK=1" in numbers["what_to_do"]
         assert catalog_ids(lake) == list(range(1, 31))  # the previous table survived
         assert (lake / "tables" / "filtered_paintings.parquet").read_bytes() == parquet_before
 
         confirmed = settings.with_overrides(max_shrink=1.0)
         materialize_catalog(confirmed, instance)
         assert catalog_ids(lake) == list(range(1, 15))
+        assert latest_check(instance, "filtered_paintings", "no_sudden_shrink").passed
 
 
 def test_duplicate_objectid_rows_on_a_fresh_lake_are_dropped_and_reported(tmp_path, instance):

@@ -37,6 +37,8 @@ from ..partitions import IMAGE_BATCHES, image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..automation import CATALOG, COLLECTION_ENTRY, source_observation
 from ..deploy import tags
+from . import checks
+from .common import OWNERS, lake_path
 from .versions import code_version
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -58,6 +60,17 @@ def batch_observations(versions: dict[str, str]) -> list[AssetObservation]:
                          metadata={"fingerprint": version})
         for key, version in sorted(versions.items())
     ]
+
+
+def _row_count(con, table: str) -> int | None:
+    """Rows of ``table``, or None when it does not exist yet (a fresh lake)."""
+    exists = catalog.scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = ? AND "
+                            "table_schema = 'main' AND table_catalog = current_database()", [table])
+    return int(catalog.scalar(con, f"SELECT count(*) FROM {table}")) if exists else None
+
+
+def _columns(con, table: str) -> list[str]:
+    return [row[0] for row in con.execute(f"DESCRIBE {table}").fetchall()]
 
 
 @contextmanager
@@ -82,6 +95,7 @@ def catalog_assets(settings: Settings) -> list:
         specs=[AssetSpec(
             "nga_opendata",
             group_name="catalog",
+            kinds={"csv", "github"},
             # the source setting is its code version: changing ARTSIM_NGA_SOURCE and reloading observes it now
             code_version=code_version("nga_opendata", settings),
             automation_condition=source_observation(settings.refresh_cron),
@@ -100,6 +114,8 @@ def catalog_assets(settings: Settings) -> list:
         code_version=code_version("raw_objects", settings),
         pool=tags.pool("raw_objects"),
         group_name="catalog",
+        kinds={"duckdb", "csv"},
+        owners=OWNERS,
         automation_condition=CATALOG,
         description="The five NGA CSVs loaded into DuckDB (raw_objects, raw_published_images, ...).",
     )
@@ -129,26 +145,44 @@ def catalog_assets(settings: Settings) -> list:
         code_version=code_version("filtered_paintings", settings),
         pool=tags.pool("filtered_paintings"),
         group_name="catalog",
+        kinds={"duckdb", "parquet"},
+        owners=OWNERS,
         automation_condition=CATALOG,
+        check_specs=[
+            checks.spec(checks.REQUIRED_COLUMNS, "filtered_paintings",
+                        "filtered_paintings has every column the batches, search and the evaluation read."),
+            checks.spec(checks.NO_SUDDEN_SHRINK, "filtered_paintings",
+                        "The refresh drops at most ARTSIM_MAX_SHRINK of the paintings of the last materialization "
+                        "(a partial NGA download does that); otherwise the previous table is kept and nothing "
+                        "downstream runs. An intended shrink passes with ARTSIM_MAX_SHRINK=1 (or max_shrink in the "
+                        "launchpad's artsim resource)."),
+        ],
         description="Paintings with a primary open-access IIIF image and an attribution; one SQL query in DuckDB. "
         "Assigns new paintings to image batches (they keep them) and records each batch's version on "
         "`image_batch`. Also written to `tables/filtered_paintings.parquet` with a `batch_key` column. "
         "Rows with a negative or duplicate objectid are kept out and counted (`rejected_*`, table "
-        "`filtered_paintings_rejected`); a refresh that drops more than ARTSIM_MAX_SHRINK of the paintings "
-        "fails and keeps the previous table.",
+        "`filtered_paintings_rejected`). A refresh that drops more than ARTSIM_MAX_SHRINK of the paintings "
+        "fails the blocking check `no_sudden_shrink` and keeps the previous table.",
     )
     def filtered_paintings(context: AssetExecutionContext, duckdb: DuckDBResource, artsim: ArtsimRuntimeResource):
         started = time.perf_counter()
         run_settings = artsim.apply(settings)
         swept = sweep_lake_temp_files(lake)
         with catalog_connection(duckdb) as con:
-            rows = catalog.build_filtered_paintings(con, settings.min_side, settings.limit, run_settings.max_shrink)
+            previous = _row_count(con, "filtered_paintings")
+            baseline = min(previous, settings.limit) if previous is not None and settings.limit > 0 else previous
+            try:
+                rows = catalog.build_filtered_paintings(con, settings.min_side, settings.limit, run_settings.max_shrink)
+            except catalog.ShrinkError as refused:
+                context.log.error(str(refused))
+                return _refused_refresh(con, refused, run_settings.max_shrink, started)
             new_batches = batches.assign_batches(con, settings.batch_size)
             batches.attach_batch_keys(con)
             catalog.export_parquet(con, "filtered_paintings", lake.filtered_paintings_parquet)
             summary = catalog.filtered_paintings_summary(con)
             rejected = catalog.rejected_summary(con)
             fingerprint = catalog.table_fingerprint(con, "filtered_paintings")
+            columns = _columns(con, "filtered_paintings")
             register_batch_views(con)
         versions = batch_versions(lake)
         known = set(context.instance.get_dynamic_partitions(IMAGE_BATCHES))
@@ -168,13 +202,32 @@ def catalog_assets(settings: Settings) -> list:
             metadata={
                 **{key: MetadataValue.int(value) for key, value in summary.items()},
                 **{key: MetadataValue.int(value) for key, value in rejected.items()},
+                "previous_paintings": MetadataValue.int(int(baseline or 0)),
                 "stale_temp_files_removed": MetadataValue.int(swept),
                 "batches": MetadataValue.int(len(versions)),
                 "new_batches": MetadataValue.text(", ".join(new_batches) or "none"),
-                "parquet": MetadataValue.path(str(lake.filtered_paintings_parquet)),
+                "parquet": lake_path(lake, lake.filtered_paintings_parquet),
                 "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
             },
             data_version=DataVersion(fingerprint),
+            check_results=[checks.required_columns_result(columns),
+                           checks.shrink_result(baseline, rows, run_settings.max_shrink, refused=False)],
+        )
+
+    def _refused_refresh(con, refused: catalog.ShrinkError, max_shrink: float, started: float) -> MaterializeResult:
+        """The shrink guard refused the refresh: the previous table stays (same data version, so nothing
+        downstream is stale) and the blocking check fails with the numbers, which stops this run."""
+        return MaterializeResult(
+            metadata={
+                "paintings": MetadataValue.int(int(refused.previous)),
+                "offered_paintings": MetadataValue.int(int(refused.new)),
+                "kept_previous_table": MetadataValue.bool(True),
+                "parquet": lake_path(lake, lake.filtered_paintings_parquet),
+                "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
+            },
+            data_version=DataVersion(catalog.table_fingerprint(con, "filtered_paintings")),
+            check_results=[checks.required_columns_result(_columns(con, "filtered_paintings")),
+                           checks.shrink_result(refused.previous, refused.new, max_shrink, refused=True)],
         )
 
     def register_batch_views(con) -> list[str]:
@@ -187,6 +240,8 @@ def catalog_assets(settings: Settings) -> list:
         code_version=code_version("batch_views", settings),
         pool=tags.pool("batch_views"),
         group_name="catalog",
+        kinds={"duckdb"},
+        owners=OWNERS,
         automation_condition=COLLECTION_ENTRY,
         description="DuckDB views `image_status` (per image: status, reason, bytes, seconds) and `face_crops` in "
         "`catalog.duckdb` over every batch's Parquet files. Batch steps never open `catalog.duckdb` (one writer "
@@ -195,7 +250,8 @@ def catalog_assets(settings: Settings) -> list:
     def batch_views(duckdb: DuckDBResource) -> MaterializeResult:
         with catalog_connection(duckdb) as con:
             created = register_batch_views(con)
-        return MaterializeResult(metadata={"views": MetadataValue.text(", ".join(created) or "none yet")})
+        return MaterializeResult(metadata={"views": MetadataValue.text(", ".join(created) or "none yet"),
+                                           "view_count": MetadataValue.int(len(created))})
 
     @multi_observable_source_asset(
         specs=[
@@ -204,6 +260,7 @@ def catalog_assets(settings: Settings) -> list:
                 partitions_def=image_batches,
                 deps=[filtered_paintings],
                 group_name="catalog",
+                kinds={"parquet"},
                 description="The paintings of one image batch. Its data version is the batch fingerprint "
                 "(objectids, IIIF URLs, NGA modified dates, sizes), recorded by `filtered_paintings`; "
                 "observing it recomputes the fingerprints from `tables/filtered_paintings.parquet`.",

@@ -16,6 +16,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 from ..automation import COLLECTION
 from ..config import Settings
 from ..resources import lake_for
+from .common import OWNERS, lake_path
 from .versions import code_version
 
 LAYOUT_SEED = 0
@@ -29,6 +30,8 @@ def collection_map_assets(settings: Settings) -> list[AssetsDefinition]:
         deps=["faiss_index"],
         code_version=code_version("collection_map", settings),
         group_name="index",
+        kinds={"sklearn", "parquet"},
+        owners=OWNERS,
         automation_condition=COLLECTION,
         description="2-D map of the collection (PCA then openTSNE of the served index's vectors; new paintings "
         "placed into the stored map while the index keeps its fit), drawn by `artsim serve` at /map. "
@@ -55,7 +58,7 @@ def collection_map_assets(settings: Settings) -> list[AssetsDefinition]:
                 "mode": done.mode,
                 "placed": MetadataValue.int(done.placed),
                 "reason": done.reason,
-                "parquet": MetadataValue.path(str(lake.collection_map_path)),
+                "parquet": lake_path(lake, lake.collection_map_path),
                 "seconds": MetadataValue.float(done.seconds),
                 "regions": MetadataValue.int(len(done.regions)),
                 "noise_share": MetadataValue.float(round(done.noise_share, 4)),

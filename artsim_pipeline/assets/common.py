@@ -3,18 +3,31 @@
 * :func:`current_collection`: the collection's aligned vectors for these settings (the core reader
   :func:`artsim_pipeline.core.lake_reads.current_collection`, read once per run);
 * :func:`progress_logger`: progress lines to Dagster's log (the UI) and artsim's logger (``artsim run``).
+* :func:`lake_path` and :data:`OWNERS`: how the asset pages show paths and owners.
 """
 
 from __future__ import annotations
 
 import logging
 
-from dagster import AssetExecutionContext
+from dagster import AssetExecutionContext, MetadataValue
 
 from ..config import Settings
 from ..core.lake import DataLake
 
 log = logging.getLogger("artsim_pipeline.assets")
+
+#: Who answers for the assets (the asset pages' Owners): the team that runs the pipeline.
+OWNERS = ["team:artsim"]
+
+
+def lake_path(lake: DataLake, path) -> MetadataValue:
+    """``path`` as metadata, relative to the lake's root (``tables/filtered_paintings.parquet``), so a copied
+    or moved lake shows paths that still hold; a path outside the lake stays as it is."""
+    text, root = str(path), str(lake.root).rstrip("/")
+    if text.startswith(root + "/"):
+        text = text[len(root) + 1:]
+    return MetadataValue.path(text)
 
 
 def current_collection(settings: Settings, lake: DataLake, all_blocks: bool = False) -> dict:

@@ -21,7 +21,8 @@ from ..core.storage import read_parquet
 from ..core.lake import DataLake
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, lake_for
-from .common import progress_logger
+from . import checks
+from .common import OWNERS, lake_path, progress_logger
 from ..deploy import tags
 from .versions import code_version
 
@@ -55,6 +56,20 @@ def batch_images(lake: DataLake, batch: str) -> pd.DataFrame:
     return usable.merge(faces, on="objectid", how="left").reset_index(drop=True)
 
 
+def _check_vectors(path: Path, expected_rows: int, expected_width: int, model: str):
+    """The ``embeddings_valid`` check of a written batch file: rows, finite values and width of ``full``."""
+    import numpy as np
+
+    from ..core.embedding_store import read_embedding_blocks
+
+    meta, blocks = read_embedding_blocks(path, blocks=["final"])
+    final = blocks.get("final", np.zeros((0, 0), dtype=np.float32))
+    full = final[(meta["variant"] == "full").to_numpy()] if len(meta) else final[:0]
+    finite = int(np.isfinite(full).all(axis=1).sum()) if full.size else 0
+    width = int(full.shape[1]) if full.ndim == 2 and len(full) else 0
+    return checks.embeddings_result(expected_rows, len(full), finite, width, expected_width, model)
+
+
 def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
     """Build the ``embeddings_<model_name>`` asset."""
     lake = lake_for(settings)
@@ -65,8 +80,14 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
         deps=["face_crops"],
         code_version=code_version("embeddings", settings, model=model_name, weights_file=weights_tag(settings.weights)),
         group_name="embeddings",
+        kinds={"pytorch", "parquet"},
+        owners=OWNERS,
         pool=tags.pool("embeddings"), op_tags=tags.op_tags("embeddings"),
         automation_condition=batch_step(),
+        check_specs=[checks.spec(
+            checks.EMBEDDINGS_VALID, f"embeddings_{model_name}", partitions_def=image_batches,
+            description=f"One finite {model_name} vector of the expected width per usable image of the batch "
+            "(variant full); a failure keeps this batch's new vectors out of the index (blocking).")],
         description=f"{model_name} features (classification head removed) of each image "
         "(variant `full`) and of its face crop (variant `face`), one Parquet file per batch.",
     )
@@ -93,6 +114,7 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
             progress=progress_logger(context, batch),
         )
         log.info(f"{model_name} {batch}: {result.rows} vectors, {result.images_per_s:.1f} vectors/s")
+        check = _check_vectors(result.path, expected_rows=len(images), expected_width=model.dim, model=model_name)
         return MaterializeResult(
             metadata={
                 "model": model_name,
@@ -105,9 +127,10 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
                 "face_vectors": MetadataValue.int(result.face_rows),
                 "seconds": MetadataValue.float(round(result.seconds, 2)),
                 "vectors_per_s": MetadataValue.float(round(result.images_per_s, 2)),
-                "parquet": MetadataValue.path(str(result.path)),
+                "parquet": lake_path(lake, result.path),
             },
             data_version=DataVersion(hashlib.sha256(result.path.read_bytes()).hexdigest()[:16]),
+            check_results=[check],
         )
 
     return _embeddings

@@ -2,13 +2,22 @@
 written to ``reports/``."""
 
 import numpy as np
-from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    AssetKey,
+    AssetsDefinition,
+    DataVersion,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
 
 from ..automation import COLLECTION, REFRESH_TAG, STUDY, STUDY_CRON
 from ..config import Settings
 from ..resources import lake_for
 from ..core.lake_reads import catalog_paintings
-from .common import current_collection, progress_logger
+from . import checks
+from .common import OWNERS, current_collection, lake_path, progress_logger
 from .versions import code_version
 
 CATALOG_COLUMNS = ["objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
@@ -103,8 +112,8 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
         "weights": headline["weights"],
         "models": ", ".join(headline["models"]),
         "report": MetadataValue.md(reports.markdown_with_plots(report, files)),
-        "report_json": MetadataValue.path(str(files.json)),
-        "report_markdown": MetadataValue.path(str(files.markdown)),
+        "report_json": lake_path(lake, files.json),
+        "report_markdown": lake_path(lake, files.markdown),
         "seconds": MetadataValue.float(round(float(report["timings_s"]["total"]), 2)),
     })
     learned = report["learned"]
@@ -113,7 +122,21 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
                          for key, key_name in LEARNED_FLOATS.items()})
     if headline.get("warning"):
         metadata["warning"] = headline["warning"]
-    return MaterializeResult(metadata=metadata, data_version=DataVersion(report_fingerprint(report)))
+    check_results = []
+    if not study:
+        k, precision = int(headline["k"]), float(headline["precision_at_k"])
+        previous = _previous_precision(context, name)
+        check_results = [checks.above_chance_result(precision, float(headline["random_precision_at_k"]), k),
+                         checks.quality_drop_result(precision, previous, settings.max_quality_drop, k)]
+    return MaterializeResult(metadata=metadata, data_version=DataVersion(report_fingerprint(report)),
+                             check_results=check_results)
+
+
+def _previous_precision(context: AssetExecutionContext, name: str) -> float | None:
+    """The headline P@K of the previous report (its materialization's metadata), or None."""
+    event = context.instance.get_latest_materialization_event(AssetKey(name))
+    value = event.asset_materialization.metadata.get("precision_at_k") if event is not None else None
+    return float(value.value) if value is not None else None
 
 
 def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
@@ -125,7 +148,15 @@ def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
         deps=["faiss_index"],
         code_version=code_version("eval_report", settings),
         group_name="evaluation",
+        kinds={"python", "json"},
+        owners=OWNERS,
         automation_condition=COLLECTION,
+        check_specs=[
+            checks.spec(checks.ABOVE_CHANCE, "eval_report", "Same-artist P@5 of the served search is above the "
+                        "random baseline (the index finds similar paintings).", blocking=False),
+            checks.spec(checks.NO_QUALITY_DROP, "eval_report", "A warning when P@5 fell more than "
+                        "ARTSIM_MAX_QUALITY_DROP below the previous report.", blocking=False),
+        ],
         description="Per refresh, in seconds: leave-one-out retrieval quality (same artist / same style; P@K, R@K, "
         "mAP@K, mAP with 95% intervals) of visual and hybrid search against a random baseline, and the served "
         "index against exact search. Writes reports/eval_report.{json,md} and precision plots. The ablations, the "
@@ -139,6 +170,8 @@ def evaluation_assets(settings: Settings) -> list[AssetsDefinition]:
         deps=["faiss_index"],
         code_version=code_version(STUDY_ASSET, settings),
         group_name="evaluation",
+        kinds={"python", "pytorch", "json"},
+        owners=OWNERS,
         automation_condition=STUDY,
         tags={REFRESH_TAG: "study"},
         description="The study (minutes): everything eval_report measures plus the fusion ablations (per backbone, "

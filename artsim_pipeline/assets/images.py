@@ -30,7 +30,7 @@ from ..core.image_status import USABLE, check_failure_share, summarize_status, w
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..deploy import tags
-from .common import progress_logger
+from .common import OWNERS, lake_path, progress_logger
 from .versions import code_version
 
 NO_FAILED_IMAGES = "no_failed_images"
@@ -51,6 +51,8 @@ def image_assets(settings: Settings) -> list:
         code_version=code_version("image_cache", settings),
         pool=tags.pool("image_cache"), op_tags=tags.op_tags("image_cache"),
         group_name="images",
+        kinds={"parquet", "jpeg"},
+        owners=OWNERS,
         automation_condition=(BATCH_ENTRY | retry_failed_images(settings.refresh_cron)).with_label(
             "new or changed batch, new code, or retry of failed images"),
         check_specs=[AssetCheckSpec(
@@ -87,7 +89,8 @@ def image_assets(settings: Settings) -> list:
                 "seconds": MetadataValue.float(round(summary["wall_seconds"] or 0.0, 2)),
                 "failure_kinds": MetadataValue.json(summary["failure_kinds"]),
                 "changed_upstream": MetadataValue.int(len(changed)),
-                "status_table": MetadataValue.path(str(status_path)),
+                "failure_share": MetadataValue.float(round(len(failed) / len(status), 4) if len(status) else 0.0),
+                "status_table": lake_path(lake, status_path),
             },
             check_results=[AssetCheckResult(
                 check_name=NO_FAILED_IMAGES,
@@ -111,6 +114,8 @@ def image_assets(settings: Settings) -> list:
         deps=[image_cache],
         code_version=code_version("face_crops", settings),
         group_name="images",
+        kinds={"pytorch", "parquet"},
+        owners=OWNERS,
         automation_condition=batch_step(),
         description="MTCNN faces per image of one batch: count, probabilities, union box and crop box "
         "(`faces/<batch>.parquet`).",
@@ -143,7 +148,7 @@ def image_assets(settings: Settings) -> list:
                 "faces": MetadataValue.int(int(faces["face_count"].sum())),
                 "seconds": MetadataValue.float(round(seconds, 2)),
                 "images_per_s": MetadataValue.float(round(len(faces) / seconds, 2) if seconds else 0.0),
-                "parquet": MetadataValue.path(str(lake.faces_path(batch))),
+                "parquet": lake_path(lake, lake.faces_path(batch)),
             },
             data_version=DataVersion(catalog.frame_fingerprint(faces, [c for c in faces.columns if c != "path"])),
         )

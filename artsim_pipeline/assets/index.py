@@ -23,7 +23,8 @@ from ..config import Settings
 from ..deploy import tags
 from ..core.lake import DataLake
 from ..resources import ArtsimRuntimeResource, lake_for
-from .common import current_collection
+from . import checks
+from .common import OWNERS, current_collection
 from .similarity_head import similarity_head_assets
 from .versions import code_version
 
@@ -54,6 +55,8 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
         pool=tags.pool("pca_model"),
         code_version=pca_config,
         group_name="index",
+        kinds={"scikitlearn", "numpy"},
+        owners=OWNERS,
         automation_condition=COLLECTION_ENTRY,
         description="Per variant (full, face): the models' final and mid-level (ARTSIM_TAPS) features concatenated, "
         "standardised with collection statistics, balanced per block and reduced by PCA (≤ ARTSIM_PCA_DIM). "
@@ -150,13 +153,20 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
         pool=tags.pool("faiss_index"),
         code_version=code_version("faiss_index", settings, layout=INDEX_LAYOUT, head=bool(heads)),
         group_name="index",
+        kinds={"faiss"},
+        owners=OWNERS,
         automation_condition=COLLECTION,
+        check_specs=[checks.spec(
+            checks.RECALL_AT_10, "faiss_index",
+            "The new index finds at least ARTSIM_MIN_RECALL of the exact top 10 (IVF probes against exact search), "
+            "measured before it is published: below it, nothing is published and search keeps the last good "
+            "generation (blocking).")],
         description="FAISS inner-product index (IVF-Flat, or Flat when small) over the fused, L2-normalised "
         "vectors of each variant (the full variant through similarity_head when ARTSIM_EPOCHS > 0); ids are "
-        "objectids. Published with its fusion as one index generation "
-        "(index/generations/<id>/, served through index/CURRENT).",
+        "objectids. Published with its fusion as one index generation (a folder under `index/generations`, "
+        "served through `index/CURRENT`) once its recall@10 passes the check.",
     )
-    def faiss_index(context: AssetExecutionContext) -> MaterializeResult:
+    def faiss_index(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
         from ..core.fusion import transform, with_projection
         from ..core.generations import REQUIRED_VARIANT, current_generation_id, load_staged_fusions, publish_generation
         from ..core.incremental import FitRecord, update_index
@@ -200,10 +210,21 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
             for key in ("index_type", "nlist", "nprobe", "recall_at_10"):
                 if key in bundle.info:
                     value = bundle.info[key]
-                    metadata[f"{variant}_{key}"] = round(value, 4) if isinstance(value, float) else value
+                    metadata[f"{variant}_{key}"] = (MetadataValue.float(round(value, 4)) if isinstance(value, float)
+                                                    else value)
             metadata[f"{variant}_size"] = MetadataValue.int(len(vectors))
 
-        if REQUIRED_VARIANT in parts:
+        min_recall = artsim.apply(settings).min_recall
+        recall = float(parts[REQUIRED_VARIANT][1].info.get("recall_at_10", 1.0)) if REQUIRED_VARIANT in parts else None
+        if recall is not None:
+            metadata["recall_at_10"] = MetadataValue.float(round(recall, 4))
+        if recall is not None and recall < min_recall:  # not published: the served generation stays
+            served_id, version = _served_version(lake)
+            metadata["generation"] = served_id or "none"
+            metadata["swapped"] = False
+            context.log.error(f"recall@10 {recall:.3f} < ARTSIM_MIN_RECALL={min_recall:g}: not published; search "
+                              f"keeps serving generation {served_id or '(none)'}")
+        elif REQUIRED_VARIANT in parts:
             extra: dict[str, object] = {"staged_fusion": staged.stage}
             if fit is not None:
                 if fit.mode == "full":
@@ -229,7 +250,9 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
             metadata["swapped"] = False
             context.log.warning(f"fewer than 2 paintings with vectors: no index built; search keeps serving "
                                 f"generation {served_id or '(none)'}")
-        return MaterializeResult(metadata=metadata, data_version=DataVersion(version))
+        published = recall is not None and recall >= min_recall
+        return MaterializeResult(metadata=metadata, data_version=DataVersion(version),
+                                 check_results=[checks.recall_result(recall, min_recall, published)])
 
     return [pca_model, *heads, faiss_index]
 

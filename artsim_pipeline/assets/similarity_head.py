@@ -22,7 +22,7 @@ from ..config import Settings
 from ..deploy import tags
 from ..core.lake_reads import catalog_paintings
 from ..resources import lake_for
-from .common import current_collection
+from .common import OWNERS, current_collection, lake_path
 from .versions import code_version
 
 
@@ -37,6 +37,8 @@ def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> l
         pool=tags.pool("similarity_head"),
         code_version=code_version("similarity_head", settings),
         group_name="index",
+        kinds={"pytorch"},
+        owners=OWNERS,
         automation_condition=COLLECTION,
         description=f"Linear projection of the fused vectors trained on artist labels (supervised contrastive, "
         f"up to ARTSIM_EPOCHS={settings.epochs} epochs, chosen on held-back artists). faiss_index and search "
@@ -74,7 +76,7 @@ def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> l
                 "train_seconds": MetadataValue.float(float(info["train_seconds"])),
                 "seconds": MetadataValue.float(round(time.perf_counter() - started, 2)),
                 "staged_fusion": staged.stage,
-                "path": MetadataValue.path(str(lake.similarity_head_path)),
+                "path": lake_path(lake, lake.similarity_head_path),
             },
             data_version=DataVersion(sha256_hex(np.ascontiguousarray(head.weight, dtype=np.float32).tobytes())[:16]),
         )

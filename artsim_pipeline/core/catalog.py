@@ -224,7 +224,14 @@ def kept_paintings_sql(candidates: str) -> str:
 
 
 class ShrinkError(CatalogError):
-    """A refresh would drop more paintings than ``ARTSIM_MAX_SHRINK`` allows (e.g. a truncated NGA file)."""
+    """A refresh would drop more paintings than ``ARTSIM_MAX_SHRINK`` allows (e.g. a truncated NGA file).
+
+    ``previous``, ``new`` and ``share`` are the numbers the refusal was decided on (the catalog's check shows them).
+    """
+
+    def __init__(self, message: str, previous: int = 0, new: int = 0, share: float = 0.0) -> None:
+        super().__init__(message)
+        self.previous, self.new, self.share = previous, new, share
 
 
 def check_shrink(previous: int | None, new: int, max_shrink: float, limit: int = 0) -> None:
@@ -244,7 +251,8 @@ def check_shrink(previous: int | None, new: int, max_shrink: float, limit: int =
             f"filtered_paintings would shrink from {baseline} to {new} paintings ({share:.0%} fewer, more than "
             f"ARTSIM_MAX_SHRINK={max_shrink:g}); the previous table is kept. A truncated or partial NGA download "
             "does this. If the drop is expected, rerun with ARTSIM_MAX_SHRINK=1.0 (or a share above "
-            f"{share:.2f}) to accept it."
+            f"{share:.2f}) to accept it.",
+            previous=baseline, new=new, share=share,
         )
 
 
