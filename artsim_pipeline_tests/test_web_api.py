@@ -340,3 +340,77 @@ def test_server_uses_the_lakes_collection_map_when_it_matches(web_lake, tmp_path
         assert cache.source[engine.generation].startswith("computed")
     finally:
         path.unlink(missing_ok=True)
+
+
+def test_browse_an_artist_paged_with_the_total_and_a_message(server):
+    def page(**params):
+        reply = requests.get(server.url + "/api/paintings", params=params, timeout=10)
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    first = page(q="VERMEER", limit=4)
+    assert first["total"] == N_PAINTINGS // 3 and first["count"] == 4 and first["offset"] == 0
+    assert first["artist"] == "Johannes Vermeer" and first["message"] == "6 paintings by Johannes Vermeer"
+    assert first["paintings"] == first["items"]  # the first version's callers read "paintings" and "count"
+    rest = page(q="vermeer", limit=4, offset=4)
+    ids = [p["objectid"] for p in first["items"] + rest["items"]]
+    assert ids == [1000 + i for i in range(N_PAINTINGS) if i % 3 == 2]  # every one, once, in order
+    item = first["items"][0]
+    assert item["thumb_url"] == "/thumbs/1002.jpg?size=256" and item["page_url"] == "/painting/1002"
+    assert item["attribution"] == "Johannes Vermeer" and item["title"] == "Painting 2"
+    assert requests.get(server.url + item["thumb_url"], timeout=10).status_code == 200
+    titled = page(q="painting 1")
+    assert titled["artist"] is None and titled["message"] == f"{titled['total']} paintings match 'painting 1'"
+    none = page(q="Kazimir Malevich")
+    assert none["total"] == 0 and none["items"] == [] and none["suggestions"] == []
+    assert none["message"] == "No painting by or titled 'Kazimir Malevich' in the collection"
+    close = page(q="vermer")
+    assert close["total"] == 0 and close["suggestions"] == ["Johannes Vermeer"]
+    assert "did you mean 'Johannes Vermeer'?" in close["message"]
+    assert page()["total"] == N_PAINTINGS
+    assert requests.get(server.url + "/api/paintings", params={"q": "x", "offset": -1}, timeout=10).status_code == 422
+
+
+def test_facets_list_the_catalogs_values_with_counts(server):
+    reply = requests.get(server.url + "/api/facets", timeout=10)
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["total"] == N_PAINTINGS
+    assert {"value": "Baroque", "count": 12} in body["style"]["values"] and body["style"]["available"]
+    assert {"value": "Claude Monet", "count": 6} in body["artist"]["values"]
+    assert body["medium"]["values"][0] == {"value": "oil on canvas", "count": 12}
+    assert body["years"] == {"available": True, "with_value": N_PAINTINGS, "min": 1630, "max": 1896}
+
+
+def test_load_more_continues_the_ranking_without_repeats(server):
+    def ranks(**params):
+        reply = requests.get(server.url + "/api/search", params={"objectid": 1000, **params}, timeout=30)
+        assert reply.status_code == 200, reply.text
+        return [(r["rank"], r["objectid"]) for r in reply.json()["results"]]
+
+    whole = ranks(k=15)
+    assert ranks(k=5) + ranks(k=5, offset=5) + ranks(k=5, offset=10) == whole
+    posted = requests.post(server.url + "/api/search", data={"objectid": "1000", "k": "4", "offset": "8"}, timeout=30)
+    assert [(r["rank"], r["objectid"]) for r in posted.json()["results"]] == whole[8:12]
+    assert posted.json()["offset"] == 8
+    assert ranks(k=10, offset=N_PAINTINGS) == []  # past the end: nothing more
+    too_deep = requests.get(server.url + "/api/search", params={"objectid": 1000, "k": 100, "offset": 950}, timeout=10)
+    assert too_deep.status_code == 400 and "offset must be between 0 and 900" in too_deep.json()["detail"]
+
+
+def test_an_empty_result_says_which_filter_removed_what(server):
+    body = requests.get(server.url + "/api/search", timeout=10,
+                        params={"objectid": 1000, "artist": "monet", "years": "1600-1610"}).json()
+    assert body["results"] == []
+    assert "artist 'monet' removed 12 of 18 paintings" in body["notes"]
+    assert "years 1600\u20131610 removed 18 of 18 paintings" in body["notes"]
+
+
+def test_bad_upload_messages_name_the_problem_in_words(server):
+    text = post_image(server, b"hello, I am not an image\n", name="notes.txt", mime="text/plain").json()["detail"]
+    assert text.startswith("notes.txt: not an image file we can read (supported: JPEG, PNG"), text
+    assert "Error" not in text  # no exception class
+    big = post_image(server, b"\xff\xd8" + b"\0" * (3 * 1024 * 1024), name="huge.jpg").json()["detail"]
+    assert "too large: 3.0 MB, the limit is 2.0 MB" in big, big
+    empty = post_image(server, b"", name="empty.jpg").json()["detail"]
+    assert empty == "empty.jpg: empty file (0 bytes): choose an image"

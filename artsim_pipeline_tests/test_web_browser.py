@@ -162,14 +162,15 @@ def test_search_box_finds_paintings_by_artist_or_title(tmp_path):
             expect(page.locator("#query-title")).to_contain_text("Diego Velázquez")
             expect(error).to_be_hidden()
 
-            # several: a pick list of them (catalog text as text), a click runs the search
+            # several: a pick list of them as thumbnails, a click on "More like this" runs the search
             box.fill("vermeer")
             box.press("Enter")
-            picks = page.locator("#choices button.pick")
+            picks = page.locator("#choices .card")
             expect(picks).to_have_count(5, timeout=10_000)  # Vermeer's six, less 1017
             expect(picks.first).to_contain_text("Johannes Vermeer")
+            expect(page.locator("#browse-head")).to_have_text("5 paintings by Johannes Vermeer")
             expect(error).to_be_hidden()
-            picks.first.click()
+            picks.first.locator("button.pick").click()
             expect(grid).to_have_attribute("data-query", "objectid 1002", timeout=20_000)
             expect(page.locator("#choices")).to_be_hidden()
             _save(page, tmp_path, "web_text_search.png")
@@ -177,8 +178,9 @@ def test_search_box_finds_paintings_by_artist_or_title(tmp_path):
             # none: a clear message, not "objectid must be an integer"
             box.fill("nobody at all")
             box.press("Enter")
-            expect(error).to_have_text("no painting matches 'nobody at all'", timeout=10_000)
-            assert "integer" not in error.inner_text()
+            expect(page.locator("#choices")).to_have_text("No painting by or titled 'nobody at all' in the collection.",
+                                                          timeout=10_000)
+            assert "integer" not in page.locator("#choices").inner_text()
             assert errors == [], errors
 
 
@@ -222,7 +224,7 @@ def test_detail_view_export_share_link_docs_offline_and_a_phone_width(tmp_path):
                 page.click("#csv")
             rows = list(csv.DictReader(open(info.value.path(), encoding="utf-8")))
             assert [r["objectid"] for r in rows] == shown and rows[0]["artist"] == "Johannes Vermeer"
-            assert set(rows[0]) >= {"rank", "title", "visual", "metadata", "final", "nga_url"}
+            assert set(rows[0]) >= {"rank", "title", "visual", "metadata", "final", "nga_url", "query", "why"}
             with page.expect_download() as info:
                 page.click("#json")
             payload = json.loads(Path(info.value.path()).read_text(encoding="utf-8"))
@@ -278,3 +280,159 @@ def test_detail_view_export_share_link_docs_offline_and_a_phone_width(tmp_path):
                 assert box["x"] + box["width"] <= 390, f"{selector} runs off screen ({box})"
             _save(page, tmp_path, "web_search_390.png")
             assert errors == [], errors
+
+
+def _card_ids(locator) -> list[str]:
+    return locator.evaluate_all("cs => cs.map(c => c.dataset.objectid)")
+
+
+def test_browse_an_artist_load_more_errors_clear_and_a_fuller_export(tmp_path):
+    """An artist + Enter: the artist's paintings as thumbnails with their count; a name not in the collection
+    says so and suggests close names; the filters come from the collection; a non-image upload says so in words
+    and the error clears on the next search; "Load more" adds the next ranks, none twice; the CSV and JSON
+    exports carry the query, each result's why-sentence and numbers, its thumbnail and nga.gov URLs; an empty
+    filtered result says what each filter removed."""
+    import csv
+    import json
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from artsim_pipeline.web.app import create_app
+
+    lake, _ = build_web_lake(tmp_path / "lake")
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("a shopping list, not a picture\n")
+    with LiveServer(create_app(lake, engine_factory(lake))) as live, sync_playwright() as pw:
+        with browser_page(pw, live.url) as (page, errors):
+            box, grid, error, choices = (page.locator("#objectid"), page.locator("#grid"), page.locator("#error"),
+                                         page.locator("#choices"))
+            # the filters the collection has data for, with its values and its span of years
+            expect(page.locator("#filters-note")).to_have_text("Paintings from 1630 to 1896. ", timeout=10_000)
+            expect(page.locator("#artist-list option")).to_have_count(3)
+            assert page.locator("#artist-list option").first.get_attribute("label") == "6 paintings"
+            expect(page.locator("#style")).to_be_visible()
+            assert page.locator("#year_from").get_attribute("placeholder") == "1630"
+
+            # an artist + Enter: every one of their paintings as a thumbnail, with the count
+            box.fill("monet")
+            box.press("Enter")
+            expect(page.locator("#browse-head")).to_have_text("6 paintings by Claude Monet", timeout=10_000)
+            cards = choices.locator(".card")
+            expect(cards).to_have_count(6)
+            for i in range(6):
+                expect(cards.nth(i)).to_contain_text("Claude Monet")
+            expect(cards.first.locator("a.page")).to_have_attribute("href", "/painting/1001")
+            page.wait_for_function("() => [...document.querySelectorAll('#choices img')]"
+                                   ".every(i => i.complete && i.naturalWidth > 0)", timeout=20_000)
+            assert "q=monet" in page.url
+            _save(page, tmp_path, "web_browse_artist.png")
+
+            # a name not in the collection: said in words, with close names offered
+            box.fill("Kazimir Malevich")
+            box.press("Enter")
+            expect(choices).to_contain_text("No painting by or titled 'Kazimir Malevich' in the collection.")
+            expect(choices.locator(".card")).to_have_count(0)
+            box.fill("vermer")
+            box.press("Enter")
+            expect(choices.locator("button.suggestion")).to_have_text(["Johannes Vermeer"], timeout=10_000)
+            _save(page, tmp_path, "web_browse_suggest.png")
+            choices.locator("button.suggestion").click()
+            expect(page.locator("#browse-head")).to_have_text("6 paintings by Johannes Vermeer", timeout=10_000)
+
+            # a non-image upload: the problem in words; the next valid search clears it
+            page.set_input_files("#file", str(not_an_image))
+            expect(error).to_contain_text("notes.txt: not an image file we can read", timeout=10_000)
+            assert "Error" not in error.inner_text() and "Unidentified" not in error.inner_text()
+            _save(page, tmp_path, "web_bad_upload.png")
+            page.click("#clear")
+            page.fill("#k", "5")
+            box.fill("1000")
+            box.press("Enter")
+            expect(grid).to_have_attribute("data-query", "objectid 1000", timeout=20_000)
+            expect(error).to_be_hidden()
+
+            # Load more: the next ranks, in order, none twice, until the collection runs out
+            expect(grid.locator(".card")).to_have_count(5)
+            more = page.locator("#load-more")
+            for shown in (10, 15, N_PAINTINGS):
+                more.click()
+                expect(grid.locator(".card")).to_have_count(shown, timeout=20_000)
+            ranks = grid.locator(".card .rank").all_inner_texts()
+            assert ranks == [str(r) for r in range(1, N_PAINTINGS + 1)], ranks
+            ids = _card_ids(grid.locator(".card"))
+            assert len(set(ids)) == N_PAINTINGS
+            expect(page.locator("#more-row")).to_be_hidden()
+
+            # the export: every shown result, with the query and the why
+            with page.expect_download() as info:
+                page.click("#csv")
+            rows = list(csv.DictReader(open(info.value.path(), encoding="utf-8")))
+            assert [r["objectid"] for r in rows] == ids
+            first = rows[0]
+            assert first["query"] == "objectid 1000" and "k=5" in first["options"]
+            assert first["why"] and "by depth: early layers" in first["why_numbers"]
+            assert first["thumbnail_url"] == f"{live.url}/thumbs/{ids[0]}.jpg?size=256"
+            assert first["nga_url"] == f"https://www.nga.gov/collection/art-object-page.{ids[0]}.html"
+            with page.expect_download() as info:
+                page.click("#json")
+            payload = json.loads(Path(info.value.path()).read_text(encoding="utf-8"))
+            assert payload["query"]["objectid"] == 1000 and payload["query"]["options"]["k"] == "5"
+            assert len(payload["results"]) == N_PAINTINGS and payload["results"][1]["why"]
+            assert payload["results"][1]["explanation"]["depths"]
+
+            # an empty filtered result says what each filter removed
+            page.fill("#artist", "monet")
+            page.fill("#year_from", "1600")
+            page.fill("#year_to", "1610")
+            box.press("Enter")
+            expect(grid).to_contain_text("artist 'monet' removed 12 of 18 paintings", timeout=20_000)
+            expect(grid).to_contain_text("years 1600\u20131610 removed 18 of 18 paintings")
+            assert errors == [], errors
+
+
+BARE = {1000 + i: {"style": None, "medium": None, "beginyear": None, "endyear": None, "displaydate": None}
+        for i in range(N_PAINTINGS)}
+
+
+def test_a_phone_tap_opens_the_why_numbers_and_filters_without_data_hide(tmp_path):
+    """At 390 px with touch: a tap on a result's "The numbers" opens them; on a catalog without style, medium or
+    dates those filters are not offered, and the page says why."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from artsim_pipeline.web.app import create_app
+
+    lake, _ = build_web_lake(tmp_path / "lake", overrides=BARE)
+    with LiveServer(create_app(lake, engine_factory(lake))) as live, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium_path(), headless=True,
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        try:
+            context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+            page = context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(live.url + "/")
+            note = page.locator("#filters-note")
+            expect(note).to_have_text("No painting of this collection has a style, a medium, a date, so those "
+                                      "filters are not offered.", timeout=10_000)
+            for hidden in ("#style", "#medium", "#year_from", "#year_to"):
+                expect(page.locator(hidden)).to_be_hidden()
+            expect(page.locator("#artist")).to_be_visible()
+
+            page.fill("#objectid", "1002")
+            page.press("#objectid", "Enter")
+            card = page.locator("#grid .card").nth(1)
+            expect(card).to_be_visible(timeout=20_000)
+            numbers = card.locator("details.why-numbers")
+            expect(numbers.locator("ul")).to_be_hidden()
+            numbers.locator("summary").tap()
+            expect(numbers.locator("ul")).to_be_visible()
+            expect(numbers).to_contain_text("final features (subject, composition):")
+            expect(numbers).to_contain_text("by backbone")
+            assert numbers.evaluate("d => d.open") is True
+            overflow = page.evaluate("() => document.documentElement.scrollWidth")
+            assert overflow <= 390, f"the page is {overflow} px wide at a 390 px viewport"
+            numbers.scroll_into_view_if_needed()
+            _save(page, tmp_path, "web_why_tap_390.png")
+            assert errors == [], errors
+        finally:
+            browser.close()

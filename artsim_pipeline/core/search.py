@@ -76,7 +76,7 @@ from .explain import summary as explanation_summary
 from .identify import NEAR_DUPLICATE_RANGE, Calibration, best_two, load_calibration
 from .scoring import ScoringWeights, metadata_bonuses, rerank
 from .search_encode import detect_query_faces, forward_inputs, prepare_inputs, stored_vector
-from .search_filters import SearchFilters, allowed_ids
+from .search_filters import SearchFilters, allowed_ids, removal_report
 from .search_query import ParsedQuery, Query, QueryError, parse_query
 from .search_resources import (CATALOG_COLUMNS, blas_controller, catalog_database, catalog_rows, load_catalog,
                                load_checked_models, load_variants, one_blas_thread)
@@ -335,6 +335,7 @@ class SearchEngine:
                              **identification)
         if allowed is not None and allowed.size == 0:
             notes.append("no painting matches the filters")
+            notes.extend(removal_report(self._db, filters))
             timings["total"] = (time.perf_counter() - started) * 1000.0
             return SearchResponse([], notes=notes, timings_ms=timings, **response_args)
 

@@ -107,8 +107,12 @@ def check_image(parsed: ParsedQuery) -> ParsedQuery:
         else:
             with Image.open(parsed.source()) as image:
                 size = image.size  # identifies the format without decoding
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise QueryError(f"query {parsed.label!r} is not a readable image ({type(exc).__name__}: {exc})") from exc
+    except UnidentifiedImageError as exc:
+        raise QueryError(f"query {parsed.label!r} is not a readable image: not an image file we can read "
+                         "(JPEG, PNG, WebP, GIF, BMP, TIFF)") from exc
+    except (OSError, ValueError) as exc:
+        raise QueryError(f"query {parsed.label!r} is not a readable image: the file cannot be opened as an image "
+                         f"({exc})") from exc
     try:
         check_aspect(size, "the image")  # a thin strip would be scaled up to gigabytes
     except AspectRatioError as exc:

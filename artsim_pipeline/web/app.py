@@ -12,7 +12,8 @@ Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``, served offl
   with the options as query parameters also works.
   ``GET /api/search?objectid=...`` is the same for an objectid;
 * ``GET /api/paintings/{objectid}`` (with every catalog field under ``metadata``),
-  ``GET /api/paintings?q=...`` (pick a painting by title/artist);
+  ``GET /api/paintings?q=...&offset=...&limit=...`` (paintings by title/artist, paged) and
+  ``GET /api/facets`` (the filters' values with counts): :mod:`artsim_pipeline.web.routes_browse`;
 * ``GET /api/map`` — every painting's place on the map, its region, the named regions and the layouts
   (202 while it is being computed); ``GET /api/map/atlas.jpg`` — all thumbnails in one image, in the
   map's order; ``POST /api/map/search`` — search within a selection: :mod:`artsim_pipeline.web.routes_map`;
@@ -36,25 +37,24 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from ..core.scoring import fold_text
 from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
 from ..core.lake import DataLake, lake_at
 from . import pages
-from .payloads import (FORM_FIELDS, MAX_K, SEARCH_REQUEST_DOC, error_response, int_field, json_value, nga_url,
-                       painting_json, search_filters, truthy)
+from .payloads import (FORM_FIELDS, MAX_DEPTH, MAX_K, SEARCH_REQUEST_DOC, error_response, int_field, json_value,
+                       nga_url, painting_json, search_filters, truthy)
+from .routes_browse import browse_router
 from .routes_map import map_router
 from .routes_pages import page_router
 from .state import (Busy, EngineHolder, MapCache, QueryGate, Served, ThumbnailCache, catalog_row,
                     public_message)
 from .uploads import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, UploadError, check_image, parse_multipart,
-                      read_body)
+                      read_body, too_large)
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,7 @@ def create_app(
 
     # ------------------------------------------------------------------ pages and status (routes_pages)
     app.include_router(page_router(lake, max_upload_bytes, stale))
+    app.include_router(browse_router(served_or_error))  # /api/paintings?q=..., /api/facets
 
     # ------------------------------------------------------------------ health
     @app.get("/healthz", summary="Is an index served? Which generation, how many paintings, which models")
@@ -159,16 +160,20 @@ def create_app(
     # ------------------------------------------------------------------ search
     def run_search(served: Served, query: Any, fields: dict[str, str]) -> JSONResponse:
         k = int_field(fields.get("k") or 10, "k", 1, MAX_K)
+        offset = int_field(fields.get("offset") or 0, "offset", 0, MAX_DEPTH - k)  # "Load more": ranks past it
         filters = search_filters(fields)
         face_crop = truthy(fields.get("face_crop", ""))
         include_self = truthy(fields.get("include_self", ""))  # an objectid query leaves itself out by default
         if isinstance(query, (bytes, bytearray)):  # the models' work: a few at a time (QueryGate)
             with gate.admit():
-                response = served.engine.search(query, k=k, face_crop=face_crop, filters=filters, include_self=include_self)
+                response = served.engine.search(query, k=offset + k, face_crop=face_crop, filters=filters,
+                                           include_self=include_self)
         else:  # an objectid: index lookups only, never queued behind an upload
-            response = served.engine.search(query, k=k, face_crop=face_crop, filters=filters, include_self=include_self)
+            response = served.engine.search(query, k=offset + k, face_crop=face_crop, filters=filters,
+                                           include_self=include_self)
         payload = response.as_dict()
-        payload["generation"] = served.generation
+        payload["generation"], payload["offset"], payload["k"] = served.generation, offset, k
+        payload["results"] = payload["results"][offset:]
         for result in payload["results"]:
             result.pop("image_path", None)  # a server path; the thumbnail URL stands for it
             result["thumbnail"] = f"/thumbs/{result['objectid']}.jpg"
@@ -212,7 +217,8 @@ def create_app(
         content_type = request.headers.get("content-type", "")
         image = None
         try:
-            body = await read_body(request, max_upload_bytes + 64 * 1024)  # room for the form's other parts
+            # room for the form's other parts; the message names the upload limit
+            body = await read_body(request, max_upload_bytes + 64 * 1024, max_upload_bytes)
             if content_type.startswith("multipart/form-data"):
                 form = parse_multipart(body, content_type)
                 fields.update({k: v for k, v in form.fields.items() if k in FORM_FIELDS})
@@ -220,7 +226,7 @@ def create_app(
                 if upload is not None and upload[1]:
                     image = upload
                 elif upload is not None and not fields.get("objectid"):
-                    raise UploadError(400, f"{upload[0] or 'upload'}: the file is empty")
+                    raise UploadError(400, f"{upload[0] or 'upload'}: empty file (0 bytes): choose an image")
             elif content_type.startswith("application/x-www-form-urlencoded"):
                 from urllib.parse import parse_qsl
 
@@ -228,17 +234,19 @@ def create_app(
             elif body:
                 image = ("upload", body)
             if image is not None and len(image[1]) > max_upload_bytes:
-                raise UploadError(413, f"upload too large: {len(image[1])} bytes > limit {max_upload_bytes} bytes")
+                raise UploadError(413, too_large(image[0], len(image[1]), max_upload_bytes))
         except UploadError as exc:
             return error_response(exc.status, exc.message)
         return await search_request(request, fields, image)
 
     @app.get("/api/search", summary="Find the paintings most similar to a painting of the collection")
     async def api_search_get(request: Request, objectid: int = Query(..., description="the query painting"),
-                             k: int = Query(10, ge=1, le=MAX_K), face_crop: bool = False, include_self: bool = False,
+                             k: int = Query(10, ge=1, le=MAX_K), offset: int = Query(0, ge=0, lt=MAX_DEPTH),
+                             face_crop: bool = False, include_self: bool = False,
                              artist: str | None = None, style: str | None = None, medium: str | None = None,
                              years: str | None = Query(None, examples=["1600-1700"])) -> Response:
-        fields = {k_: str(v) for k_, v in dict(objectid=objectid, k=k, face_crop=face_crop, include_self=include_self,
+        fields = {k_: str(v) for k_, v in dict(objectid=objectid, k=k, offset=offset, face_crop=face_crop,
+                                                include_self=include_self,
                                                 artist=artist,
                                                 style=style, medium=medium, years=years).items() if v is not None}
         return await search_request(request, fields, None)
@@ -257,26 +265,6 @@ def create_app(
         payload["indexed"] = int(objectid) in served.engine.variants["full"].ids
         payload["has_face_vector"] = "face" in served.engine.variants and int(objectid) in served.engine.variants["face"].ids
         return JSONResponse(payload)
-
-    @app.get("/api/paintings", summary="Pick paintings by title or artist (ignores case and accents; best match first)")
-    def api_paintings(q: str = "", limit: int = Query(20, ge=1, le=200)) -> JSONResponse:
-        served = served_or_error()
-        if isinstance(served, JSONResponse):
-            return served
-        catalog = served.engine.catalog
-        text = fold_text(q)
-        if text:
-            titles, artists, ids = served.catalog_text
-            hay = titles + " " + artists + " " + ids
-            found = hay.str.contains(text, regex=False)
-            # 0: the whole title or artist (or the objectid); 1: a title or artist starting with it; 2: anywhere
-            rank = np.where((titles == text) | (artists == text) | (ids == text), 0,
-                            np.where(titles.str.startswith(text) | artists.str.startswith(text), 1, 2))
-            where = np.flatnonzero(found.to_numpy())
-            catalog = catalog.iloc[where[np.argsort(rank[where], kind="stable")]]
-        rows = catalog.head(limit).to_dict("records")
-        return JSONResponse({"count": len(rows), "paintings": [
-            painting_json({k: (None if v != v else v) for k, v in r.items()}, int(r["objectid"])) for r in rows]})
 
     # ------------------------------------------------------------------ map (routes_map)
     app.include_router(map_router(maps, served_or_error))

@@ -7,6 +7,8 @@ field         type      meaning
 ============  ========  ====================================================================
 objectid      int       the query painting (or an ``image`` file / an ``image/*`` body)
 k             int       number of results, 1 to :data:`MAX_K` (default 10)
+offset        int       results to skip ("Load more"): ranks ``offset+1`` to ``offset+k``; at most
+                        :data:`MAX_DEPTH` ranks in all
 face_crop     bool      ``1``/``true``/``on``/``yes``: search with the detected face
 include_self  bool      an objectid query keeps the painting itself among its results (default: left out)
 artist        str       filter (see :mod:`artsim_pipeline.core.search_filters`)
@@ -37,7 +39,9 @@ from .uploads import UploadError
 
 NGA_PAGE = "https://www.nga.gov/collection/art-object-page.{objectid}.html"
 MAX_K = 100
-FORM_FIELDS = ("objectid", "k", "face_crop", "artist", "style", "medium", "years", "year_from", "year_to",
+#: How deep "Load more" goes: ``offset + k`` ranks at most.
+MAX_DEPTH = 1000
+FORM_FIELDS = ("objectid", "k", "offset", "face_crop", "artist", "style", "medium", "years", "year_from", "year_to",
                "include_self")
 
 SEARCH_REQUEST_DOC = {
@@ -51,6 +55,7 @@ SEARCH_REQUEST_DOC = {
                         "image": {"type": "string", "format": "binary", "description": "the query image"},
                         "objectid": {"type": "integer", "description": "or: a painting of the collection"},
                         "k": {"type": "integer", "default": 10, "minimum": 1, "maximum": MAX_K},
+                        "offset": {"type": "integer", "default": 0, "minimum": 0, "maximum": MAX_DEPTH - 1},
                         "face_crop": {"type": "boolean", "default": False},
                         "include_self": {"type": "boolean", "default": False,
                                          "description": "an objectid query keeps the painting itself"},
@@ -130,6 +135,7 @@ def _year(value: Any) -> int | None:
 
 
 __all__ = [
-    "FORM_FIELDS", "MAX_K", "NGA_PAGE", "SEARCH_REQUEST_DOC", "error_response", "int_field", "json_value", "nga_url",
+    "FORM_FIELDS", "MAX_DEPTH", "MAX_K", "NGA_PAGE", "SEARCH_REQUEST_DOC", "error_response", "int_field", "json_value",
+    "nga_url",
     "painting_json", "search_filters", "truthy",
 ]

@@ -32,7 +32,7 @@ from PIL import Image
 
 from ..core.layout import bundle_layout, load_layout
 from ..core.preprocessing import oriented
-from ..core.scoring import fold_text
+from ..core.catalog_text import CatalogText, facets
 from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
 from ..core.storage import readable
@@ -58,12 +58,16 @@ class Served:
         return self.engine.generation
 
     @functools.cached_property
-    def catalog_text(self) -> tuple[pd.Series, pd.Series, pd.Series]:
-        """The catalog's titles and artists folded (case, accents: :func:`fold_text`) and objectids as text,
-        in catalog order: computed once per served generation, not on every text lookup."""
-        catalog = self.engine.catalog
-        return (catalog["title"].fillna("").astype(str).map(fold_text),
-                catalog["artist"].fillna("").astype(str).map(fold_text), catalog["objectid"].astype(str))
+    def catalog_text(self) -> CatalogText:
+        """The catalog's text folded for lookups by title or artist (:mod:`~artsim_pipeline.core.catalog_text`):
+        computed once per served generation, not on every lookup."""
+        return CatalogText(self.engine.catalog)
+
+    @functools.cached_property
+    def facets(self) -> dict[str, Any]:
+        """What the search filters can offer on this catalog, with counts
+        (:func:`~artsim_pipeline.core.catalog_text.facets`)."""
+        return facets(self.engine.catalog)
 
 
 class Busy(Exception):

@@ -20,7 +20,21 @@ DEFAULT_MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_PIXELS = 40_000_000
 #: Formats a browser or a phone sends; anything else is refused before decoding.
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+_FORMATS = "JPEG, PNG, WebP, GIF, BMP, TIFF"
 _MAX_FIELD_BYTES = 64 * 1024  # a text field of the form (objectid, filters)
+
+
+def _mb(n: int) -> str:
+    """Bytes as megabytes in words: ``"25 MB"``, ``"0.4 MB"``."""
+    mb = n / (1024 * 1024)
+    return f"{mb:.0f} MB" if mb >= 10 else f"{mb:.1f} MB" if mb >= 0.1 else f"{n:,} bytes"
+
+
+def too_large(name: str | None, size: int | None, limit: int) -> str:
+    """The message for an upload over ``limit`` bytes: ``"photo.jpg: too large: 25 MB, the limit is 20 MB"``."""
+    what = f"{name}: " if name else ""
+    return (f"{what}too large: {_mb(size)}, the limit is {_mb(limit)}" if size is not None
+            else f"{what}too large: over the limit of {_mb(limit)}")
 
 
 class UploadError(Exception):
@@ -38,20 +52,22 @@ class ParsedForm:
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # name -> (filename, data)
 
 
-async def read_body(request, max_bytes: int) -> bytes:
-    """The request body, refused with 413 as soon as it exceeds ``max_bytes`` (never buffered past it)."""
+async def read_body(request, max_bytes: int, limit_shown: int | None = None) -> bytes:
+    """The request body, refused with 413 as soon as it exceeds ``max_bytes`` (never buffered past it); the
+    message names ``limit_shown`` (the upload limit, without the room left for the form's other fields)."""
+    shown = max_bytes if limit_shown is None else limit_shown
     length = request.headers.get("content-length")
     if length is not None:
         try:
             if int(length) > max_bytes:
-                raise UploadError(413, f"upload too large: {int(length)} bytes > limit {max_bytes} bytes")
+                raise UploadError(413, too_large("upload", int(length), shown))
         except ValueError:
             raise UploadError(400, f"bad Content-Length {length!r}") from None
     chunks, total = [], 0
     async for chunk in request.stream():
         total += len(chunk)
         if total > max_bytes:
-            raise UploadError(413, f"upload too large: more than {max_bytes} bytes")
+            raise UploadError(413, too_large("upload", None, shown))
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -122,25 +138,24 @@ def check_image(data: bytes, max_pixels: int, name: str = "upload") -> tuple[str
     waits for a model slot.
     """
     if not data:
-        raise UploadError(400, f"{name}: the file is empty")
+        raise UploadError(400, f"{name}: empty file (0 bytes): choose an image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 fmt, (width, height) = image.format or "", image.size
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise UploadError(413, f"{name}: image refused as a decompression bomb ({exc})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
-        raise UploadError(415, f"{name}: not an image (supported: {', '.join(ALLOWED_FORMATS)}); "
-                               f"{type(exc).__name__}") from None
+        raise UploadError(413, f"{name}: too many pixels to decode safely (over {max_pixels:,} pixels)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise UploadError(415, f"{name}: not an image file we can read (supported: {_FORMATS})") from None
     if fmt not in ALLOWED_FORMATS:
-        raise UploadError(415, f"{name}: image format {fmt or 'unknown'} is not supported "
-                               f"(supported: {', '.join(ALLOWED_FORMATS)})")
+        raise UploadError(415, f"{name}: a {fmt or 'unknown'} image, a format we do not search "
+                               f"(supported: {_FORMATS})")
     if width < 1 or height < 1:
-        raise UploadError(400, f"{name}: image has no pixels ({width}x{height})")
+        raise UploadError(400, f"{name}: the image has no pixels ({width}x{height})")
     if width * height > max_pixels:
-        raise UploadError(413, f"{name}: {width}x{height} = {width * height} pixels is over the limit of "
-                               f"{max_pixels} pixels")
+        raise UploadError(413, f"{name}: too many pixels: {width}x{height} = {width * height:,} pixels, the limit "
+                               f"is {max_pixels:,} pixels")
     try:
         check_aspect((width, height), name)  # EXIF rotation keeps the ratio
     except AspectRatioError as exc:

@@ -12,16 +12,32 @@ function scoreBar(label, value, digits, cls) {
 }
 // Bar widths are set through the CSSOM (allowed by the page's Content-Security-Policy; style="" attributes are not).
 function sizeBars(root) { for (const el of root.querySelectorAll(".fill[data-width]")) el.style.width = el.dataset.width + "%"; }
-// What agreed (core/explain.py): the summary in words, the numbers behind it on hover.
+// What agreed (core/explain.py): the summary in words; the numbers behind it in a <details> that opens on a
+// tap or a click (a phone has no hover), and on hover as before.
 const DEPTH_NAMES = {early: "early layers (palette, brushwork)", middle: "middle layers (forms, motifs)", final: "final features (subject, composition)"};
+function whyParts(x) {
+  const fmt = (v) => Number(v).toFixed(2);
+  return {
+    depths: Object.entries(x.depths || {}).map(([d, v]) => `${DEPTH_NAMES[d] || d}: ${fmt(v)} (${(x.levels || {})[d]})`),
+    models: Object.entries(x.backbones || {}).map(([m, v]) => `${m}: ${fmt(v)}`),
+    meta: Object.entries(x.metadata || {}).map(([k, v]) => `${k} +${fmt(v)}`),
+  };
+}
+// The numbers on one line (the export's "why_numbers" column).
+function whyNumbers(x) {
+  if (!x) return "";
+  const p = whyParts(x);
+  return ["by depth: " + p.depths.join("; "), "by backbone: " + p.models.join("; ")]
+    .concat(p.meta.length ? ["metadata bonuses: " + p.meta.join("; ")] : []).join(" | ");
+}
 function whyLine(x) {
   if (!x) return "";
-  const fmt = (v) => Number(v).toFixed(2);
-  const depths = Object.entries(x.depths).map(([d, v]) => `${DEPTH_NAMES[d] || d}: ${fmt(v)} (${x.levels[d]})`);
-  const models = Object.entries(x.backbones).map(([m, v]) => `${m}: ${fmt(v)}`);
-  const meta = Object.entries(x.metadata || {}).map(([k, v]) => `${k} +${fmt(v)}`);
-  const title = ["agreement (cosine) by depth", ...depths, "by backbone", ...models].concat(meta.length ? ["metadata bonuses", ...meta] : []).join("\n");
-  return `<p class="why" title="${esc(title)}">${esc(x.summary)}</p>`;
+  const p = whyParts(x);
+  const title = ["agreement (cosine) by depth", ...p.depths, "by backbone", ...p.models].concat(p.meta.length ? ["metadata bonuses", ...p.meta] : []).join("\n");
+  const list = (head, items) => items.length ? `<li class="head">${esc(head)}</li>` + items.map(i => `<li>${esc(i)}</li>`).join("") : "";
+  return `<p class="why" title="${esc(title)}">${esc(x.summary)}</p>` +
+    `<details class="why-numbers"><summary>The numbers</summary><ul>${list("agreement (cosine) by depth", p.depths)}` +
+    `${list("by backbone", p.models)}${list("metadata bonuses", p.meta)}</ul></details>`;
 }
 function resultCard(r, opts) {
   const more = opts && opts.more === false ? "" :

@@ -1,8 +1,13 @@
 // The search page: upload or pick a painting, filters, results as cards, export and a shareable URL.
 "use strict";
 const OPTION_IDS = ["artist", "style", "medium", "year_from", "year_to"];
-let currentFile = null, last = null;  // last: {payload, query} of the results shown
+const MAX_DEPTH = 1000;  // the API's deepest rank ("Load more" stops there)
+let currentFile = null, last = null;  // last: {payload, query, options} of the results shown
 function showError(msg) { const e = $("error"); e.textContent = msg; e.classList.toggle("hidden", !msg); }
+// Every new search or lookup starts clean: no stale error, pick list or browse grid.
+function begin(statusText) { showError(""); hidePicks(); $("status").textContent = statusText || ""; }
+function clearResults() { last = null; $("grid").innerHTML = ""; $("grid").dataset.query = ""; $("query").classList.add("hidden");
+  $("more-row").classList.add("hidden"); }
 function setFile(file) {
   currentFile = file; $("filename").textContent = file ? file.name : "";
   if (file) { $("objectid").value = ""; search({file}); }
@@ -17,39 +22,15 @@ $("drop").addEventListener("drop", (e) => { const f = e.dataTransfer.files[0]; i
 $("form").addEventListener("submit", (e) => {
   e.preventDefault();
   const id = $("objectid").value.trim(), digits = id.match(/^(\d+)(\s|$)/);
-  hidePicks();
+  begin();
   if (digits) search({objectid: digits[1]});  // an objectid, or a pick of the list ("1005 Title")
   else if (id) findByText(id);
   else if (currentFile) search({file: currentFile});
   else showError("Choose or drop an image, or type an objectid, a title or an artist.");
 });
-function hidePicks() { const c = $("choices"); c.replaceChildren(); c.classList.add("hidden"); }
-async function findByText(text) {
-  showError(""); $("status").textContent = "Looking up…";
-  let r, j;
-  try { r = await fetch("/api/paintings?limit=20&q=" + encodeURIComponent(text)); j = await r.json(); }
-  catch (err) { $("status").textContent = ""; showError("The server did not answer: " + err); return; }
-  $("status").textContent = "";
-  if (!r.ok) { showError(j.detail || "the lookup failed"); return; }
-  if (!j.paintings.length) { showError(`no painting matches '${text}'`); return; }
-  if (j.paintings.length === 1) { search({objectid: String(j.paintings[0].objectid)}); return; }
-  const box = $("choices"), head = document.createElement("p"), list = document.createElement("ul");
-  head.textContent = `${j.paintings.length} paintings match '${text}'; pick one:`;
-  for (const p of j.paintings) {
-    const li = document.createElement("li"), b = document.createElement("button");
-    b.type = "button"; b.className = "pick secondary"; b.dataset.objectid = String(p.objectid);
-    b.textContent = `${p.title} — ${p.artist}${p.date ? ", " + p.date : ""} (objectid ${p.objectid})`;
-    li.appendChild(b); list.appendChild(li);
-  }
-  box.replaceChildren(head, list); box.classList.remove("hidden");
-}
-$("choices").addEventListener("click", (e) => {
-  const b = e.target.closest("button.pick"); if (!b) return;
-  hidePicks(); $("objectid").value = b.dataset.objectid; search({objectid: b.dataset.objectid});
-});
 $("clear").addEventListener("click", () => { currentFile = null; last = null; $("file").value = ""; $("filename").textContent = "";
   for (const id of ["objectid", ...OPTION_IDS]) $(id).value = "";
-  $("grid").innerHTML = ""; $("query").classList.add("hidden"); showError(""); hidePicks(); history.replaceState(null, "", "/"); });
+  clearResults(); begin(); history.replaceState(null, "", "/"); });
 let pickTimer = null;
 $("objectid").addEventListener("input", () => {
   clearTimeout(pickTimer);
@@ -71,20 +52,38 @@ function optionParams(objectid) {
   for (const id of OPTION_IDS) if ($(id).value.trim()) p.set(id, $(id).value.trim());
   return p;
 }
-async function search(q) {
-  showError(""); hidePicks(); $("status").textContent = "Searching…";
-  const fd = new FormData();
+// q: {file} or {objectid}; more: fetch the next page of the same search and add it ("Load more").
+async function search(q, more) {
+  begin(more ? "Loading more…" : "Searching…");
+  const fd = new FormData(), options = more ? last.options : optionParams(q.objectid);
   if (q.file) fd.append("image", q.file, q.file.name || "upload");
-  for (const [key, value] of optionParams(q.objectid)) fd.append(key, value);
+  for (const [key, value] of options) fd.append(key, value);
+  if (more) fd.append("offset", String(last.payload.results.length));
   let r, j;
   try { r = await fetch("/api/search", {method: "POST", body: fd}); j = await r.json(); }
   catch (err) { $("status").textContent = ""; showError("The server did not answer: " + err); return; }
   $("status").textContent = "";
   if (!r.ok) { showError(j.detail + (j.hint ? " (" + j.hint + ")" : "")); return; }
-  history.replaceState(null, "", q.objectid ? "/?" + optionParams(q.objectid) : "/");
-  last = {payload: j, query: q};
+  if (more) { appendResults(j); return; }
+  history.replaceState(null, "", q.objectid ? "/?" + options : "/");
+  last = {payload: j, query: q, options};
   render(j, q);
 }
+function appendResults(j) {
+  const seen = new Set(last.payload.results.map(r => r.objectid));
+  const fresh = j.results.filter(r => !seen.has(r.objectid));  // in rank order, none twice
+  last.payload.results.push(...fresh);
+  $("grid").insertAdjacentHTML("beforeend", fresh.map(r => resultCard(r)).join(""));
+  sizeBars($("grid"));
+  updateMore(j.results.length, j.k);
+}
+// "Load more" shows while the last page came back full and the API's depth is not reached.
+function updateMore(got, k) {
+  const shown = last ? last.payload.results.length : 0;
+  $("more-row").classList.toggle("hidden", !(got >= k && shown < MAX_DEPTH));
+  $("load-more").textContent = `Load ${Math.min(k, MAX_DEPTH - shown)} more`;
+}
+$("load-more").addEventListener("click", () => { if (last) search(last.query, true); });
 
 function render(j, q) {
   const img = $("query-img"), box = $("facebox");
@@ -106,10 +105,13 @@ function render(j, q) {
   $("shared").textContent = "";
   $("query").classList.remove("hidden");
   const grid = $("grid");
-  if (!j.results.length) { grid.innerHTML = `<p class="banner info">No painting matches: ${esc(j.notes.join("; ") || "try other filters")}.</p>`; }
+  if (!j.results.length) {  // the notes say what each filter removed (core/search_filters.py)
+    const why = j.notes.filter(n => n !== "no painting matches the filters");
+    grid.innerHTML = `<p class="banner info">No painting matches the filters: ${esc(why.join("; ") || "try other filters")}.</p>`; }
   else grid.innerHTML = j.results.map(r => resultCard(r)).join("");
   sizeBars(grid);
   renderIdentification(grid, j);
+  updateMore(j.results.length, j.k);
   grid.dataset.query = j.query;
   grid.dataset.generation = j.generation || "";
 }
@@ -119,19 +121,34 @@ $("grid").addEventListener("click", (e) => {
   search({objectid: b.dataset.objectid}); window.scrollTo({top: 0, behavior: "smooth"});
 });
 
-// ---- export: what is shown, as a file (works for uploads too: nothing is asked of the server)
-const CSV_COLUMNS = ["rank", "objectid", "title", "artist", "date", "style", "medium", "visual", "metadata", "final", "nga_url"];
+// ---- export: what is shown, as a file (works for uploads too: nothing is asked of the server). Each row carries
+// the query (objectid or image name, and the options), the why-sentence and its numbers, thumbnail and nga.gov URLs.
+const CSV_COLUMNS = ["query", "options", "rank", "objectid", "title", "artist", "date", "style", "medium", "visual",
+  "metadata", "final", "cosine", "why", "why_numbers", "thumbnail_url", "nga_url"];
 function csvCell(v) { const s = String(v ?? ""); return /[",\n\r]/.test(s) || /^[=+\-@]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s; }
 function download(name, type, text) {
   const a = document.createElement("a"); a.href = URL.createObjectURL(new Blob([text], {type})); a.download = name;
   document.body.appendChild(a); a.click(); a.remove(); setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 }
 function exportName(ext) { const q = last.query; return `artsim-${q.objectid ? "objectid-" + q.objectid : "upload"}.${ext}`; }
+function exportQuery() {
+  const q = last.query, options = Object.fromEntries([...last.options].filter(([k]) => k !== "objectid"));
+  return {query: q.objectid ? `objectid ${q.objectid}` : `image ${q.file.name || "upload"}`,
+    objectid: q.objectid ? Number(q.objectid) : null, image: q.file ? (q.file.name || "upload") : null, options,
+    generation: last.payload.generation || null, exported_from: location.origin + "/"};
+}
+function exportRow(r) {
+  return {...r, why: r.explanation ? r.explanation.summary : "", why_numbers: whyNumbers(r.explanation),
+    thumbnail_url: new URL(r.thumbnail + "?size=256", location.origin).href};
+}
 $("csv").addEventListener("click", () => { if (!last) return;
-  const lines = [CSV_COLUMNS.join(",")].concat(last.payload.results.map(r => CSV_COLUMNS.map(c => csvCell(r[c])).join(",")));
+  const q = exportQuery(), options = new URLSearchParams(q.options).toString();
+  const lines = [CSV_COLUMNS.join(",")].concat(last.payload.results.map(exportRow).map(r =>
+    CSV_COLUMNS.map(c => csvCell(c === "query" ? q.query : c === "options" ? options : r[c])).join(",")));
   download(exportName("csv"), "text/csv", lines.join("\r\n") + "\r\n"); });
 $("json").addEventListener("click", () => { if (!last) return;
-  download(exportName("json"), "application/json", JSON.stringify(last.payload, null, 2)); });
+  const out = {...last.payload, query: exportQuery(), results: last.payload.results.map(exportRow)};
+  download(exportName("json"), "application/json", JSON.stringify(out, null, 2)); });
 $("share").addEventListener("click", async () => {
   const url = location.href;
   try { await navigator.clipboard.writeText(url); $("shared").textContent = "link copied"; }
@@ -145,6 +162,7 @@ $("share").addEventListener("click", async () => {
     b.innerHTML = "No search index yet: run <code>artsim run</code> first. " + esc(j.detail || ""); }
   else if (r.ok) { b.className = "banner info";
     b.innerHTML = `${j.indexed} paintings indexed (models ${esc(j.models.join(", "))}). <a href="/status">Status of the collection</a>`; }
+  await loadFacets();
   const p = new URLSearchParams(location.search);
   if (p.get("k")) $("k").value = p.get("k");
   $("face").checked = p.get("face_crop") === "true";
