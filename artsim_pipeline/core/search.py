@@ -56,7 +56,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,7 +65,6 @@ from PIL import UnidentifiedImageError
 from .faces import FaceDetector
 from .fusion import block_models, transform
 from .index import search as index_search
-from .models import LoadedModel, resolve_device
 from .rerank import RerankOptions, ServedDatabase
 from .explain import summary as explanation_summary
 from .scoring import ScoringWeights, metadata_bonuses, rerank
@@ -76,6 +75,9 @@ from .search_resources import (CATALOG_COLUMNS, blas_controller, catalog_databas
                                load_checked_models, load_variants, one_blas_thread)
 from .search_results import SearchResponse, SearchResult, cell_text, make_result
 from .lake import DataLake, lake_at
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +118,9 @@ class SearchEngine:
         self.face_threshold = face_threshold
         self.face_margin = face_margin
         self.face_max_side = face_max_side
-        self.device = resolve_device(device)
+        self._device_name, self._device = device, None
+        if device not in ("auto", "cpu"):
+            _ = self.device  # an explicit accelerator this machine lacks is an error up front, as before
         self.generation, self.variants = load_variants(self.lake)  # the index generation served, its variants
         self.rerank = rerank
         self._databases = {name: ServedDatabase(v.bundle) for name, v in self.variants.items()}
@@ -164,6 +168,16 @@ class SearchEngine:
         return engine
 
     # -- loaded once -----------------------------------------------------------------------------
+    @property
+    def device(self) -> Any:
+        """The torch device the models run on (resolved on first use)."""
+        if self._device is None:
+            # torch here, not at the top: an objectid query needs no model, and importing torch costs ~2 s
+            from .models import resolve_device
+
+            self._device = resolve_device(self._device_name)
+        return self._device
+
     @property
     def detector(self) -> FaceDetector:
         with self._init_lock:
