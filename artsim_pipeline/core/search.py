@@ -196,6 +196,11 @@ class SearchEngine:
         """The backbones, in fusion order (loaded on first use unless ``preload_models``)."""
         return self.load_models()
 
+    @property
+    def models_loaded(self) -> bool:
+        """Whether the backbones are loaded (an image query will not wait for them)."""
+        return self._models is not None
+
     def load_models(self) -> list[LoadedModel]:
         """Load the backbones once; check their weights against the ones the collection was embedded with."""
         if self._models is not None:
