@@ -236,6 +236,8 @@ _NO_BLANK = frozenset({"ARTSIM_DATA_LAKE", "ARTSIM_WORK_DIR"})  # a blank path w
 
 def _valid_cron(text: str) -> bool:
     """Whether Dagster accepts ``text`` as a schedule's cron string (the check the refresh schedule itself gets)."""
+    if text == Settings.refresh_cron:  # the default is valid: every command reads the settings, few need Dagster
+        return True
     from dagster import AssetSelection, DagsterInvalidDefinitionError, ScheduleDefinition
 
     try:

@@ -24,16 +24,19 @@ import math
 import os
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Hashable, Iterable, Iterator, Sequence, Sized, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, Sequence, Sized, TypeVar, Union
 
 import numpy as np
-import torch
 from PIL import Image
 
-from .models import LoadedModel, ModelSpec
 from .preprocessing import central_window, clamp_box, displayed_size, normalize_batch, oriented, prepare_image
 from .progress import Progress
 from .storage import readable
+
+if TYPE_CHECKING:
+    import torch
+
+    from .models import LoadedModel, ModelSpec
 
 K = TypeVar("K", bound=Hashable)
 ImageSource = Union[Image.Image, str, "os.PathLike[str]"]
@@ -118,12 +121,16 @@ def _check_precision(precision: str) -> None:
 
 def _autocast(model: LoadedModel, precision: str) -> contextlib.AbstractContextManager[Any]:
     if precision == "bf16":
+        import torch  # a model is loaded, so torch is already imported (this module's readers need none)
+
         return torch.autocast(device_type=model.device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def forward(model: LoadedModel, x: torch.Tensor, precision: str = "fp32") -> np.ndarray:
     """Bare forward pass of a normalised ``[N, 3, S, S]`` tensor: ``float32 [N, dim]`` array."""
+    import torch  # lazily: the lake's readers (collection, status) import this module and need no model
+
     _check_precision(precision)
     with torch.inference_mode(), _autocast(model, precision):
         y = model.module(x)
@@ -132,6 +139,8 @@ def forward(model: LoadedModel, x: torch.Tensor, precision: str = "fp32") -> np.
 
 def forward_blocks(model: LoadedModel, x: torch.Tensor, precision: str = "fp32") -> dict[str, np.ndarray]:
     """One forward pass with the tap features: ``{"final": [N, dim], "<tap>.<stat>": [N, C], ...}``."""
+    import torch  # lazily, as in forward()
+
     _check_precision(precision)
     with model.capture_taps() as taps, torch.inference_mode(), _autocast(model, precision):
         y = model.module(x)

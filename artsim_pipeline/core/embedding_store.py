@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,9 +27,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .embedding import CROP_COLUMNS, FINAL, CropBox, embed_images, forward_prepared
-from .models import LoadedModel
 from .storage import read_table, write_table
 from .lake import DataLake
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
 
 TAP_PREFIX = "tap:"
 

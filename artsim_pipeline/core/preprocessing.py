@@ -22,10 +22,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 if TYPE_CHECKING:
+    import torch
+
     from .models import ModelSpec
 
 
@@ -158,6 +159,10 @@ def normalize_batch(batch: np.ndarray | torch.Tensor, spec: ModelSpec, device: t
     The NHWC -> NCHW permute is free and already *is* the channels_last layout; a contiguous
     (NCHW) copy is made only when ``channels_last`` is false.
     """
+    # torch here, not at the top: the geometry above serves queries (an objectid search, the aspect check of
+    # an upload) that load no model, and importing torch costs ~2 s and ~300 MB
+    import torch
+
     x = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
     x = x.to(device, non_blocking=True).permute(0, 3, 1, 2)
     x = x.float() if channels_last else x.contiguous().float()

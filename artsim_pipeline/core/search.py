@@ -61,7 +61,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -70,7 +70,6 @@ from PIL import UnidentifiedImageError
 from .faces import FaceDetector
 from .fusion import block_models, transform
 from .index import search as index_search
-from .models import LoadedModel, resolve_device
 from .rerank import RerankOptions, ServedDatabase
 from .explain import summary as explanation_summary
 from .identify import NEAR_DUPLICATE_RANGE, Calibration, best_two, load_calibration
@@ -83,6 +82,9 @@ from .search_resources import (CATALOG_COLUMNS, blas_controller, catalog_databas
 from .search_results import (IMAGE_MATCH_BASIS, SearchResponse, SearchResult, cell_text, hybrid_match_basis,
                              make_result)
 from .lake import DataLake, lake_at
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +125,9 @@ class SearchEngine:
         self.face_threshold = face_threshold
         self.face_margin = face_margin
         self.face_max_side = face_max_side
-        self.device = resolve_device(device)
+        self._device_name, self._device = device, None
+        if device not in ("auto", "cpu"):
+            _ = self.device  # an explicit accelerator this machine lacks is an error up front, as before
         self.generation, self.variants = load_variants(self.lake)  # the index generation served, its variants
         self.rerank = rerank
         self._databases = {name: ServedDatabase(v.bundle) for name, v in self.variants.items()}
@@ -175,6 +179,16 @@ class SearchEngine:
 
     # -- loaded once -----------------------------------------------------------------------------
     @property
+    def device(self) -> Any:
+        """The torch device the models run on (resolved on first use)."""
+        if self._device is None:
+            # torch here, not at the top: an objectid query needs no model, and importing torch costs ~2 s
+            from .models import resolve_device
+
+            self._device = resolve_device(self._device_name)
+        return self._device
+
+    @property
     def detector(self) -> FaceDetector:
         with self._init_lock:
             if self._detector is None:
@@ -191,6 +205,11 @@ class SearchEngine:
     def models(self) -> list[LoadedModel]:
         """The backbones, in fusion order (loaded on first use unless ``preload_models``)."""
         return self.load_models()
+
+    @property
+    def models_loaded(self) -> bool:
+        """Whether the backbones are loaded (an image query will not wait for them)."""
+        return self._models is not None
 
     def load_models(self) -> list[LoadedModel]:
         """Load the backbones once; check their weights against the ones the collection was embedded with."""

@@ -17,23 +17,27 @@ Plain Python (no Dagster). The stages, with the loaded backbones and fusion of
 from __future__ import annotations
 
 import io
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from .embedding import forward_prepared, load_and_prepare
 from .faces import FaceDetector, detect_faces_in_files
 from .fusion import block_key
-from .models import LoadedModel
 from .search_query import ParsedQuery, QueryError
 from .search_resources import IndexVariant
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
 
 CropBox = tuple[float, float, float, float]
 
 
 def prepare_inputs(models: Sequence[LoadedModel], source: Any, crop_box: CropBox | None = None) -> list[np.ndarray]:
     """Each model's ``uint8 [S, S, 3]`` input, prepared exactly like the collection's images."""
+    # the embedding module imports torch (~2 s): only an image query, which has loaded its models, needs it
+    from .embedding import load_and_prepare
+
     arrays = []
     for model in models:
         src = io.BytesIO(source.getvalue()) if isinstance(source, io.BytesIO) else source
@@ -44,6 +48,8 @@ def prepare_inputs(models: Sequence[LoadedModel], source: Any, crop_box: CropBox
 def forward_inputs(models: Sequence[LoadedModel], arrays: Sequence[np.ndarray], precision: str) -> dict[str, np.ndarray]:
     """Every fusion block ``[1, width]`` (each model's final feature and taps) for prepared inputs
     (the bare forward passes, one per model)."""
+    from .embedding import forward_prepared  # torch: only an image query runs a forward pass
+
     blocks: dict[str, np.ndarray] = {}
     for model, array in zip(models, arrays):
         for name, values in forward_prepared(model, array[None], precision, taps=True).items():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import duckdb
 import pandas as pd
@@ -32,11 +32,13 @@ import pandas as pd
 from .fusion import FusionModel
 from .generations import NoGenerationError, load_generation
 from .index import IndexBundle
-from .models import LoadedModel, load_model
 from .search_query import IndexNotBuiltError, QueryError
 from .search_results import cell_text
 from .storage import read_parquet, read_parquet_schema
 from .lake import DataLake
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
 
 #: Catalog columns the engine keeps (``filtered_paintings``).
 CATALOG_COLUMNS = ("objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
@@ -163,6 +165,8 @@ def load_checked_models(lake: DataLake, names: Sequence[str], weights: str, devi
 
     Raises :class:`QueryError` when a model's weights are not the ones its embeddings record; the
     precision is ``default_precision`` unless the embeddings files record exactly one."""
+    from .models import load_model  # torch and the backbones: imported when a query first needs a model
+
     models: list[LoadedModel] = []
     precisions: set[str] = set()
     for name in names:

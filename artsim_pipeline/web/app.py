@@ -26,7 +26,9 @@ response carries a Content-Security-Policy (no inline script or style, no framin
 ``X-Frame-Options``; error bodies never show the server's absolute paths.
 
 The engine (index, catalog, models) is loaded once and reused; a newly published index generation is
-picked up by the next request (see :mod:`artsim_pipeline.web.state`). Uploads stay in memory and are
+picked up by the next request (see :mod:`artsim_pipeline.web.state`). ``artsim serve`` opens its port with
+the index and catalog loaded and loads the models in the background: ``/healthz`` says
+``"image_search": "loading"`` until they are ready, and an upload that arrives first waits for them. Uploads stay in memory and are
 capped in bytes and pixels (see :mod:`artsim_pipeline.web.uploads`).
 """
 
@@ -154,6 +156,8 @@ def create_app(
             "status": "ok", "generation": engine.generation, "paintings": int(len(engine.catalog)),
             "indexed": int(len(engine.variants["full"].ids)), "variants": sorted(engine.variants),
             "models": list(engine.model_names), "reloads": holder.reloads, "limits": app.state.limits,
+            "image_search": served.image_search,
+            **({"image_search_error": public(served.image_search_error)} if served.image_search_error else {}),
             "image_queries": {"running_at_once": gate.running, "queue": gate.waiting, "refused": gate.refused},
         })
 
@@ -302,7 +306,8 @@ def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_uploa
     lake = lake_at(settings.data_lake, settings.work_dir)
 
     def factory() -> SearchEngine:
-        engine = SearchEngine.from_settings(settings, models_explicit=models_explicit)
+        # the models load in the background (EngineHolder): the port opens with the index and catalog loaded
+        engine = SearchEngine.from_settings(settings, models_explicit=models_explicit, preload_models=False)
         for note in engine.notes:
             log.warning("artsim serve: %s", note)
         return engine

@@ -8,6 +8,10 @@ builds a complete new engine (index, catalog, models) while the others keep usin
 new engine then replaces the old one in a single reference assignment, so a request sees one whole
 engine, old or new, never a mix. A failed reload keeps the old engine serving and is retried when the
 pointer changes again.
+
+Models: an engine built without them (``artsim serve``) is served at once and loads them in a background
+thread (:func:`load_models_in_background`; an image query arriving first waits for them); a reload loads
+the new engine's models before the swap, so uploads never wait on a reload.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ class Served:
 
     engine: SearchEngine
     loaded_at: float = field(default_factory=time.time)
+    #: image search: ``ready`` (models loaded), ``loading`` (in the background; uploads wait) or ``failed``
+    image_search: str = "ready"
+    image_search_error: str | None = None
 
     @property
     def generation(self) -> str | None:
@@ -183,6 +190,8 @@ class EngineHolder:
         started = time.perf_counter()
         try:
             engine = self._factory()
+            if current is not None and not engine.models_loaded:
+                engine.load_models()  # a reload: the old engine answers uploads until the new one has its models
         except (IndexNotBuiltError, QueryError) as exc:
             self._error = str(exc)
             self._stamp = stamp
@@ -195,6 +204,10 @@ class EngineHolder:
             log.exception("index reload failed")
             return
         served = Served(engine)
+        if not engine.models_loaded:  # the first engine: objectid queries and pages at once, models behind them
+            served.image_search = "loading"
+            threading.Thread(target=load_models_in_background, args=(served,), daemon=True,
+                             name="artsim-models").start()
         self._served = served  # THE swap: one reference assignment
         self._stamp, self._error = stamp, None
         if current is not None:
@@ -210,6 +223,22 @@ class EngineHolder:
     @property
     def error(self) -> str | None:
         return self._error
+
+
+def load_models_in_background(served: Served) -> None:
+    """Load ``served``'s backbones (an upload arriving meanwhile waits for them in ``engine.models``), warm
+    them up with one small forward pass (the first real upload then runs at model speed) and say so in
+    ``served.image_search``."""
+    started = time.perf_counter()
+    try:
+        engine = served.engine
+        engine.forward(engine.prepare(Image.new("RGB", (64, 64), (128, 128, 128))))
+    except Exception as exc:  # noqa: BLE001 - uploads retry the load and get its error; objectid queries go on
+        served.image_search, served.image_search_error = "failed", str(exc)
+        log.warning("artsim serve: the models could not be loaded: %s", exc)
+        return
+    served.image_search = "ready"
+    log.warning("artsim serve: image search ready (models loaded in %.1fs)", time.perf_counter() - started)
 
 
 class MapCache:
