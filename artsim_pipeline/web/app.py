@@ -300,7 +300,7 @@ def create_app(
             "title": rows["title"].fillna("").astype(str).tolist(),
             "artist": rows["artist"].fillna("").astype(str).tolist(),
             "style": rows["style"].fillna("").astype(str).tolist(),
-            "atlas": {"url": f"/api/map/atlas.jpg?generation={served.generation or ''}",
+            "atlas": {"url": f"/api/map/atlas.jpg?generation={served.generation or ''}&catalog={served.catalog_version}",
                       "cell": atlas_cell(len(frame)), "cols": max(1, math.ceil(math.sqrt(len(frame))))},
         })
 
