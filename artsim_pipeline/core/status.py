@@ -69,6 +69,12 @@ def _read_all(files: list[Path], columns: list[str], errors: list[str]) -> pd.Da
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
+def _in_catalog(rows: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
+    """The rows of paintings still in the catalog (a removed batch's files stay until they are pruned);
+    every row while no catalog was read."""
+    return rows[rows["objectid"].isin(catalog.index)] if len(catalog) else rows
+
+
 def _kind(reason: Any) -> str:
     text = str(reason or "").strip()
     return text.split(":", 1)[0].strip() if text else "unknown"
@@ -157,7 +163,7 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
                          "written": written if len(catalog) else None}
 
     images = _read_all(_batch_files(lake.image_status_dir), ["objectid", "status", "reason"], errors)
-    images = images[images["objectid"].isin(catalog.index)] if len(catalog) else images
+    images = _in_catalog(images, catalog)
     counts = images["status"].value_counts()
     lost = images[images["status"].isin(["failed", "skipped_small"])]
     status["images"] = {
@@ -169,7 +175,7 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
         ).value_counts().items()} if len(lost) else {},
     }
 
-    faces = _read_all(_batch_files(lake.faces_dir), ["objectid", "face_count", "error"], errors)
+    faces = _in_catalog(_read_all(_batch_files(lake.faces_dir), ["objectid", "face_count", "error"], errors), catalog)
     face_errors = faces[faces["error"].fillna("").astype(str) != ""]
     status["faces"] = {"checked": int(len(faces)), "with_face": int((faces["face_count"].fillna(0) > 0).sum()),
                        "errors": int(len(face_errors))}
@@ -183,7 +189,7 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
         model_dirs = []
     for directory in model_dirs:
         files = _batch_files(directory)
-        rows = _read_all(files, ["objectid", "variant"], errors)
+        rows = _in_catalog(_read_all(files, ["objectid", "variant"], errors), catalog)  # not a removed batch's
         full = set(rows.loc[rows["variant"] == "full", "objectid"].astype("int64"))
         embedded_by_model[directory.name] = full
         status["embeddings"][directory.name] = {"paintings": len(full), "files": len(files),
