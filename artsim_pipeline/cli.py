@@ -99,7 +99,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from .core.status import format_status, lake_status
     from .core.lake import lake_at
 
-    status = lake_status(lake_at(settings.data_lake, settings.work_dir), worst=args.worst)
+    status = lake_status(lake_at(settings.data_lake, settings.work_dir), worst=args.worst, raw_keep=settings.raw_keep)
     status["stale"] = dagster_plan(settings)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 1 if status["errors"] else 0

@@ -137,6 +137,8 @@ class Settings:
                           bounds=(0, 10_000))
     refresh_cron: str = setting("0 4 * * *", "ARTSIM_REFRESH_CRON", str, "deployment")
     max_shrink: float = setting(0.5, "ARTSIM_MAX_SHRINK", _float, "runtime", bounds=(0.0, 1.0))
+    #: NGA snapshots kept under ``raw/<version>/`` (the newest, the one loaded always among them); older pruned
+    raw_keep: int = setting(3, "ARTSIM_RAW_KEEP", _int, "runtime", bounds=(1, None))
     # refit the fusion + IVF when this share of paintings is new since the last fit ...
     refit_share: float = setting(0.25, "ARTSIM_REFIT_SHARE", _float, "runtime", bounds=(0.0, 1.0))
     # ... or when new vectors' PCA residual exceeds this multiple of the fit's

@@ -19,6 +19,7 @@ embeddings    model -> ``paintings`` (full-image vectors), ``face_vectors``, ``f
 index         the served generation: ``generation``, ``created``, ``models``, ``indexed``, ``face_indexed``,
               ``recall_at_10``, ``fit`` (``mode`` full | incremental, ``reason``, ``since_fit``, ``share``,
               ``drift``; None for a generation without a fit record); None when nothing is published
+raw           ``snapshots`` (complete NGA snapshots under ``raw/``), ``keep`` (``ARTSIM_RAW_KEEP``, or None)
 rejected      ``catalog_rows`` (``filtered_paintings_rejected``: reason -> count) and ``csv_rows``
               (``raw_rejects``: rows the CSV reader could not parse, file -> count)
 problems      the worst offenders, worst first: ``objectid``, ``title``, ``artist``, ``stage``
@@ -140,10 +141,18 @@ def _index(lake: DataLake, errors: list[str]) -> dict[str, Any] | None:
     }
 
 
-def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
-    """The lake's state (module docstring); ``worst`` offenders are listed (all are counted)."""
+def lake_status(lake: DataLake, worst: int = 20, raw_keep: int | None = None) -> dict[str, Any]:
+    """The lake's state (module docstring); ``worst`` offenders are listed (all are counted); ``raw_keep``
+    is ``ARTSIM_RAW_KEEP`` (how many NGA snapshots ``raw/`` keeps), when the caller knows it."""
+    from .nga_source import raw_snapshots
+
     errors: list[str] = []
     status: dict[str, Any] = {"lake": str(lake.root), "errors": errors, "stale": None}
+    try:
+        status["raw"] = {"snapshots": len(raw_snapshots(lake)), "keep": raw_keep}
+    except OSError as exc:
+        errors.append(f"{lake.root / 'raw'} cannot be listed: {error_line(exc)}")
+        status["raw"] = {"snapshots": 0, "keep": raw_keep}
 
     catalog_path = lake.filtered_paintings_parquet
     catalog: pd.DataFrame | None = None
@@ -259,6 +268,11 @@ def format_status(status: dict[str, Any]) -> str:
             lines.append(f"index fit   {how} (reason: {f['reason']})")
     else:
         lines.append("indexed     no index published yet")
+    raw = status.get("raw") or {}
+    if raw:
+        lines.append(f"raw         {raw['snapshots']} NGA snapshot(s) in raw/"
+                     + (f", the newest {raw['keep']} kept (ARTSIM_RAW_KEEP), older ones pruned after each catalog load"
+                        if raw.get("keep") else ""))
     r = status["rejected"]
     lines.append(f"rejected    catalog rows: {_counts(r['catalog_rows'])}; unreadable CSV rows: {_counts(r['csv_rows'])}")
     stale = status.get("stale")
