@@ -53,10 +53,21 @@ def _check_device(settings: Settings) -> None:
             raise ConfigError(f"{exc} (set ARTSIM_DEVICE=auto or cpu)") from None
 
 
+def _check_models(settings: Settings) -> None:
+    """An unknown model in ``ARTSIM_MODELS`` is a configuration error up front (before the catalog runs)."""
+    from .core.models import available_models
+
+    unknown = [name for name in settings.models if name not in available_models()]
+    if unknown:
+        raise ConfigError(f"ARTSIM_MODELS names unknown model(s) {', '.join(unknown)}; "
+                          f"valid models: {', '.join(available_models())}")
+
+
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from .definitions import build_definitions
     from .runner import PipelineRunner
 
+    _check_models(settings)
     _check_device(settings)  # before the catalog and images are written, not after
     instance = _prepare_instance(settings)
     from .core.lake import lake_at
@@ -88,7 +99,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from .core.status import format_status, lake_status
     from .core.lake import lake_at
 
-    status = lake_status(lake_at(settings.data_lake, settings.work_dir), worst=args.worst)
+    status = lake_status(lake_at(settings.data_lake, settings.work_dir), worst=args.worst, raw_keep=settings.raw_keep)
     status["stale"] = dagster_plan(settings)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 1 if status["errors"] else 0

@@ -142,6 +142,8 @@ class Settings:
     min_recall: float = setting(0.95, "ARTSIM_MIN_RECALL", _float, "runtime", bounds=(0.0, 1.0))
     # eval_report's warning check: P@5 more than this (absolute) below the previous report
     max_quality_drop: float = setting(0.05, "ARTSIM_MAX_QUALITY_DROP", _float, "runtime", bounds=(0.0, 1.0))
+    #: NGA snapshots kept under ``raw/<version>/`` (the newest, the one loaded always among them); older pruned
+    raw_keep: int = setting(3, "ARTSIM_RAW_KEEP", _int, "runtime", bounds=(1, None))
     # refit the fusion + IVF when this share of paintings is new since the last fit ...
     refit_share: float = setting(0.25, "ARTSIM_REFIT_SHARE", _float, "runtime", bounds=(0.0, 1.0))
     # ... or when new vectors' PCA residual exceeds this multiple of the fit's

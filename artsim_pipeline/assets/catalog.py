@@ -31,6 +31,7 @@ from dagster_duckdb import DuckDBResource
 
 from ..config import Settings
 from ..core import batches, catalog
+from ..core.nga_source import prune_raw_snapshots
 from ..core.temp_sweep import sweep_lake_temp_files
 from ..core.storage import read_parquet
 from ..partitions import IMAGE_BATCHES, image_batches
@@ -130,11 +131,13 @@ def catalog_assets(settings: Settings) -> list:
         context.log.info(f"NGA snapshot {snapshot.version} from {source.location}")
         with catalog_connection(duckdb) as con:
             counts = catalog.load_raw_tables(con, snapshot)
+        pruned = prune_raw_snapshots(lake, artsim.apply(settings).raw_keep, snapshot.version)  # after a good load
         return MaterializeResult(
             metadata={
                 "source": source.location,
                 "source_version": snapshot.version,
                 **{f"rows_{name}": MetadataValue.int(count) for name, count in counts.items()},
+                "raw_snapshots_pruned": MetadataValue.text(", ".join(pruned) or "none"),
                 "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
             },
             data_version=DataVersion(snapshot.version),

@@ -183,11 +183,15 @@ class DataLake:
 def lake_at(location: Path | str, work_dir: Path | str | None = None, *, absolute: bool = False) -> DataLake:
     """The lake at ``location`` (a directory or an ``s3://bucket/prefix`` URL) with its ``work_dir``.
 
-    With ``absolute``, local paths (the root, the work directory) are made absolute.
+    With ``absolute``, local paths (the root, the work directory) are made absolute. A local ``location``
+    that is a file is a :class:`NotADirectoryError` naming ``ARTSIM_DATA_LAKE``.
     """
     root = lake_path(location)
     if is_remote(root):
         work = Path(work_dir) if work_dir is not None else DEFAULT_WORK_DIR
         return DataLake(root, work.expanduser().resolve() if absolute else work)
+    if root.expanduser().exists() and not root.expanduser().is_dir():
+        raise NotADirectoryError(f"ARTSIM_DATA_LAKE={location} is a file, not a directory: point ARTSIM_DATA_LAKE "
+                                 "at a directory (it is created when missing)")
     return DataLake(root.expanduser().resolve() if absolute else root)
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .http import FetchError, HttpClient, IncompleteBodyError
-from .storage import atomic_path, atomic_write_text, is_remote
+from .storage import atomic_path, atomic_write_text, is_remote, remove_tree
 from .lake import DataLake
 
 NGA_FILES = ("objects", "published_images", "constituents", "objects_constituents", "objects_terms")
@@ -196,6 +196,38 @@ class NgaSource:
                 tag = hashlib.sha256(self.client.get(self.file_url(name), stream=False).content).hexdigest()
             parts.append(f"{name}:{tag}")
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def raw_snapshots(lake: DataLake) -> list[Path]:
+    """The complete snapshots under ``raw/`` (a ``snapshot.json`` each), newest first (by that file's time)."""
+    raw = lake.root / "raw"
+    try:
+        dirs = [d for d in raw.iterdir() if d.is_dir() and d.name.startswith("v") and (d / "snapshot.json").is_file()]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+    def written(directory: Path) -> float:
+        info = (directory / "snapshot.json").stat()
+        return float(getattr(info, "st_mtime", 0.0) or 0.0)
+
+    return sorted(dirs, key=lambda d: (written(d), d.name), reverse=True)
+
+
+def prune_raw_snapshots(lake: DataLake, keep: int, loaded: str) -> list[str]:
+    """Remove all but the ``keep`` newest complete snapshots of ``raw/``, never the one ``loaded`` (the
+    catalog just read it: it counts as the newest); returns the versions removed. A folder without its
+    ``snapshot.json`` (a download in progress, or killed) is left alone."""
+    keep = max(1, int(keep))
+    current = lake.raw_dir(loaded)
+    if not is_remote(current):
+        with contextlib.suppress(OSError):
+            (current / "snapshot.json").touch()  # loaded again: it is the newest now
+    snapshots = [d for d in raw_snapshots(lake) if d.name != current.name]
+    removed = []
+    for directory in snapshots[keep - 1:]:
+        remove_tree(directory)
+        removed.append(directory.name)
+    return removed
 
 
 class IncompleteSourceError(SourceError):

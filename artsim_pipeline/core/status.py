@@ -19,6 +19,7 @@ embeddings    model -> ``paintings`` (full-image vectors), ``face_vectors``, ``f
 index         the served generation: ``generation``, ``created``, ``models``, ``indexed``, ``face_indexed``,
               ``recall_at_10``, ``fit`` (``mode`` full | incremental, ``reason``, ``since_fit``, ``share``,
               ``drift``; None for a generation without a fit record); None when nothing is published
+raw           ``snapshots`` (complete NGA snapshots under ``raw/``), ``keep`` (``ARTSIM_RAW_KEEP``, or None)
 rejected      ``catalog_rows`` (``filtered_paintings_rejected``: reason -> count) and ``csv_rows``
               (``raw_rejects``: rows the CSV reader could not parse, file -> count)
 problems      the worst offenders, worst first: ``objectid``, ``title``, ``artist``, ``stage``
@@ -67,6 +68,12 @@ def _read_all(files: list[Path], columns: list[str], errors: list[str]) -> pd.Da
         except Exception as exc:  # noqa: BLE001 - a damaged file is reported, the rest still counted
             errors.append(f"{path} cannot be read: {error_line(exc)}")
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
+
+
+def _in_catalog(rows: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
+    """The rows of paintings still in the catalog (a removed batch's files stay until they are pruned);
+    every row while no catalog was read."""
+    return rows[rows["objectid"].isin(catalog.index)] if len(catalog) else rows
 
 
 def _kind(reason: Any) -> str:
@@ -134,10 +141,18 @@ def _index(lake: DataLake, errors: list[str]) -> dict[str, Any] | None:
     }
 
 
-def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
-    """The lake's state (module docstring); ``worst`` offenders are listed (all are counted)."""
+def lake_status(lake: DataLake, worst: int = 20, raw_keep: int | None = None) -> dict[str, Any]:
+    """The lake's state (module docstring); ``worst`` offenders are listed (all are counted); ``raw_keep``
+    is ``ARTSIM_RAW_KEEP`` (how many NGA snapshots ``raw/`` keeps), when the caller knows it."""
+    from .nga_source import raw_snapshots
+
     errors: list[str] = []
     status: dict[str, Any] = {"lake": str(lake.root), "errors": errors, "stale": None}
+    try:
+        status["raw"] = {"snapshots": len(raw_snapshots(lake)), "keep": raw_keep}
+    except OSError as exc:
+        errors.append(f"{lake.root / 'raw'} cannot be listed: {error_line(exc)}")
+        status["raw"] = {"snapshots": 0, "keep": raw_keep}
 
     catalog_path = lake.filtered_paintings_parquet
     catalog: pd.DataFrame | None = None
@@ -157,7 +172,7 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
                          "written": written if len(catalog) else None}
 
     images = _read_all(_batch_files(lake.image_status_dir), ["objectid", "status", "reason"], errors)
-    images = images[images["objectid"].isin(catalog.index)] if len(catalog) else images
+    images = _in_catalog(images, catalog)
     counts = images["status"].value_counts()
     lost = images[images["status"].isin(["failed", "skipped_small"])]
     status["images"] = {
@@ -169,7 +184,7 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
         ).value_counts().items()} if len(lost) else {},
     }
 
-    faces = _read_all(_batch_files(lake.faces_dir), ["objectid", "face_count", "error"], errors)
+    faces = _in_catalog(_read_all(_batch_files(lake.faces_dir), ["objectid", "face_count", "error"], errors), catalog)
     face_errors = faces[faces["error"].fillna("").astype(str) != ""]
     status["faces"] = {"checked": int(len(faces)), "with_face": int((faces["face_count"].fillna(0) > 0).sum()),
                        "errors": int(len(face_errors))}
@@ -183,7 +198,7 @@ def lake_status(lake: DataLake, worst: int = 20) -> dict[str, Any]:
         model_dirs = []
     for directory in model_dirs:
         files = _batch_files(directory)
-        rows = _read_all(files, ["objectid", "variant"], errors)
+        rows = _in_catalog(_read_all(files, ["objectid", "variant"], errors), catalog)  # not a removed batch's
         full = set(rows.loc[rows["variant"] == "full", "objectid"].astype("int64"))
         embedded_by_model[directory.name] = full
         status["embeddings"][directory.name] = {"paintings": len(full), "files": len(files),
@@ -253,6 +268,11 @@ def format_status(status: dict[str, Any]) -> str:
             lines.append(f"index fit   {how} (reason: {f['reason']})")
     else:
         lines.append("indexed     no index published yet")
+    raw = status.get("raw") or {}
+    if raw:
+        lines.append(f"raw         {raw['snapshots']} NGA snapshot(s) in raw/"
+                     + (f", the newest {raw['keep']} kept (ARTSIM_RAW_KEEP), older ones pruned after each catalog load"
+                        if raw.get("keep") else ""))
     r = status["rejected"]
     lines.append(f"rejected    catalog rows: {_counts(r['catalog_rows'])}; unreadable CSV rows: {_counts(r['csv_rows'])}")
     stale = status.get("stale")

@@ -17,8 +17,10 @@ Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``, served offl
 * ``GET /api/map`` — every painting's place on the map, its region, the named regions and the layouts
   (202 while it is being computed); ``GET /api/map/atlas.jpg`` — all thumbnails in one image, in the
   map's order; ``POST /api/map/search`` — search within a selection: :mod:`artsim_pipeline.web.routes_map`;
-* ``GET /thumbs/{objectid}.jpg?size=256`` — resized JPEG from the image cache, with an ``ETag``;
+* ``GET /thumbs/{objectid}.jpg?size=256`` — resized JPEG from the image cache, with an ``ETag`` and
+  ``Cache-Control: no-cache`` (revalidated: 304 while the image is unchanged);
 * ``GET /healthz``; ``/static/...`` — the pages' CSS and JavaScript (``static/``), Swagger UI.
+  Every ``GET`` route answers ``HEAD`` too (:mod:`artsim_pipeline.web.head`).
 
 Image queries pass a :class:`~artsim_pipeline.web.state.QueryGate` (a few at a time, a bounded queue,
 then 503 with ``Retry-After``); objectid queries need no model and never wait behind them. Every
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -48,6 +51,7 @@ from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
 from ..core.lake import DataLake, lake_at
 from . import pages
+from .head import HeadAsGet
 from .payloads import (FORM_FIELDS, MAX_DEPTH, MAX_K, SEARCH_REQUEST_DOC, error_response, int_field, json_value,
                        nga_url, painting_json, search_filters, truthy)
 from .routes_browse import browse_router
@@ -61,6 +65,8 @@ from .uploads import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, UploadError,
 log = logging.getLogger(__name__)
 
 THUMB_SIZES = (64, 128, 256, 512, 1024)
+#: Thumbnails are revalidated on every use (a replaced image shows at once; unchanged: a 304 by ETag).
+THUMB_CACHE = "no-cache"
 SECURITY_HEADERS = {
     # the pages load their scripts and styles from /static only; images may be blobs (the query preview)
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
@@ -121,6 +127,7 @@ def create_app(
     # Swagger UI's own files first: the /static mount would otherwise answer its paths with 404
     app.mount("/static/swagger-ui", StaticFiles(directory=pages.swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
+    app.add_middleware(HeadAsGet)  # HEAD answered wherever GET is
 
     @app.middleware("http")
     async def security_headers(request: Request, call_next):
@@ -286,15 +293,31 @@ def create_app(
         try:
             etag = thumbs.etag_for(path, size)
             if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
-                return Response(status_code=304, headers={"ETag": etag, "Cache-Control": "public, max-age=3600"})
+                return Response(status_code=304, headers={"ETag": etag, "Cache-Control": THUMB_CACHE})
             data, etag = thumbs.get(path, size)
         except OSError as exc:
             log.warning("thumbnail of %s: %s", objectid, exc)
             return error_response(404, f"the cached image of objectid {objectid} cannot be read ({type(exc).__name__})")
         return Response(data, media_type="image/jpeg",
-                        headers={"ETag": etag, "Cache-Control": "public, max-age=3600"})
+                        headers={"ETag": etag, "Cache-Control": THUMB_CACHE})
 
     return app
+
+
+def exposure_warning(host: str) -> str | None:
+    """A warning when ``host`` is not a loopback address: the server has no authentication."""
+    import ipaddress
+
+    name = host.strip().strip("[]")
+    try:
+        loopback = ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        loopback = name.lower() in ("localhost", "localhost.localdomain")
+    if loopback:
+        return None
+    return (f"artsim serve: WARNING: listening on {host}, reachable from other machines; the server has no "
+            "authentication (anyone who reaches it can search and upload). Use the default 127.0.0.1, or put "
+            "it behind a proxy that authenticates.")
 
 
 def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_upload_mb: float = 20.0,
@@ -314,6 +337,9 @@ def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_uploa
 
     app = create_app(lake, factory, max_upload_bytes=int(max_upload_mb * 1024 * 1024), max_pixels=max_pixels,
                      stale=stale)
+    warning = exposure_warning(host)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     print(f"artsim serve: data lake {lake.root if lake.is_remote else lake.root.resolve()}; open http://{host}:{port}/", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
     return 0

@@ -83,7 +83,7 @@ def map_payload(served: Served, frame: pd.DataFrame, source: str) -> dict[str, A
         "regions": regions,
         "layouts": {"similarity": {"x": "x", "y": "y"}, "date": {"x": rounded(dx), "y": rounded(dy), "axis": axis},
                     "grid": {"x": rounded(gx), "y": rounded(gy), "cols": cols}},
-        "atlas": {"url": f"/api/map/atlas.jpg?generation={served.generation or ''}",
+        "atlas": {"url": f"/api/map/atlas.jpg?generation={served.generation or ''}&catalog={served.catalog_version}",
                   "cell": atlas_cell(len(kept)), "cols": max(1, math.ceil(math.sqrt(len(kept))))},
     }
 

@@ -41,6 +41,7 @@ from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
 from ..core.storage import readable
 from ..core.lake import DataLake
+from .catalog_watch import CatalogWatch, catalog_version
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,11 @@ class Served:
         """What the search filters can offer on this catalog, with counts
         (:func:`~artsim_pipeline.core.catalog_text.facets`)."""
         return facets(self.engine.catalog)
+
+    @functools.cached_property
+    def catalog_version(self) -> str:
+        """Content hash of the catalog this engine answers from (:mod:`~artsim_pipeline.web.catalog_watch`)."""
+        return catalog_version(self.engine.catalog)
 
 
 class Busy(Exception):
@@ -144,6 +150,7 @@ class EngineHolder:
         self._polled: tuple[float, tuple | None] | None = None  # remote lake: (when, stamp) of the last read
         self.reloads = 0
         self.listeners: list[Callable[[Served], None]] = []
+        self.catalog = CatalogWatch(lake)  # the catalog is followed too, not only the generation
 
     def _pointer_stamp(self) -> tuple | None:
         if self.lake.is_remote:
@@ -180,7 +187,21 @@ class EngineHolder:
         served = self._served
         if served is None:
             raise IndexNotBuiltError(self._error or "no search index; run `artsim run` first")
-        return served
+        return self._follow_catalog(served)
+
+    def _follow_catalog(self, served: Served) -> Served:
+        """``served``, or its engine answering from the catalog when the catalog changed (one request
+        reloads it, the others keep the served one): see :mod:`~artsim_pipeline.web.catalog_watch`."""
+        if not self.catalog.changed() or not self._reload_lock.acquire(blocking=False):
+            return served
+        try:
+            current = self._served or served
+            engine = self.catalog.follow(current.engine, current.catalog_version)
+            if engine is not None:
+                self._served = current = Served(engine)  # the same one-reference swap as a new generation
+            return current
+        finally:
+            self._reload_lock.release()
 
     def _reload(self, stamp: tuple[int, int, int] | None) -> None:
         current = self._served
@@ -188,6 +209,7 @@ class EngineHolder:
             self._stamp = stamp  # touched, not changed
             return
         started = time.perf_counter()
+        catalog_stamp = self.catalog.stamp()  # before the engine reads the catalog: a later change is followed
         try:
             engine = self._factory()
             if current is not None and not engine.models_loaded:
@@ -210,6 +232,7 @@ class EngineHolder:
                              name="artsim-models").start()
         self._served = served  # THE swap: one reference assignment
         self._stamp, self._error = stamp, None
+        self.catalog.adopt(catalog_stamp)
         if current is not None:
             self.reloads += 1
             log.warning("serving index generation %s (was %s), loaded in %.1fs", served.generation,
@@ -392,7 +415,7 @@ class AtlasCache:
         self._atlas: tuple[str, bytes, int, int, str] | None = None  # generation, jpeg, cell, cols, etag
 
     def get(self, served: Served, objectids: list[int]) -> tuple[bytes, int, int, str]:
-        generation = served.generation or ""
+        generation = f"{served.generation or ''}:{served.catalog_version}"  # the catalog may change alone
         with self._lock:  # one build at a time; the others wait for it and share it
             if self._atlas is None or self._atlas[0] != generation:
                 cell = atlas_cell(len(objectids))
