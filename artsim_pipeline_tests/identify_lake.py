@@ -43,3 +43,21 @@ def outside_images(n: int = 3) -> list[Path]:
     """Images of the shared mirror that are not in the web lake (it holds the first ``N_PAINTINGS``); [] without it."""
     files = sorted((NGA_MIRROR / "images").glob("*.jpg")) if (NGA_MIRROR / "images").is_dir() else []
     return files[N_PAINTINGS + 40:N_PAINTINGS + 40 + n] if len(files) >= N_PAINTINGS + 40 + n else []
+
+
+def with_near_duplicate(lake: DataLake, copy: int, of: int) -> None:
+    """Make painting ``copy``'s image another image of painting ``of`` (its file re-encoded as a JPEG at quality 80)
+    and publish the generation again (fused afresh, explanations included); then :func:`calibrate` it."""
+    import io
+
+    from artsim_pipeline_tests.web_lake import publish, raw_blocks
+
+    frame = painting_rows()
+    uuids = dict(zip(frame["objectid"].tolist(), frame["uuid"].tolist()))
+    with Image.open(lake.image_path(uuids[of])) as image:
+        buffer = io.BytesIO()
+        image.convert("RGB").save(buffer, format="JPEG", quality=80)
+    lake.image_path(uuids[copy]).write_bytes(buffer.getvalue())
+    blocks = raw_blocks(lake, frame)
+    publish(lake, blocks[MODEL], frame["objectid"].to_numpy(np.int64), blocks=blocks)
+    calibrate(lake)

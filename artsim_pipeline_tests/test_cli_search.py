@@ -32,7 +32,7 @@ def artsim(args, cwd: Path, settings, models: str | None = None):
 
 @pytest.mark.slow
 def test_search_prints_an_aligned_table(lake_settings, tmp_path):
-    result = artsim(["search", "101", "-k", "4", "--artist", "rembrandt"], tmp_path, lake_settings)
+    result = artsim(["search", "101", "-k", "4", "--artist", "rembrandt", "--include-self"], tmp_path, lake_settings)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("rank"))
@@ -45,6 +45,12 @@ def test_search_prints_an_aligned_table(lake_settings, tmp_path):
     assert "Self-Portrait" in rows[0] and "Rembrandt van Rijn" in rows[0]
     title_at = lines[header].index("title")
     assert all(row[title_at - 2:title_at] == "  " for row in rows)  # columns line up
+    assert "match: 0.7 × visual + 0.3 × catalog" in lines
+    # by default a painting's neighbours are other paintings: the two other Rembrandts, never itself
+    others = artsim(["search", "101", "-k", "4", "--artist", "rembrandt", "--json"], tmp_path, lake_settings)
+    payload = json.loads(others.stdout)
+    assert sorted(r["objectid"] for r in payload["results"]) == [102, 103]
+    assert payload["identified"] is None and payload["identification"] is None
 
 
 @pytest.mark.slow
@@ -57,6 +63,18 @@ def test_search_json_and_grid(lake_settings, tmp_path):
     assert payload["kind"] == "image" and payload["k"] == 3
     assert [r["rank"] for r in payload["results"]] == [1, 2, 3]
     assert payload["results"][0]["objectid"] == 105
+    # the contract the page codes against: the photo is identified as painting 105, and says how
+    assert payload["identified"] == {"objectid": 105, "title": "Woman Holding a Balance",
+                                     "attribution": "Johannes Vermeer",
+                                     "confidence": payload["identification"]["confidence"]}
+    verdict = payload["identification"]
+    assert verdict["verdict"] == "identified" and 0.5 < verdict["confidence"] <= 1
+    assert verdict["score"] >= verdict["threshold"] and "top-1" in verdict["method"]
+    assert payload["match_basis"] == "visual similarity only (an image has no catalog data)"
+    assert payload["results"][0]["final"] == payload["results"][0]["visual"] > 0.9  # a near-100 % match
+    plain = artsim(["search", query, "-k", "3"], tmp_path, lake_settings)
+    assert plain.stdout.splitlines()[1].startswith("This is Woman Holding a Balance — Johannes Vermeer (objectid 105, "
+                                                   "confidence ")
     assert {"title", "artist", "date", "style", "medium", "image_path", "visual", "metadata", "final"} <= set(
         payload["results"][0])
     why = payload["results"][0]["explanation"]  # the numbers behind the words, per backbone and depth
@@ -90,7 +108,7 @@ def test_search_without_artsim_models_uses_the_index_models(lake_settings, tmp_p
     # regression: the default models (ARTSIM_MODELS unset) differ from the index's efficientnet_lite0
     result = artsim(["search", "101", "-k", "2", "--json"], tmp_path, lake_settings, models="")
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["results"][0]["objectid"] == 101
+    assert json.loads(result.stdout)["results"][0]["objectid"] != 101  # itself left out
     assert "artsim search: using the index's models efficientnet_lite0" in result.stderr
     quiet = artsim(["search", "101", "-k", "2", "--json"], tmp_path, lake_settings)  # ARTSIM_MODELS = the index's
     assert quiet.returncode == 0 and "using the index's models" not in quiet.stderr
@@ -109,6 +127,9 @@ def test_cli_parser_has_search_and_bench():
     parser = build_parser()
     args, extra = parser.parse_known_args(["search", "12", "-k", "3", "--face-crop", "--years", "1600-1700"])
     assert (args.query, args.k, args.face_crop, args.years, extra) == ("12", 3, True, "1600-1700", [])
+    assert not args.include_self and parser.parse_args(["search", "12", "--include-self"]).include_self
+    args, extra = parser.parse_known_args(["bench", "identify", "--paintings", "5"])
+    assert args.benchmark == "identify" and extra == ["--paintings", "5"]
     args, extra = parser.parse_known_args(["bench", "search", "--queries", "5", "--skip-index"])
     assert args.benchmark == "search" and extra == ["--queries", "5", "--skip-index"]
 

@@ -126,7 +126,8 @@ class Workspace:
         return run.output()
 
     def search(self, objectid: int) -> tuple[int, str, str]:
-        result = subprocess.run([ARTSIM, "search", str(objectid), "--json", "-k", "3"], cwd=self.root, env=self.env,
+        result = subprocess.run([ARTSIM, "search", str(objectid), "--json", "-k", "3", "--include-self"],
+                                cwd=self.root, env=self.env,
                                 capture_output=True, text=True, timeout=RUN_TIMEOUT, start_new_session=True)
         return result.returncode, result.stdout, result.stderr
 

@@ -58,7 +58,7 @@ def test_artsim_run_finds_and_repairs_each_damaged_artefact(tmp_path, instance):
         damage(lake)
         if name == "corrupt catalog.duckdb":  # search serves from the Parquet copy meanwhile, and says so
             engine = SearchEngine(lake, weights="random", device="cpu")
-            assert engine.search(2, k=3)[0].objectid == 2
+            assert engine.search(2, k=3, include_self=True)[0].objectid == 2
             assert any("catalog.duckdb cannot be opened" in note for note in engine.notes), engine.notes
         report = runner.run()
         assert asset in report.assets_run(), (name, report.ran, lines)
@@ -66,7 +66,7 @@ def test_artsim_run_finds_and_repairs_each_damaged_artefact(tmp_path, instance):
             assert report.partitions_run(asset) == ["batch-00000", "batch-00001"], (report.ran, lines)
         assert any(line.startswith("lake check:") for line in lines), (name, lines)
         engine = SearchEngine(lake, weights="random", device="cpu")
-        assert engine.search(1, k=3)[0].objectid == 1, name
+        assert engine.search(1, k=3, include_self=True)[0].objectid == 1, name
         assert not runner.run().ran, (name, "a second run still found work")
     assert list(tmp_path.joinpath("lake").glob("catalog.duckdb.damaged-*")), "the damaged catalog was not kept"
 

@@ -209,7 +209,7 @@ def _search(objectid: int, env: dict[str, str], cwd: Path, work: Path, settings:
     run_env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTSIM_", "DAGSTER_HOME"))}
     run_env |= env | {"ARTSIM_DATA_LAKE": str(settings.data_lake), "ARTSIM_WORK_DIR": str(work),
                       "ARTSIM_DEVICE": "cpu", "ARTSIM_MODELS": ",".join(settings.models)}
-    return subprocess.run([ARTSIM, "search", str(objectid), "-k", "3", "--json"], cwd=cwd, env=run_env,
+    return subprocess.run([ARTSIM, "search", str(objectid), "-k", "3", "--json", "--include-self"], cwd=cwd, env=run_env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -77,7 +77,8 @@ def test_upload_a_mirror_image_returns_itself_first(server, web_lake):
 
 
 def test_objectid_query_get_and_post(server):
-    reply = requests.get(server.url + "/api/search", params={"objectid": 1005, "k": 4}, timeout=10)
+    reply = requests.get(server.url + "/api/search", params={"objectid": 1005, "k": 4, "include_self": "true"},
+                         timeout=10)
     assert reply.status_code == 200, reply.text
     body = reply.json()
     assert body["kind"] == "objectid" and body["results"][0]["objectid"] == 1005
@@ -89,7 +90,8 @@ def test_objectid_query_get_and_post(server):
         why = r["explanation"]
         assert set(why["depths"]) == {"early", "middle", "final"} and why["summary"].count(";") >= 2
         assert sum(why["metadata"].values()) == pytest.approx(r["metadata"])
-    posted = requests.post(server.url + "/api/search", data={"objectid": "1005", "k": "4"}, timeout=10)
+    posted = requests.post(server.url + "/api/search", data={"objectid": "1005", "k": "4", "include_self": "1"},
+                           timeout=10)
     assert [r["objectid"] for r in posted.json()["results"]] == [r["objectid"] for r in body["results"]]
     missing = requests.get(server.url + "/api/search", params={"objectid": 424242}, timeout=10)
     assert missing.status_code == 404 and "not in the collection" in missing.json()["detail"]
@@ -289,7 +291,7 @@ def test_artsim_serve_command(web_lake, tmp_path):
         assert health is not None and health.status_code == 200, proc.stdout.read() if proc.poll() is not None else ""
         assert health.json()["indexed"] == N_PAINTINGS
         reply = requests.get(url + "/api/search", params={"objectid": 1003, "k": 2}, timeout=30)
-        assert reply.status_code == 200 and reply.json()["results"][0]["objectid"] == 1003
+        assert reply.status_code == 200 and reply.json()["results"][0]["objectid"] != 1003  # not itself
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -46,7 +46,8 @@ def test_a_slow_upload_never_stalls_an_objectid_search_and_a_full_queue_answers_
             assert HeldEngine.entered.wait(30), "the upload never reached the engine"
             # the upload holds the only image slot: an objectid search still answers, at once
             started = time.monotonic()
-            reply = requests.get(live.url + "/api/search", params={"objectid": 1005, "k": 3}, timeout=20)
+            reply = requests.get(live.url + "/api/search", params={"objectid": 1005, "k": 3, "include_self": "true"},
+                                 timeout=20)
             seconds = time.monotonic() - started
             assert reply.status_code == 200 and reply.json()["results"][0]["objectid"] == 1005
             assert seconds < 5, f"an objectid search waited {seconds:.1f}s behind an upload"

@@ -45,7 +45,7 @@ def test_head_is_off_by_default_and_on_with_epochs(tmp_path, instance):
     assert study["learned"]["enabled"] is True and study["learned"]["epochs"] == 5
 
     engine = SearchEngine.from_settings(on)
-    assert engine.search(7, k=3)[0].objectid == 7  # the stored (projected) vector finds itself
+    assert engine.search(7, k=3, include_self=True)[0].objectid == 7  # the stored (projected) vector finds itself
     # an image query goes through the backbone, its taps, the fusion and the head: it lands on its painting
     by_image = engine.search(str(engine.image_path(7)), k=3)
     assert by_image[0].objectid == 7 and by_image[0].cosine > 0.999

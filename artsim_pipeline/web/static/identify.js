@@ -1,9 +1,9 @@
 // Identification on the search page: "This is <title> — <artist> (confidence 97%)" or "Not in the collection"
 // above the results of an image search, how the match is made, and the "near duplicate" label of a result.
-// Uses esc() from common.js. The API's fields: identified {objectid, title, attribution, confidence} | null,
+// Uses esc() from common.js; styles in identify.css. The API's fields: identified {objectid, title, attribution, confidence} | null,
 // identification {verdict, score, threshold, confidence, method} | null, match_basis, results[].near_duplicate.
 "use strict";
-function pct(x) { return Math.round(100 * Number(x)) + "%"; }
+function confidenceText(x) { return Math.round(100 * Number(x)) + "%"; }
 
 // The banner's content for one search response ("" when there is nothing to say).
 function identificationHtml(response) {
@@ -11,12 +11,12 @@ function identificationHtml(response) {
   let head = "";
   if (id && id.verdict === "identified" && found) {
     head = `<strong>This is <a href="/painting/${found.objectid}">${esc(found.title || "Untitled")}</a> — ` +
-      `${esc(found.attribution || "unknown artist")}</strong> (confidence ${pct(found.confidence)})`;
+      `${esc(found.attribution || "unknown artist")}</strong> (confidence ${confidenceText(found.confidence)})`;
   } else if (id) {
     const closest = (response.results || []).find(r => r.objectid === id.closest_objectid) || (response.results || [])[0];
     head = `<strong>Not in the collection</strong>` + (closest ?
       ` (closest: <a href="/painting/${closest.objectid}">${esc(closest.title || "Untitled")}</a> — ${esc(closest.artist)})` : "") +
-      ` (confidence ${pct(id.confidence)})`;
+      ` (confidence ${confidenceText(id.confidence)})`;
   } else if (response.kind === "image") {
     head = "Whether this photo shows a painting of the collection is not known: the index has no identification calibration.";
   }
@@ -44,8 +44,8 @@ function renderIdentification(container, response) {
 // The small label of a result that is another image of the query painting ("" for any other result).
 function nearDuplicateLabel(result) {
   return result && result.near_duplicate ?
-    `<span class="near-duplicate" title="cosine ${Number(result.cosine).toFixed(3)}: another image of the same work" ` +
-    `style="font-size:.8em;padding:0 .4em;margin-left:.4em;border:1px solid #bcd3ee;border-radius:4px">near duplicate</span>` : "";
+    `<span class="near-duplicate" title="cosine ${Number(result.cosine).toFixed(3)}: another image of the same work">` +
+    `near duplicate</span>` : "";
 }
 
 // Add the label to the cards (article.card[data-objectid]) of the near-duplicate results of `response`.
