@@ -163,7 +163,8 @@ const pointers = new Map(); let drag = null, pinch = null;
 function local(e) { const r = over.getBoundingClientRect(); return [e.clientX - r.left, e.clientY - r.top]; }
 function pinchState() { const [a, b] = [...pointers.values()]; return {d: Math.hypot(a[0] - b[0], a[1] - b[1]), m: [(a[0] + b[0]) / 2, (a[1] + b[1]) / 2]}; }
 over.addEventListener("pointerdown", (e) => {
-  over.setPointerCapture(e.pointerId); pointers.set(e.pointerId, local(e));
+  try { over.setPointerCapture(e.pointerId); } catch (err) { /* a synthetic pointer */ }
+  pointers.set(e.pointerId, local(e));
   if (pointers.size === 2) { pinch = pinchState(); drag = null; MapUI.cancelLasso(); return; }
   const [mx, my] = local(e), tool = e.shiftKey && st.tool === "pan" ? "box" : st.tool;
   drag = {x: mx, y: my, ox: view.ox, oy: view.oy, moved: false, at: performance.now(), type: e.pointerType, tool};

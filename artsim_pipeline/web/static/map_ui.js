@@ -78,7 +78,18 @@ const MapUI = (() => {
     for (const [r, s] of Object.entries(sums)) regionCentres[r] = [s[0] / s[2], s[1] / s[2]];
     dirty = true;
   }
+  function drawAxis(ctx, r) {  // the date layout's years along the bottom
+    const a = j.layouts.date.axis, width = Math.max(a.to - a.from + 1, 1), wx = (year) => (year - a.from + 0.5) / width * a.span;
+    const pxPerYear = a.span / width * base * view.s, step = [1, 2, 5, 10, 20, 50, 100, 200, 500].find((s) => s * pxPerYear >= 70) || 1000;
+    ctx.fillStyle = "rgba(20,20,22,.78)"; ctx.fillRect(0, r.height - 22, r.width, 22);
+    ctx.fillStyle = "#ddd"; ctx.font = "11px system-ui, sans-serif"; ctx.textBaseline = "middle";
+    for (let y = Math.ceil(a.from / step) * step; y <= a.to; y += step) {
+      const x = wx(y) * base * view.s + view.ox; if (x > 0 && x < r.width) { ctx.fillRect(x, r.height - 22, 1, 5); ctx.fillText(String(y), x + 3, r.height - 11); }
+    }
+    const ux = a.undated_x * base * view.s + view.ox; if (ux > 0 && ux < r.width) ctx.fillText("undated", ux, r.height - 11);
+  }
   function drawLabels(ctx, r) {
+    if (st.layout === "date" && j.layouts.date) drawAxis(ctx, r);
     st.labels = []; const boxes = [];
     ctx.font = "600 12px system-ui, sans-serif"; ctx.textBaseline = "middle";
     for (const reg of j.regions) {
