@@ -18,7 +18,7 @@ function value(v) { if (v === true) return "yes"; if (v === false) return "no"; 
   const fields = {...(j.metadata || {}), indexed: j.indexed, has_face_vector: j.has_face_vector};
   const rows = Object.entries(fields).filter(([k, v]) => !SKIP.has(k) && v !== null && v !== "");
   $("fields").innerHTML = rows.map(([k, v]) => `<dt>${esc(LABELS[k] || k)}</dt><dd>${esc(value(v))}</dd>`).join("");
-  $("nga").href = j.nga_url; $("search-with").href = "/?objectid=" + j.objectid;
+  $("nga").href = j.nga_url; $("search-with").href = "/?objectid=" + j.objectid; $("on-map").href = "/map?focus=" + j.objectid;
   $("detail").classList.remove("hidden");
   if (!j.indexed) return;
   const s = await fetch(`/api/search?objectid=${encodeURIComponent(objectid)}&k=12`); const sj = await s.json();

@@ -91,6 +91,7 @@ function render(j, q) {
   if (q.file) { img.src = URL.createObjectURL(q.file); $("query-title").textContent = "Your image: " + (q.file.name || "upload"); }
   else { img.src = j.query_painting.thumbnail + "?size=256";
     $("query-title").innerHTML = `<a href="/painting/${j.objectid}">${esc(j.query_painting.title)}</a> — ${esc(j.query_painting.artist)} ${esc(j.query_painting.date)} (objectid ${j.objectid})`; }
+  $("query-title").insertAdjacentHTML("beforeend", ` <a id="show-on-map" href="/map?highlight=${j.results.map(r => r.objectid).join(",")}${j.objectid != null ? "&query=" + j.objectid : ""}">Show on map</a>`);
   img.onload = () => {
     if (!j.face_box) return;
     const s = img.clientWidth / img.naturalWidth, [x0, y0, x1, y1] = j.face_box;
