@@ -18,17 +18,13 @@ def _prepare_instance(settings: Settings):
     from dagster import DagsterInstance
 
     from .core.lake import lake_at
+    from .instance import ensure_instance_config
 
     if not os.environ.get("DAGSTER_HOME"):
-        home = lake_at(settings.data_lake, settings.work_dir, absolute=True).dagster_home
-        home.mkdir(parents=True, exist_ok=True)
-        config = home / "dagster.yaml"
-        if not config.exists():
-            config.write_text("telemetry:\n  enabled: false\n")
-        os.environ["DAGSTER_HOME"] = str(home)
+        os.environ["DAGSTER_HOME"] = str(lake_at(settings.data_lake, settings.work_dir, absolute=True).dagster_home)
     home = Path(os.environ["DAGSTER_HOME"])
     try:  # a read-only or full home fails later as a raw SQLAlchemy "unable to open database file"
-        home.mkdir(parents=True, exist_ok=True)
+        ensure_instance_config(home)  # a new DAGSTER_HOME gets artsim's dagster.yaml (never overwritten)
         probe = home / f".artsim-write-probe-{os.getpid()}"
         with open(probe, "wb") as fh:
             fh.write(b"\0" * 65536)

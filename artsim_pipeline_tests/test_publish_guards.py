@@ -9,6 +9,8 @@ on every build; a recall below ``ARTSIM_MIN_RECALL`` publishes nothing.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from dagster import AssetCheckKey, AssetKey
 
@@ -119,3 +121,63 @@ def test_an_index_below_the_recall_setting_is_not_published(tmp_path, instance, 
     runner_for(refit, instance).run()  # the failed check makes faiss_index run again, and it publishes
     assert check_numbers(instance, "faiss_index", "recall_at_10_vs_exact")[0]
     assert lake.index_pointer_path.read_text() != current
+
+
+ASSET_PAGES = """{ assetNodes { assetKey { path } kinds groupName isPartitioned
+  owners { __typename ... on TeamAssetOwner { team } }
+  assetMaterializations(limit: 50) { partition metadataEntries { label __typename
+    ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue } } }
+  assetChecksOrError { ... on AssetChecks { checks { name blocking executionForLatestMaterialization {
+    status evaluation { success severity metadataEntries { label __typename
+      ... on FloatMetadataEntry { floatValue } ... on IntMetadataEntry { intValue }
+      ... on TextMetadataEntry { text } } } } } } } } }"""
+
+
+def floats(entries: list[dict]) -> dict[str, float]:
+    return {e["label"]: e["floatValue"] for e in entries if e["__typename"] == "FloatMetadataEntry"}
+
+
+@pytest.mark.slow  # `artsim run` processes and a real webserver
+def test_the_ui_shows_the_failed_check_with_its_numbers_and_artsim_run_names_it(tmp_path):
+    from artsim_pipeline_tests.dagster_processes import Dagster
+    from artsim_pipeline_tests.support import artsim
+
+    mirror = write_mirror(tmp_path / "mirror", PAINTINGS)
+    home = tmp_path / "dagster_home"
+    env = {"ARTSIM_NGA_SOURCE": str(mirror), "ARTSIM_LIMIT": "0", "ARTSIM_MIN_SIDE": "64", "ARTSIM_BATCH_SIZE": "4",
+           "ARTSIM_IMAGE_SIZE": "96", "ARTSIM_MODELS": "efficientnet_lite0", "ARTSIM_WEIGHTS": "random",
+           "ARTSIM_DEVICE": "cpu", "DAGSTER_HOME": str(home)}
+    first = artsim(["run"], tmp_path, **env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    write_mirror(mirror, [p for p in PAINTINGS if p.objectid not in DROPPED])
+    refused = artsim(["run"], tmp_path, **env)
+    assert refused.returncode == 1
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "check filtered_paintings:no_sudden_shrink failed" in last and "ARTSIM_MAX_SHRINK=1" in last, last
+
+    dagster = Dagster(os.environ | env | {"ARTSIM_DATA_LAKE": str(tmp_path / "lake")}, tmp_path)
+    try:
+        dagster.wait_ready()
+        nodes = {"/".join(n["assetKey"]["path"]): n for n in dagster.gql(ASSET_PAGES)["assetNodes"]}
+    finally:
+        dagster.close()
+    assert all(node["kinds"] and node["groupName"] for node in nodes.values()), {
+        name: node["kinds"] for name, node in nodes.items()}
+    checks = {name: {c["name"]: c for c in node["assetChecksOrError"].get("checks", [])}
+              for name, node in nodes.items()}
+    for asset, names in GUARDED.items():
+        assert set(names) <= set(checks[asset]), (asset, checks[asset].keys())
+    shrink = checks["filtered_paintings"]["no_sudden_shrink"]
+    assert shrink["blocking"]
+    evaluation = shrink["executionForLatestMaterialization"]["evaluation"]
+    assert evaluation["success"] is False and evaluation["severity"] == "ERROR"
+    numbers = {e["label"]: e.get("intValue", e.get("floatValue", e.get("text"))) for e in evaluation["metadataEntries"]}
+    assert numbers["previous_paintings"] == 10 and numbers["offered_paintings"] == 7
+    assert numbers["dropped_share"] == pytest.approx(0.3)
+    assert checks["faiss_index"]["recall_at_10_vs_exact"]["blocking"]
+    for event in nodes["faiss_index"]["assetMaterializations"]:  # recall@10 as a float on each materialization
+        assert 0.95 <= floats(event["metadataEntries"])["recall_at_10"] <= 1.0
+    batches = nodes["image_cache"]["assetMaterializations"]
+    assert {e["partition"] for e in batches} == {"batch-00000", "batch-00001", "batch-00002"}
+    assert all(floats(e["metadataEntries"])["failure_share"] == 0.0 for e in batches)
+    assert nodes["eval_report"]["owners"] == [{"__typename": "TeamAssetOwner", "team": "artsim"}]

@@ -46,7 +46,7 @@ def test_catalog_assets_over_http_with_one_500(tmp_path, instance):
     assert filtered["batches"] == 3
     assert instance.get_dynamic_partitions(IMAGE_BATCHES) == ["batch-00000", "batch-00001", "batch-00002"]
     checks = [e for e in result.get_asset_check_evaluations()]
-    assert len(checks) == 3 and all(c.passed for c in checks)
+    assert len(checks) == 5 and all(c.passed for c in checks)  # 3 @asset_check + required_columns, no_sudden_shrink
     parquet = tmp_path / "lake" / "tables" / "filtered_paintings.parquet"
     assert duckdb.sql(f"SELECT count(*) FROM '{parquet}'").fetchall()[0][0] == 11
     # each batch's membership is an observation of image_batch, with the batch fingerprint as data version
