@@ -33,7 +33,7 @@ from artsim_pipeline.core.storage import atomic_write_text
 #: Packages whose import costs seconds or hundreds of MB: the ones a command should pull in only when needed.
 HEAVY = ("torch", "torchvision", "timm", "facenet_pytorch", "dagster", "dagster_webserver", "sklearn", "openTSNE",
          "matplotlib", "skimage", "fastapi", "uvicorn")
-FAST_TARGET_S, FAST_TARGET_MB, PHOTO_TARGET_S = 1.5, 400.0, 4.0
+FAST_TARGET_S, FAST_TARGET_MB, PHOTO_TARGET_S, SERVE_TARGET_S = 1.5, 400.0, 4.0, 2.0
 
 #: The child: the real CLI's ``main`` in a fresh interpreter; at exit it writes the names of the top-level
 #: packages it imported to the file named by its first argument.
@@ -58,6 +58,57 @@ def run_cold(argv: list[str], env: dict[str, str] | None = None) -> dict[str, An
         modules = json.loads(modules_file.read_text()) if modules_file.exists() else []
     return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024.0, "exit": proc.returncode,
             "modules": modules, "stderr": stderr.decode(errors="replace").strip()}
+
+
+def serve_start(port: int, timeout_s: float = 300.0) -> dict[str, Any]:
+    """One cold ``artsim serve``: seconds until ``/healthz`` answers 200, until it says ``image_search: ready``,
+    and the first objectid search's answer time (the server is then stopped)."""
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}"
+
+    def get(path: str) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(url + path, timeout=10) as reply:
+                return json.loads(reply.read()) if reply.status == 200 else None
+        except OSError:
+            return None
+
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "artsim_pipeline.cli", "serve", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    row: dict[str, Any] = {"healthz_s": None, "objectid_s": None, "ready_s": None}
+    try:
+        while time.perf_counter() - started < timeout_s and proc.poll() is None and row["ready_s"] is None:
+            health = get("/healthz")
+            now = time.perf_counter() - started
+            if health is not None and row["healthz_s"] is None:
+                row["healthz_s"] = now
+                found = get("/api/paintings?limit=1")
+                objectid = found["paintings"][0]["objectid"] if found and found["paintings"] else None
+                if objectid is not None and get(f"/api/search?objectid={objectid}&k=10") is not None:
+                    row["objectid_s"] = time.perf_counter() - started
+            if health is not None and health.get("image_search") == "ready":
+                row["ready_s"] = now
+            time.sleep(0.02)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return row
+
+
+def measure_serve(runs: int, port: int) -> dict[str, Any]:
+    """``runs`` cold starts of ``artsim serve``: median seconds to /healthz, a first objectid search, image search
+    ready."""
+    results = [serve_start(port) for _ in range(runs)]
+    row: dict[str, Any] = {"command": "artsim serve", "runs": runs}
+    for key in ("healthz_s", "objectid_s", "ready_s"):
+        values = [r[key] for r in results if r[key] is not None]
+        row[key] = round(statistics.median(values), 3) if len(values) == runs else None
+        row[key.replace("_s", "_max_s")] = round(max(values), 3) if values else None
+    row["target"] = f"/healthz <= {SERVE_TARGET_S:g} s"
+    row["meets_target"] = "pass" if row["healthz_s"] is not None and row["healthz_s"] <= SERVE_TARGET_S else "fail"
+    return row
 
 
 def measure(name: str, argv: list[str], runs: int, target_s: float | None = None,
@@ -92,6 +143,23 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def format_serve(row: dict[str, Any]) -> str:
+    def cell(key: str) -> str:
+        return "-" if row[key] is None else f"{row[key]:.2f} (max {row[key.replace('_s', '_max_s')]:.2f})"
+
+    return (f"artsim serve, median of {row['runs']} cold starts: /healthz answers {cell('healthz_s')} s, "
+            f"first objectid search {cell('objectid_s')} s, image search ready {cell('ready_s')} s; "
+            f"target {row['target']}: {row['meets_target']}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def first_objectid(lake: Any) -> int | None:
     """The first objectid of the served index (None without an index)."""
     from artsim_pipeline.core.search_resources import load_variants
@@ -109,7 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=5, help="cold runs of each command (default %(default)s)")
     parser.add_argument("--objectid", type=int, help="the painting of the objectid search (default the first indexed)")
     parser.add_argument("--image", type=Path, help="the photo of the image search (default a 512x512 photo)")
-    parser.add_argument("--only", help="comma-separated commands to run (help, search-help, status, objectid, photo)")
+    parser.add_argument("--only", help="comma-separated commands to run (help, search-help, status, objectid, photo, "
+                        "serve)")
+    parser.add_argument("--port", type=int, default=0, help="port of the serve rows (default a free one)")
     parser.add_argument("--out", type=Path, help="JSON report (default <data_lake>/reports/bench_cli.json)")
     return parser
 
@@ -143,18 +213,25 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             rows.append(measure(name, command, args.runs, target_s, target_mb))
             print(format_table(rows[-1:]).splitlines()[-1], flush=True)
+        serve_row = None
+        if not only or "serve" in only:
+            serve_row = measure_serve(args.runs, args.port or free_port())
+            print(format_serve(serve_row), flush=True)
     load_after = os.getloadavg()
     print(f"\nload average {load_before[0]:.2f} before, {load_after[0]:.2f} after; {os.cpu_count()} CPUs; "
           f"median of {args.runs} cold runs each\n")
     print(format_table(rows))
+    if serve_row is not None:
+        print("\n" + format_serve(serve_row))
     report = {"benchmark": "cli", "data_lake": str(lake.root), "runs": args.runs,
               "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
               "cpus": os.cpu_count(), "machine": {"platform": platform.platform(), "python": platform.python_version()},
-              "rows": rows}
+              "rows": rows, "serve": serve_row}
     out = args.out or lake.reports_dir / "bench_cli.json"
     atomic_write_text(Path(out), json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
-    return 1 if any(r.get("meets_target") == "fail" for r in rows) else 0
+    failed = any(r.get("meets_target") == "fail" for r in [*rows, *([serve_row] if serve_row else [])])
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
