@@ -412,7 +412,7 @@ def test_a_phone_tap_opens_the_why_numbers_and_filters_without_data_hide(tmp_pat
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(live.url + "/")
             note = page.locator("#filters-note")
-            expect(note).to_have_text("No painting of this collection has a style, a medium, a date, so those "
+            expect(note).to_have_text("No painting of this collection has a style, a medium or a date, so those "
                                       "filters are not offered.", timeout=10_000)
             for hidden in ("#style", "#medium", "#year_from", "#year_to"):
                 expect(page.locator(hidden)).to_be_hidden()
