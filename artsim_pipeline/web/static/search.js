@@ -7,7 +7,17 @@ function showError(msg) { const e = $("error"); e.textContent = msg; e.classList
 function begin(statusText) { showError(""); hidePicks(); $("status").textContent = statusText || ""; }
 function clearResults() { last = null; $("grid").innerHTML = ""; $("grid").dataset.query = ""; $("query").classList.add("hidden");
   $("more-row").classList.add("hidden"); }
+// An empty or too large file is named in words here, before it is sent (the server says the same).
+function mb(n) { const v = n / 1048576; return v >= 10 ? `${Math.round(v)} MB` : `${v.toFixed(1)} MB`; }
+function fileProblem(file) {
+  const limit = Number(document.body.dataset.limitMb) * 1048576;
+  if (file.size === 0) return `${file.name}: empty file (0 bytes): choose an image`;
+  if (limit && file.size > limit) return `${file.name}: too large: ${mb(file.size)}, the limit is ${mb(limit)}`;
+  return "";
+}
 function setFile(file) {
+  const problem = file ? fileProblem(file) : "";
+  if (problem) { clearResults(); begin(); showError(problem); file = null; $("file").value = ""; }
   currentFile = file; $("filename").textContent = file ? file.name : "";
   if (file) { $("objectid").value = ""; search({file}); }
 }
