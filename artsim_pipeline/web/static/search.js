@@ -1,4 +1,5 @@
-// The search page: upload or pick a painting, filters, results as cards, export and a shareable URL.
+// The search page: upload or pick a painting, filters, results as cards (Load more), export and a shareable URL;
+// browsing by artist or title and the filters offered from the collection are in browse.js.
 "use strict";
 const OPTION_IDS = ["artist", "style", "medium", "year_from", "year_to"];
 let currentFile = null, last = null;  // last: {payload, query, options} of the results shown
