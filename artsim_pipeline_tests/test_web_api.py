@@ -394,7 +394,9 @@ def test_load_more_continues_the_ranking_without_repeats(server):
     assert ranks(k=5) + ranks(k=5, offset=5) + ranks(k=5, offset=10) == whole
     posted = requests.post(server.url + "/api/search", data={"objectid": "1000", "k": "4", "offset": "8"}, timeout=30)
     assert [(r["rank"], r["objectid"]) for r in posted.json()["results"]] == whole[8:12]
-    assert posted.json()["offset"] == 8
+    assert posted.json()["offset"] == 8 and posted.json()["more"] is True
+    assert requests.get(server.url + "/api/search", params={"objectid": 1000, "k": 5, "offset": 15},
+                        timeout=30).json()["more"] is False  # 3 of 5 came back: the end
     assert ranks(k=10, offset=N_PAINTINGS) == []  # past the end: nothing more
     too_deep = requests.get(server.url + "/api/search", params={"objectid": 1000, "k": 100, "offset": 950}, timeout=10)
     assert too_deep.status_code == 400 and "offset must be between 0 and 900" in too_deep.json()["detail"]

@@ -348,6 +348,11 @@ def test_browse_an_artist_load_more_errors_clear_and_a_fuller_export(tmp_path):
             expect(error).to_contain_text("notes.txt: not an image file we can read", timeout=10_000)
             assert "Error" not in error.inner_text() and "Unidentified" not in error.inner_text()
             _save(page, tmp_path, "web_bad_upload.png")
+            page.set_input_files("#file", {"name": "empty.jpg", "mimeType": "image/jpeg", "buffer": b""})
+            expect(error).to_have_text("empty.jpg: empty file (0 bytes): choose an image")
+            page.set_input_files("#file", {"name": "huge.jpg", "mimeType": "image/jpeg",
+                                           "buffer": b"\xff\xd8" + bytes(25 * 1024 * 1024)})
+            expect(error).to_have_text("huge.jpg: too large: 25 MB, the limit is 20 MB")
             page.click("#clear")
             page.fill("#k", "5")
             box.fill("1000")
@@ -416,7 +421,7 @@ def test_a_phone_tap_opens_the_why_numbers_and_filters_without_data_hide(tmp_pat
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.goto(live.url + "/")
             note = page.locator("#filters-note")
-            expect(note).to_have_text("No painting of this collection has a style, a medium, a date, so those "
+            expect(note).to_have_text("No painting of this collection has a style, a medium or a date, so those "
                                       "filters are not offered.", timeout=10_000)
             for hidden in ("#style", "#medium", "#year_from", "#year_to"):
                 expect(page.locator(hidden)).to_be_hidden()

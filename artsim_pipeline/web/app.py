@@ -185,6 +185,9 @@ def create_app(
         payload = response.as_dict()
         payload["generation"], payload["offset"], payload["k"] = served.generation, offset, k
         payload["results"] = payload["results"][offset:]
+        # "Load more" can go on: this page came back full (the index's probes reach only so deep) and the next
+        # page of k is within MAX_DEPTH
+        payload["more"] = len(payload["results"]) == k and offset + 2 * k <= MAX_DEPTH
         for result in payload["results"]:
             result.pop("image_path", None)  # a server path; the thumbnail URL stands for it
             result["thumbnail"] = f"/thumbs/{result['objectid']}.jpg"

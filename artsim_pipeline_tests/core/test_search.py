@@ -268,8 +268,9 @@ def test_bad_queries_raise_query_errors_naming_the_input(engine, tmp_path):
         assert str(query) in str(info.value)
     with pytest.raises(QueryError, match="broken.jpg"):
         engine.search(truncated)
-    with pytest.raises(QueryError, match="bytes"):
+    with pytest.raises(QueryError, match="bytes") as info:
         engine.search(b"definitely not a jpeg")
+    assert "not an image file we can read" in str(info.value) and "Error" not in str(info.value)  # words, no class
     with pytest.raises(QueryError, match="k must be"):
         engine.search(101, k=0)
 

@@ -95,6 +95,7 @@ function fillList(id, facet) {
   $(id).replaceChildren(...facet.values.map(v => { const o = document.createElement("option");
     o.value = v.value; o.label = `${v.count} painting${v.count === 1 ? "" : "s"}`; return o; }));
 }
+function orList(items) { return items.length < 2 ? items.join("") : items.slice(0, -1).join(", ") + " or " + items[items.length - 1]; }
 async function loadFacets() {
   let j;
   try { const r = await fetch("/api/facets"); if (!r.ok) return; j = await r.json(); } catch (err) { return; }
@@ -110,5 +111,6 @@ async function loadFacets() {
   }
   const hidden = ["style", "medium"].filter(n => !j[n].available).concat(years.available ? [] : ["date"]);
   $("filters-note").textContent = (years.available ? `Paintings from ${years.min} to ${years.max}. ` : "") +
-    (hidden.length ? `No painting of this collection has a ${hidden.join(", a ")}, so those filters are not offered.` : "");
+    (hidden.length ? `No painting of this collection has ${orList(hidden.map(h => "a " + h))}, so ` +
+      (hidden.length > 1 ? "those filters are" : "that filter is") + " not offered." : "");
 }

@@ -1,14 +1,24 @@
-// The search page: upload or pick a painting, filters, results as cards, export and a shareable URL.
+// The search page: upload or pick a painting, filters, results as cards (Load more), export and a shareable URL;
+// browsing by artist or title and the filters offered from the collection are in browse.js.
 "use strict";
 const OPTION_IDS = ["artist", "style", "medium", "year_from", "year_to"];
-const MAX_DEPTH = 1000;  // the API's deepest rank ("Load more" stops there)
 let currentFile = null, last = null;  // last: {payload, query, options} of the results shown
 function showError(msg) { const e = $("error"); e.textContent = msg; e.classList.toggle("hidden", !msg); }
 // Every new search or lookup starts clean: no stale error, pick list or browse grid.
 function begin(statusText) { showError(""); hidePicks(); $("status").textContent = statusText || ""; }
 function clearResults() { last = null; $("grid").innerHTML = ""; $("grid").dataset.query = ""; $("query").classList.add("hidden");
   $("more-row").classList.add("hidden"); }
+// An empty or too large file is named in words here, before it is sent (the server says the same).
+function mb(n) { const v = n / 1048576; return v >= 10 ? `${Math.round(v)} MB` : `${v.toFixed(1)} MB`; }
+function fileProblem(file) {
+  const limit = Number(document.body.dataset.limitMb) * 1048576;
+  if (file.size === 0) return `${file.name}: empty file (0 bytes): choose an image`;
+  if (limit && file.size > limit) return `${file.name}: too large: ${mb(file.size)}, the limit is ${mb(limit)}`;
+  return "";
+}
 function setFile(file) {
+  const problem = file ? fileProblem(file) : "";
+  if (problem) { clearResults(); begin(); showError(problem); file = null; $("file").value = ""; }
   currentFile = file; $("filename").textContent = file ? file.name : "";
   if (file) { $("objectid").value = ""; search({file}); }
 }
@@ -58,7 +68,7 @@ async function search(q, more) {
   const fd = new FormData(), options = more ? last.options : optionParams(q.objectid);
   if (q.file) fd.append("image", q.file, q.file.name || "upload");
   for (const [key, value] of options) fd.append(key, value);
-  if (more) fd.append("offset", String(last.payload.results.length));
+  if (more) fd.append("offset", String(last.payload.results[last.payload.results.length - 1].rank));  // the ranks after it
   let r, j;
   try { r = await fetch("/api/search", {method: "POST", body: fd}); j = await r.json(); }
   catch (err) { $("status").textContent = ""; showError("The server did not answer: " + err); return; }
@@ -75,13 +85,12 @@ function appendResults(j) {
   last.payload.results.push(...fresh);
   $("grid").insertAdjacentHTML("beforeend", fresh.map(r => resultCard(r)).join(""));
   sizeBars($("grid"));
-  updateMore(j.results.length, j.k);
+  updateMore(j.more, j.k);
 }
-// "Load more" shows while the last page came back full and the API's depth is not reached.
-function updateMore(got, k) {
-  const shown = last ? last.payload.results.length : 0;
-  $("more-row").classList.toggle("hidden", !(got >= k && shown < MAX_DEPTH));
-  $("load-more").textContent = `Load ${Math.min(k, MAX_DEPTH - shown)} more`;
+// "Load more" shows while the API says more ranks are there (j.more: the last page came back full).
+function updateMore(more, k) {
+  $("more-row").classList.toggle("hidden", !more);
+  $("load-more").textContent = `Load ${k} more`;
 }
 $("load-more").addEventListener("click", () => { if (last) search(last.query, true); });
 
@@ -112,7 +121,7 @@ function render(j, q) {
   else grid.innerHTML = j.results.map(r => resultCard(r)).join("");
   sizeBars(grid);
   renderIdentification(grid, j);
-  updateMore(j.results.length, j.k);
+  updateMore(j.more, j.k);
   grid.dataset.query = j.query;
   grid.dataset.generation = j.generation || "";
 }
