@@ -179,6 +179,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from .bench.identify import main as bench_main
     elif args.benchmark == "cli":
         from .bench.cli import main as bench_main
+    elif args.benchmark == "catalog":
+        from .bench.catalog_follow import main as bench_main
     else:
         from .bench.search_e2e import main as bench_main
     return int(bench_main(args.extra) or 0)
@@ -244,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("layout", "collection map layouts (openTSNE, UMAP, sklearn t-SNE): time, kNN kept, placement"),
                        ("scale", "pca_model, faiss_index, collection_map, eval_report at 2k-131k synthetic paintings"),
                        ("identify", "identifying simulated photos: accuracy, false identifications, latency"),
-                       ("cli", "cold start of each command: wall time, peak memory, the heavy packages it imports")):
+                       ("cli", "cold start of each command: wall time, peak memory, the heavy packages it imports"),
+                       ("catalog", "what following the catalog costs the server: per-request check, reload")):
         # add_help=False: `artsim bench search --help` reaches the benchmark's own parser
         which.add_parser(name, help=text, add_help=False).set_defaults(func=cmd_bench, passthrough=True)
     return parser

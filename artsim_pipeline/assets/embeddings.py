@@ -73,12 +73,13 @@ def _check_vectors(path: Path, expected_rows: int, expected_width: int, model: s
 def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
     """Build the ``embeddings_<model_name>`` asset."""
     lake = lake_for(settings)
+    version = code_version("embeddings", settings, model=model_name, weights_file=weights_tag(settings.weights))
 
     @asset(
         name=f"embeddings_{model_name}",
         partitions_def=image_batches,
         deps=["face_crops"],
-        code_version=code_version("embeddings", settings, model=model_name, weights_file=weights_tag(settings.weights)),
+        code_version=version,
         group_name="embeddings",
         kinds={"pytorch", "parquet"},
         owners=OWNERS,
@@ -111,9 +112,10 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
             context.log.warning(f"{model_name} has RANDOM weights: these embeddings are meaningless (tests only)")
         result = embed_batch_to_parquet(
             model, images, lake, batch, batch_size=run_settings.embed_batch_size, precision=precision,
-            progress=progress_logger(context, batch),
+            progress=progress_logger(context, batch), reuse_version=version,  # unchanged images: vectors reused
         )
-        log.info(f"{model_name} {batch}: {result.rows} vectors, {result.images_per_s:.1f} vectors/s")
+        log.info(f"{model_name} {batch}: {result.rows} vectors ({result.encoded} encoded, {result.reused} reused), "
+                 f"{result.images_per_s:.1f} vectors/s")
         check = _check_vectors(result.path, expected_rows=len(images), expected_width=model.dim, model=model_name)
         return MaterializeResult(
             metadata={
@@ -125,6 +127,8 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
                 "images": MetadataValue.int(result.images),
                 "full_vectors": MetadataValue.int(result.full_rows),
                 "face_vectors": MetadataValue.int(result.face_rows),
+                "encoded": MetadataValue.int(result.encoded),
+                "reused": MetadataValue.int(result.reused),
                 "seconds": MetadataValue.float(round(result.seconds, 2)),
                 "vectors_per_s": MetadataValue.float(round(result.images_per_s, 2)),
                 "parquet": lake_path(lake, result.path),

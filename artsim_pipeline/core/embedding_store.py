@@ -15,6 +15,7 @@ crop box.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -56,13 +57,16 @@ def embeddings_schema(dim: int, tap_widths: dict[str, int] | None = None) -> pa.
 
 @dataclass(frozen=True)
 class EmbedBatchResult:
-    """What :func:`embed_batch_to_parquet` wrote (for Dagster metadata and the benchmark)."""
+    """What :func:`embed_batch_to_parquet` wrote (for Dagster metadata and the benchmark): ``encoded``
+    rows went through the model, ``reused`` rows were taken from the batch's previous file."""
 
     path: Path
     images: int
     full_rows: int
     face_rows: int
     seconds: float
+    encoded: int = 0
+    reused: int = 0
 
     @property
     def rows(self) -> int:
@@ -92,6 +96,57 @@ def batch_items(images: pd.DataFrame) -> list[tuple[tuple[int, str], str, CropBo
     return items
 
 
+def item_keys(items: Sequence[tuple[Any, str, CropBox | None]]) -> list[str]:
+    """Each item's content key: the SHA-256 of its image file's bytes, its variant and its crop box
+    (so a replaced image or a moved face box is a new key; an unchanged one keeps its key)."""
+    digests: dict[str, str] = {}
+    out = []
+    for (_, variant), path, box in items:
+        if path not in digests:
+            digests[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        crop = "" if box is None else ",".join(f"{v:.6f}" for v in box)
+        out.append(hashlib.sha256(f"{digests[path]}|{variant}|{crop}".encode()).hexdigest()[:32])
+    return out
+
+
+def stored_rows(target: Any, expected: dict[str, str]) -> tuple[dict[str, int], dict[str, np.ndarray]]:
+    """``({item key: row}, {block: rows})`` of the batch's previous file, when it was written with the same
+    ``expected`` schema metadata (model, weights, dim, precision, taps, reuse version); else nothing."""
+    try:
+        table = read_table(target)
+    except Exception:  # noqa: BLE001 - absent or unreadable: everything is encoded again
+        return {}, {}
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
+    keys = meta.get("artsim.item_keys", "").split(",") if meta.get("artsim.item_keys") else []
+    if any(meta.get(k) != v for k, v in expected.items()) or len(keys) != table.num_rows:
+        return {}, {}
+    blocks = {FINAL if n == "vector" else n[len(TAP_PREFIX):]: _vectors(table.column(n), _vector_dim(table, target, n))
+              for n in table.column_names if n == "vector" or n.startswith(TAP_PREFIX)}
+    return {k: i for i, k in enumerate(keys)}, blocks
+
+
+def _reuse_or_embed(model: LoadedModel, items: list, keys: list[str], reusable: tuple[dict[str, int], dict[str, np.ndarray]],
+                    **embed: Any) -> tuple[list[tuple[int, str]], dict[str, np.ndarray] | None, int]:
+    """(every item's (position, variant), its blocks in item order, how many went through the model): the
+    items whose key the previous file holds are copied from it, the others embedded."""
+    rows, stored = reusable
+    todo = [n for n, key in enumerate(keys) if key not in rows] if stored else list(range(len(items)))
+    new_keys, new_blocks = embed_images(model, [items[n] for n in todo], taps=True, **embed)
+    if len(todo) == len(items):
+        return new_keys, (new_blocks if new_keys else None), len(todo)
+    fresh = dict(zip(todo, range(len(todo))))
+    blocks = {}
+    for name, stored_block in stored.items():
+        if name not in new_blocks and todo:
+            return _reuse_or_embed(model, items, keys, ({}, {}), **embed)  # another block set: start over
+        width = stored_block.shape[1]
+        out = np.empty((len(items), width), dtype=np.float32)
+        for n in range(len(items)):
+            out[n] = new_blocks[name][fresh[n]] if n in fresh else stored_block[rows[keys[n]]]
+        blocks[name] = out
+    return [item[0] for item in items], blocks, len(todo)
+
+
 def embed_batch_to_parquet(
     model: LoadedModel,
     images: pd.DataFrame,
@@ -104,6 +159,7 @@ def embed_batch_to_parquet(
     num_workers: int = 2,
     fast_decode: bool = True,
     progress: Callable[[str], None] | None = None,
+    reuse_version: str | None = None,
 ) -> EmbedBatchResult:
     """Embed one batch's images and write ``<lake>/embeddings/<model>/<batch>.parquet`` atomically.
 
@@ -113,14 +169,23 @@ def embed_batch_to_parquet(
     weights id, dim and precision. ``progress`` (optional) gets a line about every 10% of the
     vectors (full images and face crops) and one at the end, e.g.
     ``efficientnet_lite0: 64/256 images (25%), 30.1 images/s``.
+
+    With ``reuse_version`` (the asset's code version), each row's content key (:func:`item_keys`) is
+    recorded, and a row whose key the batch's previous file holds — written with the same model,
+    weights, precision, taps and ``reuse_version`` — is copied from it instead of encoded again: removing
+    a painting encodes nothing, a replaced image encodes that image alone.
     """
     lake = lake if isinstance(lake, DataLake) else DataLake(Path(lake))
     target = lake.embeddings_path(model.name, batch)
     started = time.perf_counter()
     items = batch_items(images)
-    keys, blocks = embed_images(
-        model, items, batch_size=batch_size, precision=precision, channels_last=channels_last,
-        num_workers=num_workers, fast_decode=fast_decode, progress=progress, taps=True,
+    identity = {"artsim.model": model.name, "artsim.weights_id": model.weights_id, "artsim.dim": str(model.dim),
+                "artsim.precision": precision, "artsim.taps": ",".join(model.spec.taps)}
+    keys_of_items = item_keys(items) if reuse_version is not None else []
+    reusable = stored_rows(target, {**identity, "artsim.reuse_version": reuse_version}) if keys_of_items else ({}, {})
+    keys, blocks, encoded = _reuse_or_embed(
+        model, items, keys_of_items, reusable, batch_size=batch_size, precision=precision,
+        channels_last=channels_last, num_workers=num_workers, fast_decode=fast_decode, progress=progress,
     )
     tap_names = model.spec.tap_blocks
     if not keys:  # an empty batch still gets the full schema (tap widths from a dry pass)
@@ -129,15 +194,9 @@ def embed_batch_to_parquet(
     variants = [variant for _, variant in keys]
     objectids = images["objectid"].to_numpy(dtype=np.int64)[positions]
     uuids = images["uuid"].astype(str).to_numpy()[positions]
+    reuse = {"artsim.reuse_version": reuse_version, "artsim.item_keys": ",".join(keys_of_items)} if keys_of_items else {}
     schema = embeddings_schema(model.dim, {name: blocks[name].shape[1] for name in tap_names}).with_metadata(
-        {
-            "artsim.model": model.name,
-            "artsim.weights_id": model.weights_id,
-            "artsim.dim": str(model.dim),
-            "artsim.precision": precision,
-            "artsim.taps": ",".join(model.spec.taps),
-        }
-    )
+        {**identity, **reuse})
     table = pa.Table.from_arrays(
         [
             pa.array(objectids, type=pa.int64()),
@@ -151,7 +210,7 @@ def embed_batch_to_parquet(
     face_rows = variants.count("face")
     return EmbedBatchResult(
         path=target, images=len(images), full_rows=len(variants) - face_rows, face_rows=face_rows,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - started, encoded=encoded, reused=len(variants) - encoded,
     )
 
 
@@ -242,6 +301,6 @@ def _vectors(column: pa.ChunkedArray, dim: int) -> np.ndarray:
 
 
 __all__ = [
-    "EmbedBatchResult", "TAP_PREFIX", "batch_items", "embed_batch_to_parquet", "embeddings_schema",
-    "read_embedding_blocks", "read_embeddings",
+    "EmbedBatchResult", "TAP_PREFIX", "batch_items", "embed_batch_to_parquet", "embeddings_schema", "item_keys",
+    "read_embedding_blocks", "read_embeddings", "stored_rows",
 ]
