@@ -103,8 +103,10 @@ def test_objectids_beyond_2_62_are_searchable_on_the_web(tmp_path):
     big = 2**62 + 12345
     lake, _ = build_web_lake(tmp_path / "lake", overrides={1004: {"objectid": big}})
     with LiveServer(create_app(lake, lambda: SearchEngine(lake, weights="random", device="cpu"))) as live:
-        for reply in (requests.get(live.url + "/api/search", params={"objectid": big, "k": 2}, timeout=20),
-                      requests.post(live.url + "/api/search", data={"objectid": str(big), "k": "2"}, timeout=20)):
+        for reply in (requests.get(live.url + "/api/search", params={"objectid": big, "k": 2, "include_self": "true"},
+                                   timeout=20),
+                      requests.post(live.url + "/api/search", timeout=20,
+                                    data={"objectid": str(big), "k": "2", "include_self": "true"})):
             assert reply.status_code == 200, reply.text
             assert reply.json()["results"][0]["objectid"] == big
         assert requests.get(live.url + f"/api/paintings/{big}", timeout=20).json()["objectid"] == big
