@@ -60,8 +60,8 @@ def image_assets(settings: Settings) -> list:
             description="Every image of the batch is cached or deliberately skipped (too small); failed "
             "downloads are retried by the next run (or the automation at ARTSIM_REFRESH_CRON).",
         )],
-        description="IIIF images of one batch cached under `<data_lake>/images/<uuid>.jpg`, with a per-image "
-        "status table (`image_status/<batch>.parquet`).",
+        description="IIIF images of one batch cached under `images/` in the lake (one JPEG per image uuid), with a "
+        "per-image status table (`image_status/`, one Parquet file per batch).",
     )
     def image_cache(
         context: AssetExecutionContext, artsim: ArtsimRuntimeResource, nga_source: NgaSourceResource
@@ -118,7 +118,7 @@ def image_assets(settings: Settings) -> list:
         owners=OWNERS,
         automation_condition=batch_step(),
         description="MTCNN faces per image of one batch: count, probabilities, union box and crop box "
-        "(`faces/<batch>.parquet`).",
+        "(`faces/`, one Parquet file per batch).",
     )
     def face_crops(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
         from ..core.faces import FaceDetector, detect_faces_in_files, write_faces
