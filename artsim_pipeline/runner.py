@@ -47,7 +47,6 @@ from typing import Callable
 from dagster import (
     AssetCheckKey,
     AssetKey,
-    DagsterEventType,
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
@@ -55,6 +54,7 @@ from dagster import (
 )
 
 from .automation import REFRESH_TAG
+from .run_checks import CheckFailed, blocking_checks_failed, failed_checks
 from .dagster_stale import stale_status_resolver
 from .partitions import IMAGE_BATCHES
 
@@ -94,46 +94,15 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
     return failed
 
 
-class CheckFailed(RuntimeError):
-    """A blocking asset check failed: the message names it, its numbers' meaning and what to do (one line)."""
-
-
-def failed_checks(instance: DagsterInstance, run_id: str) -> tuple[list[str], list[str]]:
-    """(failed ERROR checks, failed WARN checks) of run ``run_id``, each as one line naming the check."""
-    from .assets.checks import WHAT_TO_DO
-
-    errors, warnings = [], []
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = entry.dagster_event.event_specific_data
-        if evaluation.passed:
-            continue
-        where = f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}"
-        partition = getattr(evaluation, "partition", None) or entry.dagster_event.partition
-        hint = evaluation.metadata.get(WHAT_TO_DO)
-        line = f"check {where}{f' ({partition})' if partition else ''} failed" + (f": {hint.value}" if hint else "")
-        (warnings if evaluation.severity.value == "WARN" else errors).append(line)
-    return errors, warnings
-
-
-def blocking_checks_failed(instance: DagsterInstance, graph, keys: list[AssetKey]) -> dict[AssetKey, str]:
-    """``{asset: reason}`` for the unpartitioned ``keys`` whose latest blocking check evaluation failed."""
-    checks = [ck for key in keys for ck in sorted(graph.get(key).check_keys, key=str) if graph.get_check_spec(ck).blocking]
-    if not checks:
-        return {}
-    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(checks)
-    failed: dict[AssetKey, str] = {}
-    for check_key, record in latest.items():
-        if record is not None and record.status.value == "FAILED":
-            failed.setdefault(check_key.asset_key, f"its check {check_key.name} failed last time")
-    return failed
-
-
 @dataclass
 class RunReport:
     """What one ``artsim run`` did: (asset, partition or None, reason) per materialization."""
 
     ran: list[tuple[str, str | None, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: batches whose blocking check failed: {batch: the check's one line}; the run goes on without them
+    failed: dict[str, str] = field(default_factory=dict)
+    collection_skipped: str | None = None
 
     def partitions_run(self, asset: str) -> list[str]:
         return sorted(p for a, p, _ in self.ran if a == asset and p is not None)
@@ -265,11 +234,34 @@ class PipelineRunner:
         if stale:
             self._run_stage("artsim_catalog", stale, report)
         batches_ran = self._run_batches(report, damaged)
+        if self._collection_inputs_exist(report):
+            self._run_collection(report, catalog_ran=bool(stale), batches_ran=batches_ran, damaged=damaged)
+        report.seconds = time.perf_counter() - started
+        if report.failed:  # the other batches and the collection are done: now say which batch failed, and why
+            built = ("the collection was not rebuilt: " + report.collection_skipped if report.collection_skipped
+                     else "the other batches and the collection were built without it")
+            raise CheckFailed(f"{', '.join(sorted(report.failed))} failed ({built}): "
+                              + "; ".join(line for _, line in sorted(report.failed.items())))
+        return report
+
+    def _collection_inputs_exist(self, report: RunReport) -> bool:
+        """False (and says so) when a batch that failed now has no embeddings to build the collection from."""
+        from .core.lake import lake_at
+
+        lake = lake_at(self.settings.data_lake, self.settings.work_dir)
+        missing = sorted({partition for partition in report.failed
+                          for model in self.settings.models if not lake.embeddings_path(model, partition).is_file()})
+        if missing:
+            report.collection_skipped = f"{', '.join(missing)} never had embeddings, search keeps the last good index"
+        return not missing
+
+    def _run_collection(self, report: RunReport, catalog_ran: bool, batches_ran: bool,
+                        damaged: dict[str | None, dict[AssetKey, str]]) -> None:
         after_batches = {  # see the module docstring
             key: "batches changed" for key in self.collection_keys
             if batches_ran and set(self.graph.get(key).parent_keys) & set(self.batch_keys)
         }
-        if stale:  # the catalog ran: what lives in its DuckDB file (batch_views, group "catalog") runs after it
+        if catalog_ran:  # the catalog ran: what lives in its DuckDB file (batch_views, group "catalog") runs after it
             after_batches.update({key: "the catalog was rebuilt" for key in self.collection_keys
                                   if self.graph.get(key).group_name == "catalog" and key not in after_batches})
         after_batches.update({k: v for k, v in damaged.get(None, {}).items() if k in self.collection_keys})
@@ -294,8 +286,6 @@ class PipelineRunner:
                 self._run_stage("artsim_collection", self._stale(self.collection_keys, also={
                     key: "an input was rebuilt" for key in self.collection_keys if key not in self.study_keys}),
                     report)
-        report.seconds = time.perf_counter() - started
-        return report
 
     def plan(self) -> list[dict[str, str | None]]:
         """What ``artsim run`` would materialize now, without running anything (``artsim status``).
@@ -373,6 +363,14 @@ class PipelineRunner:
 
     def _run_batches(self, report: RunReport, damaged: dict[str | None, dict[AssetKey, str]] | None = None) -> bool:
         plan = self._batch_plan(stale_status_resolver(self.instance, self.graph), damaged)
+        ran = False
         for number, (partition, stale) in enumerate(plan, start=1):
-            self._run_stage("artsim_batch", stale, report, f"[{number}/{len(plan)}] {partition}: ", partition)
-        return bool(plan)
+            label = f"[{number}/{len(plan)}] {partition}: "
+            try:
+                self._run_stage("artsim_batch", stale, report, label, partition)
+                ran = True
+            except CheckFailed as failed:  # one bad batch: reported at the end, the others and the collection go on
+                report.failed[partition] = str(failed)
+                self.echo(f"{label}{failed}")
+                ran = ran or any(key == IMAGE_CACHE_CHECK.asset_key for key, _ in stale)
+        return ran

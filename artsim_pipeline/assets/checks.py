@@ -22,6 +22,7 @@ WHAT_TO_DO = "what_to_do"
 REQUIRED_COLUMNS = "required_columns"
 NO_SUDDEN_SHRINK = "no_sudden_shrink"
 EMBEDDINGS_VALID = "embeddings_valid"
+FAILURE_SHARE = "failure_share_within_limit"
 RECALL_AT_10 = "recall_at_10_vs_exact"
 ABOVE_CHANCE = "precision_above_chance"
 NO_QUALITY_DROP = "no_quality_drop"
@@ -67,6 +68,17 @@ def shrink_result(previous: int | None, offered: int, max_shrink: float, refused
     }, what_to_do=f"the refresh would drop {dropped:.0%} of the paintings ({previous} to {offered}; more than "
        f"ARTSIM_MAX_SHRINK={max_shrink:g}) and was refused, the previous catalog and index stay served; if the drop "
        f"is expected, run again with ARTSIM_MAX_SHRINK=1 (or max_shrink: 1.0 in the launchpad's artsim resource)")
+
+
+def failure_share_result(failed: int, total: int, max_share: float, problem: str | None) -> AssetCheckResult:
+    """``image_cache``: at most ``max_share`` of the batch's images failed (``problem``: why not, or None)."""
+    return result(FAILURE_SHARE, problem is None, {
+        "failed": MetadataValue.int(int(failed)),
+        "images": MetadataValue.int(int(total)),
+        "failure_share": MetadataValue.float(round(failed / total, 4) if total else 0.0),
+        "max_failure_share": MetadataValue.float(float(max_share)),
+    }, what_to_do=f"{problem}; its faces and embeddings keep their last good files, the next run retries the failed "
+       "images (raise ARTSIM_MAX_FAILURE_SHARE to accept them)")
 
 
 def embeddings_result(expected_rows: int, rows: int, finite_rows: int, width: int, expected_width: int,

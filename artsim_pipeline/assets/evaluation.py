@@ -9,6 +9,9 @@ from dagster import (
     DataVersion,
     MaterializeResult,
     MetadataValue,
+    TableColumn,
+    TableRecord,
+    TableSchema,
     asset,
 )
 
@@ -112,6 +115,8 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
         "weights": headline["weights"],
         "models": ", ".join(headline["models"]),
         "report": MetadataValue.md(reports.markdown_with_plots(report, files)),
+        "methods": methods_table(report),
+        **{f"plot_{key}": lake_path(lake, path) for key, path in sorted(files.plots.items())},
         "report_json": lake_path(lake, files.json),
         "report_markdown": lake_path(lake, files.markdown),
         "seconds": MetadataValue.float(round(float(report["timings_s"]["total"]), 2)),
@@ -130,6 +135,19 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
                          checks.quality_drop_result(precision, previous, settings.max_quality_drop, k)]
     return MaterializeResult(metadata=metadata, data_version=DataVersion(report_fingerprint(report)),
                              check_results=check_results)
+
+
+_METHOD_COLUMNS = (("method", "string"), ("relevance", "string"), ("k", "int"), ("precision_at_k", "float"),
+                   ("recall_at_k", "float"), ("map_at_k", "float"), ("map", "float"), ("n_queries", "int"))
+
+
+def methods_table(report: dict) -> MetadataValue:
+    """Every method's (and the random baseline's) retrieval numbers as a table the asset page shows."""
+    rows = [*report["methods"], *({**r, "method": f"random ({r.get('estimate', '')})"} for r in report["random_baseline"])]
+    cast = {"string": str, "int": int, "float": lambda v: round(float(v), 4)}
+    records = [TableRecord({name: cast[kind](row[name]) for name, kind in _METHOD_COLUMNS if row.get(name) is not None})
+               for row in rows]
+    return MetadataValue.table(records, schema=TableSchema([TableColumn(name, kind) for name, kind in _METHOD_COLUMNS]))
 
 
 def _previous_precision(context: AssetExecutionContext, name: str) -> float | None:

@@ -26,10 +26,11 @@ from ..core import catalog
 from ..core.lake_reads import catalog_paintings, usable_images
 from ..core.storage import read_parquet
 from ..core.image_cache import ImageCacheOptions, ImageJob, cache_images, invalidate_changed_images
-from ..core.image_status import USABLE, check_failure_share, summarize_status, write_status
+from ..core.image_status import USABLE, BatchFailedError, check_failure_share, summarize_status, write_status
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..deploy import tags
+from . import checks
 from .common import OWNERS, lake_path, progress_logger
 from .versions import code_version
 
@@ -59,9 +60,14 @@ def image_assets(settings: Settings) -> list:
             NO_FAILED_IMAGES, asset="image_cache", partitions_def=image_batches,
             description="Every image of the batch is cached or deliberately skipped (too small); failed "
             "downloads are retried by the next run (or the automation at ARTSIM_REFRESH_CRON).",
+        ), checks.spec(
+            checks.FAILURE_SHARE, "image_cache", partitions_def=image_batches,
+            description="At most ARTSIM_MAX_FAILURE_SHARE of the batch's images failed; above it the batch's faces "
+            "and embeddings are not redone (they keep their last good files) and the other batches and the "
+            "collection go on without it (blocking).",
         )],
-        description="IIIF images of one batch cached under `<data_lake>/images/<uuid>.jpg`, with a per-image "
-        "status table (`image_status/<batch>.parquet`).",
+        description="IIIF images of one batch cached under `images/` in the lake (one JPEG per image uuid), with a "
+        "per-image status table (`image_status/`, one Parquet file per batch).",
     )
     def image_cache(
         context: AssetExecutionContext, artsim: ArtsimRuntimeResource, nga_source: NgaSourceResource
@@ -80,8 +86,13 @@ def image_assets(settings: Settings) -> list:
         write_status(status, status_path)
         summary = summarize_status(status)
         context.log.info(f"{batch}: {summary}")
-        check_failure_share(status, run_settings.max_failure_share)
         failed = status[status["status"] == "failed"]
+        try:  # over the limit: the blocking check fails (the batch's faces and embeddings keep their last good files)
+            check_failure_share(status, run_settings.max_failure_share)
+            too_many = None
+        except BatchFailedError as exc:
+            too_many = str(exc)
+            context.log.error(f"{batch}: {too_many}")
         return MaterializeResult(
             metadata={
                 **{key: MetadataValue.int(summary[key]) for key in ("total", "ok", "cached", "skipped_small", "failed", "bytes")},
@@ -100,7 +111,7 @@ def image_assets(settings: Settings) -> list:
                     "failed": MetadataValue.int(len(failed)),
                     "failed_objectids": MetadataValue.text(", ".join(map(str, failed["objectid"].head(50))) or "none"),
                 },
-            )],
+            ), checks.failure_share_result(len(failed), len(status), run_settings.max_failure_share, too_many)],
             # "ok" and "cached" are the same stored image: the version must not change between them
             data_version=DataVersion(
                 catalog.frame_fingerprint(
@@ -118,7 +129,7 @@ def image_assets(settings: Settings) -> list:
         owners=OWNERS,
         automation_condition=batch_step(),
         description="MTCNN faces per image of one batch: count, probabilities, union box and crop box "
-        "(`faces/<batch>.parquet`).",
+        "(`faces/`, one Parquet file per batch).",
     )
     def face_crops(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
         from ..core.faces import FaceDetector, detect_faces_in_files, write_faces

@@ -162,7 +162,7 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
             "measured before it is published: below it, nothing is published and search keeps the last good "
             "generation (blocking).")],
         description="FAISS inner-product index (IVF-Flat, or Flat when small) over the fused, L2-normalised "
-        "vectors of each variant (the full variant through similarity_head when ARTSIM_EPOCHS > 0); ids are "
+        "vectors of each variant (the full variant through similarity_head when ARTSIM_EPOCHS is set); ids are "
         "objectids. Published with its fusion as one index generation (a folder under `index/generations`, "
         "served through `index/CURRENT`) once its recall@10 passes the check.",
     )

@@ -3,7 +3,7 @@ weights); a new batch re-runs the per-refresh report, not the study."""
 
 import json
 
-from dagster import AssetKey
+from dagster import AssetCheckKey, AssetKey
 
 from artsim_pipeline.config import Settings
 from artsim_pipeline.core.reports import HEADLINE_KEYS, PLOT_NAMES, REQUIRED_KEYS, report_names
@@ -51,6 +51,18 @@ def test_eval_report_and_eval_study_materialize_after_the_index(tmp_path, instan
     assert report["index_check"]["recall_vs_exact_at_5"] == 1.0  # 12 vectors: a flat (exact) index
     assert {r["relevance"] for r in report["methods"]} == {"artist", "style"}
     assert (reports / PLOT_NAMES["precision_curves"]).stat().st_size > 0
+    # the asset page: the methods as a table, the plots and files as paths relative to the lake
+    rows = [record.data for record in meta["methods"].records]
+    assert len(rows) == len(report["methods"]) + len(report["random_baseline"])
+    assert {"method", "relevance", "k", "precision_at_k", "map"} <= set(rows[0])
+    assert meta["plot_precision_curves"] == f"reports/{PLOT_NAMES['precision_curves']}"
+    assert meta["report_json"] == "reports/eval_report.json"
+    keys = [AssetCheckKey(AssetKey("eval_report"), name) for name in ("precision_above_chance", "no_quality_drop")]
+    latest = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
+    drop = latest[keys[1]].event.dagster_event.event_specific_data
+    assert drop.passed and drop.metadata["previous_precision_at_5"].value == "none (first report)"
+    chance = latest[keys[0]].event.dagster_event.event_specific_data  # random weights: whatever it found, it says
+    assert chance.metadata["random_precision_at_5"].value == round(report["headline"]["random_precision_at_k"], 4)
 
     # the study: the same headline numbers plus the ablations, the learned head and the pixel metrics
     event, study_meta = _meta(instance, "eval_study")
