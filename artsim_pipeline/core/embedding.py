@@ -20,6 +20,7 @@ from the same forward pass.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 from collections import deque
@@ -75,21 +76,58 @@ def load_and_prepare(
     if isinstance(source, Image.Image):
         return prepare_image(oriented(source), spec, crop_box)
     with Image.open(readable(source)) as image:
-        width, height = image.size  # as stored (draft works on these)
-        # crop boxes are in the pixels of the image as displayed (EXIF orientation applied); the scale
-        # factors below do not depend on the orientation
-        shown = displayed_size(image)
-        if fast_decode and image.format == "JPEG":
-            region = central_window(clamp_box(crop_box, shown) if crop_box is not None else (0, 0, *shown))
-            short = min(region[2] - region[0], region[3] - region[1])
-            need = spec.resize_size / short
-            if need <= 0.5:
-                image.draft("RGB", (math.ceil(width * need), math.ceil(height * need)))
-                scale = image.size[0] / width
-                if crop_box is not None and scale != 1.0:
-                    crop_box = tuple(v * scale for v in region)  # type: ignore[assignment]
+        crop_box = _draft_for(image, spec, crop_box, fast_decode)
         image.load()
         return prepare_image(oriented(image), spec, crop_box)
+
+
+def _draft_for(image: Image.Image, spec: ModelSpec, crop_box: CropBox | None, fast_decode: bool) -> CropBox | None:
+    """Ask the opened (not yet decoded) ``image`` for ``spec``'s JPEG draft scale (see :func:`load_and_prepare`);
+    returns ``crop_box`` in the pixels that will be decoded."""
+    width, height = image.size  # as stored (draft works on these)
+    if fast_decode and image.format == "JPEG":
+        # crop boxes are in the pixels of the image as displayed (EXIF orientation applied); the scale
+        # factors below do not depend on the orientation. (Read here only: a PNG's EXIF read decodes it.)
+        shown = displayed_size(image)
+        region = central_window(clamp_box(crop_box, shown) if crop_box is not None else (0, 0, *shown))
+        short = min(region[2] - region[0], region[3] - region[1])
+        need = spec.resize_size / short
+        if need <= 0.5:
+            image.draft("RGB", (math.ceil(width * need), math.ceil(height * need)))
+            scale = image.size[0] / width
+            if crop_box is not None and scale != 1.0:
+                crop_box = tuple(v * scale for v in region)  # type: ignore[assignment]
+    return crop_box
+
+
+def load_and_prepare_many(source: Any, specs: Sequence[ModelSpec], crop_box: CropBox | None = None,
+                          fast_decode: bool = True) -> list[np.ndarray]:
+    """:func:`load_and_prepare` of one image for each of ``specs`` (a query's models), decoding it once per
+    distinct decoded size rather than once per model: models whose draft scales agree (or every model, for
+    a PNG or a small JPEG) share one decode. The arrays are the same as :func:`load_and_prepare`'s.
+
+    ``source``: a path, bytes, a file-like object (read once) or a PIL image."""
+    if isinstance(source, Image.Image):
+        return [load_and_prepare(source, spec, crop_box, fast_decode) for spec in specs]
+    if isinstance(source, (bytes, bytearray)) or hasattr(source, "read"):
+        data = bytes(source) if isinstance(source, (bytes, bytearray)) else source.read()
+
+        def reopen() -> Any:
+            return io.BytesIO(data)
+    else:
+        def reopen() -> Any:
+            return readable(source)
+    decoded: dict[tuple[Any, ...], Image.Image] = {}
+    arrays = []
+    for spec in specs:
+        with Image.open(reopen()) as image:
+            box = _draft_for(image, spec, crop_box, fast_decode)
+            key = (image.mode, image.size, tuple(image.tile))  # after draft() (header only): what load() decodes
+            if key not in decoded:
+                image.load()
+                decoded[key] = oriented(image)
+        arrays.append(prepare_image(decoded[key], spec, box))
+    return arrays
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:

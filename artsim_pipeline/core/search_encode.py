@@ -35,14 +35,12 @@ CropBox = tuple[float, float, float, float]
 
 def prepare_inputs(models: Sequence[LoadedModel], source: Any, crop_box: CropBox | None = None) -> list[np.ndarray]:
     """Each model's ``uint8 [S, S, 3]`` input, prepared exactly like the collection's images."""
-    # the embedding module imports torch (~2 s): only an image query, which has loaded its models, needs it
-    from .embedding import load_and_prepare
+    # here, not at the top: the preparation is an image query's (an objectid query needs none)
+    from .embedding import load_and_prepare_many
 
-    arrays = []
-    for model in models:
-        src = io.BytesIO(source.getvalue()) if isinstance(source, io.BytesIO) else source
-        arrays.append(load_and_prepare(src, model.spec, crop_box, fast_decode=True))
-    return arrays
+    # one decode shared by the models whose draft scales agree (an upload was decoded once per model)
+    src = io.BytesIO(source.getvalue()) if isinstance(source, io.BytesIO) else source
+    return load_and_prepare_many(src, [model.spec for model in models], crop_box, fast_decode=True)
 
 
 def forward_inputs(models: Sequence[LoadedModel], arrays: Sequence[np.ndarray], precision: str) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from artsim_pipeline.core.embedding import load_and_prepare
+from artsim_pipeline.core.embedding import load_and_prepare, load_and_prepare_many
 from artsim_pipeline.core.models import get_spec
 from artsim_pipeline.core.preprocessing import MAX_ASPECT, prepare_image
 from artsim_pipeline.core.search_query import ParsedQuery, QueryError, check_image
@@ -115,3 +115,34 @@ def test_ordinary_aspect_ratios_still_prepared():
     for size in ((MAX_ASPECT * 20, 20), (30, 30 * MAX_ASPECT), (300, 200)):
         out = prepare_image(Image.new("RGB", size), spec)
         assert out.shape == (spec.input_size, spec.input_size, 3)
+
+
+@pytest.mark.parametrize("size", [(2400, 1800), (512, 512), (300, 200)], ids=["phone", "draft-for-some", "small"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_one_decode_for_all_models_prepares_the_same_arrays(monkeypatch, size, fmt):
+    """A query's models share a decode when their draft scales agree: the arrays are load_and_prepare's own,
+    with and without a crop box, through the EXIF rotation, and a large JPEG is decoded once, not per model."""
+    from PIL import ImageFile
+
+    specs = [get_spec(name) for name in ("efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2")]
+    stored = _painting(*size).transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[ORIENTATION] = 6
+    buffer = io.BytesIO()
+    stored.save(buffer, format=fmt, **({"exif": exif.tobytes(), "quality": 90} if fmt == "JPEG" else {}))
+    data = buffer.getvalue()
+    decodes = []
+    load = ImageFile.ImageFile.load
+    monkeypatch.setattr(ImageFile.ImageFile, "load",  # a decode: a load() with tiles left to read
+                        lambda self: (decodes.append(self.size) if self.tile else None) or load(self))
+    for box in (None, (size[0] * 0.1, size[1] * 0.2, size[0] * 0.7, size[1] * 0.9)):
+        decodes.clear()
+        many = load_and_prepare_many(io.BytesIO(data), specs, box)
+        shared = len(decodes)
+        each = [load_and_prepare(io.BytesIO(data), spec, box) for spec in specs]
+        assert all(np.array_equal(a, b) for a, b in zip(many, each))
+        assert len(decodes) - shared == len(specs)  # one decode per model, one per distinct size shared
+        if size == (2400, 1800) and fmt == "JPEG":
+            assert shared == 1
+        else:
+            assert shared <= len(set(decodes[shared:]))
