@@ -7,7 +7,8 @@ object-store lake the pointer is read at most every :data:`REMOTE_POLL_S` second
 builds a complete new engine (index, catalog, models) while the others keep using the old one; the
 new engine then replaces the old one in a single reference assignment, so a request sees one whole
 engine, old or new, never a mix. A failed reload keeps the old engine serving and is retried when the
-pointer changes again.
+pointer changes again. The catalog is followed the same way when a refresh rewrites it without a new
+generation (:mod:`~artsim_pipeline.web.catalog_watch`).
 """
 
 from __future__ import annotations
