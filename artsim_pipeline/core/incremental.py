@@ -22,7 +22,13 @@ result is published as a new generation (copy-on-write: the served one is never 
   (:func:`holdout_residual`, measured at the full fit: a PCA fit on 90% of the collection, its residual
   share on the other 10%; a fit's residual on its own vectors is far lower when the collection is not
   much larger than ``ARTSIM_PCA_DIM``, so it is no baseline);
-* ``head``: a learned similarity head is on (it is trained on a fresh fit each time).
+* ``head``: a learned similarity head is on (it is trained on a fresh fit each time);
+* ``small_collection``: the collection has fewer than :data:`SMALL_FIT_FACTOR` times the fit's output dimensions. A PCA
+  with about as many components as paintings spans the paintings it saw, so a painting it did not see loses
+  its own part: on the 1,698-painting mirror cut to 64 and 256 paintings, keeping the fit for 2–10% changed
+  paintings kept only 87–97% of each top 5 (a refit: 100%) and put changed paintings into the others' top 5
+  twice as often as a refit; at 1,698 paintings (3.3 × 512) 94–97% and 1.4 times (``artsim bench drift``,
+  docs/benchmarks.md). At such sizes a refit takes seconds.
 
 Otherwise the refresh is ``incremental``. The decision is stored in the staged fusion's manifest and,
 once published, in the generation manifest under ``fit`` (schema: :class:`FitRecord`).
@@ -43,6 +49,8 @@ from .recall import tune_nprobe
 #: Default thresholds (``ARTSIM_REFIT_SHARE``, ``ARTSIM_REFIT_DRIFT``).
 DEFAULT_REFIT_SHARE = 0.25
 DEFAULT_REFIT_DRIFT = 1.5
+#: A collection smaller than this many times the fit's output dimensions is always refitted (``small_collection``).
+SMALL_FIT_FACTOR = 2
 #: Held-out share and cap of :func:`holdout_residual`.
 HOLDOUT_SHARE = 0.1
 HOLDOUT_MAX = 1000
@@ -184,6 +192,8 @@ def decide_fit(
         return full("ivf_now")
     if head:
         return full("head")
+    if len(objectids) < SMALL_FIT_FACTOR * served_fusion.output_dim:
+        return full("small_collection")
     fused = transform(served_fusion, blocks)
     delta = index_delta(served_bundle, fused, objectids)
     touched = delta.n_new + delta.n_changed

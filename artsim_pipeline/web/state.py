@@ -7,7 +7,8 @@ object-store lake the pointer is read at most every :data:`REMOTE_POLL_S` second
 builds a complete new engine (index, catalog, models) while the others keep using the old one; the
 new engine then replaces the old one in a single reference assignment, so a request sees one whole
 engine, old or new, never a mix. A failed reload keeps the old engine serving and is retried when the
-pointer changes again.
+pointer changes again. The catalog is followed the same way when a refresh rewrites it without a new
+generation (:mod:`~artsim_pipeline.web.catalog_watch`).
 
 Models: an engine built without them (``artsim serve``) is served at once and loads them in a background
 thread (:func:`load_models_in_background`; an image query arriving first waits for them); a reload loads
@@ -192,13 +193,17 @@ class EngineHolder:
     def _follow_catalog(self, served: Served) -> Served:
         """``served``, or its engine answering from the catalog when the catalog changed (one request
         reloads it, the others keep the served one): see :mod:`~artsim_pipeline.web.catalog_watch`."""
+        if served.image_search == "loading":
+            # the copy shares the models only once they are in (one load per server): followed right after
+            return served
         if not self.catalog.changed() or not self._reload_lock.acquire(blocking=False):
             return served
         try:
             current = self._served or served
             engine = self.catalog.follow(current.engine, current.catalog_version)
-            if engine is not None:
-                self._served = current = Served(engine)  # the same one-reference swap as a new generation
+            if engine is not None:  # the same one-reference swap as a new generation
+                self._served = current = Served(engine, image_search=current.image_search,
+                                                image_search_error=current.image_search_error)
             return current
         finally:
             self._reload_lock.release()
