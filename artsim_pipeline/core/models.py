@@ -320,11 +320,6 @@ REGISTRY: dict[str, ModelSpec] = _register(
 # --------------------------------------------------------------------------- public API
 
 
-def available_models() -> list[str]:
-    """Every registry model name."""
-    return list(REGISTRY)
-
-
 def offline_models() -> list[str]:
     """Models whose pretrained weights ship as Python packages (no download needed)."""
     return [name for name, spec in REGISTRY.items() if spec.offline]
@@ -336,11 +331,6 @@ def get_spec(name: str) -> ModelSpec:
         return REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(REGISTRY)}") from None
-
-
-def model_dim(name: str) -> int:
-    """Length of the vectors model ``name`` produces."""
-    return get_spec(name).dim
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -403,5 +393,5 @@ def describe(name: str) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_OFFLINE_MODELS", "LoadedModel", "ModelSpec", "REGISTRY", "TAP_STATS", "WeightsUnavailableError",
-    "available_models", "describe", "get_spec", "load_model", "model_dim", "offline_models", "resolve_device",
+    "describe", "get_spec", "load_model", "offline_models", "resolve_device",
 ]
