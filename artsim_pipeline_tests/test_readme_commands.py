@@ -113,6 +113,20 @@ def test_the_readme_has_its_python_snippet():
     assert [s for s in python_snippets(README.read_text()) if "SearchEngine.from_settings" in s]
 
 
+def test_the_reader_finds_continued_quoted_indented_and_inline_commands():
+    text = (
+        "Run `artsim run`, or `.venv/bin/artsim\nserve --port 1` (`artsim_automation` is no command).\n\n"
+        "```\nnot -> a command\n```\n\n- item:\n\n  ```bash\n  curl 'http://x/?a=1'   # a comment\n  ```\n\n"
+        "```bash\nA=1 B=2 \\\n  tool --flag   # both lines\npython -c \"print(\n  'two lines')\"\n\n# only a comment\n```\n\n"
+        "```python\nprint('hello')\n```\n")
+    assert [command_key(c) for c in shell_commands(text)] == [
+        "curl http://x/?a=1", "A=1 B=2 tool --flag", "python -c print( 'two lines')"]
+    assert inline_commands(text) == ["artsim run", ".venv/bin/artsim serve --port 1"]
+    assert python_snippets(text) == ["print('hello')\n"]
+    with pytest.raises(ValueError, match="never closed"):
+        shell_commands("```bash\nls\n")
+
+
 # ----------------------------------------------------------------------------- running them
 
 
