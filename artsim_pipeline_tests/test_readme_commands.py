@@ -109,8 +109,10 @@ def test_the_subcommands_the_readme_names_exist():
     assert named and named <= set(subcommands), named - set(subcommands)
 
 
-def test_the_readme_has_its_python_snippet():
-    assert [s for s in python_snippets(README.read_text()) if "SearchEngine.from_settings" in s]
+def test_the_readme_python_snippet_is_the_one_this_module_runs():
+    snippets = python_snippets(README.read_text())
+    assert len(snippets) == 1 and "SearchEngine.from_settings" in snippets[0], (
+        "a Python snippet was added or changed: run it in `ran` (with a check) or say here why not")
 
 
 def test_the_reader_finds_continued_quoted_indented_and_inline_commands():
