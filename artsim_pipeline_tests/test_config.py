@@ -1,16 +1,47 @@
+import re
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from artsim_pipeline.config import NOTEBOOK_MODELS, ConfigError, Settings
+from artsim_pipeline.config import ENV_VARS, ConfigError, Settings
 from artsim_pipeline.resources import ArtsimRuntimeResource
+from artsim_pipeline_tests.support import REPO
 
 
-def test_defaults_match_the_documented_ones():
-    s = Settings.from_env({})
-    assert s.nga_source.startswith("https://raw.githubusercontent.com/NationalGalleryOfArt/opendata")
-    assert (s.data_lake, s.limit, s.min_side, s.batch_size, s.image_size) == (Path("data_lake"), 1000, 300, 256, 1200)
-    assert s.models == NOTEBOOK_MODELS
+def readme_defaults() -> dict[str, str]:
+    """``ARTSIM_*`` variable -> its default as README "Configuration" writes it (the last code span of the
+    default cell: ``NGA open data on GitHub (`https://...`)`` is the URL)."""
+    table = README_TABLE.search((REPO / "README.md").read_text())
+    assert table, "README.md has no Configuration table"
+    rows = {}
+    for line in table[0].splitlines()[2:]:
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        rows[cells[0].strip("`")] = re.findall(r"`([^`]*)`", cells[1])[-1]
+    return rows
+
+
+README_TABLE = re.compile(r"^\| variable \| default \| meaning \|\n(?:\|.*\n)+", re.M)
+
+
+def test_the_readme_documents_every_setting_with_its_real_default():
+    """Each documented default, read by the setting's own parser, is the default ``Settings`` has (and every
+    variable is documented, none that does not exist)."""
+    documented = readme_defaults()
+    assert set(documented) == set(ENV_VARS)
+    defaults = Settings.from_env({})
+    for var, (name, parse) in ENV_VARS.items():
+        assert parse(documented[var]) == getattr(defaults, name), f"{var}: README says {documented[var]!r}"
+
+
+@pytest.mark.parametrize("field", [f for f in fields(Settings) if f.metadata["bounds"] or f.metadata["choices"]],
+                         ids=lambda f: f.metadata["var"])
+def test_a_value_outside_a_declared_range_or_choice_names_its_variable(field):
+    """From the declarations: every bounded or enumerated setting refuses a value outside them, by name."""
+    var, bounds, choices = field.metadata["var"], field.metadata["bounds"], field.metadata["choices"]
+    bad = "not-a-choice" if choices else str(bounds[0] - 1 if isinstance(field.default, int) else bounds[0] - 0.5)
+    with pytest.raises(ConfigError, match=re.escape(var)):
+        Settings.from_env({var: bad})
 
 
 def test_environment_values_are_parsed():

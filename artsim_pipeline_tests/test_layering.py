@@ -6,37 +6,30 @@
 * Dagster's internals (``dagster._...``) are imported by one module only, ``dagster_stale.py`` (its
   docstring says why: Dagster has no public stale-status API);
 * ``web/`` depends on ``core`` (and itself), never on the asset graph, the runner or the CLI;
-* the asset modules import no asset module in a circle;
-* no test module imports another test module (shared helpers live in support modules).
+* no module imports another in a circle, type-only (``if TYPE_CHECKING:``) and function-local imports
+  included (a type-only circle still ties two modules together: ``ModelSpec`` lives in ``core/model_spec.py``
+  so that the model registry and the modules it imports do not import each other back).
+
+(That no module imports a test module is ``test_suite_hygiene``'s rule.) Every rule reads the imports with
+the one reader the structure tests share, ``import_reader``.
 """
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from artsim_pipeline_tests.import_reader import Import, circles, module_graph, read_imports
 
 PACKAGE = Path(__file__).resolve().parent.parent / "artsim_pipeline"
 
 
+def statements(path: Path) -> list[Import]:
+    return read_imports(path, PACKAGE)
+
+
 def imports(path: Path) -> list[str]:
-    """Absolute names of every module ``path`` imports (relative imports resolved against the package)."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
-            found.extend(imports_of(node, path))
-    return found
-
-
-def imports_of(node: ast.Import | ast.ImportFrom, path: Path) -> list[str]:
-    """The absolute names one import statement of ``path`` imports."""
-    if isinstance(node, ast.Import):
-        return [alias.name for alias in node.names]
-    package = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)[:-1]
-    if node.level:
-        module = ".".join(package[: len(package) - node.level + 1] + ([node.module] if node.module else []))
-    else:
-        module = node.module or ""
-    return [module, *(f"{module}.{alias.name}" for alias in node.names)]
+    """Absolute names of every module (and module member) ``path`` imports, relative imports resolved."""
+    return [name for statement in statements(path) for name in statement.names]
 
 
 def modules(under: str = "") -> dict[str, list[str]]:
@@ -59,26 +52,19 @@ def is_private_dagster(name: str) -> bool:
 def test_core_does_not_import_the_settings_module():
     importers = set()
     for path in sorted((PACKAGE / "core").rglob("*.py")):
-        lines = _convenience_lines(path)
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, (ast.Import, ast.ImportFrom)) and node.lineno not in lines:
-                names = imports_of(node, path)
-                if any(n == "artsim_pipeline.config" or n.startswith("artsim_pipeline.config.") for n in names):
-                    importers.add(str(path.relative_to(PACKAGE)))
+        for statement in statements(path):
+            if _allowed_settings_import(statement, path):
+                continue
+            if any(n == "artsim_pipeline.config" or n.startswith("artsim_pipeline.config.") for n in statement.names):
+                importers.add(str(path.relative_to(PACKAGE)))
     assert not importers
 
 
-def _convenience_lines(path: Path) -> set[int]:
-    """Lines allowed to import the settings: ``if TYPE_CHECKING:`` blocks (annotations only) and the body of
-    ``core.search.search`` (the convenience that defaults to the environment's settings)."""
-    lines: set[int] = set()
-    for node in ast.parse(path.read_text()).body:
-        type_only = isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
-        convenience = (isinstance(node, ast.FunctionDef) and node.name == "search" and path.name == "search.py"
-                       and path.parent.name == "core")
-        if type_only or convenience:
-            lines.update(range(node.lineno, node.end_lineno + 1))
-    return lines
+def _allowed_settings_import(statement: Import, path: Path) -> bool:
+    """``if TYPE_CHECKING:`` blocks (annotations only) and the body of ``core.search.search`` (the convenience
+    that defaults to the environment's settings)."""
+    convenience = statement.scope == "search" and path.name == "search.py" and path.parent.name == "core"
+    return statement.type_only or convenience
 
 
 def test_only_the_stale_status_adapter_imports_dagster_internals():
@@ -94,45 +80,30 @@ def test_web_depends_on_core_only():
     assert not {m: i for m, i in offenders.items() if i}
 
 
-def test_asset_modules_import_no_asset_module_in_a_circle():
-    graph = {}
-    for module, names in modules("assets").items():
-        name = "artsim_pipeline.assets." + Path(module).stem
-        graph[name] = {i for i in names if i.startswith("artsim_pipeline.assets.")
-                       and i.count(".") == 2 and i != name}
-    for start in graph:
-        seen, stack = set(), list(graph[start])
-        while stack:
-            node = stack.pop()
-            assert node != start, f"{start} imports itself through {sorted(seen)}"
-            if node not in seen and node in graph:
-                seen.add(node)
-                stack.extend(graph[node])
+def test_no_module_imports_another_in_a_circle():
+    graph = module_graph(PACKAGE)
+    found = [" -> ".join(group) + "\n    " + "\n    ".join(
+        f"{a} line {graph[a][b][0].line} imports {b}{' (type only)' if graph[a][b][0].type_only else ''}"
+        for a in group for b in group if b in graph[a]) for group in circles(graph)]
+    assert not found, "import circles:\n" + "\n".join(found)
 
 
-def test_no_test_module_imports_another():
-    tests = PACKAGE.parent / "artsim_pipeline_tests"
-    offenders = {}
-    for path in sorted(tests.rglob("*.py")):
-        names = [n for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, (ast.Import, ast.ImportFrom))
-                 for n in _test_imports(node, path, tests)]
-        if names:
-            offenders[str(path.relative_to(tests))] = names
-    assert not offenders
-
-
-def _test_imports(node: ast.Import | ast.ImportFrom, path: Path, tests: Path) -> list[str]:
-    """The ``test_*`` modules of the test package that one import statement names."""
-    if isinstance(node, ast.Import):
-        names = [alias.name for alias in node.names]
-    else:
-        base = node.module or ""
-        if node.level:
-            package = list(path.relative_to(tests.parent).with_suffix("").parts)[:-1]
-            base = ".".join(package[: len(package) - node.level + 1] + ([base] if base else []))
-        names = [base, *(f"{base}.{alias.name}" for alias in node.names)]
-    return [n for n in names if n.startswith("artsim_pipeline_tests") and n.split(".")[-1].startswith("test_")
-            and (tests.parent / (n.replace(".", "/") + ".py")).exists()]
+def test_the_circle_finder_sees_type_only_and_function_local_imports(tmp_path):
+    root = tmp_path / "pkg"
+    (root / "sub").mkdir(parents=True)
+    for name, text in {
+        "__init__.py": "", "sub/__init__.py": "",
+        "a.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .b import B\n",
+        "b.py": "from . import c\nclass B: ...\n",
+        "c.py": "def f():\n    from pkg.a import thing\n",
+        "sub/d.py": "from ..e import x\n", "e.py": "import os\nx = 1\n",  # d -> e only: no circle
+        "f.py": "from .sub import g\n", "sub/g.py": "from ..f import y\n",
+    }.items():
+        (root / name).write_text(text)
+    graph = module_graph(root)
+    assert circles(graph) == [["pkg.a", "pkg.b", "pkg.c"], ["pkg.f", "pkg.sub.g"]]
+    assert graph["pkg.a"]["pkg.b"][0].type_only and graph["pkg.c"]["pkg.a"][0].scope == "f"
+    assert set(graph["pkg.sub.d"]) == {"pkg.e"} and graph["pkg.e"] == {}
 
 
 def test_the_import_reader_sees_relative_and_private_imports():

@@ -1,15 +1,19 @@
 """Each setting is declared once (config.py) with its role; the env map, the run-time resource and the
-code-version inputs are derived from the declarations, and a launchpad change of a run-time knob reaches
-every download that uses it."""
+code-version inputs are derived from the declarations. What the roles promise is checked on the real code
+location: changing an output setting changes the code version of exactly the assets it shapes (and a
+run-time or deployment setting none), a launchpad value of every run-time knob reaches the run's settings,
+and a launchpad change of the retries reaches the download that uses them."""
 
 import typing
 from dataclasses import fields
+from pathlib import Path
 
+import pytest
 from dagster import materialize
 
-from artsim_pipeline.assets.versions import CODE_VERSIONS, OUTPUT_SETTINGS
+from artsim_pipeline.assets.versions import CODE_VERSIONS
 from artsim_pipeline.config import ENV_VARS, ROLES, Settings, names_with_role
-from artsim_pipeline.definitions import build_assets
+from artsim_pipeline.definitions import build_assets, build_definitions
 from artsim_pipeline.resources import RUNTIME_FIELDS, ArtsimRuntimeResource, NgaSourceResource, build_resources
 from artsim_pipeline_tests.http_server import LocalServer
 from artsim_pipeline_tests.nga_fixtures import Painting, nga_csvs
@@ -23,13 +27,76 @@ def test_every_setting_has_one_declaration_and_a_role():
     for f in declared:
         if f.metadata["role"] == "output":
             assert f.metadata["shapes"] and set(f.metadata["shapes"]) <= set(CODE_VERSIONS), f.name
-            assert all(f.name in OUTPUT_SETTINGS[asset] for asset in f.metadata["shapes"])
-        else:
-            assert not any(f.name in names for names in OUTPUT_SETTINGS.values()), f.name
+
+
+#: A valid value other than the base one (:func:`_base`), for every setting (a new setting needs one here).
+OTHER_VALUES = {
+    "nga_source": "other-mirror", "data_lake": Path("other_lake"), "work_dir": Path("other_work"), "limit": 0,
+    "min_side": 128, "batch_size": 64, "image_size": 800, "download_workers": 2, "requests_per_second": 3.0,
+    "http_timeout_s": 5.0, "http_retries": 1, "max_failure_share": 0.5, "face_threshold": 0.8, "face_margin": 0.2,
+    "face_max_side": 512, "models": ("efficientnet_lite0",), "weights": "random", "embed_batch_size": 8,
+    "precision": "bf16", "device": "cpu", "pca_dim": 64, "taps": "none", "epochs": 3, "refresh_cron": "0 5 * * *",
+    "max_shrink": 1.0, "refit_share": 0.5, "refit_drift": 2.0, "rerank": "qe", "rerank_dba_top": 5,
+    "rerank_qe_top": 5, "rerank_alpha": 1.0, "image_hosts": ("api.nga.gov",), "executor": "multiprocess",
+}
+
+
+#: Settings an asset's code version reads besides its declared ones (``code_version(..., extra)``), with why.
+ALSO_SHAPES = {
+    "epochs": {"faiss_index": "whether there is a learned head (0 or not): the index is built on its output"},
+}
+
+
+def _base() -> Settings:
+    return Settings(nga_source="mirror", models=("efficientnet_lite0", "mobilenet_v2"))
+
+
+def _code_versions(settings: Settings) -> dict[str, str | None]:
+    """Asset name -> code version, as the code location built for ``settings`` declares them."""
+    graph = build_definitions(settings).resolve_asset_graph()
+    return {key.to_user_string(): graph.get(key).code_version for key in graph.get_all_asset_keys()}
+
+
+def _asset_kind(name: str) -> str:
+    """The name ``shapes`` uses: ``embeddings`` for every ``embeddings_<model>``."""
+    return "embeddings" if name.startswith("embeddings_") else name
+
+
+@pytest.fixture(scope="module")
+def base_versions() -> dict[str, str | None]:
+    return _code_versions(_base())
+
+
+def test_every_setting_has_another_value_to_try():
+    assert set(OTHER_VALUES) == {f.name for f in fields(Settings)}
+    base = _base()
+    assert all(getattr(base, name) != value for name, value in OTHER_VALUES.items())
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_VALUES))
+def test_a_setting_changes_the_code_version_of_exactly_the_assets_it_shapes(name, base_versions):
+    """On the code location Dagster loads: an ``output`` setting makes exactly its ``shapes`` stale, any
+    other setting nothing (assets that only one side has, e.g. ``similarity_head`` with epochs, are left out)."""
+    role = next(f.metadata for f in fields(Settings) if f.name == name)
+    changed_versions = _code_versions(_base().with_overrides(**{name: OTHER_VALUES[name]}))
+    changed = {asset for asset in base_versions.keys() & changed_versions.keys()
+               if base_versions[asset] != changed_versions[asset]}
+    shaped = {asset for asset in base_versions.keys() & changed_versions.keys()
+              if _asset_kind(asset) in {*role["shapes"], *ALSO_SHAPES.get(name, ())}}
+    assert changed == shaped, f"{role['var']} ({role['role']}) changed {sorted(changed)}, shapes {sorted(shaped)}"
+    assert shaped or role["role"] != "output", f"{role['var']} shapes no asset of the code location"
+
+
+def test_a_launchpad_value_of_every_runtime_knob_reaches_the_run():
+    base = _base()
+    for name in names_with_role("runtime"):
+        resource = ArtsimRuntimeResource.from_settings(base).model_copy(update={name: OTHER_VALUES[name]})
+        run = resource.apply(base)
+        assert getattr(run, name) == OTHER_VALUES[name], name
+        assert run.with_overrides(**{name: getattr(base, name)}) == base, name  # and nothing else changed
 
 
 def test_the_runtime_resource_has_exactly_the_runtime_settings_with_their_defaults():
-    assert RUNTIME_FIELDS == names_with_role("runtime")
     resource_fields = ArtsimRuntimeResource.model_fields
     assert tuple(resource_fields) == RUNTIME_FIELDS
     hints, defaults = typing.get_type_hints(Settings), Settings()

@@ -17,6 +17,8 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from artsim_pipeline_tests.import_reader import Import, module_name, read_imports
+
 TESTS = Path(__file__).resolve().parent
 
 PROCESS_STARTERS = {"subprocess.Popen", "subprocess.run", "subprocess.call", "subprocess.check_call",
@@ -27,11 +29,6 @@ NOT_A_SERVED_PROCESS = {
     "test_automation.py::test_runs_of_a_killed_artsim_run_are_failed_so_the_automation_requests_them_again":
         "`python -c pass`, waited for at once: only the pid of a process that is gone",
 }
-
-
-def module_name(path: Path, root: Path) -> str:
-    parts = path.relative_to(root).with_suffix("").parts
-    return ".".join((root.name, *(parts[:-1] if parts[-1] == "__init__" else parts)))
 
 
 def is_test_module(dotted: str) -> bool:
@@ -48,39 +45,23 @@ class Module:
     tree: ast.Module
     imports: dict[str, str] = field(default_factory=dict)  # local name -> dotted origin
     defs: dict[str, ast.AST] = field(default_factory=dict)  # top-level functions and classes
+    statements: list[Import] = field(default_factory=list)  # its import statements (import_reader)
 
     @classmethod
     def parse(cls, path: Path, root: Path) -> "Module":
         module = cls(path, root, module_name(path, root), ast.parse(path.read_text(), str(path)))
-        package = module.name.rpartition(".")[0] if path.name != "__init__.py" else module.name
-        for node in ast.walk(module.tree):  # function-local imports count too
-            if isinstance(node, ast.Import):
-                for alias in node.names:
-                    module.imports[alias.asname or alias.name.partition(".")[0]] = (
-                        alias.name if alias.asname else alias.name.partition(".")[0])
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    base = ".".join([*parent, *([base] if base else [])])
-                for alias in node.names:
-                    module.imports[alias.asname or alias.name] = f"{base}.{alias.name}"
+        module.statements = read_imports(path, root, module.tree)  # function-local imports count too
+        for statement in module.statements:
+            module.imports.update(statement.bound)
         for node in module.tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
                 module.defs[node.name] = node
         return module
 
     def imported_modules(self) -> list[tuple[int, str]]:
-        """``(line, dotted name)`` of every module (or module member) this module imports."""
-        found = []
-        for node in ast.walk(self.tree):
-            if isinstance(node, ast.Import):
-                found += [(node.lineno, alias.name) for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                members = [self.imports[alias.asname or alias.name] for alias in node.names]
-                found += [(node.lineno, members[0].rpartition(".")[0])]  # the module imported from
-                found += [(node.lineno, member) for member in members]  # `from . import test_x` too
-        return found
+        """``(line, dotted name)`` of every module (or module member) this module imports (the module imported
+        from, and each member: ``from . import test_x`` too)."""
+        return [(statement.line, name) for statement in self.statements for name in statement.names]
 
     @property
     def rel(self) -> str:

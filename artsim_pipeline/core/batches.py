@@ -60,23 +60,6 @@ def assign_batches(con: duckdb.DuckDBPyConnection, batch_size: int) -> list[str]
     return sorted(rows["batch_key"].unique().tolist())
 
 
-def batch_members(con: duckdb.DuckDBPyConnection, key: str) -> pd.DataFrame:
-    """The active paintings of one batch with their metadata, ordered by objectid."""
-    return con.execute(
-        "SELECT f.* FROM filtered_paintings f JOIN batch_manifest m USING (objectid) WHERE m.batch_key = ?"
-        " ORDER BY f.objectid",
-        [key],
-    ).fetch_df()
-
-
-def batch_fingerprints(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
-    """Fingerprint of every active batch (see :func:`fingerprints_of`), from the catalog tables."""
-    frame = con.execute(
-        "SELECT f.*, m.batch_key AS manifest_batch FROM filtered_paintings f JOIN batch_manifest m USING (objectid)"
-    ).fetch_df()
-    return fingerprints_of(frame.assign(batch_key=frame["manifest_batch"]))
-
-
 def fingerprints_of(paintings: pd.DataFrame) -> dict[str, str]:
     """``{batch_key: fingerprint}`` for a frame of paintings with a ``batch_key`` column.
 

@@ -266,13 +266,6 @@ def residual_share(model: FusionModel, blocks: dict[str, np.ndarray]) -> float:
     return float(max(0.0, 1.0 - float(np.einsum("ij,ij->", kept, kept)) / max(total, _EPS)))
 
 
-def fit_residual_share(model: FusionModel) -> float:
-    """:func:`residual_share` of the vectors the model was fitted on (from its explained variance)."""
-    if model.explained_variance_ratio is None:
-        return 0.0
-    return float(max(0.0, 1.0 - float(np.sum(model.explained_variance_ratio))))
-
-
 def with_projection(model: FusionModel, projection: np.ndarray | None) -> FusionModel:
     """``model`` followed by a learned projection (``None``: without one). The input must match its output."""
     if projection is None:

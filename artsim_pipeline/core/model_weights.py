@@ -31,7 +31,7 @@ import torch
 from .storage import atomic_path
 
 if TYPE_CHECKING:
-    from .models import ModelSpec
+    from .model_spec import ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -47,6 +47,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from .model_spec import TAP_STATS, ModelSpec
 from .model_weights import download, load_state_file, positional_state_dict, state_from_path, torch_cache_dir, without_prefixes
 from .preprocessing import normalize_batch, prepare_image
 
@@ -60,8 +61,6 @@ TF_LITE_STD = (0.5, 0.5, 0.5)
 #: The offline trio suggested to users without network access (and benchmarked by default).
 DEFAULT_OFFLINE_MODELS = ("efficientnet_lite0", "efficientnet_lite2", "mobilenet_v2")
 
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
-
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights for a model are neither cached, shipped in a package, nor downloadable."""
@@ -70,47 +69,6 @@ class WeightsUnavailableError(RuntimeError):
 # --------------------------------------------------------------------------- specs
 
 
-@dataclass(frozen=True)
-class ModelSpec:
-    """What a registry model is and how its inputs must be prepared.
-
-    ``builder`` returns the architecture with its classification head already replaced by
-    ``nn.Identity`` (randomly initialised). ``pretrained`` returns ``(state_dict, weights_id)``
-    for that headless architecture, or raises :class:`WeightsUnavailableError`.
-    Preprocessing: resize the short side to ``resize_size`` with ``interpolation``, centre-crop
-    ``input_size`` square, scale to [0, 1], normalise with ``mean``/``std``.
-    """
-
-    name: str
-    dim: int
-    builder: Callable[[], nn.Module]
-    input_size: int
-    resize_size: int
-    interpolation: str
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
-    offline: bool
-    pretrained: Callable[[], tuple[dict[str, torch.Tensor], str]] = field(repr=False, compare=False)
-    source: str = ""
-    #: state-dict key prefixes of the removed classification head (dropped when loading files).
-    head_prefixes: tuple[str, ...] = ()
-    #: whether channels_last memory format is the default for this model (convolutional nets).
-    channels_last: bool = True
-    #: names of the modules (``named_modules``) whose outputs are pooled into mid-level features.
-    taps: tuple[str, ...] = ()
-
-    @property
-    def resample(self) -> Image.Resampling:
-        return _RESAMPLE[self.interpolation]
-
-    @property
-    def tap_blocks(self) -> tuple[str, ...]:
-        """Names of the tap feature blocks: ``<tap>.mean`` and ``<tap>.std`` for each tap."""
-        return tuple(f"{tap}.{stat}" for tap in self.taps for stat in TAP_STATS)
-
-
-#: The statistics pooled from each tap's output, per channel, over space (CNN) or tokens (ViT).
-TAP_STATS = ("mean", "std")
 #: Per-thread capture buffer of the tap hooks: a dict while a :meth:`LoadedModel.capture_taps` is open.
 _CAPTURE = threading.local()
 
@@ -320,11 +278,6 @@ REGISTRY: dict[str, ModelSpec] = _register(
 # --------------------------------------------------------------------------- public API
 
 
-def available_models() -> list[str]:
-    """Every registry model name."""
-    return list(REGISTRY)
-
-
 def offline_models() -> list[str]:
     """Models whose pretrained weights ship as Python packages (no download needed)."""
     return [name for name, spec in REGISTRY.items() if spec.offline]
@@ -336,11 +289,6 @@ def get_spec(name: str) -> ModelSpec:
         return REGISTRY[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; valid models: {', '.join(REGISTRY)}") from None
-
-
-def model_dim(name: str) -> int:
-    """Length of the vectors model ``name`` produces."""
-    return get_spec(name).dim
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -403,5 +351,5 @@ def describe(name: str) -> dict[str, Any]:
 
 __all__ = [
     "DEFAULT_OFFLINE_MODELS", "LoadedModel", "ModelSpec", "REGISTRY", "TAP_STATS", "WeightsUnavailableError",
-    "available_models", "describe", "get_spec", "load_model", "model_dim", "offline_models", "resolve_device",
+    "describe", "get_spec", "load_model", "offline_models", "resolve_device",
 ]

@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 if TYPE_CHECKING:
     import torch
 
-    from .models import ModelSpec
+    from .model_spec import ModelSpec
 
 
 #: The longest long-side / short-side ratio an image (or its crop) may have to be prepared. Resizing

@@ -5,6 +5,8 @@ import pytest
 from artsim_pipeline.core import batches, catalog
 from artsim_pipeline.core.nga_source import NgaSource
 from artsim_pipeline.core.lake import DataLake
+from artsim_pipeline.core.lake_reads import catalog_paintings
+from artsim_pipeline.core.storage import read_parquet
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
 
 
@@ -69,12 +71,26 @@ def test_missing_required_column_is_a_clear_error(tmp_path):
         catalog.load_raw_tables(con, NgaSource(str(mirror)).fetch(lake))
 
 
+def published_batches(con, lake: DataLake) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """What the ``filtered_paintings`` step publishes, read back as the batch steps read it: each painting's
+    batch attached, the table written to ``tables/filtered_paintings.parquet``, the members of each batch
+    (``lake_reads.catalog_paintings``) and each batch's version (``batches.fingerprints_of`` of the file)."""
+    batches.attach_batch_keys(con)
+    catalog.export_parquet(con, "filtered_paintings", lake.filtered_paintings_parquet)
+    keys = catalog_paintings(lake, ["batch_key"])["batch_key"].unique()
+    members = {key: catalog_paintings(lake, ["batch_key"], batch=key)["objectid"].astype(int).tolist() for key in keys}
+    versions = batches.fingerprints_of(
+        read_parquet(lake.filtered_paintings_parquet, columns=[*batches.FINGERPRINT_COLUMNS, "batch_key"]))
+    return members, versions
+
+
 def test_batches_are_assigned_once_and_new_paintings_get_new_batches(tmp_path):
     con, _ = load(tmp_path, [Painting(i) for i in range(1, 8)])
+    lake = DataLake(tmp_path / "lake")
     assert batches.assign_batches(con, 3) == ["batch-00000", "batch-00001", "batch-00002"]
-    before = batches.batch_fingerprints(con)
+    members, before = published_batches(con, lake)
     assert batches.assign_batches(con, 3) == []
-    assert list(batches.batch_members(con, "batch-00001")["objectid"]) == [4, 5, 6]
+    assert members == {"batch-00000": [1, 2, 3], "batch-00001": [4, 5, 6], "batch-00002": [7]}
     # NGA adds 3 paintings, removes painting 5 and changes painting 2's image
     con.execute("INSERT INTO raw_objects SELECT * REPLACE (CAST(CAST(objectid AS INT) + 100 AS VARCHAR) AS objectid) FROM raw_objects WHERE objectid IN ('1','2','3')")
     con.execute("INSERT INTO raw_published_images SELECT * REPLACE (CAST(CAST(depictstmsobjectid AS INT) + 100 AS VARCHAR) AS depictstmsobjectid, uuid || 'x' AS uuid) FROM raw_published_images WHERE depictstmsobjectid IN ('1','2','3')")
@@ -82,9 +98,8 @@ def test_batches_are_assigned_once_and_new_paintings_get_new_batches(tmp_path):
     con.execute("UPDATE raw_published_images SET modified = '2025-06-01' WHERE depictstmsobjectid = '2'")
     catalog.build_filtered_paintings(con, 300, 0)
     assert batches.assign_batches(con, 3) == ["batch-00003"]
-    assert list(batches.batch_members(con, "batch-00003")["objectid"]) == [101, 102, 103]
-    assert list(batches.batch_members(con, "batch-00001")["objectid"]) == [4, 6]
-    after = batches.batch_fingerprints(con)
+    members, after = published_batches(con, lake)
+    assert members["batch-00003"] == [101, 102, 103] and members["batch-00001"] == [4, 6]
     changed = {key for key in after if before.get(key) != after[key]}
     assert changed == {"batch-00000", "batch-00001", "batch-00003"}
     assert after["batch-00002"] == before["batch-00002"]
