@@ -36,7 +36,7 @@ OTHER_VALUES = {
     "http_timeout_s": 5.0, "http_retries": 1, "max_failure_share": 0.5, "face_threshold": 0.8, "face_margin": 0.2,
     "face_max_side": 512, "models": ("efficientnet_lite0",), "weights": "random", "embed_batch_size": 8,
     "precision": "bf16", "device": "cpu", "pca_dim": 64, "taps": "none", "epochs": 3, "refresh_cron": "0 5 * * *",
-    "max_shrink": 1.0, "refit_share": 0.5, "refit_drift": 2.0, "rerank": "qe", "rerank_dba_top": 5,
+    "max_shrink": 1.0, "min_recall": 0.9, "max_quality_drop": 0.1, "raw_keep": 5, "refit_share": 0.5, "refit_drift": 2.0, "rerank": "qe", "rerank_dba_top": 5,
     "rerank_qe_top": 5, "rerank_alpha": 1.0, "image_hosts": ("api.nga.gov",), "executor": "multiprocess",
 }
 
