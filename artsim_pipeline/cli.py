@@ -167,6 +167,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from .bench.layout import main as bench_main
     elif args.benchmark == "scale":
         from .bench.scale import main as bench_main
+    elif args.benchmark == "map_page":
+        from .bench.map_page import main as bench_main
     else:
         from .bench.search_e2e import main as bench_main
     return int(bench_main(args.extra) or 0)
@@ -226,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("notebook", "the old notebook's one-image loop vs artsim's batched faces + embeddings"),
                        ("dagster", "no-change run, status and the UI's stale-status queries at 32-512 partitions"),
                        ("layout", "collection map layouts (openTSNE, UMAP, sklearn t-SNE): time, kNN kept, placement"),
+                       ("map_page", "the map page in headless Chromium at 1,698-131,072 paintings: transfer, paint, zoom"),
                        ("scale", "pca_model, faiss_index, collection_map, eval_report at 2k-131k synthetic paintings")):
         # add_help=False: `artsim bench search --help` reaches the benchmark's own parser
         which.add_parser(name, help=text, add_help=False).set_defaults(func=cmd_bench, passthrough=True)

@@ -53,6 +53,7 @@ const MapUI = (() => {
     }
     for (let i = 0; i < n; i++) { const c = of(i); rgba.set([c[0], c[1], c[2], 255], 4 * i); }
     if (gl) gl.setColours(rgba);
+    glChanged();
     if (mode === "thumbnails") legend = [];
     $("legend").innerHTML = legend.map((e) => `<li><span class="swatch" data-rgb="${e.rgb.join(",")}"></span>${esc(e.label)}${e.count ? ` <span class="sub">${e.count}</span>` : ""}</li>`).join("");
     for (const s of $("legend").querySelectorAll(".swatch")) s.style.background = `rgb(${s.dataset.rgb})`;
