@@ -82,7 +82,11 @@ function moveTo(next, ms) {
   from = now; to = next; gl && gl.setPositions(from, to); anim = {start: performance.now(), ms}; glChanged();
 }
 function update() { if (data) moveTo(target(), 350); }
-function setLayout(name) { if (!layouts[name]) return; st.layout = name; update(); if (window.MapUI) MapUI.layoutChanged(); }
+function setLayout(name) {
+  if (!layouts[name]) return; st.layout = name; update(); if (window.MapUI) MapUI.layoutChanged();
+  const axis = name === "date" && data.layouts.date.axis;
+  if (axis && !data.year.some((y) => y != null)) MapUI.status("The catalog gives no year for these paintings: all of them stand in the undated strip.");
+}
 
 // ------------------------------------------------------------------ marks (highlight, selection, query)
 function flags() {

@@ -230,5 +230,5 @@ const MapUI = (() => {
     st.highlight = new Set(body.results.map((x) => x.objectid)); flags();
   }
   return {init, indexOf, applyParams, layoutChanged, drawLabels, drawLasso, startLasso, extendLasso, finishLasso, cancelLasso,
-    showTip, legendEntries: () => legend.map((e) => e.label), setColour, showArtist, focusPainting, jumpToRegion};
+    showTip, legendEntries: () => legend.map((e) => e.label), setColour, showArtist, focusPainting, jumpToRegion, status};
 })();
