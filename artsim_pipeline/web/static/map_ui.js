@@ -62,7 +62,8 @@ const MapUI = (() => {
 
   // ---------------------------------------------------------------- regions: labels and the list
   function regionList() {
-    $("regions").innerHTML = j.regions.map((r) => `<li><button type="button" class="link" data-region="${r.id}">${esc(r.label)}</button> <span class="sub">${r.size}</span></li>`).join("")
+    const reps = (r) => `<span class="reps">${r.representatives.map((o) => `<img loading="lazy" src="/thumbs/${o}.jpg?size=64" alt="" data-objectid="${o}">`).join("")}</span>`;
+    $("regions").innerHTML = j.regions.map((r) => `<li><button type="button" class="link" data-region="${r.id}">${esc(r.label)}</button> <span class="sub">${r.size}</span>${reps(r)}</li>`).join("")
       || "<li class=\"sub\">no regions (too few paintings)</li>";
     for (const b of $("regions").querySelectorAll("button")) b.onclick = () => jumpToRegion(Number(b.dataset.region));
     layoutChanged();
