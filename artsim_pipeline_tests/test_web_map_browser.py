@@ -83,6 +83,10 @@ def test_regions_find_colour_and_the_date_layout(live, tmp_path):
         assert labels and sorted(state(page)["labels"]) == sorted(labels)
         page.click("#panel-toggle")
         expect(page.locator("#regions button")).to_have_text(labels)
+        reps = page.locator("#regions li").first.locator(".reps img").evaluate_all("is => is.map(i => +i.dataset.objectid)")
+        assert reps == payload["regions"][0]["representatives"] and len(reps) == 4  # nearest the medoid
+        page.wait_for_function("() => [...document.querySelectorAll('#regions .reps img')].every(i => i.complete && i.naturalWidth > 0)",
+                               timeout=20_000)
         shot(page, tmp_path, "map_regions.png")
         page.locator("#regions button").first.click()
         first = payload["regions"][0]

@@ -58,9 +58,14 @@ def _regions(frame: pd.DataFrame, catalog: pd.DataFrame) -> tuple[np.ndarray, li
 
 def map_payload(served: Served, frame: pd.DataFrame, source: str) -> dict[str, Any]:
     """The ``/api/map`` object (see the module doc) of ``frame`` (``objectid, x, y[, region]``)."""
+    return payload_of(frame, served.engine.catalog, served.generation, source, served.catalog_version)
+
+
+def payload_of(frame: pd.DataFrame, catalog: pd.DataFrame, generation: str | None, source: str,
+               catalog_version: str = "") -> dict[str, Any]:
+    """:func:`map_payload` of a map and a catalog indexed by objectid (also the page bench's payload)."""
     from ..core.layout_views import date_layout, grid_layout
 
-    catalog = served.engine.catalog
     kept = frame[frame["objectid"].isin(catalog.index)]
     kept.attrs = frame.attrs
     rows = catalog.loc[kept["objectid"].to_numpy()]
@@ -75,7 +80,7 @@ def map_payload(served: Served, frame: pd.DataFrame, source: str) -> dict[str, A
         return np.round(values, 5).tolist()
 
     return {
-        "status": "ok", "generation": served.generation, "count": int(len(kept)), "source": source,
+        "status": "ok", "generation": generation, "count": int(len(kept)), "source": source,
         "objectid": ids.tolist(), "x": rounded(x), "y": rounded(y), "region": region.tolist(),
         "artist": rows["artist"].fillna("").astype(str).tolist(),
         "year": [int(v) if np.isfinite(v) else None for v in years],
@@ -83,25 +88,25 @@ def map_payload(served: Served, frame: pd.DataFrame, source: str) -> dict[str, A
         "regions": regions,
         "layouts": {"similarity": {"x": "x", "y": "y"}, "date": {"x": rounded(dx), "y": rounded(dy), "axis": axis},
                     "grid": {"x": rounded(gx), "y": rounded(gy), "cols": cols}},
-        "atlas": {"url": f"/api/map/atlas.jpg?generation={served.generation or ''}&catalog={served.catalog_version}",
+        "atlas": {"url": f"/api/map/atlas.jpg?generation={generation or ''}&catalog={catalog_version}",
                   "cell": atlas_cell(len(kept)), "cols": max(1, math.ceil(math.sqrt(len(kept))))},
     }
 
 
 class PayloadCache:
-    """The encoded ``/api/map`` payload (JSON bytes and their gzip) of the last served generation."""
+    """The encoded ``/api/map`` payload (JSON bytes and their gzip) of the last served generation and catalog."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._entry: tuple[int, str, bytes, bytes] | None = None  # id(frame), generation, json, gzip
+        self._entry: tuple[int, str, str, bytes, bytes] | None = None  # id(frame), generation, catalog, json, gzip
 
     def get(self, served: Served, frame: pd.DataFrame, source: str) -> tuple[bytes, bytes]:
-        key = (id(frame), served.generation or "")
+        key = (id(frame), served.generation or "", served.catalog_version)  # a followed catalog: new titles
         with self._lock:
-            if self._entry is None or self._entry[:2] != key:
+            if self._entry is None or self._entry[:3] != key:
                 body = json.dumps(map_payload(served, frame, source), separators=(",", ":")).encode()
                 self._entry = (*key, body, gzip.compress(body, compresslevel=6))
-            return self._entry[2], self._entry[3]
+            return self._entry[3], self._entry[4]
 
 
 def _within(served: Served, body: dict[str, Any]) -> JSONResponse:
@@ -194,4 +199,4 @@ def map_router(maps: MapCache, served_or_error: Callable[[], Served | JSONRespon
     return router
 
 
-__all__ = ["PayloadCache", "map_payload", "map_router"]
+__all__ = ["PayloadCache", "map_payload", "map_router", "payload_of"]

@@ -217,6 +217,9 @@ def test_collection_map_asset_reports_mode_and_placed(tmp_path, instance):
     _publish(lake, fusion, raw, ids, fit={"mode": "incremental", "fit_id": "F1"})
     meta = run()
     assert (meta["mode"], meta["placed"], meta["paintings"]) == ("placed", 20, 320) and meta["seconds"] >= 0
+    stored = load_layout(lake.collection_map_path)[0]
+    assert meta["regions"] == len(stored.attrs[ATTRS_KEY]["regions"]) >= 1 and 0 <= meta["noise_share"] < 1
+    assert meta["region_labels"].startswith("- region 1 (")  # no catalog in this lake: numbered, not named
     after = load_layout(lake.collection_map_path)[0].set_index("objectid")
     assert np.array_equal(after.loc[before.index].to_numpy(), before.to_numpy())
 

@@ -16,20 +16,26 @@ let from = null, to = null, anim = null;  // the drawn positions move from -> to
 let atlas = null;  // {img, cell, cols, ready}
 const images = new Map(), queue = [], MAX_LOADS = 8; let loading = 0, frameNo = 0;
 const SNAP_PX = 36, OWN_MIN = 48;
-const T0 = performance.now();
+// Above DIRECT_MAX paintings a software-rendered WebGL frame can take longer than a frame: while the view
+// moves, the last WebGL frame is moved and scaled by a CSS transform (the compositor's work), and the
+// sprites are drawn again once the view has rested IDLE_MS (or when what they show changes).
+const DIRECT_MAX = 20000, IDLE_MS = 120;
+let glView = null, glStale = true, lastMove = 0;
+function glChanged() { glStale = true; dirty = true; }
+function viewMoved() { lastMove = performance.now(); dirty = true; }
 const api = window.artsimMap = {firstPaintMs: null, atlasPaintMs: null};
 
 function resize() {
   const r = canvas.getBoundingClientRect(), d = devicePixelRatio || 1;
   for (const c of [canvas, over]) { c.width = Math.round(r.width * d); c.height = Math.round(r.height * d); }
-  octx.setTransform(d, 0, 0, d, 0, 0); base = Math.min(r.width, r.height) * 0.94 / (1 + tile); dirty = true;
+  octx.setTransform(d, 0, 0, d, 0, 0); base = Math.min(r.width, r.height) * 0.94 / (1 + tile); glChanged();
 }
-function fit() { const r = canvas.getBoundingClientRect(); view = {s: 1, ox: (r.width - base) / 2, oy: (r.height - base) / 2}; dirty = true; update(); }
+function fit() { const r = canvas.getBoundingClientRect(); view = {s: 1, ox: (r.width - base) / 2, oy: (r.height - base) / 2}; viewMoved(); update(); }
 function toScreen(i) { return [to[2 * i] * base * view.s + view.ox, to[2 * i + 1] * base * view.s + view.oy]; }
 function px() { return Math.max(2, tile * base * view.s); }
 function zoomAt(f, mx, my) {
   const s = Math.min(2000, Math.max(0.3, view.s * f)); f = s / view.s;
-  view.ox = mx - (mx - view.ox) * f; view.oy = my - (my - view.oy) * f; view.s = s; dirty = true; update();
+  view.ox = mx - (mx - view.ox) * f; view.oy = my - (my - view.oy) * f; view.s = s; viewMoved(); update();
 }
 function centreZoom(f) { const r = canvas.getBoundingClientRect(); zoomAt(f, r.width / 2, r.height / 2); }
 // fly to a box of the map (world units), e.g. a painting, an artist's paintings, a region
@@ -40,7 +46,7 @@ function flyTo(x0, y0, x1, y1, minTile) {
   if (minTile) s = Math.max(s, minTile / (tile * base));
   view.s = Math.min(2000, Math.max(0.3, s));
   view.ox = r.width / 2 - (x0 + x1) / 2 * base * view.s; view.oy = r.height / 2 - (y0 + y1) / 2 * base * view.s;
-  dirty = true; update();
+  viewMoved(); update();
 }
 function boundsOf(indices) {
   let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
@@ -50,34 +56,37 @@ function boundsOf(indices) {
 
 // ------------------------------------------------------------------ layouts and the grid snap
 function interleave(xs, ys) { const a = new Float32Array(2 * xs.length); for (let i = 0; i < xs.length; i++) { a[2 * i] = xs[i]; a[2 * i + 1] = ys[i]; } return a; }
-// Each painting into the nearest free cell of side `cell` (a spiral search): no two sprites overlap.
+// The grid snap (map_snap.js, a Web Worker): each painting into the nearest free cell, no two overlap.
+let snapper = null; const snapping = new Set();
 function snapped(name) {
   const key = name + ":snap"; if (layouts[key]) return layouts[key];
-  const src = layouts[name], out = new Float32Array(src.length), cell = tile * 1.1, used = new Set();
-  const K = 1 << 15, id = (cx, cy) => (cx + K) * 2 * K + (cy + K);
-  for (let i = 0; i < n; i++) {
-    const fx = src[2 * i] / cell, fy = src[2 * i + 1] / cell, cx = Math.floor(fx), cy = Math.floor(fy);
-    let best = null;
-    for (let r = 0; best === null; r++) {
-      let bd = Infinity;
-      for (let dx = -r; dx <= r; dx++) for (let dy = -r; dy <= r; dy++) {
-        if (Math.max(Math.abs(dx), Math.abs(dy)) !== r || used.has(id(cx + dx, cy + dy))) continue;
-        const d = (cx + dx + 0.5 - fx) ** 2 + (cy + dy + 0.5 - fy) ** 2; if (d < bd) { bd = d; best = [cx + dx, cy + dy]; }
-      }
+  if (!snapping.has(name) && typeof Worker !== "undefined") {
+    snapping.add(name);
+    if (!snapper) {
+      snapper = new Worker("/static/map_snap.js");
+      snapper.onmessage = (e) => { layouts[e.data.name + ":snap"] = e.data.positions; api.snapMs = e.data.ms;
+        if (e.data.name === "similarity") api.snapReady = true; update(); };
     }
-    used.add(id(best[0], best[1])); out[2 * i] = (best[0] + 0.5) * cell; out[2 * i + 1] = (best[1] + 0.5) * cell;
+    snapper.postMessage({name, positions: layouts[name].slice(), cell: tile * 1.1});
   }
-  return (layouts[key] = out);
+  return null;
 }
-function target() { const snap = st.layout !== "grid" && px() >= SNAP_PX; st.snapped = snap; return snap ? snapped(st.layout) : layouts[st.layout]; }
+function target() {
+  const want = st.layout !== "grid" && px() >= SNAP_PX, grid = want ? snapped(st.layout) : null;
+  st.snapped = !!grid; return grid || layouts[st.layout];
+}
 function moveTo(next, ms) {
   if (next === to) return;
   const t = anim ? Math.min(1, (performance.now() - anim.start) / anim.ms) : 1;
   const now = new Float32Array(to.length); for (let k = 0; k < to.length; k++) now[k] = from[k] + (to[k] - from[k]) * t;
-  from = now; to = next; gl && gl.setPositions(from, to); anim = {start: performance.now(), ms}; dirty = true;
+  from = now; to = next; gl && gl.setPositions(from, to); anim = {start: performance.now(), ms}; glChanged();
 }
 function update() { if (data) moveTo(target(), 350); }
-function setLayout(name) { if (!layouts[name]) return; st.layout = name; update(); if (window.MapUI) MapUI.layoutChanged(); }
+function setLayout(name) {
+  if (!layouts[name]) return; st.layout = name; update(); if (window.MapUI) MapUI.layoutChanged();
+  const axis = name === "date" && data.layouts.date.axis;
+  if (axis && !data.year.some((y) => y != null)) MapUI.status("The catalog gives no year for these paintings: all of them stand in the undated strip.");
+}
 
 // ------------------------------------------------------------------ marks (highlight, selection, query)
 function flags() {
@@ -85,7 +94,7 @@ function flags() {
   for (const o of st.highlight) { const i = idx(o); if (i >= 0) f[i] = 1; }
   for (const o of st.selected) { const i = idx(o); if (i >= 0) f[i] = 2; }
   for (const o of [st.query, st.focus]) { const i = o == null ? -1 : idx(o); if (i >= 0) f[i] = 2; }
-  if (gl) gl.setFlags(f); dirty = true;
+  if (gl) gl.setFlags(f); glChanged();
 }
 
 // ------------------------------------------------------------------ own thumbnails when zoomed in
@@ -133,6 +142,15 @@ function drawOverlay(r, t) {
   MapUI.drawLasso(octx);
   return shown;
 }
+function drawGL(t, finish) {
+  gl.draw({scale: base * view.s, ox: view.ox, oy: view.oy}, px(), t, {dpr: devicePixelRatio || 1, finish,
+    thumbnails: st.colour === "thumbnails" && atlas && atlas.ready, dimOthers: st.highlight.size > 0 || st.selected.size > 0});
+  glView = {...view}; glStale = false; canvas.style.transform = "";
+}
+function transformGL() {
+  const k = view.s / glView.s;
+  canvas.style.transform = `translate(${view.ox - glView.ox * k}px, ${view.oy - glView.oy * k}px) scale(${k})`;
+}
 function draw() {
   requestAnimationFrame(draw);
   if (!data || !(dirty || anim)) return;
@@ -140,13 +158,14 @@ function draw() {
   const r = canvas.getBoundingClientRect();
   let t = 1;
   if (anim) { t = Math.min(1, (performance.now() - anim.start) / anim.ms); t = t * t * (3 - 2 * t); if (t >= 1) anim = null; }
-  if (gl) gl.draw({scale: base * view.s, ox: view.ox, oy: view.oy}, px(), t,
-    {dpr: devicePixelRatio || 1, thumbnails: st.colour === "thumbnails" && atlas && atlas.ready,
-      dimOthers: st.highlight.size > 0 || st.selected.size > 0});
+  if (!gl) return;
+  if (n < DIRECT_MAX || glStale || anim || !glView || performance.now() - lastMove >= IDLE_MS) drawGL(t, false);
+  else { transformGL(); dirty = true; }  // drawn in full once the view rests
   const shown = drawOverlay(r, t);
   st.drawn++;
-  if (api.firstPaintMs === null) { api.firstPaintMs = performance.now() - T0; canvas.dataset.painted = "1"; }
-  if (api.atlasPaintMs === null && atlas && atlas.ready) api.atlasPaintMs = performance.now() - T0;
+  // times since the navigation started (performance.now()'s origin)
+  if (api.firstPaintMs === null) { api.firstPaintMs = performance.now(); canvas.dataset.painted = "1"; }
+  if (api.atlasPaintMs === null && atlas && atlas.ready) { api.atlasPaintMs = performance.now(); canvas.dataset.atlasPainted = "1"; }
   info.textContent = `${n} paintings · ${shown} in view · zoom ${view.s.toFixed(1)}×` + (data.source ? ` · ${data.source}` : "");
 }
 
@@ -180,7 +199,7 @@ over.addEventListener("pointermove", (e) => {
   }
   if (drag) {
     const dx = mx - drag.x, dy = my - drag.y; if (Math.abs(dx) + Math.abs(dy) > 4) drag.moved = true;
-    if (drag.tool === "pan") { view.ox = drag.ox + dx; view.oy = drag.oy + dy; dirty = true; } else MapUI.extendLasso(mx, my);
+    if (drag.tool === "pan") { view.ox = drag.ox + dx; view.oy = drag.oy + dy; viewMoved(); } else MapUI.extendLasso(mx, my);
     tip.classList.add("hidden"); return;
   }
   if (!data || e.pointerType === "touch") return;
@@ -218,11 +237,12 @@ async function load() {
   MapUI.init(j);  // colours, legend, regions, find, selection; URL parameters (focus, highlight, query)
   if (j.atlas) {
     atlas = {img: new Image(), cell: j.atlas.cell, cols: j.atlas.cols, ready: false};
-    atlas.img.onload = () => { gl.setAtlas(atlas.img, atlas.cell, atlas.cols); atlas.ready = true; dirty = true; canvas.dataset.atlas = "1"; };
+    atlas.img.onload = () => { gl.setAtlas(atlas.img, atlas.cell, atlas.cols); atlas.ready = true; glChanged(); canvas.dataset.atlas = "1"; };
     atlas.img.onerror = () => { atlas = null; dirty = true; };
     atlas.img.src = j.atlas.url;
   }
   resize(); fit(); MapUI.applyParams(); canvas.dataset.ready = "1"; canvas.dataset.count = String(n);
+  snapped("similarity");  // the grid snap, computed off the page's thread before the first deep zoom
 }
 addEventListener("resize", () => { resize(); });
 Object.assign(api, {
@@ -230,12 +250,10 @@ Object.assign(api, {
     selected: [...st.selected].sort((a, b) => a - b), query: st.query, focus: st.focus, zoom: view.s, tilePx: px(),
     labels: st.labels.slice(), frames: st.drawn, count: n, legend: MapUI.legendEntries()}),
   zoomBy: (f) => centreZoom(f), setLayout, screenOf: (objectid) => { const i = MapUI.indexOf(objectid); return i < 0 ? null : toScreen(i); },
-  // one zoom step, timed: the new view drawn and finished on the GPU (bench)
+  // the sprites drawn again in full for a zoomed view, timed to the last pixel (bench; finish = readPixels)
   zoomStep(f) {
     const t0 = performance.now(); centreZoom(f || 1.25); anim = null; from = to; gl.setPositions(from, to);
-    gl.draw({scale: base * view.s, ox: view.ox, oy: view.oy}, px(), 1, {dpr: devicePixelRatio || 1, finish: true,
-      thumbnails: st.colour === "thumbnails" && atlas && atlas.ready, dimOthers: st.highlight.size > 0});
-    drawOverlay(canvas.getBoundingClientRect(), 1); dirty = false; return performance.now() - t0;
+    drawGL(1, true); drawOverlay(canvas.getBoundingClientRect(), 1); dirty = false; return performance.now() - t0;
   },
 });
 requestAnimationFrame(draw); load();

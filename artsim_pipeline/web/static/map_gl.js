@@ -83,7 +83,7 @@ void main() {
         else gl.uniform1f(loc.u_cols, 1);
         gl.activeTexture(gl.TEXTURE0); gl.bindTexture(gl.TEXTURE_2D, tex); gl.uniform1i(loc.u_atlas, 0);
         if (n) gl.drawArrays(gl.POINTS, 0, n);
-        if (opts.finish) gl.finish();
+        if (opts.finish) gl.readPixels(0, 0, 1, 1, gl.RGBA, gl.UNSIGNED_BYTE, new Uint8Array(4));  // waits for the frame
       },
     };
   }

@@ -53,6 +53,7 @@ const MapUI = (() => {
     }
     for (let i = 0; i < n; i++) { const c = of(i); rgba.set([c[0], c[1], c[2], 255], 4 * i); }
     if (gl) gl.setColours(rgba);
+    glChanged();
     if (mode === "thumbnails") legend = [];
     $("legend").innerHTML = legend.map((e) => `<li><span class="swatch" data-rgb="${e.rgb.join(",")}"></span>${esc(e.label)}${e.count ? ` <span class="sub">${e.count}</span>` : ""}</li>`).join("");
     for (const s of $("legend").querySelectorAll(".swatch")) s.style.background = `rgb(${s.dataset.rgb})`;
@@ -61,7 +62,8 @@ const MapUI = (() => {
 
   // ---------------------------------------------------------------- regions: labels and the list
   function regionList() {
-    $("regions").innerHTML = j.regions.map((r) => `<li><button type="button" class="link" data-region="${r.id}">${esc(r.label)}</button> <span class="sub">${r.size}</span></li>`).join("")
+    const reps = (r) => `<span class="reps">${r.representatives.map((o) => `<img loading="lazy" src="/thumbs/${o}.jpg?size=64" alt="" data-objectid="${o}">`).join("")}</span>`;
+    $("regions").innerHTML = j.regions.map((r) => `<li><button type="button" class="link" data-region="${r.id}">${esc(r.label)}</button> <span class="sub">${r.size}</span>${reps(r)}</li>`).join("")
       || "<li class=\"sub\">no regions (too few paintings)</li>";
     for (const b of $("regions").querySelectorAll("button")) b.onclick = () => jumpToRegion(Number(b.dataset.region));
     layoutChanged();
@@ -229,5 +231,5 @@ const MapUI = (() => {
     st.highlight = new Set(body.results.map((x) => x.objectid)); flags();
   }
   return {init, indexOf, applyParams, layoutChanged, drawLabels, drawLasso, startLasso, extendLasso, finishLasso, cancelLasso,
-    showTip, legendEntries: () => legend.map((e) => e.label), setColour, showArtist, focusPainting, jumpToRegion};
+    showTip, legendEntries: () => legend.map((e) => e.label), setColour, showArtist, focusPainting, jumpToRegion, status};
 })();
