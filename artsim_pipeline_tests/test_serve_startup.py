@@ -1,6 +1,7 @@
 """``artsim serve`` is up at once: the port opens with the index and catalog loaded, the models load in the
 background, ``/healthz`` says whether image search is ready, and an upload that arrives first waits for the
-models instead of failing. A real server process on the small search lake, over HTTP on 127.0.0.1."""
+models instead of failing. A real server process on the small search lake, over HTTP on 127.0.0.1; and the app
+in a thread of this process when the models cannot be loaded."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ import time
 import pytest
 import requests
 
+from artsim_pipeline.core.lake import DataLake
+from artsim_pipeline.core.search import SearchEngine
+from artsim_pipeline.web.app import create_app
 from artsim_pipeline_tests.search_lake import astronaut, shared_search_lake
 from artsim_pipeline_tests.support import ARTSIM, free_port
-
-pytestmark = pytest.mark.slow  # a server process
+from artsim_pipeline_tests.web_lake import LiveServer
 
 
 def healthz(url: str, deadline: float) -> dict:
@@ -31,6 +34,7 @@ def healthz(url: str, deadline: float) -> dict:
     raise AssertionError("/healthz did not answer")
 
 
+@pytest.mark.slow  # a server process
 def test_serve_answers_before_the_models_and_a_first_upload_waits_for_them(tmp_path):
     settings = shared_search_lake()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ARTSIM_", "DAGSTER_HOME"))}
@@ -61,3 +65,23 @@ def test_serve_answers_before_the_models_and_a_first_upload_waits_for_them(tmp_p
         proc.terminate()
         _, stderr = proc.communicate(timeout=30)
     assert stderr.count("image search ready") == 1, stderr  # the models loaded once for the server
+
+
+def test_models_that_cannot_load_leave_objectid_search_up_and_uploads_get_503_with_the_reason():
+    settings = shared_search_lake()  # embedded with pretrained weights: random ones do not match them
+    lake = DataLake(settings.data_lake)
+    app = create_app(lake, lambda: SearchEngine(lake, weights="random", device="cpu", preload_models=False),
+                     precompute_map=False)
+    photo = io.BytesIO()
+    astronaut().save(photo, format="JPEG")
+    with LiveServer(app) as server:
+        deadline = time.monotonic() + 120
+        while (health := healthz(server.url, deadline))["image_search"] == "loading":
+            time.sleep(0.1)
+        assert health["image_search"] == "failed" and "weights" in health["image_search_error"]
+        upload = requests.post(server.url + "/api/search", files={"image": ("p.jpg", photo.getvalue(), "image/jpeg")},
+                               timeout=60)
+        assert upload.status_code == 503 and "image search is unavailable" in upload.json()["detail"]
+        assert "weights" in upload.json()["detail"]
+        by_id = requests.get(server.url + "/api/search", params={"objectid": 101, "k": 3}, timeout=30)
+        assert by_id.status_code == 200 and by_id.json()["results"][0]["objectid"] == 101

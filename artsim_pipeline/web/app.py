@@ -208,6 +208,8 @@ def create_app(
             if image is not None:
                 name, data = image
                 check_image(data, max_pixels, name or "upload")
+                if served.image_search == "failed":  # the server's models, not the upload: as an index error
+                    return error_response(503, public(f"image search is unavailable: {served.image_search_error}"))
                 query: Any = data  # bytes: decoded in memory by the engine, never written to disk
             elif objectid:
                 query = int_field(objectid, "objectid", 0, 2**63 - 1)

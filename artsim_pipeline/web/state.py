@@ -261,7 +261,7 @@ def load_models_in_background(served: Served) -> None:
     try:
         engine = served.engine
         engine.forward(engine.prepare(Image.new("RGB", (64, 64), (128, 128, 128))))
-    except Exception as exc:  # noqa: BLE001 - uploads retry the load and get its error; objectid queries go on
+    except Exception as exc:  # noqa: BLE001 - uploads then get 503 with the reason; objectid queries go on
         served.image_search, served.image_search_error = "failed", str(exc)
         log.warning("artsim serve: the models could not be loaded: %s", exc)
         return
