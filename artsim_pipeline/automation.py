@@ -31,7 +31,14 @@ status; see :mod:`artsim_pipeline.runner`).
 
 from __future__ import annotations
 
-from dagster import AssetSelection, AutomationCondition, AutomationConditionSensorDefinition, DefaultSensorStatus
+from dagster import (
+    AssetSelection,
+    AutomationCondition,
+    AutomationConditionSensorDefinition,
+    DefaultSensorStatus,
+    SkipReason,
+    sensor,
+)
 
 AC = AutomationCondition
 
@@ -140,3 +147,17 @@ artsim_automation = AutomationConditionSensorDefinition(
     description="Keeps the lake up to date: observes NGA, refreshes the catalog, runs new or changed batches, "
     "then the index and the evaluation (see each asset's automation condition).",
 )
+
+
+@sensor(name="artsim_run_health", minimum_interval_seconds=30, default_status=DefaultSensorStatus.RUNNING,
+        description="Marks failed the STARTED runs whose run worker process is gone (a killed daemon, code server "
+        "or run), so the instance's run retries launch them again and the automation is not blocked by them "
+        "(artsim_pipeline/run_health.py).")
+def artsim_run_health(context):
+    from .run_health import fail_dead_run_workers
+
+    failed = fail_dead_run_workers(context.instance)
+    if failed:
+        context.log.warning(f"marked {len(failed)} run(s) with a dead worker as failed: {', '.join(failed)}")
+    return SkipReason(f"{len(failed)} run(s) with a dead worker marked failed" if failed
+                      else "every STARTED run has a live worker")

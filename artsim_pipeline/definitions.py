@@ -10,7 +10,7 @@ running several runs at once (several batches, a backfill, the queued run coordi
 
 from dagster import AssetSelection, Definitions, define_asset_job
 
-from .automation import artsim_automation
+from .automation import artsim_automation, artsim_run_health
 from .config import Settings
 from .deploy.executors import executor_for
 from .resources import build_resources
@@ -62,7 +62,7 @@ def build_definitions(settings: Settings | None = None) -> Definitions:
         assets=build_assets(settings),
         resources=build_resources(settings),
         jobs=JOBS,
-        sensors=[artsim_automation],
+        sensors=[artsim_automation, artsim_run_health],
         executor=executor_for(settings.executor),
     )
 

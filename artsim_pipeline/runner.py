@@ -171,7 +171,7 @@ class PipelineRunner:
             if errors:  # a blocking check stopped the run: say which, once, instead of Dagster's wrapper
                 raise CheckFailed("; ".join(errors)) from None
             raise
-        for line in failed_checks(self.instance, run_id)[1]:
+        for line in [line for lines in failed_checks(self.instance, run_id) for line in lines]:  # non-blocking ones
             self.echo(f"warning: {line}")
         if not result.success:  # raise_on_error=True raises first; this guards the rest
             raise RuntimeError(f"{job} run of {[k.to_user_string() for k in keys]} failed")

@@ -219,11 +219,8 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
         if recall is not None:
             metadata["recall_at_10"] = MetadataValue.float(round(recall, 4))
         if recall is not None and recall < min_recall:  # not published: the served generation stays
-            served_id, version = _served_version(lake)
-            metadata["generation"] = served_id or "none"
-            metadata["swapped"] = False
-            context.log.error(f"recall@10 {recall:.3f} < ARTSIM_MIN_RECALL={min_recall:g}: not published; search "
-                              f"keeps serving generation {served_id or '(none)'}")
+            version = _keep_served(context, lake, metadata, f"recall@10 {recall:.3f} < ARTSIM_MIN_RECALL="
+                                   f"{min_recall:g}: not published", error=True)
         elif REQUIRED_VARIANT in parts:
             extra: dict[str, object] = {"staged_fusion": staged.stage}
             if fit is not None:
@@ -245,16 +242,22 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
                 "paintings; materialize pca_model first (search keeps serving the current generation)"
             )
         else:  # fewer than 2 paintings: keep serving the last good generation
-            served_id, version = _served_version(lake)
-            metadata["generation"] = served_id or "none"
-            metadata["swapped"] = False
-            context.log.warning(f"fewer than 2 paintings with vectors: no index built; search keeps serving "
-                                f"generation {served_id or '(none)'}")
+            version = _keep_served(context, lake, metadata, "fewer than 2 paintings with vectors: no index built")
         published = recall is not None and recall >= min_recall
         return MaterializeResult(metadata=metadata, data_version=DataVersion(version),
                                  check_results=[checks.recall_result(recall, min_recall, published)])
 
     return [pca_model, *heads, faiss_index]
+
+
+def _keep_served(context, lake: DataLake, metadata: dict, why: str, error: bool = False) -> str:
+    """Publish nothing: the served generation stays (named in ``metadata`` and the log); its data version."""
+    served_id, version = _served_version(lake)
+    metadata["generation"] = served_id or "none"
+    metadata["swapped"] = False
+    (context.log.error if error else context.log.warning)(
+        f"{why}; search keeps serving generation {served_id or '(none)'}")
+    return version
 
 
 def _served_generation(context, lake: DataLake):
