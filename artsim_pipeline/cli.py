@@ -51,12 +51,12 @@ def _check_device(settings: Settings) -> None:
 
 def _check_models(settings: Settings) -> None:
     """An unknown model in ``ARTSIM_MODELS`` is a configuration error up front (before the catalog runs)."""
-    from .core.models import available_models
+    from .core.models import REGISTRY  # torch: `artsim run` embeds with it anyway
 
-    unknown = [name for name in settings.models if name not in available_models()]
+    unknown = [name for name in settings.models if name not in REGISTRY]
     if unknown:
         raise ConfigError(f"ARTSIM_MODELS names unknown model(s) {', '.join(unknown)}; "
-                          f"valid models: {', '.join(available_models())}")
+                          f"valid models: {', '.join(sorted(REGISTRY))}")
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
