@@ -73,7 +73,8 @@ from .index import search as index_search
 from .models import LoadedModel, resolve_device
 from .rerank import RerankOptions, ServedDatabase
 from .explain import summary as explanation_summary
-from .identify import NEAR_DUPLICATE_RANGE, Calibration, best_two, load_calibration
+from .identify import NEAR_DUPLICATE_RANGE, Calibration, load_calibration, measure_views
+from .photo_sim import centre_crop
 from .scoring import ScoringWeights, metadata_bonuses, rerank
 from .search_encode import detect_query_faces, forward_inputs, prepare_inputs, stored_vector
 from .search_filters import SearchFilters, allowed_ids
@@ -384,29 +385,39 @@ class SearchEngine:
         """The cosine from which another painting counts as a near-duplicate (another image of the same work)."""
         return self.calibration.near_duplicate if self.calibration is not None else NEAR_DUPLICATE_RANGE[0]
 
-    def identify_vector(self, vector: np.ndarray, exclude: int | None = None) -> dict[str, Any]:
-        """``{"identified": {...} | None, "identification": {...}}`` of a fused ``full`` vector (``exclude``:
-        an objectid left out, as a painting not in the collection; the benchmark's non-members).
-        ``{"identified": None, "identification": None}`` without a calibration."""
+    def identify_views(self, vectors: Sequence[np.ndarray], exclude: int | None = None) -> dict[str, Any]:
+        """``{"identified": {...} | None, "identification": {...}}`` of the fused ``full`` vectors of a photo's
+        views (the whole photo first, then its centre crops; :data:`~artsim_pipeline.core.identify.VIEWS`): the
+        best-scoring view decides. ``exclude``: an objectid left out, as a painting not in the collection (the
+        benchmark's non-members). ``{"identified": None, "identification": None}`` without a calibration."""
         if self.calibration is None:
             return {"identified": None, "identification": None}
-        top1, top2, best = best_two(self.variants["full"].bundle, vector[None], exclude=[exclude])
-        verdict = self.calibration.verdict(float(top1[0]), float(top2[0]))
-        verdict["closest_objectid"] = int(best[0]) if best[0] >= 0 else None
+        top1, top2, best = measure_views(self.variants["full"].bundle, [np.asarray(v)[None] for v in vectors],
+                                         exclude=[exclude])
+        view = self.calibration.best_view(top1[0], top2[0])
+        verdict = self.calibration.verdict(float(top1[0, view]), float(top2[0, view]))
+        oid = int(best[0, view])
+        verdict["closest_objectid"] = oid if oid >= 0 else None
         identified = None
-        if verdict["verdict"] == "identified" and int(best[0]) in self._rows:
-            row = self._rows[int(best[0])]
-            identified = {"objectid": int(best[0]), "title": cell_text(row.get("title")),
+        if verdict["verdict"] == "identified" and oid in self._rows:
+            row = self._rows[oid]
+            identified = {"objectid": oid, "title": cell_text(row.get("title")),
                           "attribution": cell_text(row.get("artist")), "confidence": verdict["confidence"]}
         return {"identified": identified, "identification": verdict}
 
     def _identify(self, parsed: ParsedQuery, vector: np.ndarray, variant: str, notes: list[str]) -> dict[str, Any]:
-        """The identification of an image query: always of the whole image (a face-crop search embeds it again)."""
+        """The identification of an image query, of the whole image (a face-crop search embeds it again); its centre
+        crops (the calibration's views) are embedded only when the whole image is not identified."""
         if self.calibration is None:
             notes.append(self.calibration_note or "no identification calibration")
             return {"identified": None, "identification": None}
-        full = vector if variant == "full" else self._fused(parsed, None, "full")
-        return self.identify_vector(full)
+        vectors = [vector if variant == "full" else self._fused(parsed, None, "full")]
+        answer = self.identify_views(vectors)
+        if answer["identified"] is None and len(self.calibration.views) > 1:
+            photo = parsed.pil()
+            vectors += [self.embed(centre_crop(photo, share)) for share in self.calibration.views[1:]]
+            answer = self.identify_views(vectors)
+        return answer
 
     # -- explanations ----------------------------------------------------------------------------
     def _stored_explanation(self, objectid: int, variant: str) -> np.ndarray | None:
