@@ -42,7 +42,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -297,6 +297,31 @@ def calibrate_collection(bundle: Any, fusion: Any, models: Sequence[Any], precis
 
 # ---------------------------------------------------------------------------------------------- serving
 
+def identify_views(calibration: Calibration | None, bundle: Any, rows: Mapping[int, Mapping[str, Any]],
+                   vectors: Sequence[np.ndarray], exclude: int | None = None) -> dict[str, Any]:
+    """A search response's ``{"identified": {objectid, title, attribution, confidence} | None, "identification":
+    {verdict, score, threshold, confidence, method, closest_objectid}}`` for the fused ``full`` vectors of a
+    photo's views (whole first, then its centre crops): the best-scoring view decides. ``rows``: the catalog by
+    objectid; ``exclude``: an objectid left out (a painting not in the collection). Both None without a calibration."""
+    if calibration is None:
+        return {"identified": None, "identification": None}
+    top1, top2, best = measure_views(bundle, [np.asarray(v)[None] for v in vectors], exclude=[exclude])
+    view = calibration.best_view(top1[0], top2[0])
+    verdict = calibration.verdict(float(top1[0, view]), float(top2[0, view]))
+    oid = int(best[0, view])
+    verdict["closest_objectid"] = oid if oid >= 0 else None
+    identified = None
+    if verdict["verdict"] == "identified" and oid in rows:
+        row = rows[oid]
+        identified = {"objectid": oid, "title": _text(row.get("title")), "attribution": _text(row.get("artist")),
+                      "confidence": verdict["confidence"]}
+    return {"identified": identified, "identification": verdict}
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
+
 def load_calibration(lake: Any, generation: str) -> tuple[Calibration | None, str | None]:
     """(the generation's calibration, None) or (None, a note saying why there is none): absent (an older
     generation), or its file damaged (checksum mismatch, unreadable): then it counts as missing."""
@@ -314,5 +339,5 @@ def load_calibration(lake: Any, generation: str) -> tuple[Calibration | None, st
 __all__ = [
     "CALIBRATION_FILE", "CALIBRATION_PAINTINGS", "Calibration", "DISTORTIONS", "NO_CALIBRATION_NOTE",
     "PHOTOS_PER_PAINTING", "VIEWS", "best_two", "calibrate_collection", "encode_photos", "fit_calibration",
-    "fit_views", "load_calibration", "measure_views", "sample_paintings", "simulated_photos", "view_vectors",
+    "fit_views", "identify_views", "load_calibration", "measure_views", "sample_paintings", "simulated_photos", "view_vectors",
 ]

@@ -73,7 +73,7 @@ from .index import search as index_search
 from .models import LoadedModel, resolve_device
 from .rerank import RerankOptions, ServedDatabase
 from .explain import summary as explanation_summary
-from .identify import NEAR_DUPLICATE_RANGE, Calibration, load_calibration, measure_views
+from .identify import NEAR_DUPLICATE_RANGE, Calibration, identify_views, load_calibration
 from .photo_sim import centre_crop
 from .scoring import ScoringWeights, metadata_bonuses, rerank
 from .search_encode import detect_query_faces, forward_inputs, prepare_inputs, stored_vector
@@ -386,24 +386,9 @@ class SearchEngine:
         return self.calibration.near_duplicate if self.calibration is not None else NEAR_DUPLICATE_RANGE[0]
 
     def identify_views(self, vectors: Sequence[np.ndarray], exclude: int | None = None) -> dict[str, Any]:
-        """``{"identified": {...} | None, "identification": {...}}`` of the fused ``full`` vectors of a photo's
-        views (the whole photo first, then its centre crops; :data:`~artsim_pipeline.core.identify.VIEWS`): the
-        best-scoring view decides. ``exclude``: an objectid left out, as a painting not in the collection (the
-        benchmark's non-members). ``{"identified": None, "identification": None}`` without a calibration."""
-        if self.calibration is None:
-            return {"identified": None, "identification": None}
-        top1, top2, best = measure_views(self.variants["full"].bundle, [np.asarray(v)[None] for v in vectors],
-                                         exclude=[exclude])
-        view = self.calibration.best_view(top1[0], top2[0])
-        verdict = self.calibration.verdict(float(top1[0, view]), float(top2[0, view]))
-        oid = int(best[0, view])
-        verdict["closest_objectid"] = oid if oid >= 0 else None
-        identified = None
-        if verdict["verdict"] == "identified" and oid in self._rows:
-            row = self._rows[oid]
-            identified = {"objectid": oid, "title": cell_text(row.get("title")),
-                          "attribution": cell_text(row.get("artist")), "confidence": verdict["confidence"]}
-        return {"identified": identified, "identification": verdict}
+        """``{"identified", "identification"}`` of a photo's views' ``full`` vectors
+        (:func:`~artsim_pipeline.core.identify.identify_views`; ``exclude``: an objectid left out)."""
+        return identify_views(self.calibration, self.variants["full"].bundle, self._rows, vectors, exclude)
 
     def _identify(self, parsed: ParsedQuery, vector: np.ndarray, variant: str, notes: list[str]) -> dict[str, Any]:
         """The identification of an image query, of the whole image (a face-crop search embeds it again); its centre
