@@ -37,8 +37,9 @@ The ranked paintings come back as a :class:`~artsim_pipeline.core.search_results
 (``include_self=True`` keeps it); another painting whose cosine with it is at near-duplicate level (another image
 of the same work) stays, labelled ``near_duplicate``. An image query's match is its visual score (it has no
 catalog data; ``match_basis`` says so in words), and it is *identified* (:mod:`~artsim_pipeline.core.identify`):
-its whole image's ``full`` vector, top-1 and top-2 cosines against the calibration stored with the generation
-say whether it shows a painting of the collection (``identified``/``identification``).
+the top-1 and top-2 cosines of its whole image's ``full`` vector (and of its central crop's, when the whole image
+is not identified), against the calibration stored with the generation, say whether it shows a painting of the
+collection (``identified``/``identification``).
 
 Models: the index is the truth. The engine embeds queries with the models recorded in the ``full``
 fusion (:attr:`SearchEngine.model_names`, in the index's order), whatever the settings' default
