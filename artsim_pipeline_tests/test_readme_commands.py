@@ -75,6 +75,7 @@ SKIPPED = {
     ".venv/bin/artsim bench dagster": _BENCH,
     ".venv/bin/artsim bench scale --workdir /tmp/artsim-scale": _BENCH,
     ".venv/bin/artsim bench cli": _BENCH,
+    ".venv/bin/artsim bench identify": _BENCH,
     "dagster dev": "the Dagster UI as a long-running server (named in the prose); test_webserver.py drives the real webserver",
 }
 

@@ -50,12 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def photos_of(engine: Any, paintings: int, seed: int) -> tuple[list[Any], list[int], list[str]]:
-    """One simulated photo per sampled painting and distortion (:data:`~artsim_pipeline.core.photo_sim.DISTORTIONS`)."""
+def photos_of(engine: Any, paintings: int, seed: int) -> tuple[list[bytes], list[int], list[str]]:
+    """One simulated photo (a JPEG file) per sampled painting and distortion
+    (:data:`~artsim_pipeline.core.photo_sim.DISTORTIONS`)."""
     from PIL import Image
 
     from artsim_pipeline.core.identify import sample_paintings
-    from artsim_pipeline.core.photo_sim import DISTORTIONS, simulate_photo
+    from artsim_pipeline.core.photo_sim import DISTORTIONS, simulate_photo_bytes
 
     photos, sources, kinds = [], [], []
     for i, oid in enumerate(sample_paintings(engine.variants["full"].bundle.ids, paintings, seed).tolist()):
@@ -65,24 +66,30 @@ def photos_of(engine: Any, paintings: int, seed: int) -> tuple[list[Any], list[i
         with Image.open(path) as image:
             painting = image.convert("RGB")
         for j, distortion in enumerate(DISTORTIONS):
-            photos.append(simulate_photo(painting, distortion, seed * 1_000_003 + i * len(DISTORTIONS) + j))
+            photos.append(simulate_photo_bytes(painting, distortion, seed * 1_000_003 + i * len(DISTORTIONS) + j))
             sources.append(int(oid))
             kinds.append(distortion)
     return photos, sources, kinds
 
 
-def verdicts(engine: Any, vectors: np.ndarray, sources: list[int]) -> dict[str, np.ndarray]:
-    """Per photo: member top-1 correct, identified, identified-and-correct; non-member (left out) identified."""
-    from artsim_pipeline.core.identify import best_two
+def verdicts(engine: Any, vectors: list[np.ndarray], sources: list[int]) -> dict[str, np.ndarray]:
+    """Per photo (its views' vectors, :data:`~artsim_pipeline.core.identify.VIEWS`): member top-1 correct (the whole
+    photo), identified, identified-and-correct (the best view's painting); non-member (left out) identified."""
+    from artsim_pipeline.core.identify import measure_views
 
     calibration, bundle = engine.calibration, engine.variants["full"].bundle
     src = np.asarray(sources, dtype=np.int64)
-    m1, m2, best = best_two(bundle, vectors)
-    n1, n2, _ = best_two(bundle, vectors, exclude=sources)
-    member = np.array([calibration.score(a, b) >= calibration.threshold for a, b in zip(m1, m2)], dtype=bool)
-    outsider = np.array([calibration.score(a, b) >= calibration.threshold for a, b in zip(n1, n2)], dtype=bool)
-    return {"top1": best == src, "identified": member, "correct": member & (best == src),
-            "wrong": member & (best != src), "non_member": outsider}
+    m1, m2, best = measure_views(bundle, vectors)
+    n1, n2, _ = measure_views(bundle, vectors, exclude=sources)
+    rows = np.arange(len(src))
+    view = np.array([calibration.best_view(a, b) for a, b in zip(m1, m2)], dtype=int)
+    member = np.array([calibration.score(m1[i, v], m2[i, v]) >= calibration.threshold for i, v in enumerate(view)],
+                      dtype=bool)
+    named = best[rows, view] if len(src) else src
+    outsider = np.array([max(calibration.score(a, b) for a, b in zip(n1[i], n2[i])) >= calibration.threshold
+                         for i in rows], dtype=bool)
+    return {"top1": best[:, 0] == src, "identified": member, "correct": member & (named == src),
+            "wrong": member & (named != src), "non_member": outsider}
 
 
 def table_rows(kinds: list[str], measured: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -99,14 +106,13 @@ def table_rows(kinds: list[str], measured: dict[str, np.ndarray]) -> list[dict[s
     return rows
 
 
-def latency(engine: Any, photos: list[Any], measured: dict[str, np.ndarray], n: int) -> dict[str, Any]:
-    """p50/p90 of :meth:`SearchEngine.search` per photo (JPEG bytes, k=10) and its verdicts' agreement."""
+def latency(engine: Any, photos: list[bytes], measured: dict[str, np.ndarray], n: int) -> dict[str, Any]:
+    """p50/p90 of :meth:`SearchEngine.search` per photo (its JPEG file, k=10) and its verdicts' agreement."""
     times, agree = [], 0
-    for i, photo in enumerate(photos[:n]):
-        buffer = io.BytesIO()
-        photo.save(buffer, format="JPEG", quality=92)
+    step = max(1, len(photos) // max(1, n))  # every distortion alike
+    for i in range(0, len(photos), step)[:n]:
         started = time.perf_counter()
-        response = engine.search(buffer.getvalue(), k=10)
+        response = engine.search(photos[i], k=10)
         times.append((time.perf_counter() - started) * 1000.0)
         agree += (response.identification["verdict"] == "identified") == bool(measured["identified"][i])
     if not times:
@@ -126,7 +132,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from artsim_pipeline.config import Settings
-    from artsim_pipeline.core.identify import encode_photos
+    from PIL import Image
+
+    from artsim_pipeline.core.identify import view_vectors
     from artsim_pipeline.core.search import SearchEngine
     from artsim_pipeline.core.search_query import QueryError
 
@@ -148,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     started = time.perf_counter()
     photos, sources, kinds = photos_of(engine, args.paintings, args.seed)
-    vectors = encode_photos(engine.models, engine.variants["full"].fusion, photos, engine.precision)
+    decoded = []
+    for data in photos:
+        with Image.open(io.BytesIO(data)) as image:
+            decoded.append(image.convert("RGB"))
+    vectors = view_vectors(engine.models, engine.variants["full"].fusion, decoded, engine.precision,
+                           engine.calibration.views)
     encode_s = time.perf_counter() - started
     measured = verdicts(engine, vectors, sources)
     rows = table_rows(kinds, measured)
@@ -163,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "identify", "data_lake": str(engine.lake.root), "generation": engine.generation,
         "models": list(engine.model_names), "paintings": len(set(sources)), "photos": len(photos), "seed": args.seed,
         "calibration": {"threshold": calibration.threshold, "margin_weight": calibration.margin_weight,
+                        "views": list(calibration.views),
                         "near_duplicate": calibration.near_duplicate, **calibration.stats},
         "rows": rows, "targets": targets, "latency": timing, "encode_s": round(encode_s, 1),
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count(),

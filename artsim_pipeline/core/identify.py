@@ -7,6 +7,8 @@ An image query's fused vector is searched in the ``full`` index; two numbers of 
   is much closer to it than to anything else; a photo of another painting sits among several).
 
 ``score = top1 + w · margin`` and the photo is identified as the top-1 painting when ``score >= threshold``.
+A photo is scored in :data:`VIEWS`: whole, and its central 75 % (a painting photographed in its frame on a wall
+fills the middle of the photo); the best view counts.
 Nothing here is a constant: :func:`calibrate_collection` (run by ``faiss_index`` when it builds an index
 generation) takes a seeded sample of at most :data:`CALIBRATION_PAINTINGS` paintings of the collection,
 makes :data:`PHOTOS_PER_PAINTING` simulated photos of each (:mod:`~artsim_pipeline.core.photo_sim`:
@@ -40,11 +42,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .photo_sim import DISTORTIONS, photo_plan, simulate_photo
+from .photo_sim import DISTORTIONS, centre_crop, photo_plan, simulate_photo
 
 CALIBRATION_PAINTINGS = 256
 PHOTOS_PER_PAINTING = 2
@@ -53,6 +55,9 @@ TARGET_FALSE_RATE = 0.01
 SAFETY = 0.5  # the threshold is set at half the target on the calibration photos: it must hold on new ones
 MARGIN_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 NEAR_DUPLICATE_RANGE = (0.95, 0.99)
+#: the views of a photo that are scored: the whole photo, then its central 75 % (a framed painting on a wall);
+#: the best-scoring view decides (serving looks at the crop only when the whole photo is not identified)
+VIEWS = (1.0, 0.75)
 CALIBRATION_FILE = "identify.json"
 FORMAT_VERSION = 1
 NO_CALIBRATION_NOTE = ("this index generation has no identification calibration (built before identification, or "
@@ -71,9 +76,15 @@ class Calibration:
     near_duplicate: float
     target_false_rate: float = TARGET_FALSE_RATE
     stats: dict[str, Any] = field(default_factory=dict)
+    views: tuple[float, ...] = (1.0,)  # VIEWS: the central share of each side each view keeps
 
     def score(self, top1: float, top2: float) -> float:
         return float(top1 + self.margin_weight * (top1 - top2))
+
+    def best_view(self, top1: Sequence[float], top2: Sequence[float]) -> int:
+        """The view whose score is highest (the first on ties)."""
+        scores = [self.score(a, b) for a, b in zip(top1, top2)]
+        return int(np.argmax(scores))
 
     def confidence(self, score: float) -> float:
         """P(correct identification | score), from the logistic fit."""
@@ -105,6 +116,7 @@ class Calibration:
         data = json.loads(blob.decode("utf-8"))
         if data.pop("format_version", None) != FORMAT_VERSION:
             raise ValueError("unsupported identification calibration format")
+        data["views"] = tuple(float(v) for v in data.get("views", (1.0,)))
         return cls(**data)
 
 
@@ -139,34 +151,52 @@ def _logistic(x: np.ndarray, y: np.ndarray, ridge: float = 0.05, steps: int = 20
 
 def fit_calibration(positives: np.ndarray, negatives: np.ndarray, *, target: float = TARGET_FALSE_RATE,
                     stats: dict[str, Any] | None = None) -> Calibration:
-    """A :class:`Calibration` from ``[n, 2]`` arrays of ``(top1, top2)`` cosines: ``positives`` (photos
-    whose top-1 is their painting) and ``negatives`` (photos of paintings not in the index, and wrong top-1s).
-
-    Raises ``ValueError`` with fewer than 2 photos on either side."""
+    """A :class:`Calibration` from ``[n, 2]`` arrays of ``(top1, top2)`` cosines of one view: ``positives``
+    (photos whose top-1 is their painting) and ``negatives`` (photos of paintings not in the index, and wrong
+    top-1s). Raises ``ValueError`` with fewer than 2 photos on either side (:func:`fit_views`)."""
     pos, neg = np.asarray(positives, np.float64).reshape(-1, 2), np.asarray(negatives, np.float64).reshape(-1, 2)
-    if len(pos) < 2 or len(neg) < 2:
-        raise ValueError(f"a calibration needs at least 2 correct member photos and 2 non-member photos "
-                         f"(got {len(pos)} and {len(neg)})")
-    best: tuple[float, float, float] | None = None  # (recall, -weight, threshold)
+    return fit_views(pos[:, None, 0], pos[:, None, 1], np.ones((len(pos), 1), bool), neg[:, None, 0],
+                     neg[:, None, 1], target=target, stats=stats)
+
+
+def fit_views(top1: np.ndarray, top2: np.ndarray, correct: np.ndarray, non_top1: np.ndarray, non_top2: np.ndarray,
+              *, views: Sequence[float] = (1.0,), target: float = TARGET_FALSE_RATE,
+              stats: dict[str, Any] | None = None) -> Calibration:
+    """A :class:`Calibration` from ``[n, V]`` cosines of member photos' views (``correct``: the view's top-1 is
+    the photo's painting) and ``[m, V]`` of non-member photos' views. For each margin weight a photo's score is
+    its best view's; members whose best view names another painting count as negatives."""
+    top1, top2, correct = np.asarray(top1, np.float64), np.asarray(top2, np.float64), np.asarray(correct, bool)
+    non_top1, non_top2 = np.asarray(non_top1, np.float64), np.asarray(non_top2, np.float64)
+    rows = np.arange(len(top1))
+    best: tuple[float, float, float] | None = None  # (identified-and-correct share, -weight, threshold)
     for w in MARGIN_WEIGHTS:
-        s_pos = pos[:, 0] + w * (pos[:, 0] - pos[:, 1])
-        s_neg = neg[:, 0] + w * (neg[:, 0] - neg[:, 1])
-        threshold = _threshold(s_neg, SAFETY * target)
-        recall = float((s_pos >= threshold).mean())
-        if best is None or (recall, -w) > best[:2]:
-            best = (recall, -w, threshold)
+        s = top1 + w * (top1 - top2)
+        view = np.argmax(s, axis=1) if len(s) else np.zeros(0, int)
+        ms, mc = s[rows, view], correct[rows, view]
+        neg = np.r_[np.max(non_top1 + w * (non_top1 - non_top2), axis=1) if len(non_top1) else [], ms[~mc]]
+        if mc.sum() < 2 or len(neg) < 2:
+            raise ValueError(f"a calibration needs at least 2 correct member photos and 2 non-member photos "
+                             f"(got {int(mc.sum())} and {len(neg)})")
+        threshold = _threshold(neg, SAFETY * target)
+        share = float((mc & (ms >= threshold)).mean())
+        if best is None or (share, -w) > best[:2]:
+            best = (share, -w, threshold)
     assert best is not None
-    recall, weight, threshold = best[0], -best[1], best[2]
-    s_pos = pos[:, 0] + weight * (pos[:, 0] - pos[:, 1])
-    s_neg = neg[:, 0] + weight * (neg[:, 0] - neg[:, 1])
+    weight, threshold = -best[1], best[2]
+    s = top1 + weight * (top1 - top2)
+    view = np.argmax(s, axis=1)
+    ms, mc = s[rows, view], correct[rows, view]
+    s_pos = ms[mc]
+    s_neg = np.r_[np.max(non_top1 + weight * (non_top1 - non_top2), axis=1), ms[~mc]]
     slope, centre = _logistic(np.concatenate([s_pos, s_neg]), np.r_[np.ones(len(s_pos)), np.zeros(len(s_neg))])
-    near = float(np.clip(np.quantile(neg[:, 0], 0.99), *NEAR_DUPLICATE_RANGE))
-    facts = {"positives": int(len(pos)), "negatives": int(len(neg)), "recall": round(recall, 4),
+    near = float(np.clip(np.quantile(non_top1[:, 0], 0.99), *NEAR_DUPLICATE_RANGE))
+    facts = {"positives": int(len(s_pos)), "negatives": int(len(s_neg)), "recall": round(float((s_pos >= threshold).mean()), 4),
+             "identified_correct": round(best[0], 4),
              "false_rate": round(float((s_neg >= threshold).mean()), 4),
              "positive_score_q05": round(float(np.quantile(s_pos, 0.05)), 4),
              "negative_score_q99": round(float(np.quantile(s_neg, 0.99)), 4)}
     return Calibration(threshold=threshold, margin_weight=weight, slope=slope, centre=centre, near_duplicate=near,
-                       target_false_rate=target, stats={**facts, **(stats or {})})
+                       target_false_rate=target, stats={**facts, **(stats or {})}, views=tuple(float(v) for v in views))
 
 
 # ---------------------------------------------------------------------------------------------- measuring
@@ -231,28 +261,66 @@ def simulated_photos(objectids: np.ndarray, image_of: Callable[[int], Any], per_
     return photos, sources, kinds
 
 
+def view_vectors(models: Sequence[Any], fusion: Any, photos: Sequence[Any], precision: str,
+                 views: Sequence[float] = VIEWS) -> list[np.ndarray]:
+    """Per view (:data:`VIEWS`), the ``[n, d]`` fused vectors of the photos' central ``view`` share."""
+    return [encode_photos(models, fusion, photos if v >= 1.0 else [centre_crop(p, v) for p in photos], precision)
+            for v in views]
+
+
+def measure_views(bundle: Any, vectors: Sequence[np.ndarray], exclude: Sequence[int | None] | None = None,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``[n, V]`` top-1 cosines, top-2 cosines and top-1 objectids of every view (:func:`best_two`)."""
+    measured = [best_two(bundle, v, exclude=exclude) for v in vectors]
+    return tuple(np.stack([m[i] for m in measured], axis=1) for i in range(3))  # type: ignore[return-value]
+
+
 def calibrate_collection(bundle: Any, fusion: Any, models: Sequence[Any], precision: str,
                          image_of: Callable[[int], Any], *, paintings: int = CALIBRATION_PAINTINGS,
-                         per_painting: int = PHOTOS_PER_PAINTING, seed: int = SEED) -> Calibration:
+                         per_painting: int = PHOTOS_PER_PAINTING, seed: int = SEED,
+                         views: Sequence[float] = VIEWS) -> Calibration:
     """Simulate photos of a sample of the indexed paintings, measure them as members and non-members, fit.
 
     ``image_of(objectid)`` returns the painting's cached image (a PIL image) or None. Raises ``ValueError``
     when too few photos could be made (:func:`fit_calibration`)."""
     chosen = sample_paintings(bundle.ids, paintings, seed)
     photos, sources, kinds = simulated_photos(chosen, image_of, per_painting, seed)
-    vectors = encode_photos(models, fusion, photos, precision)
-    m1, m2, m_best = best_two(bundle, vectors)
-    n1, n2, _ = best_two(bundle, vectors, exclude=sources)
-    correct = m_best == np.asarray(sources, dtype=np.int64)
-    positives = np.c_[m1[correct], m2[correct]]
-    negatives = np.r_[np.c_[n1, n2], np.c_[m1[~correct], m2[~correct]]]
+    vectors = view_vectors(models, fusion, photos, precision, views)
+    m1, m2, m_best = measure_views(bundle, vectors)
+    n1, n2, _ = measure_views(bundle, vectors, exclude=sources)
+    correct = m_best == np.asarray(sources, dtype=np.int64)[:, None]
     stats = {"paintings": int(len(set(sources))), "photos": int(len(photos)), "seed": int(seed),
-             "member_top1_accuracy": round(float(correct.mean()), 4) if len(correct) else 0.0,
+             "member_top1_accuracy": round(float(correct[:, 0].mean()), 4) if len(correct) else 0.0,
              "distortions": sorted(set(kinds))}  # no timings: the same collection gives the same file
-    return fit_calibration(positives, negatives, stats=stats)
+    return fit_views(m1, m2, correct, n1, n2, views=views, stats=stats)
 
 
 # ---------------------------------------------------------------------------------------------- serving
+
+def identify_views(calibration: Calibration | None, bundle: Any, rows: Mapping[int, Mapping[str, Any]],
+                   vectors: Sequence[np.ndarray], exclude: int | None = None) -> dict[str, Any]:
+    """A search response's ``{"identified": {objectid, title, attribution, confidence} | None, "identification":
+    {verdict, score, threshold, confidence, method, closest_objectid}}`` for the fused ``full`` vectors of a
+    photo's views (whole first, then its centre crops): the best-scoring view decides. ``rows``: the catalog by
+    objectid; ``exclude``: an objectid left out (a painting not in the collection). Both None without a calibration."""
+    if calibration is None:
+        return {"identified": None, "identification": None}
+    top1, top2, best = measure_views(bundle, [np.asarray(v)[None] for v in vectors], exclude=[exclude])
+    view = calibration.best_view(top1[0], top2[0])
+    verdict = calibration.verdict(float(top1[0, view]), float(top2[0, view]))
+    oid = int(best[0, view])
+    verdict["closest_objectid"] = oid if oid >= 0 else None
+    identified = None
+    if verdict["verdict"] == "identified" and oid in rows:
+        row = rows[oid]
+        identified = {"objectid": oid, "title": _text(row.get("title")), "attribution": _text(row.get("artist")),
+                      "confidence": verdict["confidence"]}
+    return {"identified": identified, "identification": verdict}
+
+
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
 
 def load_calibration(lake: Any, generation: str) -> tuple[Calibration | None, str | None]:
     """(the generation's calibration, None) or (None, a note saying why there is none): absent (an older
@@ -270,6 +338,6 @@ def load_calibration(lake: Any, generation: str) -> tuple[Calibration | None, st
 
 __all__ = [
     "CALIBRATION_FILE", "CALIBRATION_PAINTINGS", "Calibration", "DISTORTIONS", "NO_CALIBRATION_NOTE",
-    "PHOTOS_PER_PAINTING", "best_two", "calibrate_collection", "encode_photos", "fit_calibration",
-    "load_calibration", "sample_paintings", "simulated_photos",
+    "PHOTOS_PER_PAINTING", "VIEWS", "best_two", "calibrate_collection", "encode_photos", "fit_calibration",
+    "fit_views", "identify_views", "load_calibration", "measure_views", "sample_paintings", "simulated_photos", "view_vectors",
 ]

@@ -11,11 +11,12 @@ distortion      what it does
 ``perspective`` the photo taken off-axis: each corner moves up to 9 % of the side, the rest is wall
 ``crop``        only part of the painting: 72-92 % of each side, anywhere
 ``rotation``    the phone held askew: 3-10 degrees either way, the corners filled with a wall colour
-``blur``        out of focus or shaken: a Gaussian blur of 0.8-2 % of the side
+``blur``        out of focus or shaken: a Gaussian blur of 0.4-1 % of the side
 ``noise``       a dark room: Gaussian sensor noise of 6-16 grey levels
 ``colour_cast`` warm or cold light: each channel scaled by 0.82-1.18, brightness by 0.8-1.15
 ``glare``       a reflection on the varnish: a bright soft spot of 20-45 % of the side
-``frame``       the frame and the wall around it: a 4-9 % frame, the painting filling 55-80 % of the photo
+``frame``       the frame and the wall around it: a 4-9 % frame, the painting filling 55-80 % of the photo,
+                about centred (as a visitor aims: off centre by at most 15 % of the free space)
 ``jpeg``        a heavily compressed copy: JPEG quality 25-45
 ``phone``       all of it mildly at once: frame, perspective, rotation, colour cast, noise and glare
 ==============  =======================================================================================
@@ -77,7 +78,7 @@ def _rotation(image: Image.Image, rng: np.random.Generator, low: float = 3.0, hi
 
 
 def _blur(image: Image.Image, rng: np.random.Generator) -> Image.Image:
-    return image.filter(ImageFilter.GaussianBlur(radius=max(image.size) * float(rng.uniform(0.008, 0.02))))
+    return image.filter(ImageFilter.GaussianBlur(radius=max(image.size) * float(rng.uniform(0.004, 0.01))))
 
 
 def _noise(image: Image.Image, rng: np.random.Generator, low: float = 6.0, high: float = 16.0) -> Image.Image:
@@ -118,16 +119,10 @@ def _frame(image: Image.Image, rng: np.random.Generator, low: float = 0.55, high
     W, H = (side, int(side * rng.uniform(0.75, 1.0))) if fw >= fh else (int(side * rng.uniform(0.75, 1.0)), side)
     W, H = max(W, fw), max(H, fh)
     wall = Image.new("RGB", (W, H), _wall(rng))
-    wall.paste(framed, (int(rng.integers(0, W - fw + 1)), int(rng.integers(0, H - fh + 1))))
+    x0 = int(round((W - fw) * (0.5 + rng.uniform(-0.15, 0.15))))
+    y0 = int(round((H - fh) * (0.5 + rng.uniform(-0.15, 0.15))))
+    wall.paste(framed, (x0, y0))
     return wall
-
-
-def _jpeg(image: Image.Image, quality: int) -> Image.Image:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=int(quality))
-    buffer.seek(0)
-    with Image.open(buffer) as decoded:
-        return decoded.convert("RGB")
 
 
 def _phone(image: Image.Image, rng: np.random.Generator) -> Image.Image:
@@ -145,14 +140,30 @@ _APPLY: dict[str, Callable[[Image.Image, np.random.Generator], Image.Image]] = {
 }
 
 
-def simulate_photo(image: Image.Image, distortion: str, seed: int) -> Image.Image:
-    """A simulated photo (RGB) of ``image`` with ``distortion`` (:data:`DISTORTIONS`), seeded, JPEG re-encoded."""
+def simulate_photo_bytes(image: Image.Image, distortion: str, seed: int) -> bytes:
+    """The JPEG file of a simulated photo of ``image`` with ``distortion`` (:data:`DISTORTIONS`), seeded."""
     if distortion not in _APPLY:
         raise ValueError(f"unknown distortion {distortion!r}; expected one of {', '.join(DISTORTIONS)}")
     rng = np.random.default_rng(seed)
     photo = _APPLY[distortion](image.convert("RGB"), rng)
     quality = int(rng.integers(25, 46)) if distortion == "jpeg" else int(rng.integers(80, 93))
-    return _jpeg(photo, quality)
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def simulate_photo(image: Image.Image, distortion: str, seed: int) -> Image.Image:
+    """A simulated photo (RGB) of ``image`` with ``distortion`` (:data:`DISTORTIONS`), seeded, JPEG re-encoded."""
+    with Image.open(io.BytesIO(simulate_photo_bytes(image, distortion, seed))) as decoded:
+        return decoded.convert("RGB")
+
+
+def centre_crop(image: Image.Image, fraction: float) -> Image.Image:
+    """The central ``fraction`` of each side of ``image`` (where a visitor's photo has the painting)."""
+    w, h = image.size
+    cw, ch = max(1, int(round(w * fraction))), max(1, int(round(h * fraction)))
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    return image.crop((x0, y0, x0 + cw, y0 + ch))
 
 
 def photo_plan(objectids: np.ndarray, per_painting: int, seed: int) -> list[tuple[int, str, int]]:
@@ -166,4 +177,4 @@ def photo_plan(objectids: np.ndarray, per_painting: int, seed: int) -> list[tupl
     return plan
 
 
-__all__ = ["DISTORTIONS", "photo_plan", "simulate_photo"]
+__all__ = ["DISTORTIONS", "centre_crop", "photo_plan", "simulate_photo", "simulate_photo_bytes"]

@@ -37,8 +37,9 @@ The ranked paintings come back as a :class:`~artsim_pipeline.core.search_results
 (``include_self=True`` keeps it); another painting whose cosine with it is at near-duplicate level (another image
 of the same work) stays, labelled ``near_duplicate``. An image query's match is its visual score (it has no
 catalog data; ``match_basis`` says so in words), and it is *identified* (:mod:`~artsim_pipeline.core.identify`):
-its whole image's ``full`` vector, top-1 and top-2 cosines against the calibration stored with the generation
-say whether it shows a painting of the collection (``identified``/``identification``).
+the top-1 and top-2 cosines of its whole image's ``full`` vector (and of its central crop's, when the whole image
+is not identified), against the calibration stored with the generation, say whether it shows a painting of the
+collection (``identified``/``identification``).
 
 Models: the index is the truth. The engine embeds queries with the models recorded in the ``full``
 fusion (:attr:`SearchEngine.model_names`, in the index's order), whatever the settings' default
@@ -72,7 +73,8 @@ from .fusion import block_models, transform
 from .index import search as index_search
 from .rerank import RerankOptions, ServedDatabase
 from .explain import summary as explanation_summary
-from .identify import NEAR_DUPLICATE_RANGE, Calibration, best_two, load_calibration
+from .identify import NEAR_DUPLICATE_RANGE, Calibration, identify_views, load_calibration
+from .photo_sim import centre_crop
 from .scoring import ScoringWeights, metadata_bonuses, rerank
 from .search_encode import detect_query_faces, forward_inputs, prepare_inputs, stored_vector
 from .search_filters import SearchFilters, allowed_ids, removal_report
@@ -404,29 +406,24 @@ class SearchEngine:
         """The cosine from which another painting counts as a near-duplicate (another image of the same work)."""
         return self.calibration.near_duplicate if self.calibration is not None else NEAR_DUPLICATE_RANGE[0]
 
-    def identify_vector(self, vector: np.ndarray, exclude: int | None = None) -> dict[str, Any]:
-        """``{"identified": {...} | None, "identification": {...}}`` of a fused ``full`` vector (``exclude``:
-        an objectid left out, as a painting not in the collection; the benchmark's non-members).
-        ``{"identified": None, "identification": None}`` without a calibration."""
-        if self.calibration is None:
-            return {"identified": None, "identification": None}
-        top1, top2, best = best_two(self.variants["full"].bundle, vector[None], exclude=[exclude])
-        verdict = self.calibration.verdict(float(top1[0]), float(top2[0]))
-        verdict["closest_objectid"] = int(best[0]) if best[0] >= 0 else None
-        identified = None
-        if verdict["verdict"] == "identified" and int(best[0]) in self._rows:
-            row = self._rows[int(best[0])]
-            identified = {"objectid": int(best[0]), "title": cell_text(row.get("title")),
-                          "attribution": cell_text(row.get("artist")), "confidence": verdict["confidence"]}
-        return {"identified": identified, "identification": verdict}
+    def identify_views(self, vectors: Sequence[np.ndarray], exclude: int | None = None) -> dict[str, Any]:
+        """``{"identified", "identification"}`` of a photo's views' ``full`` vectors
+        (:func:`~artsim_pipeline.core.identify.identify_views`; ``exclude``: an objectid left out)."""
+        return identify_views(self.calibration, self.variants["full"].bundle, self._rows, vectors, exclude)
 
     def _identify(self, parsed: ParsedQuery, vector: np.ndarray, variant: str, notes: list[str]) -> dict[str, Any]:
-        """The identification of an image query: always of the whole image (a face-crop search embeds it again)."""
+        """The identification of an image query, of the whole image (a face-crop search embeds it again); its centre
+        crops (the calibration's views) are embedded only when the whole image is not identified."""
         if self.calibration is None:
             notes.append(self.calibration_note or "no identification calibration")
             return {"identified": None, "identification": None}
-        full = vector if variant == "full" else self._fused(parsed, None, "full")
-        return self.identify_vector(full)
+        vectors = [vector if variant == "full" else self._fused(parsed, None, "full")]
+        answer = self.identify_views(vectors)
+        if answer["identified"] is None and len(self.calibration.views) > 1:
+            photo = parsed.pil()
+            vectors += [self.embed(centre_crop(photo, share)) for share in self.calibration.views[1:]]
+            answer = self.identify_views(vectors)
+        return answer
 
     # -- explanations ----------------------------------------------------------------------------
     def _stored_explanation(self, objectid: int, variant: str) -> np.ndarray | None:

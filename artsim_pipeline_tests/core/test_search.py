@@ -426,9 +426,9 @@ def test_a_photo_of_a_member_is_identified_and_a_painting_left_out_is_not(engine
         assert set(exact.identification) >= {"verdict", "score", "threshold", "confidence", "method"}
         assert f"This is {engine._rows[oid]['title']} — " in format_results(exact)
         vector = engine.embed(image_of(engine, oid))
-        assert engine.identify_vector(vector)["identified"]["objectid"] == oid
+        assert engine.identify_views([vector])["identified"]["objectid"] == oid
         # the same photo with its painting left out of the index: a painting that is not in the collection
-        left_out = engine.identify_vector(vector, exclude=oid)
+        left_out = engine.identify_views([vector], exclude=oid)
         assert left_out["identified"] is None and left_out["identification"]["verdict"] == "not_in_collection"
         assert left_out["identification"]["score"] < left_out["identification"]["threshold"]
         assert left_out["identification"]["closest_objectid"] != oid
