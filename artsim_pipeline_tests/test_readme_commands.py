@@ -76,6 +76,8 @@ SKIPPED = {
     ".venv/bin/artsim bench scale --workdir /tmp/artsim-scale": _BENCH,
     ".venv/bin/artsim bench cli": _BENCH,
     ".venv/bin/artsim bench identify": _BENCH,
+    "artsim bench identify": _BENCH,
+    "artsim search 900099": "named in the prose: the objectid search `.venv/bin/artsim search 900099 -k 5 --json` runs above",
     "dagster dev": "the Dagster UI as a long-running server (named in the prose); test_webserver.py drives the real webserver",
 }
 
