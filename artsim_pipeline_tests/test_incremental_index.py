@@ -11,7 +11,7 @@ import pytest
 from artsim_pipeline.config import Settings
 from artsim_pipeline.assets.index import current_collection
 from artsim_pipeline.core.fusion import fusion_fingerprint, transform
-from artsim_pipeline.core.generations import load_generation
+from artsim_pipeline.core.generations import load_generation, read_generation_file
 from artsim_pipeline.core.index import search
 from artsim_pipeline.core.status import format_status, lake_status
 from artsim_pipeline.core.lake import DataLake
@@ -59,6 +59,10 @@ def test_a_small_update_is_added_to_the_served_fit(tmp_path, instance):
         assert fit["share"] == pytest.approx(6 / 44, abs=1e-4) and fit["drift"] < 3.0
         assert fit["base_generation"] == first.id
         assert fusion_fingerprint(second.fusions["full"]) == fusion_fingerprint(first.fusions["full"])
+        # the same fit keeps the served identification calibration (no simulated photos on a refresh)
+        calibration = read_generation_file(DataLake(tmp_path / "lake"), second.id, "identify.json")
+        assert calibration is not None
+        assert calibration == read_generation_file(DataLake(tmp_path / "lake"), first.id, "identify.json")
         status = lake_status(DataLake(tmp_path / "lake"))
         assert status["index"]["fit"]["mode"] == "incremental"
         assert "fit kept, 6 paintings added since it (13.6%)" in format_status(status)

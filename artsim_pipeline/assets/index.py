@@ -228,8 +228,10 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
                     fit = replace(fit, fit_id=staged.stage)
                 extra["fit"] = fit.to_json()
                 metadata.update(_fit_metadata(fit))
-            # identification: the collection's own simulated photos give the threshold (core/identify.py)
-            files, facts = _identify_calibration(context, settings, lake, *parts[REQUIRED_VARIANT])
+            # identification: the collection's own simulated photos give the threshold (core/identify.py); an
+            # incremental refresh keeps the fit and with it the served calibration (minutes of photos saved)
+            kept = _kept_calibration(lake, fit.base_generation) if served is not None else None
+            files, facts = kept or _identify_calibration(context, settings, lake, *parts[REQUIRED_VARIANT])
             metadata.update(facts)
             result = publish_generation(lake, parts, extra=extra, files=files)
             metadata["generation"] = result.generation
@@ -271,6 +273,19 @@ def _served_generation(context, lake: DataLake):
     except (OSError, ValueError, KeyError) as exc:
         context.log.warning(f"the served index generation cannot be read ({exc}); fitting afresh")
         return None
+
+
+def _kept_calibration(lake: DataLake, generation: str) -> tuple[dict, dict] | None:
+    """The served generation's identification calibration carried into an incremental refresh (same fit, so the
+    same score scale), as ({file: bytes}, metadata); None when it has none (or a damaged one): calibrate anew."""
+    from ..core.identify import CALIBRATION_FILE, load_calibration
+
+    calibration, _ = load_calibration(lake, generation)
+    if calibration is None:
+        return None
+    return {CALIBRATION_FILE: calibration.to_bytes()}, {
+        "identify_calibration": f"kept from {generation} (incremental refresh: the same fit)",
+        "identify_threshold": round(calibration.threshold, 4), "identify_seconds": 0.0}
 
 
 def _identify_calibration(context, settings: Settings, lake: DataLake, fusion, bundle) -> tuple[dict, dict]:
