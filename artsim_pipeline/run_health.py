@@ -18,7 +18,8 @@ import os
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 
-def _process_exists(pid: int) -> bool:
+def process_exists(pid: int) -> bool:
+    """Whether a process with ``pid`` exists on this machine (signal 0)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -45,7 +46,7 @@ def fail_dead_run_workers(instance: DagsterInstance) -> list[str]:
     failed = []
     for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
         pid = worker_pid(instance, run.run_id)
-        if pid is None or _process_exists(pid):
+        if pid is None or process_exists(pid):
             continue
         instance.report_run_failed(run, f"its run worker (pid {pid}) is gone (killed, or its daemon or code server "
                                    "was); artsim_run_health marked it failed so that it can be retried")

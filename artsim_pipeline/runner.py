@@ -55,6 +55,7 @@ from dagster import (
 
 from .automation import REFRESH_TAG
 from .run_checks import CheckFailed, blocking_checks_failed, failed_checks
+from .run_health import process_exists
 from .dagster_stale import stale_status_resolver
 from .partitions import IMAGE_BATCHES
 
@@ -69,16 +70,6 @@ def launcher_tag() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
     """Mark as failed the unfinished runs of ``artsim run`` processes on this host that no longer exist."""
     unfinished = [DagsterRunStatus.STARTED, DagsterRunStatus.STARTING, DagsterRunStatus.NOT_STARTED]
@@ -87,7 +78,7 @@ def fail_orphaned_runs(instance: DagsterInstance) -> list[str]:
     for run in instance.get_runs(RunsFilter(statuses=unfinished)):
         owner = run.tags.get(LAUNCHED_BY_TAG, "")
         owner_host, _, pid = owner.rpartition(":")
-        if owner_host != host or not pid.isdigit() or _process_exists(int(pid)):
+        if owner_host != host or not pid.isdigit() or process_exists(int(pid)):
             continue
         instance.report_run_failed(run, f"the `artsim run` executing it (pid {pid}) is gone (killed or crashed)")
         failed.append(run.run_id)
