@@ -60,6 +60,7 @@ from ..scoring import (
     text_codes,
 )
 from ..rerank import Augmented, LeaveOneOut, RerankOptions
+from .ranks import chunk_rankings, top_rows, visual_depth
 from .sampling import QuerySample
 
 DEFAULT_KS = (1, 5, 10)
@@ -337,6 +338,7 @@ def evaluate_methods(
     queries = eligible if sample is None else sample.rows(eligible, meta.objectids)
     chunk = max(1, min(int(chunk), CHUNK_CELLS // max(n, 1)))
     loo = rerank if isinstance(rerank, LeaveOneOut) else leave_one_out(x, rerank)
+    depth = visual_depth(ks, list(hybrids.values()))
     per_query: dict[str, dict[str, list[np.ndarray]]] = {method: {} for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
     rng = np.random.default_rng(seed)
@@ -347,16 +349,16 @@ def evaluate_methods(
         rel_all[np.arange(len(rows)), rows] = False
         n_rel = counts[rows].astype(np.float64)
         sim = x[rows] @ x.T if loo is None else loo.scores(rows)
-        visual = None
+        visual = None  # the top of the visual ranking, shared by the methods (ranks.py: no full sorts)
         for method in methods:
             if method != "random" and visual is None:
-                visual = drop_self(rank_rows(sim, meta.objectids), rows)
-            full, tops = _rankings(sim, meta, rows, method, hybrids[method], ks, rng,
-                                   None if method == "random" else visual)
+                visual = top_rows((meta.objectids, -sim), rows, depth)
+            ranked, tops = chunk_rankings(sim, meta.objectids, meta.table, rows, method, hybrids[method], ks, rng,
+                                          rel_all, None if method == "random" else visual)
             out = {}
             for k in ks:
                 out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
-            out["map"] = average_precision_rows(np.take_along_axis(rel_all, full, axis=1), n_rel)
+            out["map"] = average_precision_rows(ranked, n_rel)
             for key, values in out.items():
                 per_query[method].setdefault(key, []).append(values)
             now = time.perf_counter()
