@@ -14,7 +14,7 @@ from artsim_pipeline.core.evaluation.protocol import (
     relevant_counts,
     relevant_rows,
 )
-from artsim_pipeline.core.evaluation.ranks import ranked_relevance, top_rows
+from artsim_pipeline.core.evaluation.ranks import average_precision_ranked, ranked_relevance, top_rows
 from artsim_pipeline.core.metrics import average_precision_rows, drop_self, topk_metrics
 from artsim_pipeline.core.rerank import RerankOptions
 
@@ -103,3 +103,23 @@ def test_evaluate_methods_equals_the_full_sorts_bit_for_bit(relevance: str, rera
         assert res.n_queries > 0
         for key, values in ref[res.method].items():
             np.testing.assert_array_equal(res.per_query[key], values, err_msg=f"{res.method} {key}")
+
+
+def test_average_precision_from_the_hits_equals_the_cumulative_sum_bit_for_bit() -> None:
+    rng = np.random.default_rng(3)
+    ranked = rng.random((9, 5000)) < np.linspace(0.001, 0.6, 9)[:, None]
+    ranked[4] = False
+    n_rel = ranked.sum(axis=1) + rng.integers(0, 4, 9) + 1.0
+    np.testing.assert_array_equal(average_precision_ranked(ranked, n_rel), average_precision_rows(ranked, n_rel))
+
+
+def test_style_relevance_through_the_distinct_style_sets_equals_the_pairwise_bits() -> None:
+    n = 300
+    meta = ItemMeta.from_records(objectids(n), random_records(n, 4))
+    rows = np.arange(0, n, 7)
+    assert len(meta.style_sets[0]) < n
+    np.testing.assert_array_equal(relevant_rows(meta, "style", rows),
+                                  (meta.table.style_bits[rows] @ meta.table.style_bits.T) > 0.5)
+    bare = ItemMeta.from_records(objectids(5), [{"artist": "A"}] * 5)
+    assert relevant_rows(bare, "style", np.arange(5)).shape == (5, 5)
+    assert not relevant_rows(bare, "style", np.arange(5)).any()

@@ -30,6 +30,7 @@ vectorised metadata score (:func:`~artsim_pipeline.core.scoring.metadata_scores`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
@@ -40,7 +41,6 @@ import pandas as pd
 
 from ..metrics import (
     _relevant_counts,
-    average_precision_rows,
     drop_self,
     l2_rows,
     metric_keys,
@@ -60,7 +60,7 @@ from ..scoring import (
     text_codes,
 )
 from ..rerank import Augmented, LeaveOneOut, RerankOptions
-from .ranks import chunk_rankings, top_rows, visual_depth
+from .ranks import average_precision_ranked, chunk_rankings, top_rows, visual_depth
 from .sampling import QuerySample
 
 DEFAULT_KS = (1, 5, 10)
@@ -111,6 +111,15 @@ class ItemMeta:
             raise ValueError(f"{len(missing)} embedded paintings are not in the catalog, e.g. {missing[:3]}")
         return cls.from_records(ids, table.loc[ids].to_dict("records"))
 
+    @functools.cached_property
+    def style_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct rows of ``table.style_bits`` and each painting's row among them."""
+        bits = self.table.style_bits
+        if bits.shape[1] == 0:
+            return bits[:1], np.zeros(len(bits), dtype=np.int64)
+        sets, inverse = np.unique(bits, axis=0, return_inverse=True)
+        return sets, inverse.reshape(-1).astype(np.int64)
+
     def subset(self, rows: np.ndarray) -> "ItemMeta":
         rows = np.asarray(rows, dtype=np.int64)
         return ItemMeta(
@@ -128,8 +137,9 @@ def relevant_rows(meta: ItemMeta, relevance: str, rows: np.ndarray) -> np.ndarra
     if relevance == "artist":
         q = meta.artist_labels[rows][:, None]
         return (q >= 0) & (q == meta.artist_labels[None, :])
-    if relevance == "style":
-        return shares(meta.table.style_bits, rows)
+    if relevance == "style":  # between the distinct style sets, then spread to the paintings (the same bits)
+        sets, inverse = meta.style_sets
+        return shares(sets, inverse[rows])[:, inverse]
     raise ValueError(f"relevance must be one of {RELEVANCES}, got {relevance!r}")
 
 
@@ -358,7 +368,7 @@ def evaluate_methods(
             out = {}
             for k in ks:
                 out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
-            out["map"] = average_precision_rows(ranked, n_rel)
+            out["map"] = average_precision_ranked(ranked, n_rel)
             for key, values in out.items():
                 per_query[method].setdefault(key, []).append(values)
             now = time.perf_counter()
