@@ -30,6 +30,7 @@ vectorised metadata score (:func:`~artsim_pipeline.core.scoring.metadata_scores`
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
@@ -40,7 +41,6 @@ import pandas as pd
 
 from ..metrics import (
     _relevant_counts,
-    average_precision_rows,
     drop_self,
     l2_rows,
     metric_keys,
@@ -60,6 +60,7 @@ from ..scoring import (
     text_codes,
 )
 from ..rerank import Augmented, LeaveOneOut, RerankOptions
+from .ranks import average_precision_ranked, chunk_rankings, top_rows, visual_depth
 from .sampling import QuerySample
 
 DEFAULT_KS = (1, 5, 10)
@@ -110,6 +111,15 @@ class ItemMeta:
             raise ValueError(f"{len(missing)} embedded paintings are not in the catalog, e.g. {missing[:3]}")
         return cls.from_records(ids, table.loc[ids].to_dict("records"))
 
+    @functools.cached_property
+    def style_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct rows of ``table.style_bits`` and each painting's row among them."""
+        bits = self.table.style_bits
+        if bits.shape[1] == 0:
+            return bits[:1], np.zeros(len(bits), dtype=np.int64)
+        sets, inverse = np.unique(bits, axis=0, return_inverse=True)
+        return sets, inverse.reshape(-1).astype(np.int64)
+
     def subset(self, rows: np.ndarray) -> "ItemMeta":
         rows = np.asarray(rows, dtype=np.int64)
         return ItemMeta(
@@ -127,8 +137,9 @@ def relevant_rows(meta: ItemMeta, relevance: str, rows: np.ndarray) -> np.ndarra
     if relevance == "artist":
         q = meta.artist_labels[rows][:, None]
         return (q >= 0) & (q == meta.artist_labels[None, :])
-    if relevance == "style":
-        return shares(meta.table.style_bits, rows)
+    if relevance == "style":  # between the distinct style sets, then spread to the paintings (the same bits)
+        sets, inverse = meta.style_sets
+        return shares(sets, inverse[rows])[:, inverse]
     raise ValueError(f"relevance must be one of {RELEVANCES}, got {relevance!r}")
 
 
@@ -337,6 +348,7 @@ def evaluate_methods(
     queries = eligible if sample is None else sample.rows(eligible, meta.objectids)
     chunk = max(1, min(int(chunk), CHUNK_CELLS // max(n, 1)))
     loo = rerank if isinstance(rerank, LeaveOneOut) else leave_one_out(x, rerank)
+    depth = visual_depth(ks, list(hybrids.values()))
     per_query: dict[str, dict[str, list[np.ndarray]]] = {method: {} for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
     rng = np.random.default_rng(seed)
@@ -347,16 +359,16 @@ def evaluate_methods(
         rel_all[np.arange(len(rows)), rows] = False
         n_rel = counts[rows].astype(np.float64)
         sim = x[rows] @ x.T if loo is None else loo.scores(rows)
-        visual = None
+        visual = None  # the top of the visual ranking, shared by the methods (ranks.py: no full sorts)
         for method in methods:
             if method != "random" and visual is None:
-                visual = drop_self(rank_rows(sim, meta.objectids), rows)
-            full, tops = _rankings(sim, meta, rows, method, hybrids[method], ks, rng,
-                                   None if method == "random" else visual)
+                visual = top_rows((meta.objectids, -sim), rows, depth)
+            ranked, tops = chunk_rankings(sim, meta.objectids, meta.table, rows, method, hybrids[method], ks, rng,
+                                          rel_all, None if method == "random" else visual)
             out = {}
             for k in ks:
                 out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
-            out["map"] = average_precision_rows(np.take_along_axis(rel_all, full, axis=1), n_rel)
+            out["map"] = average_precision_ranked(ranked, n_rel)
             for key, values in out.items():
                 per_query[method].setdefault(key, []).append(values)
             now = time.perf_counter()
