@@ -53,7 +53,7 @@ def test_serve_answers_before_the_models_and_a_first_upload_waits_for_them(tmp_p
                                data={"k": "3"}, timeout=120)  # sent at once: it waits for the models
         assert upload.status_code == 200, upload.text
         assert len(upload.json()["results"]) == 3
-        objectid = requests.get(url + "/api/search", params={"objectid": 101, "k": 3}, timeout=30)
+        objectid = requests.get(url + "/api/search", params={"objectid": 101, "k": 3, "include_self": "true"}, timeout=30)
         assert objectid.status_code == 200 and objectid.json()["results"][0]["objectid"] == 101
         assert healthz(url, time.monotonic() + 30)["image_search"] == "ready"
         again = requests.post(url + "/api/search", files={"image": ("photo.jpg", photo.getvalue(), "image/jpeg")},
@@ -83,5 +83,5 @@ def test_models_that_cannot_load_leave_objectid_search_up_and_uploads_get_503_wi
                                timeout=60)
         assert upload.status_code == 503 and "image search is unavailable" in upload.json()["detail"]
         assert "weights" in upload.json()["detail"]
-        by_id = requests.get(server.url + "/api/search", params={"objectid": 101, "k": 3}, timeout=30)
+        by_id = requests.get(server.url + "/api/search", params={"objectid": 101, "k": 3, "include_self": "true"}, timeout=30)
         assert by_id.status_code == 200 and by_id.json()["results"][0]["objectid"] == 101

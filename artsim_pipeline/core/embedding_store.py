@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .embedding import CROP_COLUMNS, FINAL, CropBox, embed_images, forward_prepared
-from .storage import read_table, write_table
+from .storage import is_remote, lake_path, read_table, write_table
 from .lake import DataLake
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def item_keys(items: Sequence[tuple[Any, str, CropBox | None]]) -> list[str]:
     out = []
     for (_, variant), path, box in items:
         if path not in digests:
-            digests[path] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            digests[path] = hashlib.sha256(lake_path(path).read_bytes()).hexdigest()  # an s3:// image too
         crop = "" if box is None else ",".join(f"{v:.6f}" for v in box)
         out.append(hashlib.sha256(f"{digests[path]}|{variant}|{crop}".encode()).hexdigest()[:32])
     return out
@@ -233,7 +233,7 @@ def read_embedding_blocks(
     ``blocks`` names the blocks to read (``final`` and ``<module>.<stat>``); ``None`` reads every block
     the files share. A named block missing from a file is an error naming the file.
     """
-    if isinstance(paths, (str, os.PathLike)):
+    if isinstance(paths, (str, os.PathLike)) or is_remote(paths):  # one file (an s3:// one too)
         paths = [paths]
     paths = list(paths)
     tables = [read_table(p) for p in paths]
