@@ -90,8 +90,9 @@ def test_the_lake_comes_up_after_the_daemon_and_its_runs_are_killed(tmp_path):
                 retries = instance.get_runs(RunsFilter(tags={"dagster/parent_run_id": run.run_id}))
                 partition = run.tags["dagster/partition"]
                 assert retries or any(r.partition_key == partition for r in materializations(instance, "image_cache"))
-            for name in ("image_cache", "embeddings_mobilenet_v2"):
-                assert sorted(r.partition_key for r in materializations(instance, name)) == [
+            for name in ("image_cache", "embeddings_mobilenet_v2"):  # every batch (a killed step may have
+                # finished before the kill, and its retry then materializes it again: once or twice, never none)
+                assert sorted({r.partition_key for r in materializations(instance, name)}) == [
                     "batch-00000", "batch-00001", "batch-00002"], name
     finally:
         dagster.close()
