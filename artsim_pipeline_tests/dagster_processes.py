@@ -4,6 +4,7 @@ The mutations are the ones the UI's buttons send (Automation page: ``startSensor
 Backfill dialog: ``launchPartitionBackfill``).
 """
 
+import os
 import subprocess
 import sys
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import requests
 
+from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
 from artsim_pipeline_tests.support import REPO, free_port
 
 SENSOR_SELECTOR = {"repositoryName": "__repository__", "repositoryLocationName": "artsim",
@@ -34,6 +36,19 @@ BACKFILL = """mutation ($p: LaunchBackfillParams!) { launchPartitionBackfill(bac
   __typename ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }"""
 BACKFILL_STATUS = """query ($id: String!) { partitionBackfillOrError(backfillId: $id) {
   ... on PartitionBackfill { status } ... on PythonError { message } } }"""
+
+
+def seven_painting_env(tmp_path: Path, lake: Path, home: Path) -> dict[str, str]:
+    """The environment of a 7-painting NGA mirror (3 batches, random-weight ``mobilenet_v2``) written under
+    ``tmp_path``, for a webserver + daemon over ``home``: the lake the daemon tests bring up."""
+    mirror = write_mirror(tmp_path / "mirror", [Painting(i, width=96, height=80, artist=f"Painter {i % 2}")
+                                                 for i in range(1, 8)])
+    return os.environ | {
+        "ARTSIM_NGA_SOURCE": str(mirror), "ARTSIM_DATA_LAKE": str(lake), "ARTSIM_LIMIT": "0",
+        "ARTSIM_MIN_SIDE": "64", "ARTSIM_BATCH_SIZE": "3", "ARTSIM_MODELS": "mobilenet_v2",
+        "ARTSIM_WEIGHTS": "random", "ARTSIM_DEVICE": "cpu", "ARTSIM_PCA_DIM": "4",
+        "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1",
+    }
 
 
 class Dagster:

@@ -8,7 +8,6 @@ carries the ``artsim/launched_by=artsim_automation`` tag, and the catalog's view
 exist at the end.
 """
 
-import os
 import time
 
 import duckdb
@@ -17,8 +16,7 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatu
 
 from artsim_pipeline.automation import AUTOMATION_RUN_TAGS
 from artsim_pipeline_tests.dagster_processes import (INSTANCE_YAML, SENSOR_SELECTOR, SENSOR_STATE, START_SENSOR,
-                                                      Dagster, wait_for)
-from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
+                                                      Dagster, seven_painting_env, wait_for)
 from artsim_pipeline_tests.support import materializations
 
 pytestmark = pytest.mark.slow
@@ -37,14 +35,7 @@ def test_turning_on_the_automation_brings_a_fresh_lake_all_the_way_up(tmp_path):
     home.mkdir()
     (home / "dagster.yaml").write_text(INSTANCE_YAML)
     lake = tmp_path / "lake"  # does not exist yet
-    mirror = write_mirror(tmp_path / "mirror", [Painting(i, width=96, height=80, artist=f"Painter {i % 2}")
-                                                 for i in range(1, 8)])
-    env = os.environ | {
-        "ARTSIM_NGA_SOURCE": str(mirror), "ARTSIM_DATA_LAKE": str(lake), "ARTSIM_LIMIT": "0",
-        "ARTSIM_MIN_SIDE": "64", "ARTSIM_BATCH_SIZE": "3", "ARTSIM_MODELS": "mobilenet_v2",
-        "ARTSIM_WEIGHTS": "random", "ARTSIM_DEVICE": "cpu", "ARTSIM_PCA_DIM": "4",
-        "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1",
-    }
+    env = seven_painting_env(tmp_path, lake, home)
     dagster = Dagster(env, tmp_path)
     try:
         dagster.wait_ready()

@@ -11,15 +11,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from artsim_pipeline.instance import ensure_instance_config
-from artsim_pipeline_tests.dagster_processes import SENSOR_SELECTOR, START_SENSOR, Dagster, wait_for
-from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
+from artsim_pipeline_tests.dagster_processes import (SENSOR_SELECTOR, START_SENSOR, Dagster, seven_painting_env,
+                                                      wait_for)
 from artsim_pipeline_tests.support import REPO, materializations
 
 pytestmark = pytest.mark.slow
@@ -50,14 +49,7 @@ def descendants(pid: int) -> list[int]:
 def test_the_lake_comes_up_after_the_daemon_and_its_runs_are_killed(tmp_path):
     home = tmp_path / "dagster_home"
     assert ensure_instance_config(home)
-    mirror = write_mirror(tmp_path / "mirror", [Painting(i, width=96, height=80, artist=f"Painter {i % 2}")
-                                                 for i in range(1, 8)])
-    env = os.environ | {
-        "ARTSIM_NGA_SOURCE": str(mirror), "ARTSIM_DATA_LAKE": str(tmp_path / "lake"), "ARTSIM_LIMIT": "0",
-        "ARTSIM_MIN_SIDE": "64", "ARTSIM_BATCH_SIZE": "3", "ARTSIM_MODELS": "mobilenet_v2",
-        "ARTSIM_WEIGHTS": "random", "ARTSIM_DEVICE": "cpu", "ARTSIM_PCA_DIM": "4",
-        "DAGSTER_HOME": str(home), "OMP_NUM_THREADS": "1",
-    }
+    env = seven_painting_env(tmp_path, tmp_path / "lake", home)
     dagster = Dagster(env, tmp_path)
     try:
         dagster.wait_ready()
