@@ -281,7 +281,7 @@ def _kept_calibration(lake: DataLake, generation: str) -> tuple[dict, dict] | No
     from ..core.identify import CALIBRATION_FILE, load_calibration
 
     calibration, _ = load_calibration(lake, generation)
-    if calibration is None:
+    if calibration is None or not calibration.current:  # none, damaged, or made by an older method
         return None
     return {CALIBRATION_FILE: calibration.to_bytes()}, {
         "identify_calibration": f"kept from {generation} (incremental refresh: the same fit)",
@@ -295,7 +295,8 @@ def _identify_calibration(context, settings: Settings, lake: DataLake, fusion, b
     from PIL import Image
 
     from ..core.fusion import block_models
-    from ..core.identify import CALIBRATION_FILE, calibrate_collection
+    from ..core.identify import CALIBRATION_FILE
+    from ..core.identify_measure import calibrate_collection
     from ..core.models import resolve_device
     from ..core.search_resources import load_checked_models
     from ..core.storage import read_parquet
@@ -322,6 +323,8 @@ def _identify_calibration(context, settings: Settings, lake: DataLake, fusion, b
     facts = {"identify_threshold": round(calibration.threshold, 4), "identify_margin_weight": calibration.margin_weight,
              "identify_photos": int(calibration.stats["photos"]),
              "identify_recall": calibration.stats["recall"], "identify_false_rate": calibration.stats["false_rate"],
+             "identify_by_geometry": calibration.stats.get("by_geometry", 0.0),
+             "identify_min_inliers": float(calibration.geometry_threshold or 0),
              "identify_seconds": round(time.perf_counter() - started, 2)}
     context.log.info(f"identification calibration: {json.dumps(facts, default=str)}")
     return {CALIBRATION_FILE: calibration.to_bytes()}, facts

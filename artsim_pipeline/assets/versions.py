@@ -25,7 +25,8 @@ CODE_VERSIONS: dict[str, str] = {
     "face_crops": "2",
     "embeddings": "3",  # bump when a registry entry's taps (core/models.py) change
     "pca_model": "3",
-    "faiss_index": "5",  # 3: database-side augmented vectors stored with each index; 4: explanations too; 5: identify
+    "faiss_index": "6",  # 3: database-side augmented vectors stored with each index; 4: explanations too; 5: identify;
+    # 6: identification's geometric check (its calibration is made anew)
     "similarity_head": "1",
     "eval_report": "5",  # 4: the per-refresh part only; the rest is eval_study's; 5: re-ranking (ARTSIM_RERANK)
     "eval_study": "2",  # 2: the re-ranking study

@@ -6,8 +6,9 @@ identification calibration (:mod:`artsim_pipeline.core.identify`):
 * a seeded sample of ``--paintings`` indexed paintings (seed ``--seed``, default 1000: held out from the
   calibration's seed 0, so these photos are not the ones the threshold was set on), one simulated photo of each
   with every distortion (:mod:`artsim_pipeline.core.photo_sim`), embedded with the index's backbones and fusion;
-* **members** — each photo against the whole index: top-1 accuracy (the top-1 painting is its source), the share
-  identified, identified-and-correct, and wrong identifications (identified as another painting);
+* **members** — each photo against the whole index: top-1 accuracy (the whole photo's top-1 painting is its
+  source), the share identified, identified-and-correct, the share identified by the geometric check (ORB +
+  RANSAC against the candidates' images), and wrong identifications (identified as another painting);
 * **non-members** — the same photo with its source painting left out of the index (leave-one-out, as the
   evaluation does): the share identified (a false identification: that painting is "not in the collection");
 * per distortion and overall; targets (overall): identified-and-correct >= 0.90 of member photos, non-members
@@ -55,7 +56,7 @@ def photos_of(engine: Any, paintings: int, seed: int) -> tuple[list[bytes], list
     (:data:`~artsim_pipeline.core.photo_sim.DISTORTIONS`)."""
     from PIL import Image
 
-    from artsim_pipeline.core.identify import sample_paintings
+    from artsim_pipeline.core.identify_measure import sample_paintings
     from artsim_pipeline.core.photo_sim import DISTORTIONS, simulate_photo_bytes
 
     photos, sources, kinds = [], [], []
@@ -72,24 +73,28 @@ def photos_of(engine: Any, paintings: int, seed: int) -> tuple[list[bytes], list
     return photos, sources, kinds
 
 
-def verdicts(engine: Any, vectors: list[np.ndarray], sources: list[int]) -> dict[str, np.ndarray]:
-    """Per photo (its views' vectors, :data:`~artsim_pipeline.core.identify.VIEWS`): member top-1 correct (the whole
-    photo), identified, identified-and-correct (the best view's painting); non-member (left out) identified."""
-    from artsim_pipeline.core.identify import measure_views
+def verdicts(engine: Any, vectors: list[np.ndarray], photos: list[Any], sources: list[int]) -> dict[str, np.ndarray]:
+    """Per photo (its views' vectors, :data:`~artsim_pipeline.core.identify.VIEWS`, and the decoded photo for the
+    geometric check): member top-1 correct (the whole photo's embedding), identified, identified-and-correct,
+    identified by geometry; non-member (its painting left out) identified. The rule is the served one
+    (:func:`~artsim_pipeline.core.identify.decide_all` on :func:`~artsim_pipeline.core.identify_measure.measure_photos`)."""
+    from artsim_pipeline.core.identify import decide_all
+    from artsim_pipeline.core.identify_measure import measure_photos
+    from artsim_pipeline.core.photo_match import keypoints
 
     calibration, bundle = engine.calibration, engine.variants["full"].bundle
     src = np.asarray(sources, dtype=np.int64)
-    m1, m2, best = measure_views(bundle, vectors)
-    n1, n2, _ = measure_views(bundle, vectors, exclude=sources)
-    rows = np.arange(len(src))
-    view = np.array([calibration.best_view(a, b) for a, b in zip(m1, m2)], dtype=int)
-    member = np.array([calibration.score(m1[i, v], m2[i, v]) >= calibration.threshold for i, v in enumerate(view)],
-                      dtype=bool)
-    named = best[rows, view] if len(src) else src
-    outsider = np.array([max(calibration.score(a, b) for a, b in zip(n1[i], n2[i])) >= calibration.threshold
-                         for i in rows], dtype=bool)
-    return {"top1": best[:, 0] == src, "identified": member, "correct": member & (named == src),
-            "wrong": member & (named != src), "non_member": outsider}
+    points = [keypoints(photo) for photo in photos] if calibration.uses_geometry else None
+    k = calibration.geometry_candidates or 2
+    member = decide_all(calibration, measure_photos(bundle, vectors, points, engine.painting_keypoints, candidates=k))
+    outsider = decide_all(calibration, measure_photos(bundle, vectors, points, engine.painting_keypoints,
+                                                      exclude=sources, candidates=k))
+    first = measure_photos(bundle, vectors[:1]).best[:, 0]
+    identified = np.array([d.identified for d in member], dtype=bool)
+    named = np.array([d.objectid for d in member], dtype=np.int64)
+    return {"top1": first == src, "identified": identified, "correct": identified & (named == src),
+            "wrong": identified & (named != src), "geometry": np.array([d.basis == "geometry" for d in member], bool),
+            "non_member": np.array([d.identified for d in outsider], dtype=bool)}
 
 
 def table_rows(kinds: list[str], measured: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -99,7 +104,8 @@ def table_rows(kinds: list[str], measured: dict[str, np.ndarray]) -> list[dict[s
         pick = np.ones(len(labels), bool) if name == "all" else labels == name
         row = {"distortion": name, "photos": int(pick.sum())}
         for key, column in (("top1_accuracy", "top1"), ("identified", "identified"),
-                            ("identified_correct", "correct"), ("wrong_identified", "wrong"),
+                            ("identified_correct", "correct"), ("by_geometry", "geometry"),
+                            ("wrong_identified", "wrong"),
                             ("non_member_identified", "non_member")):
             row[key] = round(float(measured[column][pick].mean()), 4) if pick.any() else 0.0
         rows.append(row)
@@ -122,7 +128,7 @@ def latency(engine: Any, photos: list[bytes], measured: dict[str, np.ndarray], n
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    cols = ("distortion", "photos", "top1_accuracy", "identified", "identified_correct", "wrong_identified",
+    cols = ("distortion", "photos", "top1_accuracy", "identified", "identified_correct", "by_geometry", "wrong_identified",
             "non_member_identified")
     cells = [[str(r[c]) if not isinstance(r[c], float) else f"{r[c]:.3f}" for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
@@ -134,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     from artsim_pipeline.config import Settings
     from PIL import Image
 
-    from artsim_pipeline.core.identify import view_vectors
+    from artsim_pipeline.core.identify_measure import view_vectors
     from artsim_pipeline.core.search import SearchEngine
     from artsim_pipeline.core.search_query import QueryError
 
@@ -163,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     vectors = view_vectors(engine.models, engine.variants["full"].fusion, decoded, engine.precision,
                            engine.calibration.views)
     encode_s = time.perf_counter() - started
-    measured = verdicts(engine, vectors, sources)
+    measured = verdicts(engine, vectors, decoded, sources)
     rows = table_rows(kinds, measured)
     timing = latency(engine, photos, measured, args.latency_photos)
     overall = rows[-1]
@@ -176,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "identify", "data_lake": str(engine.lake.root), "generation": engine.generation,
         "models": list(engine.model_names), "paintings": len(set(sources)), "photos": len(photos), "seed": args.seed,
         "calibration": {"threshold": calibration.threshold, "margin_weight": calibration.margin_weight,
+                        "geometry_threshold": calibration.geometry_threshold,
+                        "geometry_candidates": calibration.geometry_candidates,
                         "views": list(calibration.views),
                         "near_duplicate": calibration.near_duplicate, **calibration.stats},
         "rows": rows, "targets": targets, "latency": timing, "encode_s": round(encode_s, 1),
@@ -184,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"identify on {engine.lake.root} (generation {engine.generation}; {len(set(sources))} paintings x "
           f"{len(photos) // max(1, len(set(sources)))} distortions, seed {args.seed}; threshold "
-          f"{calibration.threshold:.4f}, margin weight {calibration.margin_weight:g}):")
+          f"{calibration.threshold:.4f}, margin weight {calibration.margin_weight:g}; geometry: "
+          f"{calibration.geometry_threshold} inliers on {calibration.geometry_candidates} candidates):")
     print(format_table(rows))
     print(f"latency per photo (search, k=10): {json.dumps(timing)}; load {load_before:.2f} -> "
           f"{report['machine']['load_after']:.2f} on {os.cpu_count()} CPUs")

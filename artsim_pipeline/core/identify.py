@@ -1,32 +1,30 @@
 """Identification: does a photo show a painting of the collection, and which? (plain Python, no Dagster).
 
-An image query's fused vector is searched in the ``full`` index; two numbers of its answer decide:
+Two kinds of evidence, in stages (the cheap one first, each stage only when the earlier ones did not identify):
 
-* ``top1`` — the cosine of the best painting, and
-* the margin ``top1 - top2`` — how far it stands out from the next one (a photo of a member painting
-  is much closer to it than to anything else; a photo of another painting sits among several).
+* **the embedding** — the photo's fused vector searched in the ``full`` index: ``top1`` (the best painting's
+  cosine) and the margin ``top1 - top2`` (a photo of a member painting is much closer to it than to anything
+  else); ``score = top1 + w · margin``, identified as the top-1 painting when ``score >= threshold``;
+* **geometry** — the photo's ORB keypoints matched against the images of its :attr:`Calibration.geometry_candidates`
+  nearest paintings, with RANSAC (:mod:`~artsim_pipeline.core.photo_match`): identified as the candidate with the
+  most inliers when they reach ``geometry_threshold`` (the painting's own image is *in* the photo: blur, noise, a
+  crop or a frame lower the embedding's margin, not this).
 
-``score = top1 + w · margin`` and the photo is identified as the top-1 painting when ``score >= threshold``.
-A photo is scored in :data:`VIEWS`: whole, and its central 75 % (a painting photographed in its frame on a wall
-fills the middle of the photo); the best view counts.
-Nothing here is a constant: :func:`calibrate_collection` (run by ``faiss_index`` when it builds an index
-generation) takes a seeded sample of at most :data:`CALIBRATION_PAINTINGS` paintings of the collection,
-makes :data:`PHOTOS_PER_PAINTING` simulated photos of each (:mod:`~artsim_pipeline.core.photo_sim`:
-perspective, crop, rotation, blur, noise, colour cast, glare, a frame and wall, JPEG), embeds them with
-the real backbones and fusion, and measures every photo twice:
+A photo is looked at in :data:`VIEWS`: whole, then its central 75 % (a painting photographed in its frame on a
+wall fills the middle of the photo). The stages (:meth:`Calibration.decide`): embedding of the whole photo →
+geometry on its candidates → embedding of the best view → geometry on every view's candidates.
 
-* **member** — against the whole index: its source painting is in the collection; the photo counts as a
-  positive when the top-1 painting is its source (a wrong top-1 would be a false identification, so it
-  counts as a negative);
-* **non-member** — with its source painting left out of the index (leave-one-out, as the evaluation
-  does): a photo of a painting that is not in the collection; always a negative.
-
-:func:`fit_calibration` then picks ``w`` from :data:`MARGIN_WEIGHTS` and the threshold so that at most
-``SAFETY · target`` (half of the 1 % target) of the negatives score at or above it, with the most
-positives above it; the **confidence** is a logistic fit of P(correct identification | score) on the two
-sets (classes weighted equally). A verdict's ``confidence`` is that probability for ``identified`` and one
-minus it for ``not_in_collection``; the threshold is stricter than the fit's 50 % point, so an identification's
-confidence is high, and a photo just below the threshold reads "not in the collection" with a low confidence.
+Nothing here is a constant: :func:`~artsim_pipeline.core.identify_measure.calibrate_collection` (run by
+``faiss_index`` when it builds an index generation) makes simulated photos of a seeded sample of the collection
+(:mod:`~artsim_pipeline.core.photo_sim`) and measures each twice: as a **member** (against the whole index; a
+wrong painting named counts as a negative) and as a **non-member** (its painting left out of the index, as the
+evaluation does; always a negative). :func:`fit_views` then sets the thresholds so that at most ``SAFETY ·
+target`` (half of the 1 % target) of the negatives would be identified: half of that allowance goes to geometry
+(never below :data:`MIN_INLIERS`), the rest to the embedding, for each margin weight of :data:`MARGIN_WEIGHTS`;
+the weight that identifies most member photos correctly wins. The **confidence** is a logistic fit of
+P(correct identification | evidence) on the two sets (classes weighted equally): of the score for the embedding,
+of log(1 + inliers) for geometry. A verdict's ``confidence`` is that probability for ``identified`` and one minus
+the highest for ``not_in_collection``.
 
 **Near-duplicates** (another image of the same work): a result of an objectid search whose cosine with
 the query painting is at least :attr:`Calibration.near_duplicate` (the 99th percentile of the non-member
@@ -34,7 +32,7 @@ photos' best cosine to *another* painting, within [0.95, 0.99]; 0.95 without a c
 
 The calibration is stored in the index generation as ``identify.json`` (its sha256 in ``generation.json``,
 :func:`~artsim_pipeline.core.generations.publish_generation`); :func:`load_calibration` verifies it; a missing
-or damaged file means no verdict (search still answers, with a note).
+or damaged file means no verdict (search still answers, with a note). Format 1 (embedding only) still loads.
 """
 
 from __future__ import annotations
@@ -46,28 +44,38 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from .photo_sim import DISTORTIONS, centre_crop, photo_plan, simulate_photo
-
-CALIBRATION_PAINTINGS = 256
-PHOTOS_PER_PAINTING = 2
-SEED = 0
 TARGET_FALSE_RATE = 0.01
-SAFETY = 0.5  # the threshold is set at half the target on the calibration photos: it must hold on new ones
+SAFETY = 0.5  # the thresholds are set at half the target on the calibration photos: they must hold on new ones
 MARGIN_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
 NEAR_DUPLICATE_RANGE = (0.95, 0.99)
-#: the views of a photo that are scored: the whole photo, then its central 75 % (a framed painting on a wall);
-#: the best-scoring view decides (serving looks at the crop only when the whole photo is not identified)
+#: geometry never identifies on fewer inliers (RANSAC's homography on random ORB matches finds 4-7)
+MIN_INLIERS = 10
+GEOMETRY_CANDIDATES = 5  # nearest paintings per view whose images are matched against the photo
+#: the views of a photo that are scored: the whole photo, then its central 75 % (a framed painting on a wall)
 VIEWS = (1.0, 0.75)
 CALIBRATION_FILE = "identify.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 NO_CALIBRATION_NOTE = ("this index generation has no identification calibration (built before identification, or "
                        "its file is damaged): no verdict on whether the photo shows a painting of the collection; "
                        "re-run `artsim run` to add it")
 
 
 @dataclass(frozen=True)
+class Decision:
+    """The staged rule's outcome for one photo: ``basis`` "embedding" or "geometry" (or "" when not identified),
+    ``objectid`` the painting named (or the closest one), ``score`` the best view's embedding score, ``inliers``
+    the best geometric match (None when geometry was not measured)."""
+
+    identified: bool
+    objectid: int
+    basis: str
+    score: float
+    inliers: int | None
+
+
+@dataclass(frozen=True)
 class Calibration:
-    """How scores become verdicts, measured on the collection's own simulated photos (module doc)."""
+    """How evidence becomes verdicts, measured on the collection's own simulated photos (module doc)."""
 
     threshold: float
     margin_weight: float
@@ -77,6 +85,11 @@ class Calibration:
     target_false_rate: float = TARGET_FALSE_RATE
     stats: dict[str, Any] = field(default_factory=dict)
     views: tuple[float, ...] = (1.0,)  # VIEWS: the central share of each side each view keeps
+    geometry_threshold: float | None = None  # inliers; None: no geometric stage
+    geometry_candidates: int = 0
+    geometry_slope: float = 0.0  # confidence = sigmoid(slope * (log1p(inliers) - centre))
+    geometry_centre: float = 0.0
+    format_version: int = FORMAT_VERSION  # 1: the embedding only (an older generation's file)
 
     def score(self, top1: float, top2: float) -> float:
         return float(top1 + self.margin_weight * (top1 - top2))
@@ -86,46 +99,95 @@ class Calibration:
         scores = [self.score(a, b) for a, b in zip(top1, top2)]
         return int(np.argmax(scores))
 
+    @property
+    def uses_geometry(self) -> bool:
+        return self.geometry_threshold is not None and self.geometry_candidates > 0
+
     def confidence(self, score: float) -> float:
-        """P(correct identification | score), from the logistic fit."""
-        z = self.slope * (float(score) - self.centre)
-        return float(1.0 / (1.0 + math.exp(-z))) if z > -700 else 0.0
+        """P(correct identification | embedding score), from the logistic fit."""
+        return _sigmoid(self.slope * (float(score) - self.centre))
+
+    def geometry_confidence(self, inliers: int | None) -> float:
+        """P(correct identification | inliers), from the logistic fit (0 without geometry)."""
+        if inliers is None or not self.uses_geometry:
+            return 0.0
+        return _sigmoid(self.geometry_slope * (math.log1p(inliers) - self.geometry_centre))
+
+    def decide(self, top1: Sequence[float], top2: Sequence[float], best: Sequence[int],
+               geo_objectid: Sequence[int] = (), geo_inliers: Sequence[int] = ()) -> Decision:
+        """The staged rule on one photo's evidence: per view (whole first) the embedding's ``top1``, ``top2``,
+        ``best`` objectid, and the geometric best so far (``geo_objectid``/``geo_inliers``: over the candidates
+        of views 0..v; shorter, or empty, where geometry was not measured)."""
+        view = 0
+        for v in range(len(top1)):
+            view = self.best_view(top1[:v + 1], top2[:v + 1])
+            score = self.score(top1[view], top2[view])
+            inliers = int(geo_inliers[v]) if v < len(geo_inliers) else None
+            if score >= self.threshold:
+                return Decision(True, int(best[view]), "embedding", score, inliers)
+            if self.uses_geometry and inliers is not None and inliers >= self.geometry_threshold:
+                return Decision(True, int(geo_objectid[v]), "geometry", score, inliers)
+        last = len(geo_inliers) - 1
+        return Decision(False, int(best[view]) if len(best) else -1, "", self.score(top1[view], top2[view]),
+                        int(geo_inliers[last]) if last >= 0 else None)
 
     @property
     def method(self) -> str:
         n = self.stats.get("negatives", 0)
-        return (f"score = top-1 cosine + {self.margin_weight:g} × (top-1 − top-2 cosine); identified when the score "
-                f"is at least {self.threshold:.4f}, set for at most {self.target_false_rate:.0%} false identifications "
-                f"of {n} simulated photos of paintings left out of the index; confidence: a logistic fit on the "
-                f"collection's simulated photos")
+        text = (f"score = top-1 cosine + {self.margin_weight:g} × (top-1 − top-2 cosine); identified when the score "
+                f"is at least {self.threshold:.4f}")
+        if self.uses_geometry:
+            text += (f", or when at least {self.geometry_threshold:g} ORB keypoint matches of the photo agree with "
+                     f"one perspective transform onto one of the {self.geometry_candidates} nearest paintings' images")
+        return (f"{text}; set for at most {self.target_false_rate:.0%} false identifications of {n} simulated photos "
+                f"of paintings left out of the index; confidence: a logistic fit on the collection's simulated photos")
 
-    def verdict(self, top1: float, top2: float) -> dict[str, Any]:
-        """The ``identification`` of a search response for a query whose best cosines are ``top1``, ``top2``."""
-        score = self.score(top1, top2)
-        p = self.confidence(score)
-        identified = score >= self.threshold
-        return {"verdict": "identified" if identified else "not_in_collection", "score": round(score, 6),
-                "threshold": round(self.threshold, 6), "confidence": round(p if identified else 1.0 - p, 4),
-                "method": self.method}
+    def verdict(self, decision: Decision) -> dict[str, Any]:
+        """The ``identification`` of a search response for a photo's :class:`Decision`."""
+        p_score, p_geo = self.confidence(decision.score), self.geometry_confidence(decision.inliers)
+        if decision.identified:
+            confidence = p_score if decision.basis == "embedding" else p_geo
+        else:
+            confidence = 1.0 - max(p_score, p_geo)
+        return {"verdict": "identified" if decision.identified else "not_in_collection",
+                "basis": decision.basis or None, "score": round(decision.score, 6),
+                "threshold": round(self.threshold, 6), "inliers": decision.inliers,
+                "inlier_threshold": self.geometry_threshold if self.uses_geometry else None,
+                "confidence": round(confidence, 4), "method": self.method}
+
+    @property
+    def current(self) -> bool:
+        """Made by this code's method (an older file still serves, but a refresh calibrates anew)."""
+        return self.format_version == FORMAT_VERSION
 
     def to_bytes(self) -> bytes:
-        return json.dumps({"format_version": FORMAT_VERSION, **asdict(self)}, indent=2, sort_keys=True).encode()
+        return json.dumps(asdict(self), indent=2, sort_keys=True).encode()
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> "Calibration":
         data = json.loads(blob.decode("utf-8"))
-        if data.pop("format_version", None) != FORMAT_VERSION:
+        if data.get("format_version") not in (1, FORMAT_VERSION):
             raise ValueError("unsupported identification calibration format")
         data["views"] = tuple(float(v) for v in data.get("views", (1.0,)))
         return cls(**data)
+
+
+def _sigmoid(z: float) -> float:
+    return float(1.0 / (1.0 + math.exp(-z))) if z > -700 else 0.0
 
 
 # ---------------------------------------------------------------------------------------------- fitting
 
 def _threshold(negatives: np.ndarray, allowed_share: float) -> float:
     """The lowest threshold at which at most ``allowed_share`` of ``negatives`` score at or above it."""
+    return _count_threshold(negatives, int(math.floor(allowed_share * len(negatives))))
+
+
+def _count_threshold(negatives: np.ndarray, allowed: int) -> float:
+    """The lowest threshold at which at most ``allowed`` of ``negatives`` are at or above it."""
     ranked = np.sort(np.asarray(negatives, dtype=np.float64))[::-1]
-    allowed = int(math.floor(allowed_share * len(ranked)))
+    if allowed < 0:
+        return math.inf
     return float(np.nextafter(ranked[allowed], np.inf)) if allowed < len(ranked) else float(ranked[-1])
 
 
@@ -151,170 +213,167 @@ def _logistic(x: np.ndarray, y: np.ndarray, ridge: float = 0.05, steps: int = 20
 
 def fit_calibration(positives: np.ndarray, negatives: np.ndarray, *, target: float = TARGET_FALSE_RATE,
                     stats: dict[str, Any] | None = None) -> Calibration:
-    """A :class:`Calibration` from ``[n, 2]`` arrays of ``(top1, top2)`` cosines of one view: ``positives``
-    (photos whose top-1 is their painting) and ``negatives`` (photos of paintings not in the index, and wrong
-    top-1s). Raises ``ValueError`` with fewer than 2 photos on either side (:func:`fit_views`)."""
+    """An embedding-only :class:`Calibration` from ``[n, 2]`` arrays of ``(top1, top2)`` cosines of one view:
+    ``positives`` (photos whose top-1 is their painting) and ``negatives`` (photos of paintings not in the
+    index). Raises ``ValueError`` with fewer than 2 photos on either side (:func:`fit_views`)."""
     pos, neg = np.asarray(positives, np.float64).reshape(-1, 2), np.asarray(negatives, np.float64).reshape(-1, 2)
-    return fit_views(pos[:, None, 0], pos[:, None, 1], np.ones((len(pos), 1), bool), neg[:, None, 0],
-                     neg[:, None, 1], target=target, stats=stats)
+    member = PhotoEvidence(pos[:, None, 0], pos[:, None, 1], np.zeros((len(pos), 1), np.int64))
+    outsider = PhotoEvidence(neg[:, None, 0], neg[:, None, 1], np.ones((len(neg), 1), np.int64))
+    return fit_views(member, np.zeros(len(pos), np.int64), outsider, target=target, stats=stats)
 
 
-def fit_views(top1: np.ndarray, top2: np.ndarray, correct: np.ndarray, non_top1: np.ndarray, non_top2: np.ndarray,
-              *, views: Sequence[float] = (1.0,), target: float = TARGET_FALSE_RATE,
-              stats: dict[str, Any] | None = None) -> Calibration:
-    """A :class:`Calibration` from ``[n, V]`` cosines of member photos' views (``correct``: the view's top-1 is
-    the photo's painting) and ``[m, V]`` of non-member photos' views. For each margin weight a photo's score is
-    its best view's; members whose best view names another painting count as negatives."""
-    top1, top2, correct = np.asarray(top1, np.float64), np.asarray(top2, np.float64), np.asarray(correct, bool)
-    non_top1, non_top2 = np.asarray(non_top1, np.float64), np.asarray(non_top2, np.float64)
-    rows = np.arange(len(top1))
-    best: tuple[float, float, float] | None = None  # (identified-and-correct share, -weight, threshold)
-    for w in MARGIN_WEIGHTS:
-        s = top1 + w * (top1 - top2)
-        view = np.argmax(s, axis=1) if len(s) else np.zeros(0, int)
-        ms, mc = s[rows, view], correct[rows, view]
-        neg = np.r_[np.max(non_top1 + w * (non_top1 - non_top2), axis=1) if len(non_top1) else [], ms[~mc]]
-        if mc.sum() < 2 or len(neg) < 2:
-            raise ValueError(f"a calibration needs at least 2 correct member photos and 2 non-member photos "
-                             f"(got {int(mc.sum())} and {len(neg)})")
-        threshold = _threshold(neg, SAFETY * target)
-        share = float((mc & (ms >= threshold)).mean())
-        if best is None or (share, -w) > best[:2]:
-            best = (share, -w, threshold)
-    assert best is not None
-    weight, threshold = -best[1], best[2]
-    s = top1 + weight * (top1 - top2)
+@dataclass(frozen=True)
+class PhotoEvidence:
+    """What was measured of ``n`` photos in ``V`` views (whole first): the embedding's ``top1``, ``top2`` cosines
+    and ``best`` objectid ``[n, V]``; geometry's best ``geo_objectid`` and ``geo_inliers`` ``[n, V]``, cumulative
+    over the candidates of views 0..v (``[n, 0]`` without geometry)."""
+
+    top1: np.ndarray
+    top2: np.ndarray
+    best: np.ndarray
+    geo_objectid: np.ndarray | None = None
+    geo_inliers: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.top1)
+
+    def row(self, i: int) -> tuple[Any, Any, Any, Any, Any]:
+        geo_oid = self.geo_objectid[i] if self.geo_objectid is not None else ()
+        geo_inl = self.geo_inliers[i] if self.geo_inliers is not None else ()
+        return self.top1[i], self.top2[i], self.best[i], geo_oid, geo_inl
+
+
+def decide_all(calibration: Calibration, evidence: PhotoEvidence) -> list[Decision]:
+    """:meth:`Calibration.decide` for every photo of ``evidence``."""
+    return [calibration.decide(*evidence.row(i)) for i in range(len(evidence))]
+
+
+def _candidate(weight: float, geometry: tuple[float, int] | None, member: PhotoEvidence, sources: np.ndarray,
+               outsider: PhotoEvidence, allowed: int, views: Sequence[float], target: float) -> Calibration:
+    """The embedding threshold for one margin weight, given geometry's (threshold, candidates) and the negatives
+    its threshold lets through (each is counted against ``allowed``)."""
+    s = member.top1 + weight * (member.top1 - member.top2)
     view = np.argmax(s, axis=1)
-    ms, mc = s[rows, view], correct[rows, view]
-    s_pos = ms[mc]
-    s_neg = np.r_[np.max(non_top1 + weight * (non_top1 - non_top2), axis=1), ms[~mc]]
-    slope, centre = _logistic(np.concatenate([s_pos, s_neg]), np.r_[np.ones(len(s_pos)), np.zeros(len(s_neg))])
-    near = float(np.clip(np.quantile(non_top1[:, 0], 0.99), *NEAR_DUPLICATE_RANGE))
-    facts = {"positives": int(len(s_pos)), "negatives": int(len(s_neg)), "recall": round(float((s_pos >= threshold).mean()), 4),
-             "identified_correct": round(best[0], 4),
-             "false_rate": round(float((s_neg >= threshold).mean()), 4),
-             "positive_score_q05": round(float(np.quantile(s_pos, 0.05)), 4),
+    rows = np.arange(len(s))
+    wrong = member.best[rows, view] != sources
+    neg = np.r_[np.max(outsider.top1 + weight * (outsider.top1 - outsider.top2), axis=1), s[rows, view][wrong]]
+    used = 0
+    if geometry is not None:
+        used = int((_geometry_negatives(member, sources, outsider) >= geometry[0]).sum())
+    return Calibration(threshold=_count_threshold(neg, allowed - used), margin_weight=weight, slope=1.0, centre=0.0,
+                       near_duplicate=NEAR_DUPLICATE_RANGE[0], target_false_rate=target, views=tuple(views),
+                       geometry_threshold=None if geometry is None else geometry[0],
+                       geometry_candidates=0 if geometry is None else geometry[1])
+
+
+def _geometry_negatives(member: PhotoEvidence, sources: np.ndarray, outsider: PhotoEvidence) -> np.ndarray:
+    """Inliers of the non-member photos' best match, and of member photos whose best match is another painting."""
+    if outsider.geo_inliers is None or member.geo_inliers is None or outsider.geo_inliers.shape[1] == 0:
+        return np.zeros(0)
+    wrong = member.geo_objectid[:, -1] != sources
+    return np.r_[outsider.geo_inliers[:, -1], member.geo_inliers[:, -1][wrong]].astype(np.float64)
+
+
+def fit_views(member: PhotoEvidence, sources: np.ndarray, outsider: PhotoEvidence, *,
+              views: Sequence[float] = (1.0,), candidates: int = GEOMETRY_CANDIDATES,
+              target: float = TARGET_FALSE_RATE, stats: dict[str, Any] | None = None) -> Calibration:
+    """A :class:`Calibration` from the member photos' evidence (``sources``: each photo's painting) and the
+    non-member photos' (their painting left out). Geometry is used when both carry it (module doc)."""
+    sources = np.asarray(sources, dtype=np.int64)
+    n_neg = len(outsider) + int((member.best[:, 0] != sources).sum())
+    if len(member) - int((member.best[:, 0] != sources).sum()) < 2 or n_neg < 2:
+        raise ValueError(f"a calibration needs at least 2 correct member photos and 2 non-member photos "
+                         f"(got {len(member) - int((member.best[:, 0] != sources).sum())} and {n_neg})")
+    allowed = int(math.floor(SAFETY * target * n_neg))
+    geometry = None
+    geo_neg = _geometry_negatives(member, sources, outsider)
+    if len(geo_neg):
+        geometry = (max(float(MIN_INLIERS), _count_threshold(geo_neg, allowed // 2)), candidates)
+    best: tuple[float, float, Calibration] | None = None
+    for w in MARGIN_WEIGHTS:
+        trial = _candidate(w, geometry, member, sources, outsider, allowed, views, target)
+        decided = decide_all(trial, member)
+        share = float(np.mean([d.identified and d.objectid == s for d, s in zip(decided, sources)]))
+        if best is None or (share, -w) > best[:2]:
+            best = (share, -w, trial)
+    assert best is not None
+    return _with_confidence(best[2], member, sources, outsider, best[0], stats)
+
+
+def _with_confidence(trial: Calibration, member: PhotoEvidence, sources: np.ndarray, outsider: PhotoEvidence,
+                     share: float, stats: dict[str, Any] | None) -> Calibration:
+    """``trial`` with its logistic confidences, its near-duplicate level and the facts of its fit."""
+    members, outsiders = decide_all(trial, member), decide_all(trial, outsider)
+    correct = np.array([d.identified and d.objectid == s for d, s in zip(members, sources)], bool)
+    wrong = np.array([d.identified and d.objectid != s for d, s in zip(members, sources)], bool)
+    s_pos = np.array([d.score for d, c in zip(members, correct) if c])
+    s_neg = np.r_[[d.score for d in outsiders], [d.score for d, s in zip(members, sources) if d.objectid != s]]
+    slope, centre = _logistic(np.r_[s_pos, s_neg], np.r_[np.ones(len(s_pos)), np.zeros(len(s_neg))])
+    geo = {}
+    if trial.uses_geometry:
+        good = member.geo_objectid[:, -1] == sources
+        g_pos = np.log1p(member.geo_inliers[:, -1][good].astype(np.float64))
+        g_neg = np.log1p(_geometry_negatives(member, sources, outsider))
+        g_slope, g_centre = _logistic(np.r_[g_pos, g_neg], np.r_[np.ones(len(g_pos)), np.zeros(len(g_neg))])
+        geo = {"geometry_slope": g_slope, "geometry_centre": g_centre}
+    near = float(np.clip(np.quantile(outsider.top1[:, 0], 0.99), *NEAR_DUPLICATE_RANGE))
+    identified_out = np.array([d.identified for d in outsiders], bool)
+    facts = {"positives": int(len(s_pos)), "negatives": int(len(s_neg)),
+             "identified_correct": round(share, 4), "recall": round(share, 4), "wrong_identified": round(float(wrong.mean()), 4),
+             "false_rate": round(float(identified_out.mean()), 4),
+             "by_geometry": round(float(np.mean([d.basis == "geometry" for d in members])), 4),
+             "positive_score_q05": round(float(np.quantile(s_pos, 0.05)), 4) if len(s_pos) else None,
              "negative_score_q99": round(float(np.quantile(s_neg, 0.99)), 4)}
-    return Calibration(threshold=threshold, margin_weight=weight, slope=slope, centre=centre, near_duplicate=near,
-                       target_false_rate=target, stats={**facts, **(stats or {})}, views=tuple(float(v) for v in views))
-
-
-# ---------------------------------------------------------------------------------------------- measuring
-
-def best_two(bundle: Any, vectors: np.ndarray, exclude: Sequence[int | None] | None = None,
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(top-1 cosines, top-2 cosines, top-1 objectids) of ``[n, d]`` fused vectors in ``bundle`` (the full
-    index), each row leaving out its ``exclude`` objectid (leave-one-out; None keeps every painting).
-    A missing second neighbour counts as cosine 0."""
-    from .index import search as index_search
-
-    scores, ids = index_search(bundle, np.asarray(vectors, np.float32), 3)
-    n = len(scores)
-    top1, top2, best = np.zeros(n), np.zeros(n), np.full(n, -1, np.int64)
-    for row in range(n):
-        drop = None if exclude is None else exclude[row]
-        keep = [(float(s), int(i)) for s, i in zip(scores[row], ids[row]) if i >= 0 and int(i) != drop]
-        if keep:
-            top1[row], best[row] = keep[0]
-        if len(keep) > 1:
-            top2[row] = keep[1][0]
-    return top1, top2, best
-
-
-def encode_photos(models: Sequence[Any], fusion: Any, photos: Sequence[Any], precision: str,
-                  batch: int = 32) -> np.ndarray:
-    """``[n, d]`` fused vectors of PIL photos: every backbone with the collection's preprocessing, then ``fusion``."""
-    from .embedding import forward_prepared, load_and_prepare
-    from .fusion import block_key, transform
-
-    out = []
-    for start in range(0, len(photos), batch):
-        chunk = photos[start:start + batch]
-        blocks: dict[str, np.ndarray] = {}
-        for model in models:
-            arrays = np.stack([load_and_prepare(photo, model.spec) for photo in chunk])
-            for name, values in forward_prepared(model, arrays, precision, taps=True).items():
-                blocks[block_key(model.name, name)] = values
-        out.append(transform(fusion, blocks))
-    return np.concatenate(out, axis=0) if out else np.zeros((0, fusion.output_dim), np.float32)
-
-
-def sample_paintings(objectids: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """A seeded sample of at most ``n`` of ``objectids`` (sorted first, so the sample is the same for the same set)."""
-    ids = np.unique(np.asarray(objectids, dtype=np.int64))
-    if len(ids) <= n:
-        return ids
-    return np.sort(np.random.default_rng(seed).choice(ids, size=n, replace=False))
-
-
-def simulated_photos(objectids: np.ndarray, image_of: Callable[[int], Any], per_painting: int,
-                     seed: int) -> tuple[list[Any], list[int], list[str]]:
-    """(photos, their source objectids, their distortions) for the paintings whose image ``image_of`` opens."""
-    photos, sources, kinds = [], [], []
-    for oid, distortion, photo_seed in photo_plan(objectids, per_painting, seed):
-        image = image_of(oid)
-        if image is None:
-            continue
-        photos.append(simulate_photo(image, distortion, photo_seed))
-        sources.append(oid)
-        kinds.append(distortion)
-    return photos, sources, kinds
-
-
-def view_vectors(models: Sequence[Any], fusion: Any, photos: Sequence[Any], precision: str,
-                 views: Sequence[float] = VIEWS) -> list[np.ndarray]:
-    """Per view (:data:`VIEWS`), the ``[n, d]`` fused vectors of the photos' central ``view`` share."""
-    return [encode_photos(models, fusion, photos if v >= 1.0 else [centre_crop(p, v) for p in photos], precision)
-            for v in views]
-
-
-def measure_views(bundle: Any, vectors: Sequence[np.ndarray], exclude: Sequence[int | None] | None = None,
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``[n, V]`` top-1 cosines, top-2 cosines and top-1 objectids of every view (:func:`best_two`)."""
-    measured = [best_two(bundle, v, exclude=exclude) for v in vectors]
-    return tuple(np.stack([m[i] for m in measured], axis=1) for i in range(3))  # type: ignore[return-value]
-
-
-def calibrate_collection(bundle: Any, fusion: Any, models: Sequence[Any], precision: str,
-                         image_of: Callable[[int], Any], *, paintings: int = CALIBRATION_PAINTINGS,
-                         per_painting: int = PHOTOS_PER_PAINTING, seed: int = SEED,
-                         views: Sequence[float] = VIEWS) -> Calibration:
-    """Simulate photos of a sample of the indexed paintings, measure them as members and non-members, fit.
-
-    ``image_of(objectid)`` returns the painting's cached image (a PIL image) or None. Raises ``ValueError``
-    when too few photos could be made (:func:`fit_calibration`)."""
-    chosen = sample_paintings(bundle.ids, paintings, seed)
-    photos, sources, kinds = simulated_photos(chosen, image_of, per_painting, seed)
-    vectors = view_vectors(models, fusion, photos, precision, views)
-    m1, m2, m_best = measure_views(bundle, vectors)
-    n1, n2, _ = measure_views(bundle, vectors, exclude=sources)
-    correct = m_best == np.asarray(sources, dtype=np.int64)[:, None]
-    stats = {"paintings": int(len(set(sources))), "photos": int(len(photos)), "seed": int(seed),
-             "member_top1_accuracy": round(float(correct[:, 0].mean()), 4) if len(correct) else 0.0,
-             "distortions": sorted(set(kinds))}  # no timings: the same collection gives the same file
-    return fit_views(m1, m2, correct, n1, n2, views=views, stats=stats)
+    if trial.uses_geometry:
+        negatives = _geometry_negatives(member, sources, outsider)
+        facts["negative_inliers_max"] = int(negatives.max()) if len(negatives) else 0
+    fields = {**asdict(trial), "slope": slope, "centre": centre, "near_duplicate": near, **geo,
+              "stats": {**facts, **(stats or {})}}
+    fields["views"] = tuple(fields["views"])
+    return Calibration(**fields)
 
 
 # ---------------------------------------------------------------------------------------------- serving
 
-def identify_views(calibration: Calibration | None, bundle: Any, rows: Mapping[int, Mapping[str, Any]],
-                   vectors: Sequence[np.ndarray], exclude: int | None = None) -> dict[str, Any]:
+def identify_photo(calibration: Calibration | None, rows: Mapping[int, Mapping[str, Any]],
+                   view_evidence: Callable[[int], tuple[float, float, int, Sequence[int]] | None],
+                   geometry: Callable[[Sequence[int]], tuple[int, int]] | None = None) -> dict[str, Any]:
     """A search response's ``{"identified": {objectid, title, attribution, confidence} | None, "identification":
-    {verdict, score, threshold, confidence, method, closest_objectid}}`` for the fused ``full`` vectors of a
-    photo's views (whole first, then its centre crops): the best-scoring view decides. ``rows``: the catalog by
-    objectid; ``exclude``: an objectid left out (a painting not in the collection). Both None without a calibration."""
+    {verdict, basis, score, threshold, inliers, inlier_threshold, confidence, method, closest_objectid}}``, the
+    stages measured only as far as needed (:meth:`Calibration.decide`).
+
+    ``view_evidence(v)``: ``(top1, top2, best objectid, candidate objectids)`` of view ``v`` of
+    ``calibration.views``, or None where that view cannot be made; ``geometry(candidates)``: ``(objectid, inliers)`` of the best geometric match among
+    them (None: no geometric stage). Both None without a calibration."""
     if calibration is None:
         return {"identified": None, "identification": None}
-    top1, top2, best = measure_views(bundle, [np.asarray(v)[None] for v in vectors], exclude=[exclude])
-    view = calibration.best_view(top1[0], top2[0])
-    verdict = calibration.verdict(float(top1[0, view]), float(top2[0, view]))
-    oid = int(best[0, view])
-    verdict["closest_objectid"] = oid if oid >= 0 else None
+    top1, top2, best, geo_oid, geo_inl = [], [], [], [], []
+    seen: list[int] = []
+    decision = None
+    for v in range(len(calibration.views)):
+        evidence = view_evidence(v)
+        if evidence is None:  # this view cannot be made (no photo to crop)
+            break
+        a, b, oid, candidates = evidence
+        top1.append(a), top2.append(b), best.append(oid)
+        if calibration.uses_geometry and geometry is not None:
+            fresh = [int(c) for c in candidates[:calibration.geometry_candidates] if int(c) not in seen]
+            seen += fresh
+            found = geometry(fresh) if fresh else (-1, 0)
+            if geo_inl and (found[0] < 0 or found[1] <= geo_inl[-1]):
+                found = (geo_oid[-1], geo_inl[-1])
+            geo_oid.append(found[0]), geo_inl.append(found[1])
+        decision = calibration.decide(top1, top2, best, geo_oid, geo_inl)
+        if decision.identified:
+            break
+    assert decision is not None
+    verdict = calibration.verdict(decision)
+    verdict["closest_objectid"] = decision.objectid if decision.objectid >= 0 else None
     identified = None
-    if verdict["verdict"] == "identified" and oid in rows:
-        row = rows[oid]
-        identified = {"objectid": oid, "title": _text(row.get("title")), "attribution": _text(row.get("artist")),
-                      "confidence": verdict["confidence"]}
+    if decision.identified and decision.objectid in rows:
+        row = rows[decision.objectid]
+        identified = {"objectid": decision.objectid, "title": _text(row.get("title")),
+                      "attribution": _text(row.get("artist")), "confidence": verdict["confidence"]}
     return {"identified": identified, "identification": verdict}
 
 
@@ -337,7 +396,6 @@ def load_calibration(lake: Any, generation: str) -> tuple[Calibration | None, st
 
 
 __all__ = [
-    "CALIBRATION_FILE", "CALIBRATION_PAINTINGS", "Calibration", "DISTORTIONS", "NO_CALIBRATION_NOTE",
-    "PHOTOS_PER_PAINTING", "VIEWS", "best_two", "calibrate_collection", "encode_photos", "fit_calibration",
-    "fit_views", "identify_views", "load_calibration", "measure_views", "sample_paintings", "simulated_photos", "view_vectors",
+    "CALIBRATION_FILE", "Calibration", "Decision", "GEOMETRY_CANDIDATES", "MIN_INLIERS", "NO_CALIBRATION_NOTE",
+    "PhotoEvidence", "VIEWS", "decide_all", "fit_calibration", "fit_views", "identify_photo", "load_calibration",
 ]

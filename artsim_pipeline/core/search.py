@@ -66,14 +66,16 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import pandas as pd
-from PIL import UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .faces import FaceDetector
 from .fusion import block_models, transform
 from .index import search as index_search
 from .rerank import RerankOptions, ServedDatabase
 from .explain import summary as explanation_summary
-from .identify import NEAR_DUPLICATE_RANGE, Calibration, identify_views, load_calibration
+from .identify import NEAR_DUPLICATE_RANGE, Calibration, identify_photo, load_calibration
+from .identify_measure import neighbours
+from .photo_match import KeypointCache, Keypoints, best_match, keypoints
 from .photo_sim import centre_crop
 from .scoring import ScoringWeights, metadata_bonuses, rerank
 from .search_encode import detect_query_faces, forward_inputs, prepare_inputs, stored_vector
@@ -136,6 +138,7 @@ class SearchEngine:
         # identification (core/identify.py): stored with the generation; None for an older one (a note says so)
         self.calibration: Calibration | None
         self.calibration, self.calibration_note = load_calibration(self.lake, self.generation)
+        self.painting_keypoints = KeypointCache(self._open_image)  # geometric verification's candidates
         if models is not None and set(models) != set(self.model_names):
             raise QueryError(
                 f"the index in {self.lake.index_dir} was built with models {','.join(self.model_names)} "
@@ -406,24 +409,52 @@ class SearchEngine:
         """The cosine from which another painting counts as a near-duplicate (another image of the same work)."""
         return self.calibration.near_duplicate if self.calibration is not None else NEAR_DUPLICATE_RANGE[0]
 
-    def identify_views(self, vectors: Sequence[np.ndarray], exclude: int | None = None) -> dict[str, Any]:
-        """``{"identified", "identification"}`` of a photo's views' ``full`` vectors
-        (:func:`~artsim_pipeline.core.identify.identify_views`; ``exclude``: an objectid left out)."""
-        return identify_views(self.calibration, self.variants["full"].bundle, self._rows, vectors, exclude)
+    def identify_views(self, vectors: Sequence[np.ndarray], exclude: int | None = None,
+                       photo: Any = None) -> dict[str, Any]:
+        """``{"identified", "identification"}`` of a photo (:func:`~artsim_pipeline.core.identify.identify_photo`)
+        whose views' ``full`` vectors are ``vectors`` (whole first; a missing view is embedded from ``photo``,
+        a PIL image, which geometric verification also needs); ``exclude``: an objectid left out."""
+        calibration, bundle = self.calibration, self.variants["full"].bundle
+        vectors = list(vectors)
+        k = max(2, calibration.geometry_candidates if calibration is not None else 2)
+
+        def view_evidence(v: int) -> tuple[float, float, int, Sequence[int]] | None:
+            if v >= len(vectors):
+                if photo is None:
+                    return None
+                vectors.append(self.embed(centre_crop(photo, calibration.views[v])))
+            scores, ids = neighbours(bundle, np.asarray(vectors[v])[None], k, [exclude])
+            return float(scores[0, 0]), float(scores[0, 1]), int(ids[0, 0]), ids[0].tolist()
+
+        geometry = None
+        if photo is not None and calibration is not None and calibration.uses_geometry:
+            photo_points: list[Keypoints] = []
+
+            def geometry(candidates: Sequence[int]) -> tuple[int, int]:
+                if not photo_points:
+                    photo_points.append(keypoints(photo))
+                return best_match(photo_points[0], candidates, self.painting_keypoints)
+        return identify_photo(calibration, self._rows, view_evidence, geometry)
 
     def _identify(self, parsed: ParsedQuery, vector: np.ndarray, variant: str, notes: list[str]) -> dict[str, Any]:
-        """The identification of an image query, of the whole image (a face-crop search embeds it again); its centre
-        crops (the calibration's views) are embedded only when the whole image is not identified."""
+        """The identification of an image query: the whole image first (a face-crop search embeds it again), its
+        centre crops and the geometric check only as far as needed (:meth:`identify_views`)."""
         if self.calibration is None:
             notes.append(self.calibration_note or "no identification calibration")
             return {"identified": None, "identification": None}
         vectors = [vector if variant == "full" else self._fused(parsed, None, "full")]
-        answer = self.identify_views(vectors)
-        if answer["identified"] is None and len(self.calibration.views) > 1:
-            photo = parsed.pil()
-            vectors += [self.embed(centre_crop(photo, share)) for share in self.calibration.views[1:]]
-            answer = self.identify_views(vectors)
-        return answer
+        return self.identify_views(vectors, photo=parsed.pil())
+
+    def _open_image(self, objectid: int) -> Any:
+        """A cached painting's image (PIL, RGB) or None."""
+        path = self.image_path(objectid)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with Image.open(path) as image:
+                return image.convert("RGB")
+        except (OSError, UnidentifiedImageError):
+            return None
 
     # -- explanations ----------------------------------------------------------------------------
     def _stored_explanation(self, objectid: int, variant: str) -> np.ndarray | None:

@@ -11,8 +11,9 @@ from PIL import Image
 
 from artsim_pipeline.core.fusion import fit_fusion, transform
 from artsim_pipeline.core.generations import publish_generation, read_generation_file, verify_generation
-from artsim_pipeline.core.identify import (CALIBRATION_FILE, NO_CALIBRATION_NOTE, Calibration, best_two,
-                                           fit_calibration, load_calibration)
+from artsim_pipeline.core.identify import (CALIBRATION_FILE, MIN_INLIERS, NO_CALIBRATION_NOTE, Calibration,
+                                           PhotoEvidence, decide_all, fit_calibration, fit_views, load_calibration)
+from artsim_pipeline.core.identify_measure import best_two
 from artsim_pipeline.core.index import build_index
 from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline.core.photo_sim import DISTORTIONS, photo_plan, simulate_photo
@@ -46,11 +47,71 @@ def test_threshold_from_planted_distributions_holds_the_false_rate():
     # the confidence is monotone, at least 50 % from the (strict) threshold on, and agrees with the verdict
     assert 0.5 <= calibration.confidence(calibration.threshold) < calibration.confidence(calibration.threshold + 0.05)
     assert calibration.confidence(s_pos.max()) > 0.95 and calibration.confidence(s_neg.min()) < 0.05
-    identified = calibration.verdict(0.95, 0.7)
+    identified = calibration.verdict(calibration.decide([0.95], [0.7], [7]))
     assert identified["verdict"] == "identified" and identified["confidence"] > 0.5
-    rejected = calibration.verdict(0.6, 0.59)
+    assert identified["basis"] == "embedding" and identified["inliers"] is None
+    rejected = calibration.verdict(calibration.decide([0.6], [0.59], [7]))
     assert rejected["verdict"] == "not_in_collection" and rejected["confidence"] > 0.5
-    assert "top-1" in rejected["method"] and "1%" in rejected["method"]
+    assert "top-1" in rejected["method"] and "1%" in rejected["method"] and "ORB" not in rejected["method"]
+
+
+def _planted_evidence(seed: int = 0, n: int = 400):
+    """Member photos in two views: half have a clear embedding margin, half (blurred, framed) a weak one but many
+    inliers on their own painting; non-members: a weak margin and a handful of chance inliers."""
+    rng = np.random.default_rng(seed)
+    sources = np.arange(n, dtype=np.int64)
+    clear = np.arange(n) % 2 == 0
+    top1 = np.where(clear, rng.normal(0.9, 0.03, n), rng.normal(0.62, 0.06, n))
+    top2 = top1 - np.where(clear, rng.uniform(0.15, 0.3, n), rng.uniform(0.0, 0.05, n))
+    member = PhotoEvidence(np.c_[top1, top1 - 0.01], np.c_[top2, top2], np.c_[sources, sources],
+                           np.c_[sources, sources], np.c_[rng.integers(20, 200, n), rng.integers(20, 200, n)])
+    out1 = rng.normal(0.6, 0.08, n)
+    outsider = PhotoEvidence(np.c_[out1, out1], np.c_[out1 - rng.uniform(0, 0.05, n), out1 - 0.05],
+                             np.c_[sources + 1, sources + 1], np.c_[sources + 2, sources + 2],
+                             np.c_[rng.integers(0, 7, n), rng.integers(0, 8, n)])
+    return member, sources, outsider
+
+
+def test_geometry_identifies_what_the_embedding_margin_cannot_and_keeps_the_false_rate():
+    member, sources, outsider = _planted_evidence()
+    with_geometry = fit_views(member, sources, outsider, views=(1.0, 0.75), candidates=5)
+    without = fit_views(PhotoEvidence(member.top1, member.top2, member.best), sources,
+                        PhotoEvidence(outsider.top1, outsider.top2, outsider.best), views=(1.0, 0.75))
+    assert with_geometry.uses_geometry and not without.uses_geometry
+    assert MIN_INLIERS <= with_geometry.geometry_threshold <= 20  # above every chance count, below the members'
+    assert without.stats["identified_correct"] < 0.6 < 0.95 < with_geometry.stats["identified_correct"]
+    assert with_geometry.stats["by_geometry"] > 0.4 and with_geometry.stats["false_rate"] <= 0.005
+    decided = decide_all(with_geometry, member)
+    weak = [d for d, clear in zip(decided, np.arange(len(sources)) % 2 == 0) if not clear]
+    assert all(d.basis == "geometry" and d.inliers >= with_geometry.geometry_threshold for d in weak if d.identified)
+    assert all(d.objectid == s for d, s in zip(decided, sources) if d.identified)
+    # fresh non-members: geometry's chance counts never reach the threshold; the embedding's tail (set on 400
+    # negatives) stays near the target
+    _, _, fresh = _planted_evidence(seed=1, n=4000)
+    fresh_decided = decide_all(with_geometry, fresh)
+    assert not any(d.basis == "geometry" for d in fresh_decided)
+    assert np.mean([d.identified for d in fresh_decided]) <= 0.02
+    # the verdict of a geometric identification names its evidence, its confidence high; format round trip
+    verdict = with_geometry.verdict(decided[1])
+    assert verdict["basis"] == "geometry" and verdict["inliers"] >= verdict["inlier_threshold"] > 0
+    assert verdict["confidence"] > 0.5 and "ORB" in verdict["method"]
+    assert Calibration.from_bytes(with_geometry.to_bytes()) == with_geometry
+
+
+def test_the_stages_stop_at_the_first_that_identifies():
+    member, sources, outsider = _planted_evidence()
+    calibration = fit_views(member, sources, outsider, views=(1.0, 0.75), candidates=5)
+    t = calibration.threshold
+    # the whole photo's embedding decides before geometry is looked at, even when geometry names another painting
+    first = calibration.decide([t + 0.2], [t - 0.5], [11], [12], [500])
+    assert (first.identified, first.objectid, first.basis) == (True, 11, "embedding")
+    # geometry of the whole photo's candidates before the centre crop's embedding
+    second = calibration.decide([0.3, t + 0.5], [0.29, 0.0], [11, 13], [12, 12], [100, 100])
+    assert (second.objectid, second.basis) == (12, "geometry")
+    # nothing passes: not identified, the closest painting and the best inliers are reported
+    none = calibration.decide([0.3, 0.31], [0.29, 0.3], [11, 13], [12, 12], [3, 4])
+    assert not none.identified and none.objectid == 13 and none.inliers == 4
+    assert calibration.verdict(none)["confidence"] > 0.5  # confidently not in the collection
 
 
 def test_a_calibration_needs_both_sides():

@@ -1,0 +1,42 @@
+"""Geometric verification (core/photo_match.py): a photo of a painting holds many ORB matches that agree with one
+perspective transform onto that painting's image, and only chance ones onto another painting's."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from artsim_pipeline.core.photo_match import MAX_SIDE, NO_KEYPOINTS, KeypointCache, best_match, inliers, keypoints
+from artsim_pipeline.core.photo_sim import DISTORTIONS, simulate_photo
+
+PAINTINGS = {1: data.astronaut(), 2: data.coffee(), 3: data.chelsea(), 4: data.rocket()}
+
+
+def _image(oid: int, side: int = 160) -> Image.Image:
+    image = Image.fromarray(PAINTINGS[oid])
+    return image.resize((side, round(side * image.height / image.width)))
+
+
+def test_a_photo_matches_its_own_painting_and_not_the_others():
+    references = {oid: keypoints(_image(oid)) for oid in PAINTINGS}
+    for distortion in DISTORTIONS:
+        photo = keypoints(simulate_photo(_image(2), distortion, seed=3))
+        own = inliers(photo, references[2])
+        others = [inliers(photo, references[oid]) for oid in (1, 3, 4)]
+        assert own >= 15 and max(others) < 10 and own > 3 * max(others), (distortion, own, others)
+
+
+def test_best_match_names_the_painting_in_the_photo_and_sizes_are_bounded():
+    cache = KeypointCache(lambda oid: _image(oid, 1200) if oid in PAINTINGS else None, size=2)
+    photo = keypoints(simulate_photo(_image(3, 1200), "frame", seed=1))
+    assert best_match(photo, [1, 4, 3, 99], cache) == (3, inliers(photo, cache(3)))
+    assert best_match(photo, [], cache) == (-1, 0)
+    assert len(cache._items) <= 2 and cache(99) is NO_KEYPOINTS  # bounded; a missing image has no keypoints
+    assert photo.xy.max() <= MAX_SIDE  # a large photo is compared at MAX_SIDE
+    # flat or tiny images have no keypoints and match nothing
+    flat = keypoints(Image.new("RGB", (200, 200), (120, 90, 60)))
+    assert len(flat) == 0 and inliers(flat, cache(1)) == 0
+    assert len(keypoints(Image.new("RGB", (20, 20)))) == 0
+    # deterministic: the same images give the same count
+    assert inliers(photo, cache(3)) == inliers(photo, cache(3))
