@@ -6,15 +6,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ..core.layout import bundle_layout, load_layout
 from ..core.lake import DataLake
 
-if TYPE_CHECKING:
-    from .state import Served
+from .served import Served
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from fastapi.responses import JSONResponse, Response
 
 from .payloads import error_response
 from .map_cache import MapCache
-from .state import Served
+from .served import Served
 from .thumbnails import AtlasCache, atlas_cell
 
 MAX_WITHIN = 200_000

@@ -1,5 +1,5 @@
-"""The server's long-lived engine: one :class:`SearchEngine`, as served (:class:`Served`), held by
-:class:`EngineHolder` and hot-reloaded when ``index/CURRENT`` changes.
+"""The server's long-lived engine: one :class:`SearchEngine`, as served (:class:`~artsim_pipeline.web.served.Served`),
+held by :class:`EngineHolder` and hot-reloaded when ``index/CURRENT`` changes.
 
 Hot reload: every request stats ``index/CURRENT`` (one ``os.stat``, a few microseconds; on an
 object-store lake the pointer is read at most every :data:`REMOTE_POLL_S` seconds). When its
@@ -14,7 +14,8 @@ Models: an engine built without them (``artsim serve``) is served at once and lo
 thread (:func:`load_models_in_background`; an image query arriving first waits for them); a reload loads
 the new engine's models before the swap, so uploads never wait on a reload.
 
-The server's other state has its own modules, whose names this one also offers: admission of image queries
+The server's other state has its own modules, whose names this one also offers: the served engine
+(:mod:`~artsim_pipeline.web.served`), admission of image queries
 (:mod:`~artsim_pipeline.web.gate`), the collection map per generation (:mod:`~artsim_pipeline.web.map_cache`),
 thumbnails and the map's atlas (:mod:`~artsim_pipeline.web.thumbnails`) and response messages without the
 server's paths (:mod:`~artsim_pipeline.web.public`).
@@ -22,25 +23,23 @@ server's paths (:mod:`~artsim_pipeline.web.public`).
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pandas as pd
 from PIL import Image
 
-from ..core.catalog_text import CatalogText, facets
 from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
 from ..core.lake import DataLake
-from .catalog_watch import CatalogWatch, catalog_version
+from .catalog_watch import CatalogWatch
 from .gate import Busy, QueryGate
 from .map_cache import MapCache
 from .public import public_message
+from .served import Served
 from .thumbnails import AtlasCache, ThumbnailCache, atlas_cell, make_atlas, make_thumbnail
 
 __all__ = ["REMOTE_POLL_S", "AtlasCache", "Busy", "EngineHolder", "MapCache", "QueryGate", "Served", "ThumbnailCache",
@@ -52,39 +51,6 @@ EngineFactory = Callable[[], SearchEngine]
 
 #: How often (seconds) the server reads ``index/CURRENT`` of an object-store lake (one GET each time).
 REMOTE_POLL_S = 2.0
-
-
-@dataclass
-class Served:
-    """One engine, as served: searches on it run concurrently (see :class:`QueryGate` for uploads)."""
-
-    engine: SearchEngine
-    loaded_at: float = field(default_factory=time.time)
-    #: image search: ``ready`` (models loaded), ``loading`` (in the background; uploads wait) or ``failed``
-    image_search: str = "ready"
-    image_search_error: str | None = None
-
-    @property
-    def generation(self) -> str | None:
-        return self.engine.generation
-
-    @functools.cached_property
-    def catalog_text(self) -> CatalogText:
-        """The catalog's text folded for lookups by title or artist (:mod:`~artsim_pipeline.core.catalog_text`):
-        computed once per served generation, not on every lookup."""
-        return CatalogText(self.engine.catalog)
-
-    @functools.cached_property
-    def facets(self) -> dict[str, Any]:
-        """What the search filters can offer on this catalog, with counts
-        (:func:`~artsim_pipeline.core.catalog_text.facets`)."""
-        return facets(self.engine.catalog)
-
-    @functools.cached_property
-    def catalog_version(self) -> str:
-        """Content hash of the catalog this engine answers from (:mod:`~artsim_pipeline.web.catalog_watch`)."""
-        return catalog_version(self.engine.catalog)
-
 
 
 class EngineHolder:

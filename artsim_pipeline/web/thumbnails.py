@@ -10,15 +10,13 @@ import math
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from PIL import Image
 
 from ..core.preprocessing import oriented
 from ..core.storage import readable
 
-if TYPE_CHECKING:
-    from .state import Served
+from .served import Served
 
 
 class ThumbnailCache:
