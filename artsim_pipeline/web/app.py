@@ -1,6 +1,8 @@
 """``artsim serve``: the search page, the collection map and a JSON API (FastAPI on uvicorn).
 
-Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``, served offline):
+:func:`create_app` only wires the app: the server's state (:mod:`artsim_pipeline.web.state`), one router
+per concern, the static files and the middleware. Routes (OpenAPI at ``/openapi.json``, interactive docs at
+``/docs``, served offline):
 
 * ``GET /`` — the search page (``/?objectid=...&k=...&artist=...`` is a search's shareable link);
   ``GET /painting/{objectid}`` — a painting's page; ``GET /map`` — the collection map;
@@ -10,7 +12,7 @@ Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``, served offl
   plus ``k``, ``face_crop``, ``artist``, ``style``, ``medium``, ``years`` (or ``year_from`` /
   ``year_to``; fields and response shapes: :mod:`artsim_pipeline.web.payloads`); a raw ``image/*`` body
   with the options as query parameters also works.
-  ``GET /api/search?objectid=...`` is the same for an objectid;
+  ``GET /api/search?objectid=...`` is the same for an objectid: :mod:`artsim_pipeline.web.routes_search`;
 * ``GET /api/paintings/{objectid}`` (with every catalog field under ``metadata``),
   ``GET /api/paintings?q=...&offset=...&limit=...`` (paintings by title/artist, paged) and
   ``GET /api/facets`` (the filters' values with counts): :mod:`artsim_pipeline.web.routes_browse`;
@@ -18,11 +20,12 @@ Routes (OpenAPI at ``/openapi.json``, interactive docs at ``/docs``, served offl
   (202 while it is being computed); ``GET /api/map/atlas.jpg`` — all thumbnails in one image, in the
   map's order; ``POST /api/map/search`` — search within a selection: :mod:`artsim_pipeline.web.routes_map`;
 * ``GET /thumbs/{objectid}.jpg?size=256`` — resized JPEG from the image cache, with an ``ETag`` and
-  ``Cache-Control: no-cache`` (revalidated: 304 while the image is unchanged);
-* ``GET /healthz``; ``/static/...`` — the pages' CSS and JavaScript (``static/``), Swagger UI.
-  Every ``GET`` route answers ``HEAD`` too (:mod:`artsim_pipeline.web.head`).
+  ``Cache-Control: no-cache`` (revalidated: 304 while the image is unchanged):
+  :mod:`artsim_pipeline.web.routes_thumbs`;
+* ``GET /healthz`` (:mod:`artsim_pipeline.web.routes_health`); ``/static/...`` — the pages' CSS and
+  JavaScript (``static/``), Swagger UI. Every ``GET`` route answers ``HEAD`` too (:mod:`artsim_pipeline.web.head`).
 
-Image queries pass a :class:`~artsim_pipeline.web.state.QueryGate` (a few at a time, a bounded queue,
+Image queries pass a :class:`~artsim_pipeline.web.gate.QueryGate` (a few at a time, a bounded queue,
 then 503 with ``Retry-After``); objectid queries need no model and never wait behind them. Every
 response carries a Content-Security-Policy (no inline script or style, no framing), ``nosniff`` and
 ``X-Frame-Options``; error bodies never show the server's absolute paths.
@@ -37,36 +40,39 @@ capped in bytes and pixels (see :mod:`artsim_pipeline.web.uploads`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
 from ..core.lake import DataLake, lake_at
 from . import pages
+from .gate import QueryGate
 from .head import HeadAsGet
-from .payloads import (FORM_FIELDS, MAX_DEPTH, MAX_K, SEARCH_REQUEST_DOC, error_response, int_field, json_value,
-                       nga_url, painting_json, search_filters, truthy)
-from .routes_browse import browse_router
+from .map_cache import MapCache
+from .payloads import error_response
+from .public import public_message
+from .routes_browse import browse_router, painting_router
+from .routes_health import health_router
 from .routes_map import map_router
 from .routes_pages import page_router
-from .state import (Busy, EngineHolder, MapCache, QueryGate, Served, ThumbnailCache, catalog_row,
-                    public_message)
-from .uploads import (DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES, UploadError, check_image, parse_multipart,
-                      read_body, too_large)
+from .routes_search import SearchService, search_router
+from .routes_thumbs import thumbs_router
+from .served import Served
+from .state import EngineHolder
+from .thumbnails import ThumbnailCache
+from .uploads import DEFAULT_MAX_PIXELS, DEFAULT_MAX_UPLOAD_BYTES
 
 log = logging.getLogger(__name__)
 
-THUMB_SIZES = (64, 128, 256, 512, 1024)
-#: Thumbnails are revalidated on every use (a replaced image shows at once; unchanged: a 304 by ETag).
-THUMB_CACHE = "no-cache"
 SECURITY_HEADERS = {
     # the pages load their scripts and styles from /static only; images may be blobs (the query preview)
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; "
@@ -111,16 +117,7 @@ def create_app(
     if precompute_map:
         holder.listeners.append(maps.start)
 
-    @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        if eager:  # load index, catalog and models once, before the first request
-            try:
-                await run_in_threadpool(holder.get)
-            except QueryError as exc:
-                log.warning("artsim serve: %s", exc)
-        yield
-
-    app = FastAPI(title="artsim", version="0.1.0", lifespan=lifespan, docs_url=None, redoc_url=None,
+    app = FastAPI(title="artsim", version="0.1.0", lifespan=_lifespan(holder, eager), docs_url=None, redoc_url=None,
                   description="Find paintings of the National Gallery of Art similar to an image or a painting.")
     app.state.holder, app.state.maps, app.state.thumbs, app.state.gate = holder, maps, thumbs, gate
     app.state.limits = {"max_upload_bytes": int(max_upload_bytes), "max_pixels": int(max_pixels)}
@@ -128,16 +125,46 @@ def create_app(
     app.mount("/static/swagger-ui", StaticFiles(directory=pages.swagger_ui_dir()), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=pages.STATIC_DIR), name="static")
     app.add_middleware(HeadAsGet)  # HEAD answered wherever GET is
+    app.middleware("http")(security_headers)
 
-    @app.middleware("http")
-    async def security_headers(request: Request, call_next):
-        response = await call_next(request)
-        for name, value in SECURITY_HEADERS.items():
-            response.headers.setdefault(name, value)
-        return response
+    public = functools.partial(public_message, lake=lake)
+    served_or_error = served_or_error_of(holder, public)
+    # the routers, in this order (the OpenAPI schema lists their paths so)
+    app.include_router(page_router(lake, max_upload_bytes, stale))  # pages and /api/status
+    app.include_router(browse_router(served_or_error))  # /api/paintings?q=..., /api/facets
+    app.include_router(health_router(holder, gate, app.state.limits, served_or_error, public))
+    app.include_router(search_router(SearchService(served_or_error, public, gate, max_upload_bytes, max_pixels)))
+    app.include_router(painting_router(served_or_error))  # /api/paintings/{objectid}
+    app.include_router(map_router(maps, served_or_error))
+    app.include_router(thumbs_router(thumbs, served_or_error))
+    return app
 
-    def public(text: str) -> str:
-        return public_message(text, lake)
+
+def _lifespan(holder: EngineHolder, eager: bool):
+    """The app's lifespan: with ``eager``, load index, catalog and models once, before the first request."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        if eager:
+            try:
+                await run_in_threadpool(holder.get)
+            except QueryError as exc:
+                log.warning("artsim serve: %s", exc)
+        yield
+
+    return lifespan
+
+
+async def security_headers(request: Request, call_next):
+    """Middleware: every response carries :data:`SECURITY_HEADERS` (unless the route set its own)."""
+    response = await call_next(request)
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def served_or_error_of(holder: EngineHolder, public: Callable[[str], str]) -> Callable[[], Served | JSONResponse]:
+    """A function giving ``holder``'s served engine, or the 503 response saying why there is none."""
 
     def served_or_error() -> Served | JSONResponse:
         try:
@@ -147,166 +174,7 @@ def create_app(
         except QueryError as exc:
             return error_response(503, public(str(exc)))
 
-    # ------------------------------------------------------------------ pages and status (routes_pages)
-    app.include_router(page_router(lake, max_upload_bytes, stale))
-    app.include_router(browse_router(served_or_error))  # /api/paintings?q=..., /api/facets
-
-    # ------------------------------------------------------------------ health
-    @app.get("/healthz", summary="Is an index served? Which generation, how many paintings, which models")
-    def healthz() -> JSONResponse:
-        served = served_or_error()
-        if isinstance(served, JSONResponse):
-            return JSONResponse({"status": "no_index", "detail": public(holder.error or "no index"),
-                                 "hint": "run `artsim run` first"}, status_code=503)
-        engine = served.engine
-        return JSONResponse({
-            "status": "ok", "generation": engine.generation, "paintings": int(len(engine.catalog)),
-            "indexed": int(len(engine.variants["full"].ids)), "variants": sorted(engine.variants),
-            "models": list(engine.model_names), "reloads": holder.reloads, "limits": app.state.limits,
-            "image_search": served.image_search,
-            **({"image_search_error": public(served.image_search_error)} if served.image_search_error else {}),
-            "image_queries": {"running_at_once": gate.running, "queue": gate.waiting, "refused": gate.refused},
-        })
-
-    # ------------------------------------------------------------------ search
-    def run_search(served: Served, query: Any, fields: dict[str, str]) -> JSONResponse:
-        k = int_field(fields.get("k") or 10, "k", 1, MAX_K)
-        offset = int_field(fields.get("offset") or 0, "offset", 0, MAX_DEPTH - k)  # "Load more": ranks past it
-        filters = search_filters(fields)
-        face_crop = truthy(fields.get("face_crop", ""))
-        include_self = truthy(fields.get("include_self", ""))  # an objectid query leaves itself out by default
-        if isinstance(query, (bytes, bytearray)):  # the models' work: a few at a time (QueryGate)
-            with gate.admit():
-                response = served.engine.search(query, k=offset + k, face_crop=face_crop, filters=filters,
-                                           include_self=include_self)
-        else:  # an objectid: index lookups only, never queued behind an upload
-            response = served.engine.search(query, k=offset + k, face_crop=face_crop, filters=filters,
-                                           include_self=include_self)
-        payload = response.as_dict()
-        payload["generation"], payload["offset"], payload["k"] = served.generation, offset, k
-        payload["results"] = payload["results"][offset:]
-        # "Load more" can go on: this page came back full (the index's probes reach only so deep) and the next
-        # page of k is within MAX_DEPTH
-        payload["more"] = len(payload["results"]) == k and offset + 2 * k <= MAX_DEPTH
-        for result in payload["results"]:
-            result.pop("image_path", None)  # a server path; the thumbnail URL stands for it
-            result["thumbnail"] = f"/thumbs/{result['objectid']}.jpg"
-            result["nga_url"] = nga_url(result["objectid"])
-        if response.objectid is not None:
-            row = catalog_row(served.engine, response.objectid) or {}
-            payload["query_painting"] = painting_json(row, response.objectid)
-        return JSONResponse(payload)
-
-    async def search_request(request: Request, fields: dict[str, str], image: tuple[str, bytes] | None) -> Response:
-        served = served_or_error()
-        if isinstance(served, JSONResponse):
-            return served
-        try:
-            objectid = (fields.get("objectid") or "").strip()
-            if image is not None and objectid:
-                raise UploadError(400, "give an image or an objectid, not both")
-            if image is not None:
-                name, data = image
-                check_image(data, max_pixels, name or "upload")
-                if served.image_search == "failed":  # the server's models, not the upload: as an index error
-                    return error_response(503, public(f"image search is unavailable: {served.image_search_error}"))
-                query: Any = data  # bytes: decoded in memory by the engine, never written to disk
-            elif objectid:
-                query = int_field(objectid, "objectid", 0, 2**63 - 1)
-            else:
-                raise UploadError(400, "give an image (multipart field 'image' or an image/* body) or an objectid")
-            return await run_in_threadpool(run_search, served, query, fields)
-        except UploadError as exc:
-            return error_response(exc.status, exc.message)
-        except Busy as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "2"})
-        except IndexNotBuiltError as exc:
-            return error_response(503, public(str(exc)), hint="run `artsim run` first")
-        except QueryError as exc:
-            status = 404 if "not in the collection" in str(exc) else 400
-            return error_response(status, public(str(exc)))
-
-    @app.post("/api/search", summary="Find the paintings most similar to an uploaded image or a painting",
-              openapi_extra=SEARCH_REQUEST_DOC)
-    async def api_search(request: Request) -> Response:
-        fields = {k: v for k, v in request.query_params.items() if k in FORM_FIELDS}
-        content_type = request.headers.get("content-type", "")
-        image = None
-        try:
-            # room for the form's other parts; the message names the upload limit
-            body = await read_body(request, max_upload_bytes + 64 * 1024, max_upload_bytes)
-            if content_type.startswith("multipart/form-data"):
-                form = parse_multipart(body, content_type)
-                fields.update({k: v for k, v in form.fields.items() if k in FORM_FIELDS})
-                upload = form.files.get("image") or next(iter(form.files.values()), None)
-                if upload is not None and upload[1]:
-                    image = upload
-                elif upload is not None and not fields.get("objectid"):
-                    raise UploadError(400, f"{upload[0] or 'upload'}: empty file (0 bytes): choose an image")
-            elif content_type.startswith("application/x-www-form-urlencoded"):
-                from urllib.parse import parse_qsl
-
-                fields.update({k: v for k, v in parse_qsl(body.decode("utf-8", "replace")) if k in FORM_FIELDS})
-            elif body:
-                image = ("upload", body)
-            if image is not None and len(image[1]) > max_upload_bytes:
-                raise UploadError(413, too_large(image[0], len(image[1]), max_upload_bytes))
-        except UploadError as exc:
-            return error_response(exc.status, exc.message)
-        return await search_request(request, fields, image)
-
-    @app.get("/api/search", summary="Find the paintings most similar to a painting of the collection")
-    async def api_search_get(request: Request, objectid: int = Query(..., description="the query painting"),
-                             k: int = Query(10, ge=1, le=MAX_K), offset: int = Query(0, ge=0, lt=MAX_DEPTH),
-                             face_crop: bool = False, include_self: bool = False,
-                             artist: str | None = None, style: str | None = None, medium: str | None = None,
-                             years: str | None = Query(None, examples=["1600-1700"])) -> Response:
-        fields = {k_: str(v) for k_, v in dict(objectid=objectid, k=k, offset=offset, face_crop=face_crop,
-                                                include_self=include_self,
-                                                artist=artist,
-                                                style=style, medium=medium, years=years).items() if v is not None}
-        return await search_request(request, fields, None)
-
-    # ------------------------------------------------------------------ paintings
-    @app.get("/api/paintings/{objectid}", summary="One painting of the catalog")
-    def api_painting(objectid: int) -> JSONResponse:
-        served = served_or_error()
-        if isinstance(served, JSONResponse):
-            return served
-        row = catalog_row(served.engine, objectid)
-        if row is None:
-            return error_response(404, f"objectid {objectid} is not in the collection")
-        payload = painting_json(row, objectid)
-        payload["metadata"] = {key: json_value(value) for key, value in row.items() if key != "image_path"}
-        payload["indexed"] = int(objectid) in served.engine.variants["full"].ids
-        payload["has_face_vector"] = "face" in served.engine.variants and int(objectid) in served.engine.variants["face"].ids
-        return JSONResponse(payload)
-
-    # ------------------------------------------------------------------ map (routes_map)
-    app.include_router(map_router(maps, served_or_error))
-
-    # ------------------------------------------------------------------ thumbnails
-    @app.get("/thumbs/{objectid}.jpg", summary="A resized JPEG of the painting from the image cache (ETag)")
-    def thumbnail(objectid: int, request: Request, size: int = Query(256)) -> Response:
-        served = served_or_error()
-        if isinstance(served, JSONResponse):
-            return served
-        size = min(THUMB_SIZES, key=lambda s: (s < size, abs(s - size)))  # the nearest allowed size >= asked
-        path = served.engine.image_path(objectid)
-        if path is None or not path.is_file():
-            return error_response(404, f"no cached image for objectid {objectid}")
-        try:
-            etag = thumbs.etag_for(path, size)
-            if etag in [t.strip() for t in request.headers.get("if-none-match", "").split(",")]:
-                return Response(status_code=304, headers={"ETag": etag, "Cache-Control": THUMB_CACHE})
-            data, etag = thumbs.get(path, size)
-        except OSError as exc:
-            log.warning("thumbnail of %s: %s", objectid, exc)
-            return error_response(404, f"the cached image of objectid {objectid} cannot be read ({type(exc).__name__})")
-        return Response(data, media_type="image/jpeg",
-                        headers={"ETag": etag, "Cache-Control": THUMB_CACHE})
-
-    return app
+    return served_or_error
 
 
 def exposure_warning(host: str) -> str | None:

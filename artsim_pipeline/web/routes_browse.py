@@ -1,5 +1,5 @@
-"""Browsing the collection by its catalog: paintings by title or artist, paged, and the filters' facets
-(an ``APIRouter`` the app includes).
+"""Browsing the collection by its catalog: paintings by title or artist, paged, one painting, and the filters'
+facets (``APIRouter`` objects the app includes).
 
 * ``GET /api/paintings?q=...&offset=...&limit=...`` — every painting whose title, artist or objectid contains
   ``q`` (ignoring case and accents; best match first: :mod:`artsim_pipeline.core.catalog_text`), one page of
@@ -10,7 +10,10 @@
   'Kazimir Malevich' in the collection") and ``suggestions`` lists close names when nothing matched. ``paintings``
   repeats ``items`` and ``count`` is their number, for the callers of the first version of this route;
 * ``GET /api/facets`` — what the search filters can offer on this catalog: artist, style and medium values
-  with counts, the span of years; a filter the catalog has no data for is ``"available": false``.
+  with counts, the span of years; a filter the catalog has no data for is ``"available": false``;
+* ``GET /api/paintings/{objectid}`` — one painting of the catalog (:func:`painting_router`): the painting's
+  JSON with every catalog field under ``metadata``, whether it is ``indexed`` and ``has_face_vector``; 404
+  when it is not in the collection.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ import numpy as np
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from .payloads import painting_json
-from .state import Served
+from .payloads import error_response, json_value, painting_json
+from .served import Served
+from .state import catalog_row
 
 MAX_PAGE = 200
 
@@ -88,4 +92,25 @@ def browse_router(served_or_error: Callable[[], Served | JSONResponse]) -> APIRo
     return router
 
 
-__all__ = ["browse_router"]
+def painting_router(served_or_error: Callable[[], Served | JSONResponse]) -> APIRouter:
+    """``/api/paintings/{objectid}``: one painting of the served catalog (see the module doc)."""
+    router = APIRouter()
+
+    @router.get("/api/paintings/{objectid}", summary="One painting of the catalog")
+    def api_painting(objectid: int) -> JSONResponse:
+        served = served_or_error()
+        if isinstance(served, JSONResponse):
+            return served
+        row = catalog_row(served.engine, objectid)
+        if row is None:
+            return error_response(404, f"objectid {objectid} is not in the collection")
+        payload = painting_json(row, objectid)
+        payload["metadata"] = {key: json_value(value) for key, value in row.items() if key != "image_path"}
+        payload["indexed"] = int(objectid) in served.engine.variants["full"].ids
+        payload["has_face_vector"] = "face" in served.engine.variants and int(objectid) in served.engine.variants["face"].ids
+        return JSONResponse(payload)
+
+    return router
+
+
+__all__ = ["browse_router", "painting_router"]

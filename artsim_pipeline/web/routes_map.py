@@ -33,7 +33,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from .payloads import error_response
-from .state import AtlasCache, MapCache, Served, atlas_cell
+from .map_cache import MapCache
+from .served import Served
+from .thumbnails import AtlasCache, atlas_cell
 
 MAX_WITHIN = 200_000
 MAX_WITHIN_K = 500

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 
 from ..core.lake import DataLake
 from . import pages
-from .state import public_message
+from .public import public_message
 
 log = logging.getLogger(__name__)
 

@@ -144,7 +144,7 @@ def check_image(data: bytes, max_pixels: int, name: str = "upload") -> tuple[str
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 fmt, (width, height) = image.format or "", image.size
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise UploadError(413, f"{name}: too many pixels to decode safely (over {max_pixels:,} pixels)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise UploadError(415, f"{name}: not an image file we can read (supported: {_FORMATS})") from None
