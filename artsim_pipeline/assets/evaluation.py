@@ -17,7 +17,7 @@ from dagster import (
 
 from ..automation import COLLECTION, REFRESH_TAG, STUDY, STUDY_CRON
 from ..config import Settings
-from ..resources import lake_for
+from ..core.lake import lake_for
 from ..core.lake_reads import catalog_paintings
 from . import checks
 from .common import OWNERS, current_collection, lake_path, progress_logger
