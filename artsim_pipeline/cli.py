@@ -17,11 +17,11 @@ def _prepare_instance(settings: Settings):
     object-store lake ``<ARTSIM_WORK_DIR>/dagster_home``)."""
     from dagster import DagsterInstance
 
-    from .core.lake import lake_at
+    from .core.lake import lake_for
     from .instance import ensure_instance_config
 
     if not os.environ.get("DAGSTER_HOME"):
-        os.environ["DAGSTER_HOME"] = str(lake_at(settings.data_lake, settings.work_dir, absolute=True).dagster_home)
+        os.environ["DAGSTER_HOME"] = str(lake_for(settings).dagster_home)
     home = Path(os.environ["DAGSTER_HOME"])
     try:  # a read-only or full home fails later as a raw SQLAlchemy "unable to open database file"
         ensure_instance_config(home)  # a new DAGSTER_HOME gets artsim's dagster.yaml (never overwritten)
@@ -66,9 +66,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     _check_models(settings)
     _check_device(settings)  # before the catalog and images are written, not after
     instance = _prepare_instance(settings)
-    from .core.lake import lake_at
+    from .core.lake import lake_for
 
-    lake = lake_at(settings.data_lake, settings.work_dir, absolute=True)
+    lake = lake_for(settings)
     where = f"{lake.root} (work dir {lake.work_dir})" if lake.is_remote else str(lake.root)
     print(f"artsim run: source {settings.nga_source}, data lake {where}", flush=True)
     runner = PipelineRunner(build_definitions(settings), settings, instance, echo=lambda m: print(m, flush=True))
@@ -93,9 +93,9 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     import json
 
     from .core.status import format_status, lake_status
-    from .core.lake import lake_at
+    from .core.lake import lake_for
 
-    status = lake_status(lake_at(settings.data_lake, settings.work_dir), worst=args.worst, raw_keep=settings.raw_keep)
+    status = lake_status(lake_for(settings), worst=args.worst, raw_keep=settings.raw_keep)
     status["stale"] = dagster_plan(settings)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 1 if status["errors"] else 0

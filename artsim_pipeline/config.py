@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
+from .core import defaults
 from .core.fusion import TAP_SETS
 from .core.http import DEFAULT_IMAGE_HOSTS, url_host_problem
 from .core.rerank import METHODS as RERANK_METHODS, RerankOptions
@@ -105,15 +106,15 @@ class Settings:
     # catalog.duckdb + dagster_home of an object-store lake
     work_dir: Path = setting(Path("artsim_work"), "ARTSIM_WORK_DIR", Path, "deployment")
     limit: int = setting(1000, "ARTSIM_LIMIT", _int, "output", shapes=("filtered_paintings",), bounds=(0, None))
-    min_side: int = setting(300, "ARTSIM_MIN_SIDE", _int, "output", shapes=("filtered_paintings", "image_cache"),
+    min_side: int = setting(defaults.MIN_SIDE, "ARTSIM_MIN_SIDE", _int, "output", shapes=("filtered_paintings", "image_cache"),
                             bounds=(1, None))
     batch_size: int = setting(256, "ARTSIM_BATCH_SIZE", _int, "output", shapes=("filtered_paintings",),
                               bounds=(1, None))
-    image_size: int = setting(1200, "ARTSIM_IMAGE_SIZE", _int, "output", shapes=("image_cache",), bounds=(16, None))
-    download_workers: int = setting(8, "ARTSIM_DOWNLOAD_WORKERS", _int, "runtime", bounds=(1, None))
-    requests_per_second: float = setting(10.0, "ARTSIM_REQUESTS_PER_SECOND", _float, "runtime", bounds=(0.01, None))
-    http_timeout_s: float = setting(30.0, "ARTSIM_HTTP_TIMEOUT", _float, "runtime", bounds=(0.01, None))
-    http_retries: int = setting(5, "ARTSIM_HTTP_RETRIES", _int, "runtime", bounds=(0, None))
+    image_size: int = setting(defaults.IMAGE_SIZE, "ARTSIM_IMAGE_SIZE", _int, "output", shapes=("image_cache",), bounds=(16, None))
+    download_workers: int = setting(defaults.DOWNLOAD_WORKERS, "ARTSIM_DOWNLOAD_WORKERS", _int, "runtime", bounds=(1, None))
+    requests_per_second: float = setting(defaults.REQUESTS_PER_SECOND, "ARTSIM_REQUESTS_PER_SECOND", _float, "runtime", bounds=(0.01, None))
+    http_timeout_s: float = setting(defaults.HTTP_TIMEOUT_S, "ARTSIM_HTTP_TIMEOUT", _float, "runtime", bounds=(0.01, None))
+    http_retries: int = setting(defaults.HTTP_RETRIES, "ARTSIM_HTTP_RETRIES", _int, "runtime", bounds=(0, None))
     max_failure_share: float = setting(0.2, "ARTSIM_MAX_FAILURE_SHARE", _float, "runtime", bounds=(0.0, 1.0))
     face_threshold: float = setting(0.90, "ARTSIM_FACE_THRESHOLD", _float, "output", shapes=("face_crops",),
                                     bounds=(0.0, 1.0))
@@ -174,10 +175,6 @@ class Settings:
                 _check_range(var, value, *f.metadata["bounds"])
             if f.metadata["choices"] is not None and value not in f.metadata["choices"]:
                 raise ConfigError(f"{var} must be one of {', '.join(f.metadata['choices'])}, got {value!r}")
-        # the object-store client (an s3:// lake) uses the same timeout and retries as HTTP downloads
-        from .core.storage import configure_object_store
-
-        configure_object_store(self.http_timeout_s, self.http_retries)
         _check_hosts("ARTSIM_IMAGE_HOSTS", self.image_hosts)
         if not self.models:
             raise ConfigError("ARTSIM_MODELS must name at least one model")

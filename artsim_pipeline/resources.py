@@ -16,7 +16,9 @@ from dagster_duckdb import DuckDBResource
 from .config import Settings, names_with_role
 from .core.http import HttpClient
 from .core.nga_source import NgaSource
-from .core.lake import DataLake, lake_at
+from .core.lake import lake_for
+
+__all__ = ["ArtsimRuntimeResource", "NgaSourceResource", "build_resources", "lake_for"]  # lake_for: assets open the lake through it
 
 _DEFAULTS = Settings()
 
@@ -76,8 +78,3 @@ def build_resources(settings: Settings) -> dict[str, object]:
         "nga_source": NgaSourceResource.from_settings(settings),
         "duckdb": DuckDBResource(database=str(lake_for(settings).catalog_db)),
     }
-
-
-def lake_for(settings: Settings) -> DataLake:
-    """The data lake (a directory or an object-store URL) with absolute local paths (unambiguous in metadata)."""
-    return lake_at(settings.data_lake, settings.work_dir, absolute=True)

@@ -237,9 +237,9 @@ class PipelineRunner:
 
     def _collection_inputs_exist(self, report: RunReport) -> bool:
         """False (and says so) when a batch that failed now has no embeddings to build the collection from."""
-        from .core.lake import lake_at
+        from .core.lake import lake_for
 
-        lake = lake_at(self.settings.data_lake, self.settings.work_dir)
+        lake = lake_for(self.settings)
         missing = sorted({partition for partition in report.failed
                           for model in self.settings.models if not lake.embeddings_path(model, partition).is_file()})
         if missing:
@@ -303,10 +303,10 @@ class PipelineRunner:
 
     def _damaged(self) -> dict[str | None, dict[AssetKey, str]]:
         """What the lake holds damaged or missing although Dagster recorded it: {batch or None: {asset: reason}}."""
-        from .core.lake import lake_at
+        from .core.lake import lake_for
         from .core.verify import set_aside, verify_lake
 
-        lake = lake_at(self.settings.data_lake, self.settings.work_dir)
+        lake = lake_for(self.settings)
         batches = sorted(self.instance.get_dynamic_partitions(IMAGE_BATCHES))
         models = [k.path[-1].removeprefix("embeddings_") for k in self.batch_keys
                   if k.path[-1].startswith("embeddings_")]

@@ -28,7 +28,7 @@ pytest.importorskip("s3fs", reason="the s3 extra (moto[server], s3fs) is not ins
 
 from artsim_pipeline.config import ConfigError, Settings  # noqa: E402
 from artsim_pipeline.core import storage  # noqa: E402
-from artsim_pipeline.core.lake import DataLake, lake_at
+from artsim_pipeline.core.lake import DataLake, lake_at, lake_for  # noqa: E402
 from artsim_pipeline_tests.support import ARTSIM, free_port  # noqa: E402
 
 BUCKET = "artsim-test"
@@ -100,6 +100,33 @@ def test_local_lake_is_unchanged(tmp_path):
     assert lake.catalog_db == tmp_path / "lake" / "catalog.duckdb"
     assert lake.dagster_home == tmp_path / "lake" / "dagster_home"
     assert lake.index_lock_path == tmp_path / "lake" / "index" / ".lock"
+
+
+def test_lake_for_is_absolute_and_the_same_from_every_caller(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    settings = Settings(data_lake=Path("lake"), work_dir=Path("work"))
+    lake = lake_for(settings)
+    assert lake.root == tmp_path / "lake" and lake.root.is_absolute()  # a subprocess elsewhere finds the same files
+    assert lake.dagster_home == tmp_path / "lake" / "dagster_home"
+    remote = lake_for(settings.with_overrides(data_lake=f"s3://{BUCKET}/abs"))
+    assert remote.work_dir == tmp_path / "work" and remote.work_dir.is_absolute()
+
+
+def test_object_store_timeouts_come_from_the_settings_the_lake_was_opened_with():
+    _clear_s3fs_cache()
+    slow = Settings(data_lake=f"s3://{BUCKET}/t", http_timeout_s=7.0, http_retries=2)
+    lake = lake_for(slow)
+    Settings(http_timeout_s=0.5, http_retries=0)  # building other settings changes nothing of that lake's
+    fs = lake.filtered_paintings_parquet.fs  # a joined path keeps its lake's client
+    assert fs.config_kwargs["read_timeout"] == 7.0 and fs.config_kwargs["connect_timeout"] == 7.0
+    assert fs.retries == 3  # 2 retries: 3 attempts
+    other = lake_for(Settings(data_lake=f"s3://{BUCKET}/t", http_timeout_s=40.0, http_retries=0)).root.fs
+    assert other.config_kwargs["read_timeout"] == 40.0 and other.config_kwargs["connect_timeout"] == 10.0
+    assert other.retries == 1
+    assert fs.config_kwargs["read_timeout"] == 7.0 and fs.retries == 3  # the first lake's client is unchanged
+    default = storage.lake_path(f"s3://{BUCKET}/t/x").fs  # no settings: the settings' defaults
+    assert default.config_kwargs["read_timeout"] == Settings().http_timeout_s
+    assert default.retries == Settings().http_retries + 1
 
 
 @pytest.mark.slow  # the moto S3 server is a process
@@ -287,11 +314,9 @@ def test_a_hung_object_store_fails_after_the_timeouts_instead_of_stalling(monkey
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    saved = {k: (dict(v) if isinstance(v, dict) else v) for k, v in storage.OBJECT_STORE_CONFIG.items()}
-    saved_attempts = storage.OBJECT_STORE_ATTEMPTS
     try:
-        storage.configure_object_store(1.0, 1)
-        path = storage.remote_path(f"s3://hung-{uuid.uuid4().hex[:8]}/lake/tables/filtered_paintings.parquet")
+        store = storage.ObjectStoreOptions(timeout_s=1.0, retries=1)
+        path = storage.remote_path(f"s3://hung-{uuid.uuid4().hex[:8]}/lake/tables/filtered_paintings.parquet", store)
         started = time.monotonic()
         with pytest.raises(Exception) as failure:
             path.read_bytes()
@@ -299,9 +324,6 @@ def test_a_hung_object_store_fails_after_the_timeouts_instead_of_stalling(monkey
         assert seconds < 10, f"a hung object store stalled the read for {seconds:.0f}s"
         assert "timeout" in (type(failure.value).__name__ + str(failure.value)).lower(), repr(failure.value)
     finally:
-        storage.OBJECT_STORE_CONFIG.clear()
-        storage.OBJECT_STORE_CONFIG.update(saved)
-        storage.OBJECT_STORE_ATTEMPTS = saved_attempts
         stop.set()
         listener.close()
         for conn in held:

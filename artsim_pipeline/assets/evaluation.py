@@ -17,7 +17,7 @@ from dagster import (
 
 from ..automation import COLLECTION, REFRESH_TAG, STUDY, STUDY_CRON
 from ..config import Settings
-from ..resources import lake_for
+from ..core.lake import lake_for
 from ..core.lake_reads import catalog_paintings
 from . import checks
 from .common import OWNERS, current_collection, lake_path, progress_logger
@@ -71,7 +71,7 @@ def _served_generation(lake, models):
 def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: bool) -> MaterializeResult:
     """One evaluation of the served collection: the per-refresh report or the study (``study``)."""
     from ..core import reports
-    from ..core.evaluation import VariantInput, evaluate_collection, report_fingerprint
+    from ..core.evaluation import EvaluationRequest, VariantInput, evaluate, report_fingerprint
 
     name = STUDY_ASSET if study else "eval_report"
     collection = current_collection(settings, lake, all_blocks=True)
@@ -82,7 +82,7 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
         fusion = served.fusions.get(variant) if served is not None else None
         variants[variant] = VariantInput(vectors.objectids, vectors.uuids, vectors.blocks, fusion)
     values = settings.as_dict()
-    result = evaluate_collection(
+    result = evaluate(EvaluationRequest(
         variants["full"],
         catalog,
         lake.image_path,
@@ -97,7 +97,7 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
         log=progress_logger(context, name),
         study=study,
         rerank=settings.rerank_options,
-    )
+    ))
     files = reports.write_report(result, lake.reports_dir, lake.image_path, name=name)
     report = result.report
     headline = report["headline"]

@@ -193,14 +193,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from artsim_pipeline.bench.search_e2e import default_user_image
     from artsim_pipeline.config import Settings
-    from artsim_pipeline.core.lake import lake_at
+    from artsim_pipeline.core.lake import lake_for
 
     args = build_parser().parse_args(argv)
     if args.runs < 1:
         print("artsim bench cli: --runs must be >= 1", file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    lake = lake_at(settings.data_lake, settings.work_dir)
+    lake = lake_for(settings)
     only = set(args.only.split(",")) if args.only else None
     load_before = os.getloadavg()
     rows: list[dict[str, Any]] = []

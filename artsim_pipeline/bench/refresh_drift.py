@@ -85,7 +85,7 @@ def _row(r: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from artsim_pipeline.config import Settings
     from artsim_pipeline.core.generations import read_generation_manifest, current_generation_id
-    from artsim_pipeline.core.lake import lake_at
+    from artsim_pipeline.core.lake import lake_for
     from artsim_pipeline.core.lake_reads import current_collection
 
     parser = argparse.ArgumentParser(prog="artsim bench drift", description=__doc__.splitlines()[0])
@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench_refresh_drift.json"), help="JSON output")
     args = parser.parse_args(list(argv) if argv is not None else None)
     settings = Settings.from_env()
-    lake = lake_at(settings.data_lake, settings.work_dir)
+    lake = lake_for(settings)
     generation = current_generation_id(lake)
     if generation is None:
         parser.error(f"no index in {lake.root}: build the lake with `artsim run` first")

@@ -16,6 +16,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 
+from .defaults import HTTP_RETRIES, HTTP_TIMEOUT_S
+
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -137,8 +139,8 @@ def retry_after_seconds(value: str | None, cap: float) -> float | None:
 class HttpClient:
     """A ``requests`` session with the retry policy every artsim download uses."""
 
-    timeout_s: float = 30.0
-    retries: int = 5
+    timeout_s: float = HTTP_TIMEOUT_S
+    retries: int = HTTP_RETRIES
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 30.0
     requests_per_second: float = 0.0

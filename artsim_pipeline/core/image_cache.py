@@ -45,6 +45,7 @@ import pandas as pd
 import requests
 from PIL import ImageFile
 
+from . import defaults
 from .http import DEFAULT_IMAGE_HOSTS, FetchError, HttpClient, UrlRefusedError, url_host_problem
 from .image_status import STATUS_DTYPES, STATUSES, empty_status_frame, summarize_status
 from .image_validation import (IIIF_PIXEL_SLACK, IIIF_SIDE_SLACK, PILLOW_MAX_PIXELS, ImageRejected, cached_size,
@@ -73,12 +74,12 @@ class ImageJob:
 class ImageCacheOptions:
     """Knobs for :func:`cache_images` (see :meth:`from_settings` for the ``ARTSIM_*`` mapping)."""
 
-    image_size: int = 1200
-    min_side: int = 300
-    workers: int = 8
-    requests_per_second: float = 10.0
-    timeout_s: float = 30.0
-    retries: int = 5
+    image_size: int = defaults.IMAGE_SIZE
+    min_side: int = defaults.MIN_SIDE
+    workers: int = defaults.DOWNLOAD_WORKERS
+    requests_per_second: float = defaults.REQUESTS_PER_SECOND
+    timeout_s: float = defaults.HTTP_TIMEOUT_S
+    retries: int = defaults.HTTP_RETRIES
     max_pixels: int = PILLOW_MAX_PIXELS  # decompression-bomb limit, checked from the header before decoding
     mirror_images_dir: Path | None = None
     max_bytes: int = 200_000_000  # refuse bodies larger than this

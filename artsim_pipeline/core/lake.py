@@ -5,14 +5,18 @@ file primitives they are read and written with (atomic writes, Parquet reads, ob
 :mod:`~artsim_pipeline.core.storage`. A lake is local (a directory) or on an object store
 (``s3://bucket/prefix``) with the same layout; what cannot live on an object store (``catalog.duckdb``,
 Dagster's home, the index publish lock) lives in :attr:`DataLake.work_dir`.
+
+:func:`lake_for` is the one way from the settings to their lake (absolute local paths, the settings'
+object-store timeouts); :func:`lake_at` opens a lake from a location alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
-from .storage import LakePath, is_remote, lake_path, safe_id
+from .storage import LakePath, ObjectStoreOptions, is_remote, lake_path, safe_id
 
 #: Where ``catalog.duckdb``, ``dagster_home`` and the index lock live with an object-store lake (relative: cwd).
 DEFAULT_WORK_DIR = Path("artsim_work")
@@ -180,13 +184,16 @@ class DataLake:
         return self.work_dir / "dagster_home"
 
 
-def lake_at(location: Path | str, work_dir: Path | str | None = None, *, absolute: bool = False) -> DataLake:
+def lake_at(location: Path | str, work_dir: Path | str | None = None, *, absolute: bool = False,
+            store: ObjectStoreOptions | None = None) -> DataLake:
     """The lake at ``location`` (a directory or an ``s3://bucket/prefix`` URL) with its ``work_dir``.
 
-    With ``absolute``, local paths (the root, the work directory) are made absolute. A local ``location``
-    that is a file is a :class:`NotADirectoryError` naming ``ARTSIM_DATA_LAKE``.
+    With ``absolute``, local paths (the root, the work directory) are made absolute. ``store`` are the
+    object-store client's timeout and retries (an ``s3://`` lake; default :class:`.storage.ObjectStoreOptions`).
+    A local ``location`` that is a file is a :class:`NotADirectoryError` naming ``ARTSIM_DATA_LAKE``.
+    Code that has the settings opens the lake with :func:`lake_for`.
     """
-    root = lake_path(location)
+    root = lake_path(location, store)
     if is_remote(root):
         work = Path(work_dir) if work_dir is not None else DEFAULT_WORK_DIR
         return DataLake(root, work.expanduser().resolve() if absolute else work)
@@ -195,3 +202,24 @@ def lake_at(location: Path | str, work_dir: Path | str | None = None, *, absolut
                                  "at a directory (it is created when missing)")
     return DataLake(root.expanduser().resolve() if absolute else root)
 
+
+class LakeSettings(Protocol):
+    """What :func:`lake_for` reads of the settings (:class:`artsim_pipeline.config.Settings` has them)."""
+
+    data_lake: Path | str
+    work_dir: Path
+    http_timeout_s: float
+    http_retries: int
+
+
+def lake_for(settings: LakeSettings) -> DataLake:
+    """The data lake the settings name: the one way from settings to the lake (``ARTSIM_DATA_LAKE``,
+    ``ARTSIM_WORK_DIR``; an object store's client with ``ARTSIM_HTTP_TIMEOUT`` / ``ARTSIM_HTTP_RETRIES``).
+
+    Local paths are always absolute: a path handed to a subprocess, a Dagster run (which may start in
+    another working directory), metadata or a log then names the same file everywhere, and every caller gets
+    the same lake from the same settings. The timeouts go with this lake's paths only; building settings
+    changes nothing else.
+    """
+    store = ObjectStoreOptions(timeout_s=settings.http_timeout_s, retries=settings.http_retries)
+    return lake_at(settings.data_lake, settings.work_dir, absolute=True, store=store)

@@ -28,8 +28,11 @@ import re
 import shutil
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Iterator, Union
+
+from .defaults import HTTP_RETRIES, HTTP_TIMEOUT_S
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,51 +64,66 @@ def is_remote(path: object) -> bool:
     return not isinstance(path, (PurePath, str)) and getattr(path, "fs", None) is not None
 
 
-#: botocore settings of every object-store client: a hung endpoint fails after the timeouts and retries
-#: instead of stalling a run for as long as it hangs (:func:`configure_object_store` sets them from settings).
-#: botocore tries once; s3fs retries (``OBJECT_STORE_ATTEMPTS`` in all, with backoff), so a call takes
-#: at most about attempts × (connect + read timeout).
-OBJECT_STORE_CONFIG: dict[str, Any] = {"connect_timeout": 10.0, "read_timeout": 30.0,
-                                       "retries": {"max_attempts": 1, "mode": "standard"}}
-OBJECT_STORE_ATTEMPTS = 6
+@dataclass(frozen=True)
+class ObjectStoreOptions:
+    """Timeout and retries of an object-store client: a hung endpoint fails after them instead of stalling a
+    run for as long as it hangs. :func:`~artsim_pipeline.core.lake.lake_for` passes the settings' values
+    (``ARTSIM_HTTP_TIMEOUT``, ``ARTSIM_HTTP_RETRIES``: the same as HTTP downloads); a path made without
+    options (e.g. from a path stored in a table) gets the settings' defaults.
+
+    botocore tries once; s3fs retries (:attr:`attempts` in all, with backoff), so a call takes at most about
+    attempts x (connect + read timeout).
+    """
+
+    timeout_s: float = HTTP_TIMEOUT_S
+    retries: int = HTTP_RETRIES
+
+    @property
+    def attempts(self) -> int:
+        """Tries in all of s3fs's retry loop."""
+        return int(self.retries) + 1
+
+    def client_config(self) -> dict[str, Any]:
+        """botocore ``Config`` arguments: connect timeout at most 10 s, read timeout, botocore tries once."""
+        return {"connect_timeout": min(float(self.timeout_s), 10.0), "read_timeout": float(self.timeout_s),
+                "retries": {"max_attempts": 1, "mode": "standard"}}
 
 
-def configure_object_store(timeout_s: float, retries: int) -> None:
-    """Connect/read timeouts (seconds) and retries of the object-store client (``ARTSIM_HTTP_TIMEOUT``,
-    ``ARTSIM_HTTP_RETRIES``); paths made afterwards use them."""
-    global OBJECT_STORE_ATTEMPTS
-    OBJECT_STORE_CONFIG.update(connect_timeout=min(float(timeout_s), 10.0), read_timeout=float(timeout_s))
-    OBJECT_STORE_ATTEMPTS = int(retries) + 1
-
-
-def remote_path(url: str) -> Any:
+def remote_path(url: str, options: ObjectStoreOptions | None = None) -> Any:
     """The ``UPath`` of an object-store URL, without listing caches (other processes write the lake too).
 
-    Raises ``ValueError`` naming the URL when its filesystem package (``s3fs``) is not installed.
+    ``options`` (default :class:`ObjectStoreOptions`) are its client's timeout and retries; paths joined
+    onto it (``path / "x"``) keep them. Raises ``ValueError`` naming the URL when its filesystem package
+    (``s3fs``) is not installed.
     """
     import fsspec
     from upath import UPath
 
+    options = options if options is not None else ObjectStoreOptions()
     protocol = url.split("://", 1)[0]
     try:
         fsspec.get_filesystem_class(protocol)
     except ImportError as exc:
         raise ValueError(f"{url!r}: the {protocol}:// data lake needs the s3 extra (pip install 'artsim[s3]'): {exc}") from None
-    options: dict[str, Any] = {"use_listings_cache": False}
+    storage_options: dict[str, Any] = {"use_listings_cache": False}
     if protocol in ("s3", "s3a"):
-        options["config_kwargs"] = {**OBJECT_STORE_CONFIG, "retries": dict(OBJECT_STORE_CONFIG["retries"])}
-    path = UPath(url, **options)
+        storage_options["config_kwargs"] = options.client_config()
+    path = UPath(url, **storage_options)
     if protocol in ("s3", "s3a"):
-        path.fs.retries = OBJECT_STORE_ATTEMPTS  # s3fs's own retry loop (its class default is 5)
+        # s3fs's own retry loop (its class default is 5). s3fs takes no argument for it, so it is set on the
+        # filesystem fsspec caches per storage options: options with the same timeout share that filesystem,
+        # and the retries of the last such path made hold for all of them
+        path.fs.retries = options.attempts
     return path
 
 
-def lake_path(value: Any) -> LakePath:
-    """A path of the lake from a path or its text (tables store ``str(path)``): a URL gives a ``UPath``."""
+def lake_path(value: Any, options: ObjectStoreOptions | None = None) -> LakePath:
+    """A path of the lake from a path or its text (tables store ``str(path)``): a URL gives a ``UPath``
+    (with ``options``, see :func:`remote_path`); a path is returned as it is."""
     if isinstance(value, Path) or is_remote(value):
         return value
     text = os.fspath(value)
-    return remote_path(text) if "://" in text else Path(text)
+    return remote_path(text, options) if "://" in text else Path(text)
 
 
 #: Write errors that are the lake's, not one file's: every further write would fail the same way.

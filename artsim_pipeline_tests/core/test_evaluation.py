@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -11,8 +12,10 @@ import pytest
 from artsim_pipeline.core.evaluation import (
     METHODS,
     ItemMeta,
+    EvaluationRequest,
     QuerySample,
     VariantInput,
+    evaluate,
     evaluate_collection,
     evaluate_method,
     evaluate_methods,
@@ -256,8 +259,8 @@ def test_evaluate_collection_reports_how_many_queries_were_sampled_of_how_many()
         return np.tile(ids[:k], (len(query_ids), 1))
 
     sample = QuerySample(full_up_to=60, size=30, seed=1)
-    report = evaluate_collection(full, catalog, lambda _u: None, pca_dim=6, study=False, index_check=index_check,
-                                 query_sample=sample).report
+    report = evaluate(EvaluationRequest(full, catalog, lambda _u: None, pca_dim=6, study=False,
+                                        index_check=index_check, query_sample=sample)).report
     head = report["headline"]
     eligible = int((relevant_counts(meta, "artist") > 0).sum())
     assert (head["n_queries"], head["n_eligible_queries"], head["n_paintings"]) == (30, eligible, 240)
@@ -267,6 +270,27 @@ def test_evaluate_collection_reports_how_many_queries_were_sampled_of_how_many()
     every = evaluate_collection(full, catalog, lambda _u: None, pca_dim=6, study=False,
                                 query_sample=QuerySample(full_up_to=240, size=30)).report["headline"]
     assert every["n_queries"] == every["n_eligible_queries"] == eligible
+
+
+def test_the_keyword_form_runs_the_same_request():
+    vectors, meta, records = _collection(80, seed=4)
+    catalog = pd.DataFrame(records).assign(objectid=meta.objectids, uuid=[f"u{i}" for i in meta.objectids])
+    full = VariantInput(meta.objectids, catalog["uuid"].to_numpy(), {"model_a": vectors})
+    lines: list[str] = []
+    request = EvaluationRequest(full, catalog, lambda _u: None, pca_dim=6, study=False, seed=5, ks=(1, 5),
+                                settings={"limit": 80}, log=lines.append)
+    by_request = evaluate(request).report
+    by_keywords = evaluate_collection(full, catalog, lambda _u: None, pca_dim=6, study=False, seed=5, ks=(1, 5),
+                                      settings={"limit": 80}).report
+    for report in (by_request, by_keywords):
+        report.pop("timings_s")
+    assert json.dumps(by_request, sort_keys=True, default=str) == json.dumps(by_keywords, sort_keys=True, default=str)
+    assert by_request["settings"]["limit"] == 80 and by_request["settings"]["seed"] == 5
+    assert lines[0].startswith("eval: 80 paintings") and lines[-1].startswith("eval: done in")
+    with pytest.raises(TypeError, match="pca_dims"):
+        evaluate_collection(full, catalog, lambda _u: None, pca_dims=6)  # a misspelt option is refused
+    with pytest.raises(ValueError, match="must include 5"):
+        evaluate(EvaluationRequest(full, catalog, lambda _u: None, ks=(1, 10)))
 
 
 @pytest.mark.parametrize("relevance", ["artist", "style"])

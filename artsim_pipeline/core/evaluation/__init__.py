@@ -6,7 +6,8 @@
 * :mod:`.pixels`: pixel RMSE/SSIM of the top results against random pairs;
 * :mod:`.learned`: the learned similarity head on held-out artists;
 * :mod:`.checks`: variant inputs, full vs face crop, served index vs exact search, examples;
-* :mod:`.run`: :func:`evaluate_collection`, everything above in order, as one report.
+* :mod:`.run`: :func:`evaluate` (one :class:`EvaluationRequest`: the collection and the options), everything
+  above in order, as one report; :func:`evaluate_collection` takes the request's fields as arguments.
 
 The metric rules live in :mod:`artsim_pipeline.core.metrics`, the metadata score and re-ranking
 order in :mod:`artsim_pipeline.core.scoring`.
@@ -35,7 +36,9 @@ from .run import (
     CURVE_KS,
     HEADLINE,
     RANDOM_WEIGHTS_WARNING,
+    EvaluationRequest,
     EvaluationResult,
+    evaluate,
     evaluate_collection,
     fingerprint,
     report_fingerprint,
@@ -43,8 +46,8 @@ from .run import (
 
 __all__ = [
     "CURVE_KS", "DEFAULT_KS", "EVAL_EPOCHS", "FULL_UP_TO", "HEADLINE", "METHODS", "RANDOM_WEIGHTS_WARNING", "RELEVANCES",
-    "SPLIT_SEEDS", "TAP_SET_NAMES", "EvaluationResult", "GrayCache", "ItemMeta", "MethodResult", "PixelResult",
-    "QuerySample", "SAMPLE_SIZE", "VariantInput", "ablation_sets", "concat_l2", "evaluate_collection", "evaluate_learned", "evaluate_method", "evaluate_methods",
+    "SPLIT_SEEDS", "TAP_SET_NAMES", "EvaluationRequest", "EvaluationResult", "GrayCache", "ItemMeta", "MethodResult", "PixelResult",
+    "QuerySample", "SAMPLE_SIZE", "VariantInput", "ablation_sets", "concat_l2", "evaluate", "evaluate_collection", "evaluate_learned", "evaluate_method", "evaluate_methods",
     "face_comparison", "fingerprint", "fused_vectors", "heldout_artists", "index_check_rows", "load_gray",
     "method_weights", "pixel_evaluation", "pixel_rmse", "pixel_ssim", "random_rows", "ranked_rows",
     "relevant_counts", "relevant_rows", "report_fingerprint", "split_rows", "splitmix64", "splittable_artists",
