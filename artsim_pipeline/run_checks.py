@@ -1,9 +1,14 @@
 """The asset checks as ``artsim run`` reads them: which checks a run failed, and which assets' latest
-blocking check failed (so that they run again). See :mod:`artsim_pipeline.assets.checks` for the checks."""
+blocking check failed (so that they run again). See :mod:`artsim_pipeline.assets.checks` for the checks; the
+metadata key of their one-line hint, :data:`WHAT_TO_DO`, is defined here, where it is read (the asset
+modules write it), so that this reader imports no asset module."""
 
 from __future__ import annotations
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance
+
+#: The metadata key of the line saying what to do about a failed check (``artsim run`` prints it).
+WHAT_TO_DO = "what_to_do"
 
 
 class CheckFailed(RuntimeError):
@@ -12,8 +17,6 @@ class CheckFailed(RuntimeError):
 
 def failed_checks(instance: DagsterInstance, run_id: str) -> tuple[list[str], list[str]]:
     """(failed ERROR checks, failed WARN checks) of run ``run_id``, each as one line naming the check."""
-    from .assets.checks import WHAT_TO_DO
-
     errors, warnings = [], []
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
         evaluation = entry.dagster_event.event_specific_data

@@ -91,6 +91,19 @@ def catalog_connection(duckdb: DuckDBResource):
 def catalog_assets(settings: Settings) -> list:
     """The source, the two catalog tables, ``image_batch`` and the catalog checks for ``settings``."""
     lake = lake_for(settings)
+    nga_opendata = _nga_opendata_asset(settings, lake)
+    raw_objects = _raw_objects_asset(settings, lake)
+    filtered_paintings = _filtered_paintings_asset(settings, lake, raw_objects)
+    batch_views = _batch_views_asset(settings, lake, filtered_paintings)
+    image_batch = _image_batch_asset(lake, filtered_paintings)
+    return [
+        nga_opendata, raw_objects, filtered_paintings, image_batch, batch_views,
+        *_filtered_paintings_checks(settings, filtered_paintings),
+    ]
+
+
+def _nga_opendata_asset(settings: Settings, lake):
+    """``nga_opendata``: the NGA opendata source, observed by conditional requests."""
 
     @multi_observable_source_asset(
         specs=[AssetSpec(
@@ -109,6 +122,12 @@ def catalog_assets(settings: Settings) -> list:
         source = nga_source.source(artsim)
         yield ObserveResult(asset_key="nga_opendata",
                             data_version=DataVersion(source.probe_version(source.last_validators(lake))))
+
+    return nga_opendata
+
+
+def _raw_objects_asset(settings: Settings, lake):
+    """``raw_objects``: the NGA CSVs loaded into ``catalog.duckdb``."""
 
     @asset(
         deps=["nga_opendata"],
@@ -143,6 +162,12 @@ def catalog_assets(settings: Settings) -> list:
             data_version=DataVersion(snapshot.version),
         )
 
+    return raw_objects
+
+
+def _filtered_paintings_asset(settings: Settings, lake, raw_objects):
+    """``filtered_paintings`` (after ``raw_objects``) with its two blocking checks."""
+
     @asset(
         deps=[raw_objects],
         code_version=code_version("filtered_paintings", settings),
@@ -168,75 +193,96 @@ def catalog_assets(settings: Settings) -> list:
         "fails the blocking check `no_sudden_shrink` and keeps the previous table.",
     )
     def filtered_paintings(context: AssetExecutionContext, duckdb: DuckDBResource, artsim: ArtsimRuntimeResource):
-        started = time.perf_counter()
-        run_settings = artsim.apply(settings)
-        swept = sweep_lake_temp_files(lake)
-        with catalog_connection(duckdb) as con:
-            previous = _row_count(con, "filtered_paintings")
-            baseline = min(previous, settings.limit) if previous is not None and settings.limit > 0 else previous
-            try:
-                rows = catalog.build_filtered_paintings(con, settings.min_side, settings.limit, run_settings.max_shrink)
-            except catalog.ShrinkError as refused:
-                context.log.error(str(refused))
-                return _refused_refresh(con, refused, run_settings.max_shrink, started)
-            new_batches = batches.assign_batches(con, settings.batch_size)
-            batches.attach_batch_keys(con)
-            catalog.export_parquet(con, "filtered_paintings", lake.filtered_paintings_parquet)
-            summary = catalog.filtered_paintings_summary(con)
-            rejected = catalog.rejected_summary(con)
-            fingerprint = catalog.table_fingerprint(con, "filtered_paintings")
-            columns = _columns(con, "filtered_paintings")
-            register_batch_views(con)
-        versions = batch_versions(lake)
-        known = set(context.instance.get_dynamic_partitions(IMAGE_BATCHES))
-        to_add = [key for key in versions if key not in known]
-        if to_add:
-            context.instance.add_dynamic_partitions(IMAGE_BATCHES, to_add)
-        for observation in batch_observations(versions):
-            context.log_event(observation)
-        context.log.info(f"{rows} paintings in {len(versions)} batches ({len(new_batches)} new)")
-        if rejected["rejected"]:
-            context.log.warning(
-                "rows kept out of filtered_paintings: "
-                + ", ".join(f"{key.removeprefix('rejected_')}={n}" for key, n in rejected.items() if key != "rejected" and n)
-                + " (see table filtered_paintings_rejected)"
-            )
-        return MaterializeResult(
-            metadata={
-                **{key: MetadataValue.int(value) for key, value in summary.items()},
-                **{key: MetadataValue.int(value) for key, value in rejected.items()},
-                "previous_paintings": MetadataValue.int(int(baseline or 0)),
-                "stale_temp_files_removed": MetadataValue.int(swept),
-                "batches": MetadataValue.int(len(versions)),
-                "new_batches": MetadataValue.text(", ".join(new_batches) or "none"),
-                "parquet": lake_path(lake, lake.filtered_paintings_parquet),
-                "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
-            },
-            data_version=DataVersion(fingerprint),
-            check_results=[checks.required_columns_result(columns),
-                           checks.shrink_result(baseline, rows, run_settings.max_shrink, refused=False)],
-        )
+        return _refresh_filtered_paintings(context, duckdb, artsim, settings, lake)
 
-    def _refused_refresh(con, refused: catalog.ShrinkError, max_shrink: float, started: float) -> MaterializeResult:
-        """The shrink guard refused the refresh: the previous table stays (same data version, so nothing
-        downstream is stale) and the blocking check fails with the numbers, which stops this run."""
-        return MaterializeResult(
-            metadata={
-                "paintings": MetadataValue.int(int(refused.previous)),
-                "offered_paintings": MetadataValue.int(int(refused.new)),
-                "kept_previous_table": MetadataValue.bool(True),
-                "parquet": lake_path(lake, lake.filtered_paintings_parquet),
-                "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
-            },
-            data_version=DataVersion(catalog.table_fingerprint(con, "filtered_paintings")),
-            check_results=[checks.required_columns_result(_columns(con, "filtered_paintings")),
-                           checks.shrink_result(refused.previous, refused.new, max_shrink, refused=True)],
-        )
+    return filtered_paintings
 
-    def register_batch_views(con) -> list[str]:
-        """(Re)create the ``image_status`` and ``face_crops`` views over the batch files that exist."""
-        views = (("image_status", lake.image_status_dir), ("face_crops", lake.faces_dir))
-        return [view for view, directory in views if catalog.register_parquet_view(con, view, directory)]
+
+def _refresh_filtered_paintings(context: AssetExecutionContext, duckdb: DuckDBResource,
+                                artsim: ArtsimRuntimeResource, settings: Settings, lake) -> MaterializeResult:
+    """Rebuild ``filtered_paintings`` (unless the shrink guard refuses), assign batches, record their versions."""
+    started = time.perf_counter()
+    run_settings = artsim.apply(settings)
+    swept = sweep_lake_temp_files(lake)
+    with catalog_connection(duckdb) as con:
+        previous = _row_count(con, "filtered_paintings")
+        baseline = min(previous, settings.limit) if previous is not None and settings.limit > 0 else previous
+        try:
+            rows = catalog.build_filtered_paintings(con, settings.min_side, settings.limit, run_settings.max_shrink)
+        except catalog.ShrinkError as refused:
+            context.log.error(str(refused))
+            return _refused_refresh(con, lake, refused, run_settings.max_shrink, started)
+        new_batches = batches.assign_batches(con, settings.batch_size)
+        batches.attach_batch_keys(con)
+        catalog.export_parquet(con, "filtered_paintings", lake.filtered_paintings_parquet)
+        summary = catalog.filtered_paintings_summary(con)
+        rejected = catalog.rejected_summary(con)
+        fingerprint = catalog.table_fingerprint(con, "filtered_paintings")
+        columns = _columns(con, "filtered_paintings")
+        register_batch_views(con, lake)
+    versions = _record_batches(context, lake)
+    context.log.info(f"{rows} paintings in {len(versions)} batches ({len(new_batches)} new)")
+    if rejected["rejected"]:
+        context.log.warning(
+            "rows kept out of filtered_paintings: "
+            + ", ".join(f"{key.removeprefix('rejected_')}={n}" for key, n in rejected.items() if key != "rejected" and n)
+            + " (see table filtered_paintings_rejected)"
+        )
+    return MaterializeResult(
+        metadata={
+            **{key: MetadataValue.int(value) for key, value in summary.items()},
+            **{key: MetadataValue.int(value) for key, value in rejected.items()},
+            "previous_paintings": MetadataValue.int(int(baseline or 0)),
+            "stale_temp_files_removed": MetadataValue.int(swept),
+            "batches": MetadataValue.int(len(versions)),
+            "new_batches": MetadataValue.text(", ".join(new_batches) or "none"),
+            "parquet": lake_path(lake, lake.filtered_paintings_parquet),
+            "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
+        },
+        data_version=DataVersion(fingerprint),
+        check_results=[checks.required_columns_result(columns),
+                       checks.shrink_result(baseline, rows, run_settings.max_shrink, refused=False)],
+    )
+
+
+def _record_batches(context: AssetExecutionContext, lake) -> dict[str, str]:
+    """Add the new batches as ``image_batch`` partitions and log one observation per active batch; the
+    ``{batch_key: fingerprint}`` recorded."""
+    versions = batch_versions(lake)
+    known = set(context.instance.get_dynamic_partitions(IMAGE_BATCHES))
+    to_add = [key for key in versions if key not in known]
+    if to_add:
+        context.instance.add_dynamic_partitions(IMAGE_BATCHES, to_add)
+    for observation in batch_observations(versions):
+        context.log_event(observation)
+    return versions
+
+
+def _refused_refresh(con, lake, refused: catalog.ShrinkError, max_shrink: float, started: float) -> MaterializeResult:
+    """The shrink guard refused the refresh: the previous table stays (same data version, so nothing
+    downstream is stale) and the blocking check fails with the numbers, which stops this run."""
+    return MaterializeResult(
+        metadata={
+            "paintings": MetadataValue.int(int(refused.previous)),
+            "offered_paintings": MetadataValue.int(int(refused.new)),
+            "kept_previous_table": MetadataValue.bool(True),
+            "parquet": lake_path(lake, lake.filtered_paintings_parquet),
+            "seconds": MetadataValue.float(round(time.perf_counter() - started, 3)),
+        },
+        data_version=DataVersion(catalog.table_fingerprint(con, "filtered_paintings")),
+        check_results=[checks.required_columns_result(_columns(con, "filtered_paintings")),
+                       checks.shrink_result(refused.previous, refused.new, max_shrink, refused=True)],
+    )
+
+
+def register_batch_views(con, lake) -> list[str]:
+    """(Re)create the ``image_status`` and ``face_crops`` views over the batch files that exist."""
+    views = (("image_status", lake.image_status_dir), ("face_crops", lake.faces_dir))
+    return [view for view, directory in views if catalog.register_parquet_view(con, view, directory)]
+
+
+def _batch_views_asset(settings: Settings, lake, filtered_paintings):
+    """``batch_views``: the catalog's views over the batch files (after the batches)."""
 
     @asset(
         deps=[filtered_paintings, "image_cache", "face_crops"],  # the views live in the catalog it creates
@@ -252,9 +298,15 @@ def catalog_assets(settings: Settings) -> list:
     )
     def batch_views(duckdb: DuckDBResource) -> MaterializeResult:
         with catalog_connection(duckdb) as con:
-            created = register_batch_views(con)
+            created = register_batch_views(con, lake)
         return MaterializeResult(metadata={"views": MetadataValue.text(", ".join(created) or "none yet"),
                                            "view_count": MetadataValue.int(len(created))})
+
+    return batch_views
+
+
+def _image_batch_asset(lake, filtered_paintings):
+    """``image_batch``: the observable batch membership (one partition per batch)."""
 
     @multi_observable_source_asset(
         specs=[
@@ -274,6 +326,12 @@ def catalog_assets(settings: Settings) -> list:
     def image_batch(context):
         for observation in batch_observations(batch_versions(lake)):
             context.log_event(observation)
+
+    return image_batch
+
+
+def _filtered_paintings_checks(settings: Settings, filtered_paintings) -> list:
+    """The data checks of ``filtered_paintings`` (unique objectids, IIIF URLs, image sizes)."""
 
     @asset_check(asset=filtered_paintings, description="objectid is unique")
     def filtered_paintings_objectid_unique(duckdb: DuckDBResource) -> AssetCheckResult:
@@ -299,7 +357,4 @@ def catalog_assets(settings: Settings) -> list:
             passed=too_small == 0, metadata={"too_small": int(too_small), "min_side": settings.min_side}
         )
 
-    return [
-        nga_opendata, raw_objects, filtered_paintings, image_batch, batch_views,
-        filtered_paintings_objectid_unique, filtered_paintings_iiif_present, filtered_paintings_sizes_respected,
-    ]
+    return [filtered_paintings_objectid_unique, filtered_paintings_iiif_present, filtered_paintings_sizes_respected]

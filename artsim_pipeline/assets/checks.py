@@ -15,8 +15,7 @@ import math
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, MetadataValue
 
-#: The metadata key of the line saying what to do about a failed check (``artsim run`` prints it).
-WHAT_TO_DO = "what_to_do"
+from ..run_checks import WHAT_TO_DO  # the key artsim run reads the hint under (defined with its reader)
 
 # check names (asset -> check)
 REQUIRED_COLUMNS = "required_columns"

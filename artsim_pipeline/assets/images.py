@@ -45,6 +45,13 @@ def batch_paintings(lake, batch: str) -> pd.DataFrame:
 def image_assets(settings: Settings) -> list:
     """``image_cache`` and ``face_crops`` for ``settings``."""
     lake = lake_for(settings)
+    image_cache = _image_cache_asset(settings, lake)
+    face_crops = _face_crops_asset(settings, lake, image_cache)
+    return [image_cache, face_crops]
+
+
+def _image_cache_asset(settings: Settings, lake):
+    """``image_cache`` (per batch) with its two checks."""
 
     @asset(
         partitions_def=image_batches,
@@ -72,53 +79,72 @@ def image_assets(settings: Settings) -> list:
     def image_cache(
         context: AssetExecutionContext, artsim: ArtsimRuntimeResource, nga_source: NgaSourceResource
     ) -> MaterializeResult:
-        batch = context.partition_key
-        run_settings = artsim.apply(settings)
-        members = batch_paintings(lake, batch)
-        jobs = [ImageJob(int(r.objectid), str(r.uuid), r.iiifurl) for r in members.itertuples()]
-        versions = {str(r.uuid): f"{r.iiifurl}|{r.image_modified}" for r in members.itertuples()}
-        status_path = lake.image_status_path(batch)
-        previous = read_parquet(status_path) if status_path.is_file() else None
-        changed = invalidate_changed_images(lake, previous, versions)
-        options = ImageCacheOptions.from_settings(run_settings, mirror_images_dir=nga_source.source(artsim).mirror_images_dir)
-        status = cache_images(jobs, lake, options)
-        status["source_version"] = status["uuid"].astype(str).map(versions)
-        write_status(status, status_path)
-        summary = summarize_status(status)
-        context.log.info(f"{batch}: {summary}")
-        failed = status[status["status"] == "failed"]
-        try:  # over the limit: the blocking check fails (the batch's faces and embeddings keep their last good files)
-            check_failure_share(status, run_settings.max_failure_share)
-            too_many = None
-        except BatchFailedError as exc:
-            too_many = str(exc)
-            context.log.error(f"{batch}: {too_many}")
-        return MaterializeResult(
+        return _cache_batch(context, artsim, nga_source, settings, lake)
+
+    return image_cache
+
+
+def _cache_batch(context: AssetExecutionContext, artsim: ArtsimRuntimeResource, nga_source: NgaSourceResource,
+                 settings: Settings, lake) -> MaterializeResult:
+    """Download (or keep) the batch's images, write its status table; the result with both checks."""
+    batch = context.partition_key
+    run_settings = artsim.apply(settings)
+    members = batch_paintings(lake, batch)
+    jobs = [ImageJob(int(r.objectid), str(r.uuid), r.iiifurl) for r in members.itertuples()]
+    versions = {str(r.uuid): f"{r.iiifurl}|{r.image_modified}" for r in members.itertuples()}
+    status_path = lake.image_status_path(batch)
+    previous = read_parquet(status_path) if status_path.is_file() else None
+    changed = invalidate_changed_images(lake, previous, versions)
+    options = ImageCacheOptions.from_settings(run_settings, mirror_images_dir=nga_source.source(artsim).mirror_images_dir)
+    status = cache_images(jobs, lake, options)
+    status["source_version"] = status["uuid"].astype(str).map(versions)
+    write_status(status, status_path)
+    summary = summarize_status(status)
+    context.log.info(f"{batch}: {summary}")
+    try:  # over the limit: the blocking check fails (the batch's faces and embeddings keep their last good files)
+        check_failure_share(status, run_settings.max_failure_share)
+        too_many = None
+    except BatchFailedError as exc:
+        too_many = str(exc)
+        context.log.error(f"{batch}: {too_many}")
+    return _image_cache_result(lake, status, summary, changed, status_path, run_settings.max_failure_share, too_many)
+
+
+def _image_cache_result(lake, status: pd.DataFrame, summary: dict, changed, status_path, max_failure_share: float,
+                        too_many: str | None) -> MaterializeResult:
+    """``image_cache``'s materialization: its numbers, both check results (``too_many``: why the failure share
+    check fails, or None) and the batch's data version."""
+    failed = status[status["status"] == "failed"]
+    return MaterializeResult(
+        metadata={
+            **{key: MetadataValue.int(summary[key]) for key in ("total", "ok", "cached", "skipped_small", "failed", "bytes")},
+            "images_per_s": MetadataValue.float(round(summary["images_per_s"] or 0.0, 2)),
+            "seconds": MetadataValue.float(round(summary["wall_seconds"] or 0.0, 2)),
+            "failure_kinds": MetadataValue.json(summary["failure_kinds"]),
+            "changed_upstream": MetadataValue.int(len(changed)),
+            "failure_share": MetadataValue.float(round(len(failed) / len(status), 4) if len(status) else 0.0),
+            "status_table": lake_path(lake, status_path),
+        },
+        check_results=[AssetCheckResult(
+            check_name=NO_FAILED_IMAGES,
+            passed=failed.empty,
+            severity=AssetCheckSeverity.WARN,
             metadata={
-                **{key: MetadataValue.int(summary[key]) for key in ("total", "ok", "cached", "skipped_small", "failed", "bytes")},
-                "images_per_s": MetadataValue.float(round(summary["images_per_s"] or 0.0, 2)),
-                "seconds": MetadataValue.float(round(summary["wall_seconds"] or 0.0, 2)),
-                "failure_kinds": MetadataValue.json(summary["failure_kinds"]),
-                "changed_upstream": MetadataValue.int(len(changed)),
-                "failure_share": MetadataValue.float(round(len(failed) / len(status), 4) if len(status) else 0.0),
-                "status_table": lake_path(lake, status_path),
+                "failed": MetadataValue.int(len(failed)),
+                "failed_objectids": MetadataValue.text(", ".join(map(str, failed["objectid"].head(50))) or "none"),
             },
-            check_results=[AssetCheckResult(
-                check_name=NO_FAILED_IMAGES,
-                passed=failed.empty,
-                severity=AssetCheckSeverity.WARN,
-                metadata={
-                    "failed": MetadataValue.int(len(failed)),
-                    "failed_objectids": MetadataValue.text(", ".join(map(str, failed["objectid"].head(50))) or "none"),
-                },
-            ), checks.failure_share_result(len(failed), len(status), run_settings.max_failure_share, too_many)],
-            # "ok" and "cached" are the same stored image: the version must not change between them
-            data_version=DataVersion(
-                catalog.frame_fingerprint(
-                    status.assign(stored=status["status"].isin(USABLE)), ["objectid", "uuid", "stored", "bytes", "source_version"]
-                )
-            ),
-        )
+        ), checks.failure_share_result(len(failed), len(status), max_failure_share, too_many)],
+        # "ok" and "cached" are the same stored image: the version must not change between them
+        data_version=DataVersion(
+            catalog.frame_fingerprint(
+                status.assign(stored=status["status"].isin(USABLE)), ["objectid", "uuid", "stored", "bytes", "source_version"]
+            )
+        ),
+    )
+
+
+def _face_crops_asset(settings: Settings, lake, image_cache):
+    """``face_crops`` (per batch, after ``image_cache``)."""
 
     @asset(
         partitions_def=image_batches,
@@ -132,36 +158,42 @@ def image_assets(settings: Settings) -> list:
         "(`faces/`, one Parquet file per batch).",
     )
     def face_crops(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
-        from ..core.faces import FaceDetector, detect_faces_in_files, write_faces
-        from ..core.models import resolve_device
+        return _detect_batch_faces(context, artsim, settings, lake)
 
-        batch = context.partition_key
-        run_settings = artsim.apply(settings)
-        started = time.perf_counter()
-        usable = usable_images(lake, batch)
-        paths = [Path(p) for p in usable["path"]]
-        detector = FaceDetector(
-            threshold=settings.face_threshold,
-            margin=settings.face_margin,
-            max_side=settings.face_max_side,
-            device=resolve_device(run_settings.device),
-        )
-        faces = detect_faces_in_files(paths, detector, progress=progress_logger(context, batch))
-        faces.insert(0, "uuid", usable["uuid"].to_numpy())
-        faces.insert(0, "objectid", usable["objectid"].to_numpy())
-        write_faces(faces, lake.faces_path(batch))
-        seconds = time.perf_counter() - started
-        with_faces = int((faces["face_count"] > 0).sum())
-        return MaterializeResult(
-            metadata={
-                "images": MetadataValue.int(len(faces)),
-                "images_with_faces": MetadataValue.int(with_faces),
-                "faces": MetadataValue.int(int(faces["face_count"].sum())),
-                "seconds": MetadataValue.float(round(seconds, 2)),
-                "images_per_s": MetadataValue.float(round(len(faces) / seconds, 2) if seconds else 0.0),
-                "parquet": lake_path(lake, lake.faces_path(batch)),
-            },
-            data_version=DataVersion(catalog.frame_fingerprint(faces, [c for c in faces.columns if c != "path"])),
-        )
+    return face_crops
 
-    return [image_cache, face_crops]
+
+def _detect_batch_faces(context: AssetExecutionContext, artsim: ArtsimRuntimeResource, settings: Settings,
+                        lake) -> MaterializeResult:
+    """MTCNN over the batch's usable images; the faces table written, its numbers and data version."""
+    from ..core.faces import FaceDetector, detect_faces_in_files, write_faces
+    from ..core.models import resolve_device
+
+    batch = context.partition_key
+    run_settings = artsim.apply(settings)
+    started = time.perf_counter()
+    usable = usable_images(lake, batch)
+    paths = [Path(p) for p in usable["path"]]
+    detector = FaceDetector(
+        threshold=settings.face_threshold,
+        margin=settings.face_margin,
+        max_side=settings.face_max_side,
+        device=resolve_device(run_settings.device),
+    )
+    faces = detect_faces_in_files(paths, detector, progress=progress_logger(context, batch))
+    faces.insert(0, "uuid", usable["uuid"].to_numpy())
+    faces.insert(0, "objectid", usable["objectid"].to_numpy())
+    write_faces(faces, lake.faces_path(batch))
+    seconds = time.perf_counter() - started
+    with_faces = int((faces["face_count"] > 0).sum())
+    return MaterializeResult(
+        metadata={
+            "images": MetadataValue.int(len(faces)),
+            "images_with_faces": MetadataValue.int(with_faces),
+            "faces": MetadataValue.int(int(faces["face_count"].sum())),
+            "seconds": MetadataValue.float(round(seconds, 2)),
+            "images_per_s": MetadataValue.float(round(len(faces) / seconds, 2) if seconds else 0.0),
+            "parquet": lake_path(lake, lake.faces_path(batch)),
+        },
+        data_version=DataVersion(catalog.frame_fingerprint(faces, [c for c in faces.columns if c != "path"])),
+    )

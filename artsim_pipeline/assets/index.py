@@ -9,6 +9,7 @@ indexes with exactly those fusions and publishes fusions + indexes of every vari
 generation directory, then swaps the ``index/CURRENT`` pointer (:mod:`artsim_pipeline.core.index`).
 A failure or a kill anywhere before that swap leaves the served generation untouched. With fewer
 than 2 paintings nothing is fitted or published: the last good generation stays served.
+Each variant's bundle is built by the recipe shared with the benchmarks, :mod:`artsim_pipeline.core.index_recipe`.
 """
 
 import hashlib
@@ -31,17 +32,6 @@ from .versions import code_version
 #: Part of both assets' code versions: a lake written with the old layout (``index/fusion_*.npz``,
 #: ``index/<variant>/``) is rebuilt into a generation by the next run.
 INDEX_LAYOUT = "generations-1"
-_NOTHING = hashlib.sha256(b"").hexdigest()[:16]
-
-
-def _served_version(lake: DataLake) -> tuple[str | None, str]:
-    """(served generation or None, its content hash as a data version)."""
-    from ..core.generations import current_generation_id, read_generation_manifest
-
-    served = current_generation_id(lake)
-    if served is None:
-        return None, _NOTHING
-    return served, str(read_generation_manifest(lake, served)["content_hash"])[:16]
 
 
 def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -> list[AssetsDefinition]:
@@ -65,86 +55,7 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
         "paintings. Staged for faiss_index; search only sees it once faiss_index publishes it with the index.",
     )
     def pca_model(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
-        from ..core.collection import collection_digest
-        from ..core.fusion import fit_fusion, fusion_fingerprint
-        from ..core.incremental import holdout_residual
-        from ..core.generations import REQUIRED_VARIANT, stage_fusions
-
-        started = time.perf_counter()
-        run_settings = artsim.apply(settings)
-        collection = current_collection(settings, lake)
-        metadata: dict[str, object] = {}
-        counts = {variant: len(vectors) for variant, vectors in collection.items()}
-        for variant, n in counts.items():
-            metadata[f"{variant}_images"] = MetadataValue.int(n)
-        fit, fusions = _decide(context, run_settings, collection, heads=settings.epochs > 0)
-        if fit is not None and fit.mode == "full":
-            fusions = {}
-            for variant, vectors in collection.items():
-                if len(vectors) >= 2:
-                    fusions[variant] = fit_fusion(vectors.blocks, n_components=settings.pca_dim)
-            if REQUIRED_VARIANT in fusions:  # the drift baseline of later refreshes
-                baseline = holdout_residual(collection[REQUIRED_VARIANT].blocks, settings.pca_dim)
-                fit = replace(fit, fit_residual=round(baseline, 6))
-                metadata["heldout_residual"] = MetadataValue.float(round(baseline, 4))
-        for variant, fusion in fusions.items():
-            explained = float(fusion.explained_variance_ratio.sum()) if fusion.explained_variance_ratio is not None else 1.0
-            metadata[f"{variant}_input_dim"] = MetadataValue.int(fusion.n_features)
-            metadata[f"{variant}_output_dim"] = MetadataValue.int(fusion.output_dim)
-            metadata[f"{variant}_explained_variance"] = MetadataValue.float(round(explained, 4))
-        if fit is not None and REQUIRED_VARIANT in fusions:
-            metadata.update(_fit_metadata(fit))
-            stage = stage_fusions(lake, fusions, counts, fit=fit.to_json())
-            metadata["staged"] = stage
-            # the version is what faiss_index will index: the fusions and the vectors they apply to (not
-            # how the fit was decided), so re-running on the same input keeps it and a kept fit with new
-            # vectors changes it
-            content = {v: [fusion_fingerprint(f), collection_digest(collection[v])] for v, f in sorted(fusions.items())}
-            version = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
-        else:  # nothing to fit: stage nothing, so the served generation is left as it is
-            served, _ = _served_version(lake)
-            metadata["served_generation"] = served or "none"
-            context.log.warning(f"{counts.get(REQUIRED_VARIANT, 0)} painting(s) with vectors: no fusion fitted; "
-                                f"search keeps serving generation {served or '(none)'}")
-            version = _NOTHING
-        context.log.info(json.dumps({k: getattr(v, "value", v) for k, v in metadata.items()}))
-        return MaterializeResult(
-            metadata={
-                **metadata,
-                "models": ", ".join(settings.models),
-                "seconds": MetadataValue.float(round(time.perf_counter() - started, 2)),
-            },
-            data_version=DataVersion(version),
-        )
-
-    def _decide(context, run_settings: Settings, collection: dict, heads: bool):
-        """(fit record, fusions to stage): the served fusions when the refresh is incremental, else {}."""
-        from ..core.generations import REQUIRED_VARIANT
-        from ..core.incremental import FitRecord, decide_fit
-
-        full = collection.get(REQUIRED_VARIANT)
-        if full is None or len(full) < 2:
-            return None, {}
-        served = _served_generation(context, lake)
-        fusion = served.fusions.get(REQUIRED_VARIANT) if served is not None else None
-        if fusion is not None and fusion.projection is not None:
-            heads = True  # the served fit carries a learned head: a refit replaces it
-        fit, _ = decide_fit(
-            config=pca_config,
-            served_fit=FitRecord.from_json(served.manifest.get("fit")) if served is not None else None,
-            served_generation=served.id if served is not None else None,
-            served_fusion=fusion,
-            served_bundle=served.bundles.get(REQUIRED_VARIANT) if served is not None else None,
-            blocks=full.blocks, objectids=full.objectids,
-            refit_share=run_settings.refit_share, refit_drift=run_settings.refit_drift, head=heads,
-        )
-        if fit.mode == "incremental":
-            wanted = {variant for variant, vectors in collection.items() if len(vectors) >= 2}
-            if not wanted <= set(served.fusions):  # e.g. the first face crops: fit every variant afresh
-                return replace(fit, mode="full", reason="new_variant", fit_id=None, since_fit=0,
-                               fit_n=len(full)), {}
-            return fit, {variant: served.fusions[variant] for variant in wanted}
-        return fit, {}
+        return _pca_model(context, settings, artsim, lake, pca_config)
 
     heads = similarity_head_assets(settings, pca_model)
 
@@ -167,94 +78,223 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
         "served through `index/CURRENT`) once its recall@10 passes the check.",
     )
     def faiss_index(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
-        from ..core.fusion import transform, with_projection
-        from ..core.generations import REQUIRED_VARIANT, current_generation_id, load_staged_fusions, publish_generation
-        from ..core.incremental import FitRecord, update_index
-        from ..core.index import build_index
-        from ..core.explain import explain_bundle
-        from ..core.rerank import augment_bundle
-
-        collection = current_collection(settings, lake)
-        staged = load_staged_fusions(lake)
-        fit = FitRecord.from_json(staged.manifest.get("fit")) if staged is not None else None
-        served = None
-        if fit is not None and fit.mode == "incremental":
-            if fit.base_generation == current_generation_id(lake):
-                served = _served_generation(context, lake)
-            else:  # another generation was published since pca_model decided: index afresh with the staged fit
-                context.log.warning(f"the served generation is no longer {fit.base_generation}: the index is "
-                                    "rebuilt with the staged fusion instead of updated")
-        metadata: dict[str, object] = {}
-        parts = {}
-        for variant, vectors in collection.items():
-            fusion = staged.fusions.get(variant) if staged is not None else None
-            if fusion is not None and heads and variant == REQUIRED_VARIANT:
-                fusion = with_projection(fusion, staged_head(lake, staged.stage).weight)
-            if fusion is None or len(vectors) < 2:
-                metadata[f"{variant}_size"] = MetadataValue.int(0)
-                continue
-            fused = transform(fusion, vectors.blocks)
-            base = served.bundles.get(variant) if served is not None else None
-            if base is not None and base.index.d == fusion.output_dim:
-                bundle, delta = update_index(base, fused, vectors.objectids)
-                metadata[f"{variant}_update"] = f"+{delta.n_new} new, {delta.n_changed} changed, -{delta.removed} gone"
-            else:
-                bundle = build_index(fused, vectors.objectids)
-            # the re-ranking's augmented vectors, computed once here and stored with the index (core/rerank.py)
-            bundle = augment_bundle(bundle, fused, vectors.objectids, settings.rerank_options)
-            metadata[f"{variant}_augmentation_s"] = bundle.info["augmentation"]["seconds"]
-            # what explains each match (per backbone and tap depth; core/explain.py), stored with the index too
-            bundle = explain_bundle(bundle, fusion.model_names, vectors.blocks, vectors.objectids, fused)
-            metadata[f"{variant}_explanation_s"] = bundle.info["explanation"]["seconds"]
-            parts[variant] = (fusion, bundle)
-            for key in ("index_type", "nlist", "nprobe", "recall_at_10"):
-                if key in bundle.info:
-                    value = bundle.info[key]
-                    metadata[f"{variant}_{key}"] = (MetadataValue.float(round(value, 4)) if isinstance(value, float)
-                                                    else value)
-            metadata[f"{variant}_size"] = MetadataValue.int(len(vectors))
-
-        min_recall = artsim.apply(settings).min_recall
-        recall = float(parts[REQUIRED_VARIANT][1].info.get("recall_at_10", 1.0)) if REQUIRED_VARIANT in parts else None
-        if recall is not None:
-            metadata["recall_at_10"] = MetadataValue.float(round(recall, 4))
-        if recall is not None and recall < min_recall:  # not published: the served generation stays
-            version = _keep_served(context, lake, metadata, f"recall@10 {recall:.3f} < ARTSIM_MIN_RECALL="
-                                   f"{min_recall:g}: not published", error=True)
-        elif REQUIRED_VARIANT in parts:
-            extra: dict[str, object] = {"staged_fusion": staged.stage}
-            if fit is not None:
-                if fit.mode == "full":
-                    fit = replace(fit, fit_id=staged.stage)
-                extra["fit"] = fit.to_json()
-                metadata.update(_fit_metadata(fit))
-            # identification: the collection's own simulated photos give the threshold (core/identify.py); an
-            # incremental refresh keeps the fit and with it the served calibration (minutes of photos saved)
-            kept = _kept_calibration(lake, fit.base_generation) if served is not None else None
-            files, facts = kept or _identify_calibration(context, settings, lake, *parts[REQUIRED_VARIANT])
-            metadata.update(facts)
-            result = publish_generation(lake, parts, extra=extra, files=files)
-            metadata["generation"] = result.generation
-            metadata["previous_generation"] = result.previous or "none"
-            metadata["swapped"] = result.swapped
-            version = result.content_hash[:16]
-        elif len(collection.get(REQUIRED_VARIANT, ())) >= 2:
-            raise RuntimeError(
-                f"no staged {REQUIRED_VARIANT} fusion in {lake.staging_dir} for {len(collection[REQUIRED_VARIANT])} "
-                "paintings; materialize pca_model first (search keeps serving the current generation)"
-            )
-        else:  # fewer than 2 paintings: keep serving the last good generation
-            version = _keep_served(context, lake, metadata, "fewer than 2 paintings with vectors: no index built")
-        published = recall is not None and recall >= min_recall
-        return MaterializeResult(metadata=metadata, data_version=DataVersion(version),
-                                 check_results=[checks.recall_result(recall, min_recall, published)])
+        return _faiss_index(context, settings, artsim, lake, heads=bool(heads))
 
     return [pca_model, *heads, faiss_index]
 
 
+# ---------------------------------------------------------------- pca_model
+
+def _pca_model(context, settings: Settings, artsim: ArtsimRuntimeResource, lake: DataLake,
+               pca_config: str) -> MaterializeResult:
+    """Decide the fit (kept or refitted), fit when refitting, stage the fusions for ``faiss_index``."""
+    from ..core.generations import REQUIRED_VARIANT
+    from ..core.index_recipe import NOTHING, served_version
+
+    started = time.perf_counter()
+    run_settings = artsim.apply(settings)
+    collection = current_collection(settings, lake)
+    metadata: dict[str, object] = {}
+    counts = {variant: len(vectors) for variant, vectors in collection.items()}
+    for variant, n in counts.items():
+        metadata[f"{variant}_images"] = MetadataValue.int(n)
+    fit, fusions = _decide(context, lake, pca_config, run_settings, collection, heads=settings.epochs > 0)
+    if fit is not None and fit.mode == "full":
+        fit, fusions = _fit_full(settings, collection, fit, metadata)
+    for variant, fusion in fusions.items():
+        explained = float(fusion.explained_variance_ratio.sum()) if fusion.explained_variance_ratio is not None else 1.0
+        metadata[f"{variant}_input_dim"] = MetadataValue.int(fusion.n_features)
+        metadata[f"{variant}_output_dim"] = MetadataValue.int(fusion.output_dim)
+        metadata[f"{variant}_explained_variance"] = MetadataValue.float(round(explained, 4))
+    if fit is not None and REQUIRED_VARIANT in fusions:
+        version = _stage(lake, fit, fusions, counts, collection, metadata)
+    else:  # nothing to fit: stage nothing, so the served generation is left as it is
+        served, _ = served_version(lake)
+        metadata["served_generation"] = served or "none"
+        context.log.warning(f"{counts.get(REQUIRED_VARIANT, 0)} painting(s) with vectors: no fusion fitted; "
+                            f"search keeps serving generation {served or '(none)'}")
+        version = NOTHING
+    context.log.info(json.dumps({k: getattr(v, "value", v) for k, v in metadata.items()}))
+    return MaterializeResult(
+        metadata={
+            **metadata,
+            "models": ", ".join(settings.models),
+            "seconds": MetadataValue.float(round(time.perf_counter() - started, 2)),
+        },
+        data_version=DataVersion(version),
+    )
+
+
+def _decide(context, lake: DataLake, pca_config: str, run_settings: Settings, collection: dict, heads: bool):
+    """(fit record, fusions to stage): the served fusions when the refresh is incremental, else {}."""
+    from ..core.generations import REQUIRED_VARIANT
+    from ..core.incremental import FitRecord, decide_fit
+
+    full = collection.get(REQUIRED_VARIANT)
+    if full is None or len(full) < 2:
+        return None, {}
+    served = _served_generation(context, lake)
+    fusion = served.fusions.get(REQUIRED_VARIANT) if served is not None else None
+    if fusion is not None and fusion.projection is not None:
+        heads = True  # the served fit carries a learned head: a refit replaces it
+    fit, _ = decide_fit(
+        config=pca_config,
+        served_fit=FitRecord.from_json(served.manifest.get("fit")) if served is not None else None,
+        served_generation=served.id if served is not None else None,
+        served_fusion=fusion,
+        served_bundle=served.bundles.get(REQUIRED_VARIANT) if served is not None else None,
+        blocks=full.blocks, objectids=full.objectids,
+        refit_share=run_settings.refit_share, refit_drift=run_settings.refit_drift, head=heads,
+    )
+    if fit.mode == "incremental":
+        wanted = {variant for variant, vectors in collection.items() if len(vectors) >= 2}
+        if not wanted <= set(served.fusions):  # e.g. the first face crops: fit every variant afresh
+            return replace(fit, mode="full", reason="new_variant", fit_id=None, since_fit=0,
+                           fit_n=len(full)), {}
+        return fit, {variant: served.fusions[variant] for variant in wanted}
+    return fit, {}
+
+
+def _fit_full(settings: Settings, collection: dict, fit, metadata: dict) -> tuple[object, dict]:
+    """(fit with its held-out residual, {variant: fusion}): every variant with 2+ paintings fitted afresh."""
+    from ..core.fusion import fit_fusion
+    from ..core.generations import REQUIRED_VARIANT
+    from ..core.incremental import holdout_residual
+
+    fusions = {}
+    for variant, vectors in collection.items():
+        if len(vectors) >= 2:
+            fusions[variant] = fit_fusion(vectors.blocks, n_components=settings.pca_dim)
+    if REQUIRED_VARIANT in fusions:  # the drift baseline of later refreshes
+        baseline = holdout_residual(collection[REQUIRED_VARIANT].blocks, settings.pca_dim)
+        fit = replace(fit, fit_residual=round(baseline, 6))
+        metadata["heldout_residual"] = MetadataValue.float(round(baseline, 4))
+    return fit, fusions
+
+
+def _stage(lake: DataLake, fit, fusions: dict, counts: dict, collection: dict, metadata: dict) -> str:
+    """Stage ``fusions`` for ``faiss_index`` (named in ``metadata``); the data version of what it will index."""
+    from ..core.collection import collection_digest
+    from ..core.fusion import fusion_fingerprint
+    from ..core.generations import stage_fusions
+
+    metadata.update(_fit_metadata(fit))
+    stage = stage_fusions(lake, fusions, counts, fit=fit.to_json())
+    metadata["staged"] = stage
+    # the version is what faiss_index will index: the fusions and the vectors they apply to (not
+    # how the fit was decided), so re-running on the same input keeps it and a kept fit with new
+    # vectors changes it
+    content = {v: [fusion_fingerprint(f), collection_digest(collection[v])] for v, f in sorted(fusions.items())}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- faiss_index
+
+def _faiss_index(context, settings: Settings, artsim: ArtsimRuntimeResource, lake: DataLake,
+                 heads: bool) -> MaterializeResult:
+    """Index every variant with the staged fusions; publish them as one generation when recall@10 passes."""
+    from ..core.generations import REQUIRED_VARIANT, current_generation_id, load_staged_fusions
+    from ..core.incremental import FitRecord
+
+    collection = current_collection(settings, lake)
+    staged = load_staged_fusions(lake)
+    fit = FitRecord.from_json(staged.manifest.get("fit")) if staged is not None else None
+    served = None
+    if fit is not None and fit.mode == "incremental":
+        if fit.base_generation == current_generation_id(lake):
+            served = _served_generation(context, lake)
+        else:  # another generation was published since pca_model decided: index afresh with the staged fit
+            context.log.warning(f"the served generation is no longer {fit.base_generation}: the index is "
+                                "rebuilt with the staged fusion instead of updated")
+    metadata: dict[str, object] = {}
+    parts = _index_variants(settings, lake, collection, staged, served, heads, metadata)
+
+    min_recall = artsim.apply(settings).min_recall
+    recall = float(parts[REQUIRED_VARIANT][1].info.get("recall_at_10", 1.0)) if REQUIRED_VARIANT in parts else None
+    if recall is not None:
+        metadata["recall_at_10"] = MetadataValue.float(round(recall, 4))
+    if recall is not None and recall < min_recall:  # not published: the served generation stays
+        version = _keep_served(context, lake, metadata, f"recall@10 {recall:.3f} < ARTSIM_MIN_RECALL="
+                               f"{min_recall:g}: not published", error=True)
+    elif REQUIRED_VARIANT in parts:
+        version = _publish(context, settings, lake, parts, staged, fit, served, metadata)
+    elif len(collection.get(REQUIRED_VARIANT, ())) >= 2:
+        raise RuntimeError(
+            f"no staged {REQUIRED_VARIANT} fusion in {lake.staging_dir} for {len(collection[REQUIRED_VARIANT])} "
+            "paintings; materialize pca_model first (search keeps serving the current generation)"
+        )
+    else:  # fewer than 2 paintings: keep serving the last good generation
+        version = _keep_served(context, lake, metadata, "fewer than 2 paintings with vectors: no index built")
+    published = recall is not None and recall >= min_recall
+    return MaterializeResult(metadata=metadata, data_version=DataVersion(version),
+                             check_results=[checks.recall_result(recall, min_recall, published)])
+
+
+def _index_variants(settings: Settings, lake: DataLake, collection: dict, staged, served, heads: bool,
+                    metadata: dict) -> dict:
+    """``{variant: (fusion, bundle)}``: each variant with a staged fusion and 2+ paintings indexed (the served
+    bundle updated when there is one of the same width), its numbers added to ``metadata``."""
+    from ..core.fusion import transform, with_projection
+    from ..core.generations import REQUIRED_VARIANT
+    from ..core.index_recipe import build_index_bundle
+
+    parts = {}
+    for variant, vectors in collection.items():
+        fusion = staged.fusions.get(variant) if staged is not None else None
+        if fusion is not None and heads and variant == REQUIRED_VARIANT:
+            fusion = with_projection(fusion, staged_head(lake, staged.stage).weight)
+        if fusion is None or len(vectors) < 2:
+            metadata[f"{variant}_size"] = MetadataValue.int(0)
+            continue
+        fused = transform(fusion, vectors.blocks)
+        base = served.bundles.get(variant) if served is not None else None
+        if base is not None and base.index.d != fusion.output_dim:
+            base = None  # another width: built afresh
+        # with the re-ranking's augmented vectors and what explains each match, stored with the index
+        bundle, delta = build_index_bundle(fused, vectors.objectids, fusion.model_names, vectors.blocks,
+                                           settings.rerank_options, base=base)
+        if delta is not None:
+            metadata[f"{variant}_update"] = f"+{delta.n_new} new, {delta.n_changed} changed, -{delta.removed} gone"
+        metadata[f"{variant}_augmentation_s"] = bundle.info["augmentation"]["seconds"]
+        metadata[f"{variant}_explanation_s"] = bundle.info["explanation"]["seconds"]
+        parts[variant] = (fusion, bundle)
+        for key in ("index_type", "nlist", "nprobe", "recall_at_10"):
+            if key in bundle.info:
+                value = bundle.info[key]
+                metadata[f"{variant}_{key}"] = (MetadataValue.float(round(value, 4)) if isinstance(value, float)
+                                                else value)
+        metadata[f"{variant}_size"] = MetadataValue.int(len(vectors))
+    return parts
+
+
+def _publish(context, settings: Settings, lake: DataLake, parts: dict, staged, fit, served, metadata: dict) -> str:
+    """Publish ``parts`` (with the fit record and the identification calibration) as the served generation;
+    its data version."""
+    from ..core.generations import REQUIRED_VARIANT, publish_generation
+
+    extra: dict[str, object] = {"staged_fusion": staged.stage}
+    if fit is not None:
+        if fit.mode == "full":
+            fit = replace(fit, fit_id=staged.stage)
+        extra["fit"] = fit.to_json()
+        metadata.update(_fit_metadata(fit))
+    # identification: the collection's own simulated photos give the threshold (core/identify.py); an
+    # incremental refresh keeps the fit and with it the served calibration (minutes of photos saved)
+    kept = _kept_calibration(lake, fit.base_generation) if served is not None else None
+    files, facts = kept or _identify_calibration(context, settings, lake, *parts[REQUIRED_VARIANT])
+    metadata.update(facts)
+    result = publish_generation(lake, parts, extra=extra, files=files)
+    metadata["generation"] = result.generation
+    metadata["previous_generation"] = result.previous or "none"
+    metadata["swapped"] = result.swapped
+    return result.content_hash[:16]
+
+
 def _keep_served(context, lake: DataLake, metadata: dict, why: str, error: bool = False) -> str:
     """Publish nothing: the served generation stays (named in ``metadata`` and the log); its data version."""
-    served_id, version = _served_version(lake)
+    from ..core.index_recipe import served_version
+
+    served_id, version = served_version(lake)
     metadata["generation"] = served_id or "none"
     metadata["swapped"] = False
     (context.log.error if error else context.log.warning)(
@@ -264,15 +304,10 @@ def _keep_served(context, lake: DataLake, metadata: dict, why: str, error: bool 
 
 def _served_generation(context, lake: DataLake):
     """The served generation, or None (none yet, or unreadable: then the next fit is a full one)."""
-    from ..core.generations import NoGenerationError, load_generation
+    from ..core.index_recipe import load_served_generation
 
-    try:
-        return load_generation(lake)
-    except NoGenerationError:
-        return None
-    except (OSError, ValueError, KeyError) as exc:
-        context.log.warning(f"the served index generation cannot be read ({exc}); fitting afresh")
-        return None
+    return load_served_generation(lake, unreadable=lambda exc: context.log.warning(
+        f"the served index generation cannot be read ({exc}); fitting afresh"))
 
 
 def _kept_calibration(lake: DataLake, generation: str) -> tuple[dict, dict] | None:

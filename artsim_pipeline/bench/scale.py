@@ -18,10 +18,11 @@ Steps, each in its own process (seconds of the call alone; peak RSS of that proc
 ``/proc/self/status`` read when the step is done, with the RSS after its imports beside it):
 
 * ``pca_model``: :func:`~artsim_pipeline.core.fusion.fit_fusion` (512 components) + ``transform``;
-* ``faiss_index``: :func:`~artsim_pipeline.core.index.build_index` on the fused vectors (IVF
-  training, adding, nprobe tuning; the tuning is also timed alone, in ``details``) and the re-ranking's
-  augmented vectors (:func:`~artsim_pipeline.core.rerank.augment_bundle`) and the explanations' per-block
-  projections (:func:`~artsim_pipeline.core.explain.explain_bundle`), each also timed alone in ``details``;
+* ``faiss_index``: :func:`~artsim_pipeline.core.index_recipe.build_index_bundle`, the asset's recipe, on the
+  fused vectors: :func:`~artsim_pipeline.core.index.build_index` (IVF training, adding, nprobe tuning; the
+  tuning is also timed alone, in ``details``), the re-ranking's augmented vectors
+  (:func:`~artsim_pipeline.core.rerank.augment_bundle`) and the explanations' per-block projections
+  (:func:`~artsim_pipeline.core.explain.explain_bundle`), each also timed alone in ``details``;
 * ``collection_map``: :func:`~artsim_pipeline.core.layout.compute_layout` (seed 0);
 * ``eval_report``: :func:`~artsim_pipeline.core.evaluation.evaluate_collection` with
   ``study=False``, the index check and the default re-ranking, as the asset runs it.
@@ -182,19 +183,16 @@ def run_step(step: str, root: Path, models: Sequence[str]) -> dict[str, Any]:
                    "explained_variance": round(float(np.sum(fusion.explained_variance_ratio)), 4)}
     elif step == "faiss_index":
         from ..config import Settings
-        from ..core.index import build_index, save_index
+        from ..core.index import save_index
+        from ..core.index_recipe import build_index_bundle
         from ..core.recall import tune_nprobe
-        from ..core.explain import explain_bundle
         from ..core.fusion import load_fusion
-        from ..core.rerank import augment_bundle
 
         vectors, ids = np.load(root / "fused.npy"), np.load(root / "objectids.npy")
         blocks, names = _blocks(root), load_fusion(root / "fusion.npz").model_names
         rss = _rss_mb()
         started = time.perf_counter()
-        bundle = build_index(vectors, ids)
-        bundle = augment_bundle(bundle, vectors, ids, Settings().rerank_options)
-        bundle = explain_bundle(bundle, names, blocks, ids, vectors)
+        bundle, _ = build_index_bundle(vectors, ids, names, blocks, Settings().rerank_options)
         seconds = time.perf_counter() - started
         info = bundle.info
         details = {key: info.get(key) for key in ("index_type", "nlist", "nprobe", "recall_at_10")}
@@ -217,16 +215,16 @@ def run_step(step: str, root: Path, models: Sequence[str]) -> dict[str, Any]:
     elif step == "eval_report":
         import pandas as pd
 
-        from ..assets.evaluation import _index_searcher
         from ..config import Settings
         from ..core.evaluation import VariantInput, evaluate_collection
         from ..core.fusion import load_fusion
         from ..core.index import load_index
+        from ..core.index_recipe import index_searcher
 
         ids = np.load(root / "objectids.npy")
         catalog = pd.read_parquet(root / "catalog.parquet")
         full = VariantInput(ids, catalog["uuid"].to_numpy(), _blocks(root), load_fusion(root / "fusion.npz"))
-        searcher = _index_searcher(load_index(root / "index"))
+        searcher = index_searcher(load_index(root / "index"))
         rss = _rss_mb()
         started, cpu = time.perf_counter(), time.process_time()  # CPU seconds: what the load does not inflate
         result = evaluate_collection(full, catalog, lambda uuid: root / "images" / f"{uuid}.jpg", models=models,
