@@ -19,6 +19,7 @@ from ..automation import COLLECTION, REFRESH_TAG, STUDY, STUDY_CRON
 from ..config import Settings
 from ..core.lake import lake_for
 from ..core.lake_reads import catalog_paintings
+from ..core.index_recipe import index_searcher
 from . import checks
 from .common import OWNERS, current_collection, lake_path, progress_logger
 from .versions import code_version
@@ -33,24 +34,6 @@ HEADLINE_FLOATS = ("precision_at_k", "recall_at_k", "map_at_k", "map", "random_p
 LEARNED_FLOATS = {"precision_at_5_pca": "heldout_precision_at_5_pca",
                   "precision_at_5_learned": "heldout_precision_at_5_learned",
                   "map_pca": "heldout_map_pca", "map_learned": "heldout_map_learned"}
-
-
-def _index_searcher(bundle):
-    """``(vectors, objectids, k) -> [N, k] objectids`` from the served FAISS index (self left out), or None."""
-    from ..core.index import search
-
-    if bundle is None:
-        return None
-
-    def top_ids(vectors: np.ndarray, objectids: np.ndarray, k: int) -> np.ndarray:
-        _, found = search(bundle, vectors, k + 1)
-        out = np.full((len(objectids), k), -1, dtype=np.int64)
-        for i, (own, row) in enumerate(zip(objectids, found)):
-            others = [int(o) for o in row if o >= 0 and o != own][:k]
-            out[i, : len(others)] = others
-        return out
-
-    return top_ids
 
 
 def _served_generation(lake, models):
@@ -90,7 +73,7 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
         models=settings.models,
         weights_setting=settings.weights,
         pca_dim=settings.pca_dim,
-        index_check=_index_searcher(served.bundles.get("full") if served is not None else None),
+        index_check=index_searcher(served.bundles.get("full") if served is not None else None),
         taps=settings.taps,
         epochs=settings.epochs,
         settings={key: values[key] for key in REPORTED_SETTINGS},

@@ -85,7 +85,7 @@ from .search_resources import (CATALOG_COLUMNS, blas_controller, catalog_databas
                                load_checked_models, load_variants, one_blas_thread)
 from .search_results import (IMAGE_MATCH_BASIS, SearchResponse, SearchResult, cell_text, hybrid_match_basis,
                              make_result)
-from .lake import DataLake, lake_at
+from .lake import DataLake, lake_for
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -175,7 +175,7 @@ class SearchEngine:
         )
         kwargs.update(overrides)
         requested = tuple(settings.models)
-        engine = cls(lake_at(settings.data_lake, settings.work_dir), requested if models_explicit else None, settings.weights,
+        engine = cls(lake_for(settings), requested if models_explicit else None, settings.weights,
                      settings.device, **kwargs)
         if not models_explicit and set(requested) != set(engine.model_names):
             engine.notes.append(f"using the index's models {','.join(engine.model_names)} "

@@ -53,7 +53,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
-from ..core.lake import DataLake, lake_at
+from ..core.lake import DataLake, lake_for
 from . import pages
 from .gate import QueryGate
 from .head import HeadAsGet
@@ -199,7 +199,7 @@ def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_uploa
     """Run the server until interrupted (``artsim serve``)."""
     import uvicorn
 
-    lake = lake_at(settings.data_lake, settings.work_dir)
+    lake = lake_for(settings)
 
     def factory() -> SearchEngine:
         # the models load in the background (EngineHolder): the port opens with the index and catalog loaded
