@@ -41,6 +41,10 @@ POLL_S = 2.0
 WRITER_WAIT_S = 30 * 60
 
 
+def _bound(wait_s: float) -> str:
+    return f"{wait_s:g} s" if wait_s < 60 else f"{wait_s / 60:g} min"
+
+
 class WriterBusy(RuntimeError):
     """Another writer still materializes a stage after the wait: one line naming it and what to do."""
 
@@ -65,9 +69,13 @@ def overlapping_runs(instance: DagsterInstance, keys: list[AssetKey], partition:
                      job_assets: Callable[[str], set[AssetKey] | None], updated_since: float | None = None
                      ) -> list[DagsterRun]:
     """Other writers' runs that target ``keys`` (and ``partition``): those in progress, or with
-    ``updated_since`` (a timestamp) those of any status recorded since then."""
-    runs_filter = (RunsFilter(statuses=IN_PROGRESS) if updated_since is None else
-                   RunsFilter(updated_after=datetime.fromtimestamp(updated_since, timezone.utc)))
+    ``updated_since`` (a timestamp) those of any status recorded since then (of a batch: those tagged with it,
+    so that this runner's own runs of other batches are not read again for each batch)."""
+    if updated_since is None:
+        runs_filter = RunsFilter(statuses=IN_PROGRESS)
+    else:
+        runs_filter = RunsFilter(updated_after=datetime.fromtimestamp(updated_since, timezone.utc),
+                                 tags={PARTITION_TAG: partition} if partition else None)
     return [run for run in instance.get_runs(runs_filter)
             if run.tags.get(LAUNCHED_BY_TAG) != own_tag and _targets(run, set(keys), partition, job_assets)]
 
@@ -123,11 +131,11 @@ def wait_for_writers(instance: DagsterInstance, lock: StageLock | None, keys: li
     if lock is not None and not lock.try_acquire():
         waited = True
         echo(f"{what}: waiting for another `artsim run` ({lock.holder()}) materializing it, "
-             f"up to {wait_s / 60:g} min")
+             f"up to {_bound(wait_s)}")
         while not lock.try_acquire():
             if time.monotonic() >= deadline:
                 raise WriterBusy(f"another `artsim run` ({lock.holder()}) still materializes {what} after "
-                                 f"{wait_s / 60:g} min; not computing it twice: run `artsim run` again once it ends")
+                                 f"{_bound(wait_s)}; not computing it twice: run `artsim run` again once it ends")
             time.sleep(POLL_S)
     announced: set[str] = set()
     try:
@@ -140,11 +148,11 @@ def wait_for_writers(instance: DagsterInstance, lock: StageLock | None, keys: li
                 if run.run_id not in announced:
                     announced.add(run.run_id)
                     echo(f"{what}: waiting for {describe_run(run)}, which materializes it too, "
-                         f"up to {wait_s / 60:g} min")
+                         f"up to {_bound(wait_s)}")
             waited = True
             if time.monotonic() >= deadline:
                 raise WriterBusy(f"{', '.join(describe_run(r) for r in runs)} still materializes {what} after "
-                                 f"{wait_s / 60:g} min; not computing it twice: run `artsim run` again once it "
+                                 f"{_bound(wait_s)}; not computing it twice: run `artsim run` again once it "
                                  "ends (the Dagster UI's Runs page shows it)")
             time.sleep(POLL_S)
     except BaseException:

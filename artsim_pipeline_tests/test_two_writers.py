@@ -13,10 +13,14 @@ from dagster import AssetKey, DagsterInstance, DagsterRunStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
 from artsim_pipeline.automation import AUTOMATION_RUN_TAGS
+from artsim_pipeline.config import Settings
+from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.instance import ensure_instance_config
 from artsim_pipeline.partitions import IMAGE_BATCHES
+from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline.writers import LAUNCHED_BY_TAG, StageLock, WriterBusy, overlapping_runs, wait_for_writers
 from artsim_pipeline_tests.dagster_processes import seven_painting_env
+from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
 from artsim_pipeline_tests.support import ARTSIM, materializations
 
 EMBEDDINGS = AssetKey("embeddings_mobilenet_v2")
@@ -62,7 +66,7 @@ def test_a_wait_outlasted_by_the_automations_run_stops_with_one_line_naming_it(t
         assert "run a1b2c3d4 (artsim_automation, STARTED) still materializes batch-00002" in str(busy.value)
         assert "\n" not in str(busy.value)
         assert lines == ["batch-00002: waiting for run a1b2c3d4 (artsim_automation, STARTED), which materializes "
-                         "it too, up to 0.005 min"]
+                         "it too, up to 0.3 s"]
         assert lock.try_acquire(), "the stage's lock is released when the wait gives up"
         lock.release()
         # once the automation's run has ended, the stage is free at once
@@ -86,6 +90,26 @@ def test_a_stage_locked_by_another_writer_is_waited_for_then_taken(tmp_path):
         assert wait_for_writers(instance, waiter, [AssetKey("pca_model")], None, own_tag="here:1",
                                 job_assets=no_job_assets, what="the collection", wait_s=5, echo=lines.append) is False
         waiter.release()
+
+
+def test_artsim_run_waits_for_the_automations_run_of_a_batch_and_stops_when_it_outlasts_the_wait(tmp_path, instance):
+    """The runner (``artsim run``'s main job) consults the automation's in-progress runs before each batch."""
+    mirror = write_mirror(tmp_path / "mirror", [Painting(i, width=96, height=80) for i in range(1, 5)])  # 2 batches
+    settings = Settings(nga_source=str(mirror), data_lake=tmp_path / "lake", limit=0, min_side=64, batch_size=3,
+                        models=("mobilenet_v2",), weights="random", device="cpu", pca_dim=4)
+    blocking = automation_run(instance, "feedbeef-automation", "batch-00001")
+    lines: list[str] = []
+    runner = PipelineRunner(build_definitions(settings), settings, instance, echo=lines.append, wait_s=0.5)
+    with pytest.raises(WriterBusy, match=r"run feedbeef \(artsim_automation, STARTED\) still materializes batch-00001"):
+        runner.run()
+    assert "batch-00001: waiting for run feedbeef (artsim_automation, STARTED), which materializes it too, " \
+           "up to 0.5 s" in lines
+    assert [record.partition_key for record in materializations(instance, EMBEDDINGS.path[0])] == ["batch-00000"]
+
+    instance.report_run_failed(blocking)  # it ended without materializing: the next `artsim run` computes the batch
+    report = PipelineRunner(build_definitions(settings), settings, instance, echo=lines.append, wait_s=0.5).run()
+    assert report.partitions_run(EMBEDDINGS.path[0]) == ["batch-00001"]
+    assert "pca_model" in report.assets_run()
 
 
 def _start(tmp_path, env: dict, name: str) -> tuple[subprocess.Popen, object]:
