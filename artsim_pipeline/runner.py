@@ -276,7 +276,8 @@ class PipelineRunner:
         if orphans:
             self.echo(f"marked {len(orphans)} run(s) of an interrupted `artsim run` as failed")
         self._execute("artsim_observe_nga", [AssetKey("nga_opendata")])
-        self._wait_for_writers("artsim_catalog")[0].release()  # the lake check reads what another writer's catalog writes
+        # the lake check reads what the catalog stage writes: first let another writer's catalog run end
+        self._wait_for_writers("artsim_catalog")[0].release()
         damaged = self._damaged()
         planned_at = time.time()
         also = {**blocking_checks_failed(self.instance, self.graph, self.catalog_keys), **damaged.get(None, {})}
