@@ -32,7 +32,13 @@ What Dagster lacks, and is therefore written here (each with the reason):
   Dagster's records for ever, and the automation conditions (``~in_progress``) would never request
   that batch again. Every run is tagged with the host and pid of the ``artsim run`` that executes it;
   the next ``artsim run`` marks such runs of processes that no longer exist as failed
-  (:func:`fail_orphaned_runs`).
+  (:func:`fail_orphaned_runs`);
+* Dagster does not keep two writers (the automation's runs, another ``artsim run``) from computing the same
+  batch or collection twice: before each stage ``artsim run`` takes the stage's lock and waits for the other
+  writers' in-progress runs of the same assets (:mod:`artsim_pipeline.writers`, bounded by ``wait_s``). When
+  another writer ran them since the plan, the stage is planned again: Dagster's stale status afresh, and a
+  reason of artsim's own (damaged, a check to retry, batches changed) is dropped for an asset that another
+  writer's run, started after this runner's last write, materialized since.
 """
 
 from __future__ import annotations
@@ -42,11 +48,13 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from dagster import (
     AssetCheckKey,
     AssetKey,
+    AssetRecordsFilter,
     DagsterInstance,
     DagsterRunStatus,
     Definitions,
@@ -58,12 +66,12 @@ from .run_checks import CheckFailed, blocking_checks_failed, failed_checks
 from .run_health import process_exists
 from .dagster_stale import stale_status_resolver
 from .partitions import IMAGE_BATCHES
+from .writers import LAUNCHED_BY_TAG, WRITER_WAIT_S, StageLock, overlapping_runs, wait_for_writers
 
 # Dagster's console logger stays quiet; progress comes from artsim's own `logging` records and the
 # runner's echo lines, and a failure is reported once by the CLI.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 IMAGE_CACHE_CHECK = AssetCheckKey(AssetKey("image_cache"), "no_failed_images")
-LAUNCHED_BY_TAG = "artsim/launched_by"  # "<host>:<pid>" of the `artsim run` executing the run
 
 
 def launcher_tag() -> str:
@@ -133,11 +141,15 @@ class PipelineRunner:
         settings,
         instance: DagsterInstance,
         echo: Callable[[str], None] = print,
+        wait_s: float = WRITER_WAIT_S,
     ) -> None:
         self.defs = defs
         self.settings = settings
         self.instance = instance
         self.echo = echo
+        self.wait_s = wait_s  # how long a stage waits for another writer's runs of it (writers.py)
+        self._lock_dir = Path(instance.root_directory) / ".artsim-writers"
+        self._last_write = time.time()  # this runner's start, then the end of its latest run
         self.graph = defs.resolve_asset_graph()
         order = [key for level in self.graph.toposorted_asset_keys_by_level for key in sorted(level)]
         materializable = [key for key in order if self.graph.get(key).is_materializable]
@@ -203,13 +215,58 @@ class PipelineRunner:
         return list(chosen.items())
 
     def _run_stage(self, job: str, stale: list[tuple[AssetKey, str]], report: RunReport, label: str = "",
-                   partition: str | None = None) -> None:
-        described = ", ".join(f"{key.to_user_string()} ({reason})" for key, reason in stale)
-        self.echo(f"{label}{described}; materializing")
-        started = time.perf_counter()
-        self._execute(job, [key for key, _ in stale], partition)
-        report.ran.extend((key.to_user_string(), partition, reason) for key, reason in stale)
-        self.echo(f"{label}done in {time.perf_counter() - started:.1f}s")
+                   partition: str | None = None, also: dict[AssetKey, str] | None = None,
+                   planned_at: float | None = None) -> bool:
+        """Materialize ``stale`` (planned at time ``planned_at``, with artsim's own reasons ``also``) once no
+        other writer runs it; planned again when another writer ran it meanwhile. False when nothing was left."""
+        keys = self._stage_keys(job)
+        lock, waited = self._wait_for_writers(job, partition)
+        try:
+            if waited or (planned_at is not None and overlapping_runs(
+                    self.instance, keys, partition, launcher_tag(), self._job_assets, updated_since=planned_at)):
+                stale = self._stale(keys, partition, also={
+                    key: reason for key, reason in (also or {}).items() if not self._written_by_other(key, partition)})
+                if not stale:
+                    self.echo(f"{label}another writer materialized it meanwhile; nothing left to run")
+                    return False
+            described = ", ".join(f"{key.to_user_string()} ({reason})" for key, reason in stale)
+            self.echo(f"{label}{described}; materializing")
+            started = time.perf_counter()
+            self._execute(job, [key for key, _ in stale], partition)
+            self._last_write = time.time()
+            report.ran.extend((key.to_user_string(), partition, reason) for key, reason in stale)
+            self.echo(f"{label}done in {time.perf_counter() - started:.1f}s")
+            return True
+        finally:
+            lock.release()
+
+    def _stage_keys(self, job: str) -> list[AssetKey]:
+        return {"artsim_catalog": self.catalog_keys, "artsim_batch": self.batch_keys}.get(job, self.collection_keys)
+
+    def _wait_for_writers(self, job: str, partition: str | None = None) -> tuple[StageLock, bool]:
+        """Take the stage's lock once no other writer runs it (:func:`~artsim_pipeline.writers.wait_for_writers`)."""
+        lock = StageLock(self._lock_dir, job if partition is None else f"{job}-{partition}")
+        waited = wait_for_writers(
+            self.instance, lock, self._stage_keys(job), partition, own_tag=launcher_tag(),
+            job_assets=self._job_assets, what=partition or f"the {job.removeprefix('artsim_')}", wait_s=self.wait_s,
+            echo=self.echo, on_poll=lambda: fail_orphaned_runs(self.instance))
+        return lock, waited
+
+    def _job_assets(self, job_name: str) -> set[AssetKey] | None:
+        """The assets of one of the code location's jobs (None for another job)."""
+        try:
+            return set(self.defs.resolve_job_def(job_name).asset_layer.executable_asset_keys)
+        except Exception:  # noqa: BLE001 - a job of another code location, or none
+            return None
+
+    def _written_by_other(self, key: AssetKey, partition: str | None) -> bool:
+        """True when ``key``'s latest materialization (of ``partition``) is another writer's, by a run that
+        started after this runner's last write (so it saw what this runner saw, and more)."""
+        records = self.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1).records
+        record = self.instance.get_run_record_by_id(records[0].run_id) if records else None
+        return (record is not None and record.dagster_run.tags.get(LAUNCHED_BY_TAG) != launcher_tag()
+                and (record.start_time or 0.0) >= self._last_write)
 
     def run(self) -> RunReport:
         """Observe the source, then materialize the missing or stale catalog, batches and collection."""
@@ -219,14 +276,16 @@ class PipelineRunner:
         if orphans:
             self.echo(f"marked {len(orphans)} run(s) of an interrupted `artsim run` as failed")
         self._execute("artsim_observe_nga", [AssetKey("nga_opendata")])
+        # the lake check reads what the catalog stage writes: first let another writer's catalog run end
+        self._wait_for_writers("artsim_catalog")[0].release()
         damaged = self._damaged()
-        stale = self._stale(self.catalog_keys, also={
-            **blocking_checks_failed(self.instance, self.graph, self.catalog_keys), **damaged.get(None, {})})
-        if stale:
-            self._run_stage("artsim_catalog", stale, report)
+        planned_at = time.time()
+        also = {**blocking_checks_failed(self.instance, self.graph, self.catalog_keys), **damaged.get(None, {})}
+        stale = self._stale(self.catalog_keys, also=also)
+        catalog_ran = bool(stale) and self._run_stage("artsim_catalog", stale, report, also=also, planned_at=planned_at)
         batches_ran = self._run_batches(report, damaged)
         if self._collection_inputs_exist(report):
-            self._run_collection(report, catalog_ran=bool(stale), batches_ran=batches_ran, damaged=damaged)
+            self._run_collection(report, catalog_ran=catalog_ran, batches_ran=batches_ran, damaged=damaged)
         report.seconds = time.perf_counter() - started
         if report.failed:  # the other batches and the collection are done: now say which batch failed, and why
             built = ("the collection was not rebuilt: " + report.collection_skipped if report.collection_skipped
@@ -258,10 +317,11 @@ class PipelineRunner:
         after_batches.update({k: v for k, v in damaged.get(None, {}).items() if k in self.collection_keys})
         for key, reason in blocking_checks_failed(self.instance, self.graph, self.collection_keys).items():
             after_batches.setdefault(key, reason)
+        planned_at = time.time()
         stale = self._stale(self.collection_keys, also=after_batches)
         if stale:
             try:
-                self._run_stage("artsim_collection", stale, report)
+                self._run_stage("artsim_collection", stale, report, also=after_batches, planned_at=planned_at)
             except Exception as exc:  # noqa: BLE001 - only a damaged input file is handled here
                 damaged_file = _damaged_file(exc)
                 if damaged_file is None:
@@ -274,9 +334,9 @@ class PipelineRunner:
                 if set_aside(damaged_file) is None:
                     raise
                 self._run_batches(report, self._damaged())
-                self._run_stage("artsim_collection", self._stale(self.collection_keys, also={
-                    key: "an input was rebuilt" for key in self.collection_keys if key not in self.study_keys}),
-                    report)
+                rebuilt = {key: "an input was rebuilt" for key in self.collection_keys if key not in self.study_keys}
+                self._run_stage("artsim_collection", self._stale(self.collection_keys, also=rebuilt), report,
+                                also=rebuilt)
 
     def plan(self) -> list[dict[str, str | None]]:
         """What ``artsim run`` would materialize now, without running anything (``artsim status``).
@@ -295,7 +355,7 @@ class PipelineRunner:
 
         add(self._stale(self.catalog_keys, resolver=resolver,
                         also=blocking_checks_failed(self.instance, self.graph, self.catalog_keys)))
-        for partition, stale in self._batch_plan(resolver):
+        for partition, stale, _ in self._batch_plan(resolver):
             add(stale, partition)
         add(self._stale(self.collection_keys, resolver=resolver,
                         also=blocking_checks_failed(self.instance, self.graph, self.collection_keys)))
@@ -335,9 +395,9 @@ class PipelineRunner:
         return found
 
     def _batch_plan(self, resolver, damaged: dict[str | None, dict[AssetKey, str]] | None = None
-                    ) -> list[tuple[str, list[tuple[AssetKey, str]]]]:
-        """(batch, what must run in it) for every batch with something to run: missing or stale, a failed
-        ``no_failed_images`` check (retried), or an artefact ``damaged`` reports."""
+                    ) -> list[tuple[str, list[tuple[AssetKey, str]], dict[AssetKey, str]]]:
+        """(batch, what must run in it, artsim's own reasons) for every batch with something to run: missing
+        or stale, a failed ``no_failed_images`` check (retried), or an artefact ``damaged`` reports."""
         damaged = damaged or {}
         partitions = sorted(self.instance.get_dynamic_partitions(IMAGE_BATCHES))
         if not self.batch_keys or not partitions:
@@ -349,17 +409,17 @@ class PipelineRunner:
             also.update(damaged.get(partition, {}))
             stale = self._stale(self.batch_keys, partition, resolver, also)
             if stale:
-                plan.append((partition, stale))
+                plan.append((partition, stale, also))
         return plan
 
     def _run_batches(self, report: RunReport, damaged: dict[str | None, dict[AssetKey, str]] | None = None) -> bool:
+        planned_at = time.time()
         plan = self._batch_plan(stale_status_resolver(self.instance, self.graph), damaged)
         ran = False
-        for number, (partition, stale) in enumerate(plan, start=1):
+        for number, (partition, stale, also) in enumerate(plan, start=1):
             label = f"[{number}/{len(plan)}] {partition}: "
             try:
-                self._run_stage("artsim_batch", stale, report, label, partition)
-                ran = True
+                ran = self._run_stage("artsim_batch", stale, report, label, partition, also, planned_at) or ran
             except CheckFailed as failed:  # one bad batch: reported at the end, the others and the collection go on
                 report.failed[partition] = str(failed)
                 self.echo(f"{label}{failed}")
