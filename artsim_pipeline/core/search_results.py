@@ -30,7 +30,8 @@ explanation  dict   what agreed (:mod:`~artsim_pipeline.core.explain`): ``backbo
 :class:`SearchResponse` is the list of them plus what the engine did (query, kind, variant, faces,
 filters, notes, per-stage timings), ``match_basis`` (how ``final`` is made, in words) and, for an image query,
 ``identified`` (``{objectid, title, attribution, confidence}`` or None) and ``identification`` (``{verdict:
-identified | not_in_collection, score, threshold, confidence, method, closest_objectid}``, or None when the
+identified | not_in_collection, basis: embedding | geometry | None, score, threshold, inliers, inlier_threshold,
+confidence, method, closest_objectid}``, or None when the
 served generation has no calibration; :mod:`~artsim_pipeline.core.identify`); :meth:`SearchResponse.as_dict` is the JSON the CLI and the web
 API print. :func:`format_results` is the CLI's aligned text table.
 """
@@ -218,8 +219,9 @@ def identification_lines(response: SearchResponse) -> list[str]:
         return []
     found = response.identified
     if verdict.get("verdict") == "identified" and found:
+        how = f"; {verdict['inliers']} keypoints match its image" if verdict.get("basis") == "geometry" else ""
         return [f"This is {found['title'] or 'Untitled'} — {found['attribution'] or 'unknown artist'} "
-                f"(objectid {found['objectid']}, confidence {found['confidence']:.0%})"]
+                f"(objectid {found['objectid']}, confidence {found['confidence']:.0%}{how})"]
     closest = next((r for r in response if r.objectid == verdict.get("closest_objectid")), None)
     closest = closest or (response[0] if len(response) else None)
     where = f"closest: {closest.title or 'Untitled'} — {closest.artist or 'unknown artist'}, objectid " \

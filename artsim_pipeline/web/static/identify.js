@@ -1,7 +1,7 @@
 // Identification on the search page: "This is <title> — <artist> (confidence 97%)" or "Not in the collection"
 // above the results of an image search, how the match is made, and the "near duplicate" label of a result.
 // Uses esc() from common.js; styles in identify.css. The API's fields: identified {objectid, title, attribution, confidence} | null,
-// identification {verdict, score, threshold, confidence, method} | null, match_basis, results[].near_duplicate.
+// identification {verdict, basis, score, threshold, inliers, inlier_threshold, confidence, method} | null, match_basis, results[].near_duplicate.
 "use strict";
 function confidenceText(x) { return Math.round(100 * Number(x)) + "%"; }
 
@@ -20,7 +20,10 @@ function identificationHtml(response) {
   } else if (response.kind === "image") {
     head = "Whether this photo shows a painting of the collection is not known: the index has no identification calibration.";
   }
-  const how = id ? `<span title="${esc(id.method)}">score ${Number(id.score).toFixed(3)}, identified from ${Number(id.threshold).toFixed(3)}</span>` : "";
+  const how = !id ? "" : id.basis === "geometry" ?
+    `<span title="${esc(id.method)}">${Number(id.inliers)} keypoints of the photo match the painting's image ` +
+    `(identified from ${Number(id.inlier_threshold)})</span>` :
+    `<span title="${esc(id.method)}">score ${Number(id.score).toFixed(3)}, identified from ${Number(id.threshold).toFixed(3)}</span>`;
   const basis = response.match_basis ? `How the match is made: ${esc(response.match_basis)}.` : "";
   if (!head && !basis) return "";
   return (head ? `<div class="verdict">${head}</div>` : "") +
