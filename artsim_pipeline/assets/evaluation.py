@@ -18,10 +18,10 @@ from dagster import (
 from ..automation import COLLECTION, REFRESH_TAG, STUDY, STUDY_CRON
 from ..config import Settings
 from ..core.lake import lake_for
-from ..core.lake_reads import catalog_paintings
+from ..core.lake_reads import catalog_paintings, current_collection
 from ..core.index_recipe import index_searcher
 from . import checks
-from .common import OWNERS, current_collection, lake_path, progress_logger
+from .common import OWNERS, lake_path, progress_logger
 from .versions import code_version
 
 CATALOG_COLUMNS = ["objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
@@ -58,7 +58,7 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
     from ..core.generations import REQUIRED_VARIANT
 
     name = STUDY_ASSET if study else "eval_report"
-    collection = current_collection(settings, lake, all_blocks=True)
+    collection = current_collection(lake, settings.models)  # every stored block: the tap-set ablations
     catalog = catalog_paintings(lake, columns=CATALOG_COLUMNS)
     served = _served_generation(lake, settings.models)  # resolved once: fusions and the checked index agree
     variants = {}
