@@ -177,6 +177,7 @@ def test_blank_path_setting_names_the_variable(variable):
     assert Settings.from_env({variable: ""}) == Settings()  # empty = unset
 
 
+@pytest.mark.slow  # a fresh interpreter: this session has Dagster loaded already
 def test_settings_import_dagster_only_to_check_a_cron_other_than_the_default():
     """What the module docstring promises: reading settings loads no Dagster; a non-default cron does (the
     control: the module list is read back)."""
