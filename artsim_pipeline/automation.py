@@ -26,10 +26,13 @@ daemon). The sensor targets the observable source too (``AssetSelection.all(incl
 with ``"*"`` Dagster leaves sources to a second, default sensor and ``nga_opendata`` is never observed.
 The source is also observed when its setting (``ARTSIM_NGA_SOURCE``, part of its code version)
 changes. ``artsim run`` does the same work in process, from the same truth (Dagster's stale/missing
-status; see :mod:`artsim_pipeline.runner`).
+status; see :mod:`artsim_pipeline.runner`): what a condition asks beyond "missing or stale" is stated
+once, next to it, as a :class:`RerunRule` the runner reads (:func:`rerun_rule`).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from dagster import (
     AssetSelection,
@@ -109,8 +112,8 @@ COLLECTION = ((AC.eager() & _CHECKS_PASSED)
 
 #: When the automation re-runs ``eval_study`` even without a code change (UTC; Sundays 05:00).
 STUDY_CRON = "0 5 * * 0"
-#: Tag of assets that a refresh does not re-run (``eval_study``): ``artsim run`` runs them when missing or when
-#: Dagster's stale cause is code (theirs or upstream), the automation when missing, on new code or at their cron.
+#: Tag of assets that a refresh does not re-run (``eval_study``, the asset pages show it): the automation runs them
+#: when missing, on new code or at their cron (:data:`STUDY`), ``artsim run`` as :data:`STUDY_RERUN` says.
 REFRESH_TAG = "artsim/refresh"
 
 STUDY = (
@@ -124,6 +127,42 @@ STUDY = (
 ).with_label(f"study: missing, new code or {STUDY_CRON}")
 """``eval_study``: not on every new batch (minutes of ablations and head training); on a fresh lake it runs
 in the collection's run (missing while ``faiss_index`` is requested), then on new code, weekly, or on demand."""
+
+
+@dataclass(frozen=True)
+class RerunRule:
+    """What re-runs an asset besides being missing, as ``artsim run`` reads its automation condition: the runner
+    evaluates no conditions (it runs in process, from Dagster's stale status), so each condition above that
+    asks more than "missing or stale" states here what it asks, and :func:`rerun_rule` is the one place the
+    runner (:mod:`artsim_pipeline.runner`) learns it."""
+
+    #: the categories of Dagster's stale causes (``CODE``, ``DATA``, ``DEPENDENCIES``) that re-run it; None: any
+    stale_causes: frozenset[str] | None = None
+    #: it runs in the same run as a dependency that runs (the ``will_be_requested`` and eager clauses above):
+    #: Dagster's stale status does not propagate down a batch, as a run is planned before it runs
+    with_upstream: bool = True
+    #: it runs when a batch it reads was materialized (:data:`COLLECTION_ENTRY`'s "a batch updated"): the stale
+    #: status of an unpartitioned asset stops tracking its partitioned dependencies past 100 batches
+    after_batches: bool = False
+
+
+#: :data:`CATALOG`, :data:`BATCH_ENTRY`, :func:`batch_step`, :data:`COLLECTION`: missing, stale for any cause,
+#: or a dependency runs.
+EAGER_RERUN = RerunRule()
+#: :data:`COLLECTION_ENTRY`: as eager, and after a batch ran.
+COLLECTION_ENTRY_RERUN = RerunRule(after_batches=True)
+#: :data:`STUDY`: missing, or stale because of code (its own or upstream: what changes its numbers' meaning);
+#: not with its index, nor on every new batch. Its cron is the automation's alone.
+STUDY_RERUN = RerunRule(stale_causes=frozenset({"CODE"}), with_upstream=False)
+
+
+def rerun_rule(condition: AutomationCondition | None) -> RerunRule:
+    """The :class:`RerunRule` of an asset whose automation condition is ``condition`` (the asset graph's own)."""
+    if condition is STUDY:
+        return STUDY_RERUN
+    if condition is COLLECTION_ENTRY:
+        return COLLECTION_ENTRY_RERUN
+    return EAGER_RERUN
 
 
 def source_observation(cron: str) -> AutomationCondition:

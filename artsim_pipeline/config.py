@@ -1,6 +1,7 @@
 """artsim settings: the one home of every knob, read from ``ARTSIM_*`` environment variables.
 
-Plain Python (no Dagster import) so the CLI, the core modules and the Dagster resource share it.
+Plain Python, so the CLI, the core modules and the Dagster resource share it: Dagster is imported only
+to validate an ``ARTSIM_REFRESH_CRON`` other than the default (:func:`_valid_cron`), never on import.
 Every field has a documented default (README "Configuration"); a bad value raises
 :class:`ConfigError` naming the variable.
 """

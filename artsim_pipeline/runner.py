@@ -7,20 +7,20 @@ It runs the code location's own jobs (``artsim_observe_nga``, ``artsim_catalog``
 
 What Dagster lacks, and is therefore written here (each with the reason):
 
-* stale status does not propagate down a batch: when ``image_cache`` re-runs, its batch's
-  ``face_crops`` and ``embeddings_*`` run with it (as the automation conditions request them together);
-* stale status of the collection assets stops tracking partitions past 100 batches
-  (``SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD``): when a batch ran, ``pca_model`` and what
-  follows run too;
+* what an asset's automation condition asks beyond "missing or stale" is read from the condition's
+  :class:`~artsim_pipeline.automation.RerunRule` (:func:`~artsim_pipeline.automation.rerun_rule`, stated
+  once next to the conditions), not restated here: an asset runs with a dependency that runs (stale
+  status does not propagate down a batch: when ``image_cache`` re-runs, its batch's ``face_crops`` and
+  ``embeddings_*`` run with it); ``pca_model`` and ``batch_views`` run when a batch ran (stale status of
+  the collection assets stops tracking partitions past 100 batches,
+  ``SKIP_PARTITION_DATA_VERSION_DEPENDENCY_THRESHOLD``); ``eval_study`` shows stale after every refresh,
+  as its numbers are of an older index, and runs only when missing or when Dagster's stale cause is code;
 * Dagster's records cannot see a stored file that was deleted, truncated or overwritten since it was
   written: before deciding, the runner checks the lake (:func:`~artsim_pipeline.core.verify.verify_lake`:
   existence, Parquet footers, the catalog's DuckDB file, cached images, the served generation's
   recorded hashes); a damaged artefact counts as missing, so its asset and what follows run again (a
   damaged ``catalog.duckdb`` is moved aside first). When the catalog ran, the collection assets reading
   its DuckDB file (``batch_views``) run too, as its data version may not have changed;
-* ``eval_study`` (tag ``artsim/refresh=study``) shows stale after every refresh, as its numbers are of an
-  older index; it runs only when missing or when Dagster's stale cause is code (as the automation's
-  ``STUDY`` condition: not on every new batch);
 * Dagster's stale resolver reads the event log several times per batch partition (42 s for a no-change
   plan at 512 batches): :class:`~artsim_pipeline.dagster_stale.PrefetchingStaleStatusResolver` gives it the
   same records from a few bulk reads per asset (same answers; ``artsim bench dagster`` times it);
@@ -61,7 +61,7 @@ from dagster import (
     RunsFilter,
 )
 
-from .automation import REFRESH_TAG
+from .automation import RerunRule, rerun_rule
 from .run_checks import CheckFailed, blocking_checks_failed, failed_checks
 from .run_health import process_exists
 from .dagster_stale import stale_status_resolver
@@ -123,6 +123,15 @@ def _damaged_file(exc: BaseException):
     return None
 
 
+def _stale_reason(rule: RerunRule, causes) -> str | None:
+    """Why a stale asset runs under ``rule`` (Dagster's first root cause), or None when none of ``causes`` re-runs it."""
+    if rule.stale_causes is None:
+        return causes[0].reason if causes else "stale"
+    if any(cause.category.value in rule.stale_causes for cause in causes):
+        return " or ".join(sorted(rule.stale_causes)).lower() + " changed"
+    return None
+
+
 def failed_check_partitions(instance: DagsterInstance, partitions: list[str]) -> set[str]:
     """Batches whose latest ``no_failed_images`` check failed (their failed images are retried)."""
     infos = instance.event_log_storage.get_asset_check_partition_info([IMAGE_CACHE_CHECK], partition_keys=partitions)
@@ -157,8 +166,8 @@ class PipelineRunner:
         batch_ancestors = set().union(*(self.graph.get_ancestor_asset_keys(k) for k in self.batch_keys))
         self.catalog_keys = [k for k in materializable if k in batch_ancestors and k not in self.batch_keys]
         self.collection_keys = [k for k in materializable if k not in self.batch_keys and k not in self.catalog_keys]
-        # eval_study: not re-run by a refresh, only when missing or when code changed (its own or upstream)
-        self.study_keys = {k for k in materializable if self.graph.get(k).tags.get(REFRESH_TAG) == "study"}
+        # what re-runs each asset besides being missing: its automation condition's rule (automation.py)
+        self.rules = {k: rerun_rule(self.graph.get(k).automation_condition) for k in materializable}
 
     def _execute(self, job: str, keys: list[AssetKey], partition: str | None = None) -> None:
         run_id = str(uuid.uuid4())
@@ -182,36 +191,26 @@ class PipelineRunner:
     def _stale(
         self, keys: list[AssetKey], partition: str | None = None, resolver=None, also: dict[AssetKey, str] | None = None
     ) -> list[tuple[AssetKey, str]]:
-        """``keys`` (in order) that must run, each with its reason; descendants of a chosen key follow it.
+        """``keys`` (in order) that must run, each with its reason.
 
-        A key runs when Dagster reports it missing or stale, or else when ``also`` gives it a reason of
-        artsim's own (see the module docstring).
+        A key runs as its :class:`~artsim_pipeline.automation.RerunRule` says: with a dependency chosen before
+        it, when Dagster reports it missing, or stale for a cause the rule accepts; or else when ``also`` gives
+        it a reason of artsim's own (see the module docstring).
         """
         resolver = resolver or stale_status_resolver(self.instance, self.graph)
         also = also or {}
         chosen: dict[AssetKey, str] = {}
         for key in keys:
-            if key in self.study_keys:
-                status = resolver.get_status(key, partition).value
-                if status == "MISSING":
-                    chosen[key] = "missing"
-                elif status == "STALE" and any(cause.category.value == "CODE"
-                                               for cause in resolver.get_stale_root_causes(key, partition)):
-                    chosen[key] = "code changed"
-                elif key in also:
-                    chosen[key] = also[key]
-                continue
-            if any(parent in chosen for parent in self.graph.get(key).parent_keys):
+            rule = self.rules[key]
+            if rule.with_upstream and any(parent in chosen for parent in self.graph.get(key).parent_keys):
                 chosen[key] = "upstream runs"
                 continue
             status = resolver.get_status(key, partition).value
-            if status == "MISSING":
-                chosen[key] = "missing"
-            elif status == "STALE":
-                causes = resolver.get_stale_root_causes(key, partition)
-                chosen[key] = causes[0].reason if causes else "stale"
-            elif key in also:
-                chosen[key] = also[key]
+            reason = ("missing" if status == "MISSING"
+                      else _stale_reason(rule, resolver.get_stale_root_causes(key, partition)) if status == "STALE"
+                      else None)
+            if reason or key in also:
+                chosen[key] = reason or also[key]
         return list(chosen.items())
 
     def _run_stage(self, job: str, stale: list[tuple[AssetKey, str]], report: RunReport, label: str = "",
@@ -308,8 +307,7 @@ class PipelineRunner:
     def _run_collection(self, report: RunReport, catalog_ran: bool, batches_ran: bool,
                         damaged: dict[str | None, dict[AssetKey, str]]) -> None:
         after_batches = {  # see the module docstring
-            key: "batches changed" for key in self.collection_keys
-            if batches_ran and set(self.graph.get(key).parent_keys) & set(self.batch_keys)
+            key: "batches changed" for key in self.collection_keys if batches_ran and self.rules[key].after_batches
         }
         if catalog_ran:  # the catalog ran: what lives in its DuckDB file (batch_views, group "catalog") runs after it
             after_batches.update({key: "the catalog was rebuilt" for key in self.collection_keys
@@ -334,7 +332,8 @@ class PipelineRunner:
                 if set_aside(damaged_file) is None:
                     raise
                 self._run_batches(report, self._damaged())
-                rebuilt = {key: "an input was rebuilt" for key in self.collection_keys if key not in self.study_keys}
+                rebuilt = {key: "an input was rebuilt" for key in self.collection_keys  # not eval_study: only code
+                           if self.rules[key].stale_causes is None}
                 self._run_stage("artsim_collection", self._stale(self.collection_keys, also=rebuilt), report,
                                 also=rebuilt)
 

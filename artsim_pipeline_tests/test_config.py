@@ -1,4 +1,7 @@
+import os
 import re
+import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -172,3 +175,14 @@ def test_blank_path_setting_names_the_variable(variable):
     with pytest.raises(ConfigError, match=variable):
         Settings.from_env({variable: "  "})
     assert Settings.from_env({variable: ""}) == Settings()  # empty = unset
+
+
+@pytest.mark.slow  # a fresh interpreter: this session has Dagster loaded already
+def test_settings_import_dagster_only_to_check_a_cron_other_than_the_default():
+    """What the module docstring promises: reading settings loads no Dagster; a non-default cron does (the
+    control: the module list is read back)."""
+    probe = ("import sys; from artsim_pipeline.config import Settings; Settings.from_env({}); a = 'dagster' in sys.modules; "
+             "Settings.from_env({'ARTSIM_REFRESH_CRON': '0 5 * * *'}); print(a, 'dagster' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         env=os.environ | {"PYTHONPATH": str(REPO)})
+    assert out.stdout.split() == ["False", "True"], out.stderr

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from artsim_pipeline.config import Settings
-from artsim_pipeline.assets.index import current_collection
+from artsim_pipeline.core.lake_reads import current_collection
 from artsim_pipeline.core.fusion import fusion_fingerprint, transform
 from artsim_pipeline.core.generations import load_generation, read_generation_file
 from artsim_pipeline.core.index import search
@@ -69,7 +69,7 @@ def test_a_small_update_is_added_to_the_served_fit(tmp_path, instance):
         bundle = second.bundles["full"]
         assert sorted(bundle.ids.tolist()) == sorted(p.objectid for p in v2 + new)
         # every painting, the re-embedded one included, is indexed with its current vector
-        current = current_collection(settings, DataLake(tmp_path / "lake"))["full"]
+        current = current_collection(DataLake(tmp_path / "lake"), settings.models, settings.taps)["full"]
         fused = transform(second.fusions["full"], current.blocks)
         np.testing.assert_allclose(bundle.index.reconstruct_batch(current.objectids), fused, atol=1e-5)
         _, top = search(bundle, fused, 1)

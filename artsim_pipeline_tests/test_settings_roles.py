@@ -4,12 +4,12 @@ location: changing an output setting changes the code version of exactly the ass
 run-time or deployment setting none), a launchpad value of every run-time knob reaches the run's settings,
 and a launchpad change of the retries reaches the download that uses them."""
 
-import typing
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 from dagster import materialize
+from pydantic import ValidationError
 
 from artsim_pipeline.assets.versions import CODE_VERSIONS
 from artsim_pipeline.config import ENV_VARS, ROLES, Settings, names_with_role
@@ -96,13 +96,15 @@ def test_a_launchpad_value_of_every_runtime_knob_reaches_the_run():
         assert run.with_overrides(**{name: getattr(base, name)}) == base, name  # and nothing else changed
 
 
-def test_the_runtime_resource_has_exactly_the_runtime_settings_with_their_defaults():
-    resource_fields = ArtsimRuntimeResource.model_fields
-    assert tuple(resource_fields) == RUNTIME_FIELDS
-    hints, defaults = typing.get_type_hints(Settings), Settings()
+def test_the_runtime_resource_validates_each_knob_as_a_launchpad_value_and_defaults_to_the_settings():
+    """Built as the launchpad builds it (the resource's own validation, not ``model_copy``): every run-time
+    knob takes its other value, a value of the wrong type is refused, and no value leaves the settings as they are."""
+    base = _base()
+    assert ArtsimRuntimeResource().apply(base) == base
     for name in RUNTIME_FIELDS:
-        assert resource_fields[name].annotation == hints[name]
-        assert resource_fields[name].default == getattr(defaults, name)
+        assert getattr(ArtsimRuntimeResource(**{name: OTHER_VALUES[name]}).apply(base), name) == OTHER_VALUES[name]
+    with pytest.raises(ValidationError, match="download_workers"):
+        ArtsimRuntimeResource(download_workers="many")
     changed = ArtsimRuntimeResource(download_workers=3, refit_share=0.5).apply(Settings())
     assert (changed.download_workers, changed.refit_share) == (3, 0.5)
 

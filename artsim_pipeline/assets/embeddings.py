@@ -61,10 +61,11 @@ def _check_vectors(path: Path, expected_rows: int, expected_width: int, model: s
     import numpy as np
 
     from ..core.embedding_store import read_embedding_blocks
+    from ..core.generations import REQUIRED_VARIANT
 
     meta, blocks = read_embedding_blocks(path, blocks=["final"])
     final = blocks.get("final", np.zeros((0, 0), dtype=np.float32))
-    full = final[(meta["variant"] == "full").to_numpy()] if len(meta) else final[:0]
+    full = final[(meta["variant"] == REQUIRED_VARIANT).to_numpy()] if len(meta) else final[:0]
     finite = int(np.isfinite(full).all(axis=1).sum()) if full.size else 0
     width = int(full.shape[1]) if full.ndim == 2 and len(full) else 0
     return checks.embeddings_result(expected_rows, len(full), finite, width, expected_width, model)

@@ -18,10 +18,10 @@ from dagster import (
 from ..automation import COLLECTION, REFRESH_TAG, STUDY, STUDY_CRON
 from ..config import Settings
 from ..core.lake import lake_for
-from ..core.lake_reads import catalog_paintings
+from ..core.lake_reads import catalog_paintings, current_collection
 from ..core.index_recipe import index_searcher
 from . import checks
-from .common import OWNERS, current_collection, lake_path, progress_logger
+from .common import OWNERS, lake_path, progress_logger
 from .versions import code_version
 
 CATALOG_COLUMNS = ["objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
@@ -40,13 +40,13 @@ def _served_generation(lake, models):
     """The generation search serves (fusions + indexes of one publish), or None when there is none or
     it was built with other models than ``models`` (then the report refits and skips the index check)."""
     from ..core.fusion import block_models
-    from ..core.generations import NoGenerationError, load_generation
+    from ..core.generations import REQUIRED_VARIANT, NoGenerationError, load_generation
 
     try:
         generation = load_generation(lake)
     except (NoGenerationError, ValueError):
         return None
-    if set(block_models(generation.fusions["full"].model_names)) != set(models):
+    if set(block_models(generation.fusions[REQUIRED_VARIANT].model_names)) != set(models):
         return None
     return generation
 
@@ -55,9 +55,10 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
     """One evaluation of the served collection: the per-refresh report or the study (``study``)."""
     from ..core import reports
     from ..core.evaluation import EvaluationRequest, VariantInput, evaluate, report_fingerprint
+    from ..core.generations import REQUIRED_VARIANT
 
     name = STUDY_ASSET if study else "eval_report"
-    collection = current_collection(settings, lake, all_blocks=True)
+    collection = current_collection(lake, settings.models)  # every stored block: the tap-set ablations
     catalog = catalog_paintings(lake, columns=CATALOG_COLUMNS)
     served = _served_generation(lake, settings.models)  # resolved once: fusions and the checked index agree
     variants = {}
@@ -66,14 +67,14 @@ def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: b
         variants[variant] = VariantInput(vectors.objectids, vectors.uuids, vectors.blocks, fusion)
     values = settings.as_dict()
     result = evaluate(EvaluationRequest(
-        variants["full"],
+        variants[REQUIRED_VARIANT],
         catalog,
         lake.image_path,
         face=variants.get("face"),
         models=settings.models,
         weights_setting=settings.weights,
         pca_dim=settings.pca_dim,
-        index_check=index_searcher(served.bundles.get("full") if served is not None else None),
+        index_check=index_searcher(served.bundles.get(REQUIRED_VARIANT) if served is not None else None),
         taps=settings.taps,
         epochs=settings.epochs,
         settings={key: values[key] for key in REPORTED_SETTINGS},

@@ -23,9 +23,10 @@ from ..automation import COLLECTION, COLLECTION_ENTRY
 from ..config import Settings
 from ..deploy import tags
 from ..core.lake import DataLake
+from ..core.lake_reads import current_collection
 from ..resources import ArtsimRuntimeResource, lake_for
 from . import checks
-from .common import OWNERS, current_collection
+from .common import OWNERS
 from .similarity_head import similarity_head_assets
 from .versions import code_version
 
@@ -93,7 +94,7 @@ def _pca_model(context, settings: Settings, artsim: ArtsimRuntimeResource, lake:
 
     started = time.perf_counter()
     run_settings = artsim.apply(settings)
-    collection = current_collection(settings, lake)
+    collection = current_collection(lake, settings.models, settings.taps)
     metadata: dict[str, object] = {}
     counts = {variant: len(vectors) for variant, vectors in collection.items()}
     for variant, n in counts.items():
@@ -196,7 +197,7 @@ def _faiss_index(context, settings: Settings, artsim: ArtsimRuntimeResource, lak
     from ..core.generations import REQUIRED_VARIANT, current_generation_id, load_staged_fusions
     from ..core.incremental import FitRecord
 
-    collection = current_collection(settings, lake)
+    collection = current_collection(lake, settings.models, settings.taps)
     staged = load_staged_fusions(lake)
     fit = FitRecord.from_json(staged.manifest.get("fit")) if staged is not None else None
     served = None

@@ -20,9 +20,9 @@ from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, Materi
 from ..automation import COLLECTION
 from ..config import Settings
 from ..deploy import tags
-from ..core.lake_reads import catalog_paintings
+from ..core.lake_reads import catalog_paintings, current_collection
 from ..resources import lake_for
-from .common import OWNERS, current_collection, lake_path
+from .common import OWNERS, lake_path
 from .versions import code_version
 
 
@@ -54,7 +54,7 @@ def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> l
         staged = load_staged_fusions(lake)
         if staged is None or REQUIRED_VARIANT not in staged.fusions:
             raise RuntimeError(f"no staged {REQUIRED_VARIANT} fusion in {lake.staging_dir}; materialize pca_model first")
-        vectors = current_collection(settings, lake)[REQUIRED_VARIANT]
+        vectors = current_collection(lake, settings.models, settings.taps)[REQUIRED_VARIANT]
         fused = transform(staged.fusions[REQUIRED_VARIANT], vectors.blocks)
         paintings = catalog_paintings(lake, columns=["artist_key"])
         artist = dict(zip(paintings["objectid"].astype(int), paintings["artist_key"].fillna("").astype(str)))

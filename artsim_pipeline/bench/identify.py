@@ -56,11 +56,12 @@ def photos_of(engine: Any, paintings: int, seed: int) -> tuple[list[bytes], list
     (:data:`~artsim_pipeline.core.photo_sim.DISTORTIONS`)."""
     from PIL import Image
 
+    from artsim_pipeline.core.generations import REQUIRED_VARIANT
     from artsim_pipeline.core.identify_measure import sample_paintings
     from artsim_pipeline.core.photo_sim import DISTORTIONS, simulate_photo_bytes
 
     photos, sources, kinds = [], [], []
-    for i, oid in enumerate(sample_paintings(engine.variants["full"].bundle.ids, paintings, seed).tolist()):
+    for i, oid in enumerate(sample_paintings(engine.variants[REQUIRED_VARIANT].bundle.ids, paintings, seed).tolist()):
         path = engine.image_path(int(oid))
         if path is None or not path.is_file():
             continue
@@ -78,11 +79,12 @@ def verdicts(engine: Any, vectors: list[np.ndarray], photos: list[Any], sources:
     geometric check): member top-1 correct (the whole photo's embedding), identified, identified-and-correct,
     identified by geometry; non-member (its painting left out) identified. The rule is the served one
     (:func:`~artsim_pipeline.core.identify.decide_all` on :func:`~artsim_pipeline.core.identify_measure.measure_photos`)."""
+    from artsim_pipeline.core.generations import REQUIRED_VARIANT
     from artsim_pipeline.core.identify import decide_all
     from artsim_pipeline.core.identify_measure import measure_photos
     from artsim_pipeline.core.photo_match import keypoints
 
-    calibration, bundle = engine.calibration, engine.variants["full"].bundle
+    calibration, bundle = engine.calibration, engine.variants[REQUIRED_VARIANT].bundle
     src = np.asarray(sources, dtype=np.int64)
     points = [keypoints(photo) for photo in photos] if calibration.uses_geometry else None
     k = calibration.geometry_candidates or 2
@@ -140,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     from artsim_pipeline.config import Settings
     from PIL import Image
 
+    from artsim_pipeline.core.generations import REQUIRED_VARIANT
     from artsim_pipeline.core.identify_measure import view_vectors
     from artsim_pipeline.core.search import SearchEngine
     from artsim_pipeline.core.search_query import QueryError
@@ -166,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     for data in photos:
         with Image.open(io.BytesIO(data)) as image:
             decoded.append(image.convert("RGB"))
-    vectors = view_vectors(engine.models, engine.variants["full"].fusion, decoded, engine.precision,
+    vectors = view_vectors(engine.models, engine.variants[REQUIRED_VARIANT].fusion, decoded, engine.precision,
                            engine.calibration.views)
     encode_s = time.perf_counter() - started
     measured = verdicts(engine, vectors, decoded, sources)

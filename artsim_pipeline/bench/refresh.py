@@ -135,7 +135,7 @@ def compare_with_full_refit(incremental: Settings, full: Settings, k: int = 10) 
     """
     import numpy as np
 
-    from ..core.generations import load_generation
+    from ..core.generations import REQUIRED_VARIANT, load_generation
     from ..core.index import search
     from ..core.recall import neighbour_recall
     from ..resources import lake_for
@@ -143,7 +143,7 @@ def compare_with_full_refit(incremental: Settings, full: Settings, k: int = 10) 
     served = {}
     for name, settings in (("incremental", incremental), ("full", full)):
         generation = load_generation(lake_for(settings))
-        bundle = generation.bundles["full"]
+        bundle = generation.bundles[REQUIRED_VARIANT]
         ids = np.sort(bundle.ids)
         _, found = search(bundle, bundle.index.reconstruct_batch(ids), k + 1)
         served[name] = (generation, ids, np.array([row[row != oid][:k] for row, oid in zip(found, ids)]))
@@ -154,7 +154,7 @@ def compare_with_full_refit(incremental: Settings, full: Settings, k: int = 10) 
     return {
         "refresh_fit_mode": fit.get("mode", "full"), "refresh_fit_reason": fit.get("reason"),
         "refresh_new_share": fit.get("share"), "refresh_drift": fit.get("drift"),
-        "refresh_index_recall_at_10": inc.bundles["full"].info.get("recall_at_10"),
+        "refresh_index_recall_at_10": inc.bundles[REQUIRED_VARIANT].info.get("recall_at_10"),
         "recall_at_10_vs_full": round(neighbour_recall(inc_top, full_top), 4),
     }
 

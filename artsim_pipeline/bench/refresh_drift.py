@@ -84,7 +84,7 @@ def _row(r: dict[str, Any]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     from artsim_pipeline.config import Settings
-    from artsim_pipeline.core.generations import read_generation_manifest, current_generation_id
+    from artsim_pipeline.core.generations import REQUIRED_VARIANT, current_generation_id, read_generation_manifest
     from artsim_pipeline.core.lake import lake_for
     from artsim_pipeline.core.lake_reads import current_collection
 
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if generation is None:
         parser.error(f"no index in {lake.root}: build the lake with `artsim run` first")
     models = sorted({m.split("@", 1)[0] for m in read_generation_manifest(lake, generation).get("models", [])})
-    full = current_collection(lake, models)["full"]
+    full = current_collection(lake, models)[REQUIRED_VARIANT]
     blocks = {k: np.asarray(v, dtype=np.float32) for k, v in tap_blocks(full.blocks, settings.taps).items()}
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     shares = [float(s) for s in args.shares.split(",") if s.strip()]

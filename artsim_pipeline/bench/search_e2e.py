@@ -79,6 +79,8 @@ def _timed(fn: Callable[[], Any], n: int) -> list[float]:
 
 def end_to_end(engine: Any, image: Path, n_queries: int, k: int = 10) -> list[dict[str, Any]]:
     """Rows of warm latencies (ms) for ``engine`` (see the module doc)."""
+    from artsim_pipeline.core.generations import REQUIRED_VARIANT
+
     arrays = engine.prepare(image)
     for _ in range(WARMUP):
         engine.search(image, k=k)
@@ -103,7 +105,7 @@ def end_to_end(engine: Any, image: Path, n_queries: int, k: int = 10) -> list[di
     rows.append({"query": f"user image --face-crop ({response.variant} index)", "n": len(face),
                  **dict(zip(("p50_ms", "p99_ms"), _percentiles(face)))})
 
-    objectid = int(engine.variants["full"].bundle.ids[0])
+    objectid = int(engine.variants[REQUIRED_VARIANT].bundle.ids[0])
     engine.search(objectid, k=k)
     by_id = _timed(lambda: engine.search(objectid, k=k), n_queries)
     rows.append({"query": f"objectid {objectid}", "n": n_queries,
@@ -152,10 +154,11 @@ def web_api(engine: Any, lake: Any, image: Path, n_queries: int, forward_p50_ms:
     facts about the run (port, clean shutdown)."""
     import requests
 
+    from artsim_pipeline.core.generations import REQUIRED_VARIANT
     from artsim_pipeline.web.app import create_app
 
     app = create_app(lake, lambda: engine, precompute_map=False)  # no map computation during timings
-    objectid = int(engine.variants["full"].bundle.ids[0])
+    objectid = int(engine.variants[REQUIRED_VARIANT].bundle.ids[0])
     data = image.read_bytes()
     mime = {".png": "image/png", ".webp": "image/webp"}.get(image.suffix.lower(), "image/jpeg")
 

@@ -58,7 +58,7 @@ def generation_fit(generation) -> tuple[str, str]:
 
 def _extendable(lake, generation, fit_id: str, vectors: np.ndarray, ids: np.ndarray):
     """(stored map, its re-embedded ids, "") when it can be extended, else (None, None, why not)."""
-    from .generations import load_generation
+    from .generations import REQUIRED_VARIANT, load_generation
 
     try:
         previous, made_for = load_layout(lake.collection_map_path)
@@ -71,7 +71,7 @@ def _extendable(lake, generation, fit_id: str, vectors: np.ndarray, ids: np.ndar
     if made_for == generation.id:
         return previous, np.zeros(0, np.int64), ""
     try:
-        old_bundle = load_generation(lake, made_for).bundles["full"]
+        old_bundle = load_generation(lake, made_for).bundles[REQUIRED_VARIANT]
     except (OSError, ValueError, KeyError, TypeError):
         return None, None, "the stored map's generation is no longer in the lake"
     return previous, changed_ids(old_bundle, vectors, ids), ""
@@ -79,9 +79,11 @@ def _extendable(lake, generation, fit_id: str, vectors: np.ndarray, ids: np.ndar
 
 def refresh_collection_map(lake, generation, seed: int = 0) -> MapRefresh:
     """Lay out (or extend, see the module doc) the map of ``generation``'s ``full`` index and save it."""
+    from .generations import REQUIRED_VARIANT
+
     started = time.perf_counter()
     fit_mode, fit_id = generation_fit(generation)
-    vectors, ids = bundle_vectors(generation.bundles["full"])
+    vectors, ids = bundle_vectors(generation.bundles[REQUIRED_VARIANT])
     frame, placed, previous = None, 0, None
     if fit_mode == "incremental":
         previous, changed, reason = _extendable(lake, generation, fit_id, vectors, ids)

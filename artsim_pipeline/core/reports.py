@@ -24,6 +24,7 @@ import numpy as np
 
 from .evaluation import RANDOM_WEIGHTS_WARNING, EvaluationResult
 from .report_plots import plot_examples, plot_pixel, plot_precision_curves, plot_precision_hist
+from .scoring import ScoringWeights
 from .storage import atomic_write_text, lake_path, readable
 
 JSON_NAME = "eval_report.json"
@@ -271,6 +272,13 @@ def markdown_with_plots(
     return "\n".join(parts)
 
 
+def hybrid_rule(settings: Mapping[str, Any]) -> str:
+    """``3K visual candidates by 0.7·visual + 0.3·metadata``: the hybrid re-rank with the weights the report used
+    (its ``scoring`` setting; :class:`~artsim_pipeline.core.scoring.ScoringWeights` where it has none)."""
+    w = {**ScoringWeights().__dict__, **(settings.get("scoring") or {})}
+    return f"{w['candidate_factor']}K visual candidates by {w['visual']:g}·visual + {w['metadata']:g}·metadata"
+
+
 def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
     h = report["headline"]
     s = report["settings"]
@@ -297,7 +305,7 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         "",
         "## Methods",
         "",
-        "`hybrid_no_label` re-ranks the top 3K visual candidates by 0.7·visual + 0.3·metadata *without* the bonus "
+        f"`hybrid_no_label` re-ranks the top {hybrid_rule(s)} *without* the bonus "
         "for the label being measured (no artist bonus under artist relevance, no style bonus under style "
         "relevance). `hybrid_all_leaky` keeps every bonus, so it is partly told the answer: its numbers are not a "
         "quality measure. Full mAP of a hybrid method re-ranks the whole collection.",

@@ -229,3 +229,11 @@ def test_artist_names_with_mathtext_and_markdown_are_plotted_as_text(tmp_path):
     result = evaluate_collection(full, catalog, image_path, weights_setting="pretrained", pca_dim=4, pixel_queries=3)
     files = write_report(result, tmp_path / "reports", image_path)  # raised ValueError (mathtext) before
     assert files.plots["examples"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_methods_text_states_the_hybrid_weights_the_report_used(written):
+    result, files = written
+    assert "3K visual candidates by 0.7·visual + 0.3·metadata" in files.markdown.read_text()
+    report = json.loads(json.dumps(result.report))
+    report["settings"]["scoring"].update(visual=0.6, metadata=0.4, candidate_factor=5)
+    assert "5K visual candidates by 0.6·visual + 0.4·metadata" in full_markdown(report, {})

@@ -383,6 +383,8 @@ def _headline(run: _Run, runs: _MethodRuns, pixel_summary: dict[str, Any] | None
 
 def _settings_block(run: _Run) -> dict[str, Any]:
     """The report's ``settings``: the request's settings, then what this evaluation used."""
+    from ..generations import REQUIRED_VARIANT
+
     request, sample = run.request, run.sample
     return {
         **dict(request.settings or {}),
@@ -391,7 +393,7 @@ def _settings_block(run: _Run) -> dict[str, Any]:
         "pca_dim": int(request.pca_dim),
         "ks": list(run.ks),
         "seed": int(request.seed),
-        "variant": "full",
+        "variant": REQUIRED_VARIANT,
         "fusion": run.fusion_info,
         "scoring": {k: v for k, v in request.scoring.__dict__.items()},
         "rerank": request.rerank.describe(),
