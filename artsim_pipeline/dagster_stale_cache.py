@@ -46,11 +46,19 @@ SQLITE_FILES = ("history/runs.db", "history/runs/index.db")
 #: daemon would otherwise invalidate the cache every few seconds. Any other table, known or not, is marked.
 UNREAD_TABLES = frozenset({"daemon_heartbeats", "kvs", "concurrency_limits", "concurrency_slots", "pending_steps",
                            "bulk_actions", "backfill_tags", "instance_info"})
-#: Large append-only tables: marked by row count, highest row id and newest timestamp (a row deleted and
-#: another inserted with the same id still moves the newest timestamp). Every other table is hashed in full.
-APPEND_ONLY = {"event_logs": "timestamp", "asset_event_tags": "event_timestamp", "snapshots": None}
-#: ``runs`` holds each run's whole body: its mark is the columns a status change writes.
-TABLE_COLUMNS = {"runs": "id, run_id, status, update_timestamp, start_time, end_time"}
+#: Large append-only tables (each event's body is kilobytes): marked by row count, highest row id and that row's
+#: timestamp (or name), read through indexes without a scan of the bodies. A row deleted and another inserted
+#: under the same id (SQLite may reuse the highest id) still changes that row's timestamp.
+APPEND_ONLY = {"event_logs": "timestamp", "asset_event_tags": "event_timestamp", "snapshots": "snapshot_id"}
+#: Tables hashed by the columns a change of their records writes, not their cached or serialized copies of
+#: events (which are in ``event_logs``); every other table is hashed in full.
+TABLE_COLUMNS = {
+    "runs": "id, run_id, status, update_timestamp, start_time, end_time",
+    "asset_keys": "id, asset_key, last_run_id, asset_details, wipe_timestamp, last_materialization_timestamp, tags",
+    "asset_check_executions": "id, asset_key, check_name, partition, run_id, execution_status, "
+                              "evaluation_event_timestamp, evaluation_event_storage_id, "
+                              "materialization_event_storage_id",
+}
 #: Keys of ``dagster.yaml`` that choose a storage other than the default SQLite files under ``DAGSTER_HOME``.
 STORAGE_KEYS = ("storage", "run_storage", "event_log_storage")
 
@@ -88,8 +96,9 @@ def _digest(rows: Any) -> str:
 def _table_mark(con: sqlite3.Connection, table: str) -> list[Any]:
     quoted = '"' + table.replace('"', '""') + '"'
     if table in APPEND_ONLY:
-        newest = f", max({APPEND_ONLY[table]})" if APPEND_ONLY[table] else ""
-        return list(con.execute(f"SELECT count(*), max(rowid){newest} FROM {quoted}").fetchone())
+        count = con.execute(f"SELECT count(*) FROM {quoted}").fetchone()[0]
+        top = con.execute(f"SELECT rowid, {APPEND_ONLY[table]} FROM {quoted} ORDER BY rowid DESC LIMIT 1").fetchone()
+        return [count, *(top or ())]
     columns = TABLE_COLUMNS.get(table, "*")
     return [_digest(con.execute(f"SELECT {columns} FROM {quoted} ORDER BY rowid"))]
 
@@ -113,9 +122,9 @@ def storage_mark(home: Path) -> str | None:
     """A hash of every record of the instance at ``home`` that a plan can read, or None when it cannot be read
     without Dagster (a storage other than the default SQLite files, or a file SQLite cannot open).
 
-    Per table: the whole content, except the large append-only event tables (row count, highest row id,
-    newest timestamp) and ``runs`` (the columns a status change writes). A new event, a changed run status,
-    an image batch added or deleted, an asset wiped: each changes it.
+    Per table: the whole content, except the large append-only event tables (row count, highest row id and
+    its timestamp) and, for runs, assets and asset-check executions, the columns of :data:`TABLE_COLUMNS`.
+    A new event, a changed run status, an image batch added or deleted, an asset wiped: each changes it.
     """
     if not uses_default_sqlite(home):
         return None
