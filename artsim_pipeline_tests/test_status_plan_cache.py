@@ -4,8 +4,8 @@ A real SQLite instance and the real code location: one input at a time changes (
 materialization, a new observation of the NGA source, an output-shaping setting, a code version, a batch
 deleted and another added) and each time the plan ``artsim status`` shows equals the uncached plan, which
 each change is chosen to alter (so a stale cache fails the test). Then the storage mark on its own (run
-status, a wiped asset), a storage the mark cannot read, a write while the plan is computed, ``--fresh``
-and the command's ``--json``.
+status, a wiped asset), a weights file a code version reads, a storage the mark cannot read, a write while
+the plan is computed, ``--fresh`` and the command's ``--json``.
 """
 
 from __future__ import annotations
@@ -197,3 +197,19 @@ def test_the_command_says_where_its_plan_came_from(tmp_path):
     assert fresh["stale_from"] == {"from_cache": False, "computed": fresh["stale_from"]["computed"],
                                    "why_computed": "--fresh"}
     assert first["stale"] == cached["stale"] == fresh["stale"] and first["stale"]  # an empty lake: all missing
+
+
+def test_a_changed_weights_file_changes_the_code_mark(settings, tmp_path):
+    weights = tmp_path / "weights.pt"
+    weights.write_bytes(b"weights")
+    with_file = dataclasses.replace(settings, weights=str(weights))
+
+    def embeddings_version() -> str:
+        graph = build_definitions(with_file).resolve_asset_graph()
+        return graph.get(AssetKey("embeddings_mobilenet_v2")).code_version
+
+    before = cache.code_mark(with_file), embeddings_version()
+    os.utime(weights, ns=(10**18, 10**18))  # the file replaced: a new modification time
+    after = cache.code_mark(with_file), embeddings_version()
+    assert before[1] != after[1]  # the file is an input of a code version (the plan would change) ...
+    assert before[0] != after[0]  # ... and of the cache's mark
