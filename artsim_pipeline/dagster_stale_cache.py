@@ -77,11 +77,11 @@ def uses_default_sqlite(home: Path) -> bool:
     config = home / "dagster.yaml"
     if not config.exists():
         return True  # artsim writes its own dagster.yaml, which configures no storage
-    import yaml
-
     try:
+        import yaml
+
         loaded = yaml.safe_load(config.read_text())
-    except (OSError, yaml.YAMLError):
+    except Exception:  # noqa: BLE001 - unreadable, not YAML, no YAML reader: not known to be the default storage
         return False
     return loaded is None or (isinstance(loaded, dict) and not any(key in loaded for key in STORAGE_KEYS))
 
@@ -203,7 +203,8 @@ def _why_not_cached(cache: dict[str, Any] | None, storage: str | None, code: str
     if fresh:
         return "--fresh"
     if storage is None:
-        return "the Dagster instance's storage is not the default SQLite files: computed each time"
+        return ("the Dagster instance's storage cannot be read without Dagster (not the default SQLite files, "
+                "or not as this artsim knows them): computed each time")
     if cache is None:
         return "no cached plan"
     if cache.get("code") != code:

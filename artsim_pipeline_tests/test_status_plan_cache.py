@@ -164,6 +164,14 @@ def test_a_storage_other_than_sqlite_is_computed_each_time(settings, instance, t
     assert len(calls) == 2 and not (home / cache.CACHE_NAME).exists()
 
 
+def test_a_storage_layout_it_does_not_know_is_computed_each_time(settings, instance, monkeypatch):
+    observe(instance, "v1")
+    home = cache.instance_home(settings)
+    assert cache.storage_mark(home) is not None
+    monkeypatch.setitem(cache.TABLE_COLUMNS, "runs", "id, a_column_of_another_dagster")
+    assert cache.storage_mark(home) is None
+
+
 def test_a_write_while_the_plan_is_computed_is_not_hidden_by_the_cache(settings, instance):
     def compute_then_a_write_lands():
         plan = cli.dagster_plan(settings)
