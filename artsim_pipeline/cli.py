@@ -94,9 +94,11 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
     from .core.status import format_status, lake_status
     from .core.lake import lake_for
+    from .dagster_stale_cache import current_plan
 
     status = lake_status(lake_for(settings), worst=args.worst, raw_keep=settings.raw_keep)
-    status["stale"] = dagster_plan(settings)
+    # Dagster (its import, the instance, the definitions) only when the cached plan is not current
+    status["stale"], status["stale_from"] = current_plan(settings, lambda: dagster_plan(settings), fresh=args.fresh)
     print(json.dumps(status, indent=2) if args.json else format_status(status))
     return 1 if status["errors"] else 0
 
@@ -199,10 +201,16 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what the lake holds: paintings cached, embedded, indexed, failed; what is stale",
                             description="Paintings in the catalog, cached, with a face, embedded per model and "
                             "indexed (generation, when); images that failed or were skipped and catalog rows "
-                            "rejected, with reasons and the worst offenders; what `artsim run` would re-run. "
+                            "rejected, with reasons and the worst offenders; what `artsim run` would re-run "
+                            "(Dagster's stale status, computed once and reused until Dagster records anything new or the code or "
+                            "the ARTSIM_* settings change; --json says whether it came from that cache). "
                             "Exit status 1 when an artefact of the lake cannot be read.")
     status.add_argument("--json", action="store_true", help="print it as JSON (for scripts)")
     status.add_argument("--worst", type=int, default=20, help="offenders to list (default %(default)s; all are counted)")
+    status.add_argument("--fresh", action="store_true",
+                        help="compute what `artsim run` would re-run with Dagster even when the plan cached by "
+                        "the last status is current (it is recomputed anyway whenever Dagster recorded anything, "
+                        "or the code or settings changed)")
     status.set_defaults(func=cmd_status)
 
     search = sub.add_parser("search", help="find the paintings most similar to an image or a painting",

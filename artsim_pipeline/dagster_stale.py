@@ -14,8 +14,12 @@ So every use of ``dagster._`` lives here, behind two names the rest of artsim ca
   built the way Dagster's own test utilities build it outside a workspace;
 * :class:`PrefetchingStaleStatusResolver` — the same rule, reading records in bulk (below).
 
-A Dagster upgrade that moves these names breaks this module only; ``test_stale_resolver.py`` compares
-the prefetching resolver with Dagster's on fresh, stale, re-observed, missing and code-changed batches.
+Its sibling :mod:`.dagster_stale_cache` reads the instance's SQLite files (their layout is Dagster's too)
+without importing Dagster, so that ``artsim status`` can tell whether the plan it cached is still current.
+
+A Dagster upgrade that moves these names breaks this module (or, for the storage's layout, its sibling)
+only; ``test_stale_resolver.py`` compares the prefetching resolver with Dagster's on fresh, stale,
+re-observed, missing and code-changed batches.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Each ``artsim`` command imports what it needs: an objectid search, ``--help`` and ``search --help`` load no
-model (neither torch nor Dagster), ``status`` no torch, a photo search torch (the models) but no Dagster.
+model (neither torch nor Dagster), ``status`` no torch (and no Dagster while its cached plan is current), a
+photo search torch (the models) but no Dagster.
 
 Read from ``sys.modules`` at the exit of the real CLI run in a fresh process (``bench.cli.run_cold``, the one
 ``artsim bench cli`` times) on the small search lake. The photo search is the control: it must show torch, so
@@ -48,6 +49,15 @@ def test_help_imports_neither_torch_nor_dagster(env, argv):
 
 def test_status_imports_no_model(env):
     assert not run(["status"], env) & MODEL_PACKAGES
+
+
+def test_status_with_a_current_cached_plan_imports_no_dagster(env, tmp_path):
+    env = env | {"DAGSTER_HOME": str(tmp_path / "dagster_home")}
+    computed = run(["status"], env)  # a new instance: computed (its files are created), then computed once more
+    run(["status"], env)
+    assert "dagster" in computed  # the control: computing the plan takes Dagster
+    assert "dagster" not in run(["status"], env)
+    assert "dagster" in run(["status", "--fresh"], env)
 
 
 def test_a_photo_search_imports_torch_and_no_dagster(env, tmp_path):

