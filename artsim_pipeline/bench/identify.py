@@ -10,7 +10,9 @@ identification calibration (:mod:`artsim_pipeline.core.identify`):
   source), the share identified, identified-and-correct, the share identified by the geometric check (ORB +
   RANSAC against the candidates' images), and wrong identifications (identified as another painting);
 * **non-members** — the same photo with its source painting left out of the index (leave-one-out, as the
-  evaluation does): the share identified (a false identification: that painting is "not in the collection");
+  evaluation does): the share identified as another work (a false identification: that painting is "not in the
+  collection"), and, apart, the share identified as another image of the same work (a second scan or a replica
+  that the collection holds, :func:`~artsim_pipeline.core.photo_match.same_work`: right, not false);
 * per distortion and overall; targets (overall): identified-and-correct >= 0.90 of member photos, non-members
   identified <= 0.01;
 * **latency** — ``--latency-photos`` of the member photos through :meth:`SearchEngine.search` (JPEG bytes, k=10:
@@ -82,7 +84,7 @@ def verdicts(engine: Any, vectors: list[np.ndarray], photos: list[Any], sources:
     from artsim_pipeline.core.generations import REQUIRED_VARIANT
     from artsim_pipeline.core.identify import decide_all
     from artsim_pipeline.core.identify_measure import measure_photos
-    from artsim_pipeline.core.photo_match import keypoints
+    from artsim_pipeline.core.photo_match import keypoints, same_work
 
     calibration, bundle = engine.calibration, engine.variants[REQUIRED_VARIANT].bundle
     src = np.asarray(sources, dtype=np.int64)
@@ -94,9 +96,11 @@ def verdicts(engine: Any, vectors: list[np.ndarray], photos: list[Any], sources:
     first = measure_photos(bundle, vectors[:1]).best[:, 0]
     identified = np.array([d.identified for d in member], dtype=bool)
     named = np.array([d.objectid for d in member], dtype=np.int64)
+    twin = np.array([d.identified and same_work(engine.painting_keypoints, s, d.objectid)
+                     for d, s in zip(outsider, sources)], dtype=bool)
     return {"top1": first == src, "identified": identified, "correct": identified & (named == src),
             "wrong": identified & (named != src), "geometry": np.array([d.basis == "geometry" for d in member], bool),
-            "non_member": np.array([d.identified for d in outsider], dtype=bool)}
+            "non_member": np.array([d.identified for d in outsider], dtype=bool) & ~twin, "same_work": twin}
 
 
 def table_rows(kinds: list[str], measured: dict[str, np.ndarray]) -> list[dict[str, Any]]:
@@ -107,7 +111,7 @@ def table_rows(kinds: list[str], measured: dict[str, np.ndarray]) -> list[dict[s
         row = {"distortion": name, "photos": int(pick.sum())}
         for key, column in (("top1_accuracy", "top1"), ("identified", "identified"),
                             ("identified_correct", "correct"), ("by_geometry", "geometry"),
-                            ("wrong_identified", "wrong"),
+                            ("wrong_identified", "wrong"), ("non_member_same_work", "same_work"),
                             ("non_member_identified", "non_member")):
             row[key] = round(float(measured[column][pick].mean()), 4) if pick.any() else 0.0
         rows.append(row)
@@ -131,7 +135,7 @@ def latency(engine: Any, photos: list[bytes], measured: dict[str, np.ndarray], n
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     cols = ("distortion", "photos", "top1_accuracy", "identified", "identified_correct", "by_geometry", "wrong_identified",
-            "non_member_identified")
+            "non_member_identified", "non_member_same_work")
     cells = [[str(r[c]) if not isinstance(r[c], float) else f"{r[c]:.3f}" for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = lambda values: "  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(values, widths)))

@@ -226,16 +226,25 @@ def fit_calibration(positives: np.ndarray, negatives: np.ndarray, *, target: flo
 class PhotoEvidence:
     """What was measured of ``n`` photos in ``V`` views (whole first): the embedding's ``top1``, ``top2`` cosines
     and ``best`` objectid ``[n, V]``; geometry's best ``geo_objectid`` and ``geo_inliers`` ``[n, V]``, cumulative
-    over the candidates of views 0..v (``[n, 0]`` without geometry)."""
+    over the candidates of views 0..v (None without geometry); ``same_work`` ``[n]``: a painting the photo could be
+    named as is another image of the photo's own work (:func:`~artsim_pipeline.core.photo_match.same_work`;
+    measured for non-member photos, None otherwise)."""
 
     top1: np.ndarray
     top2: np.ndarray
     best: np.ndarray
     geo_objectid: np.ndarray | None = None
     geo_inliers: np.ndarray | None = None
+    same_work: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.top1)
+
+    def subset(self, keep: np.ndarray) -> "PhotoEvidence":
+        """The photos where ``keep`` is true."""
+        pick = lambda a: None if a is None else a[keep]  # noqa: E731
+        return PhotoEvidence(self.top1[keep], self.top2[keep], self.best[keep], pick(self.geo_objectid),
+                             pick(self.geo_inliers), pick(self.same_work))
 
     def row(self, i: int) -> tuple[Any, Any, Any, Any, Any]:
         geo_oid = self.geo_objectid[i] if self.geo_objectid is not None else ()
@@ -278,8 +287,15 @@ def fit_views(member: PhotoEvidence, sources: np.ndarray, outsider: PhotoEvidenc
               views: Sequence[float] = (1.0,), candidates: int = GEOMETRY_CANDIDATES,
               target: float = TARGET_FALSE_RATE, stats: dict[str, Any] | None = None) -> Calibration:
     """A :class:`Calibration` from the member photos' evidence (``sources``: each photo's painting) and the
-    non-member photos' (their painting left out). Geometry is used when both carry it (module doc)."""
+    non-member photos' (their painting left out). Geometry is used when both carry it (module doc). A non-member
+    photo whose painting has another image of the same work in the collection (``outsider.same_work``) is not a
+    negative: naming that image is right; such photos are left out of the fit and counted in its stats."""
     sources = np.asarray(sources, dtype=np.int64)
+    twins = 0
+    if outsider.same_work is not None:
+        twins = int(outsider.same_work.sum())
+        outsider = outsider.subset(~outsider.same_work)
+    stats = {**(stats or {}), "non_members_same_work": twins}
     n_neg = len(outsider) + int((member.best[:, 0] != sources).sum())
     if len(member) - int((member.best[:, 0] != sources).sum()) < 2 or n_neg < 2:
         raise ValueError(f"a calibration needs at least 2 correct member photos and 2 non-member photos "

@@ -9,17 +9,20 @@ batches (the calibration in ``faiss_index`` and ``artsim bench identify`` alike)
 * :func:`measure_photos` — a :class:`~artsim_pipeline.core.identify.PhotoEvidence`: per view the nearest
   paintings in the ``full`` index (each photo's own painting left out for non-members) and the best geometric
   match among them (:mod:`~artsim_pipeline.core.photo_match`);
+* :func:`same_work_named` — for non-member photos, whether what they could be named as is another image of the
+  same work (a second scan or a replica in the collection: naming it is right, so it is no false identification);
 * :func:`calibrate_collection` — all of it on the collection's own paintings, then the fit.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .identify import GEOMETRY_CANDIDATES, VIEWS, Calibration, PhotoEvidence, fit_views
-from .photo_match import KeypointCache, Keypoints, best_match, keypoints
+from .photo_match import KeypointCache, Keypoints, best_match, keypoints, same_work
 from .photo_sim import centre_crop, photo_plan, simulate_photo
 
 CALIBRATION_PAINTINGS = 256
@@ -127,6 +130,19 @@ def measure_photos(bundle: Any, vectors: Sequence[np.ndarray], photo_keypoints: 
     return PhotoEvidence(top1, top2, best, geo_oid, geo_inl)
 
 
+def same_work_named(evidence: PhotoEvidence, sources: np.ndarray, painting_keypoints: Callable[[int], Keypoints],
+                    ) -> np.ndarray:
+    """``[n]``: whether a painting the photo could be named as (the embedding's best of any view, or geometry's
+    best) is another image of the photo's own work (:func:`~artsim_pipeline.core.photo_match.same_work`)."""
+    out = np.zeros(len(evidence), dtype=bool)
+    for row, source in enumerate(np.asarray(sources, dtype=np.int64).tolist()):
+        named = set(evidence.best[row].tolist())
+        if evidence.geo_objectid is not None:
+            named |= set(evidence.geo_objectid[row].tolist())
+        out[row] = any(same_work(painting_keypoints, source, oid) for oid in named if oid >= 0)
+    return out
+
+
 def calibrate_collection(bundle: Any, fusion: Any, models: Sequence[Any], precision: str,
                          image_of: Callable[[int], Any], *, paintings: int = CALIBRATION_PAINTINGS,
                          per_painting: int = PHOTOS_PER_PAINTING, seed: int = SEED,
@@ -143,6 +159,7 @@ def calibrate_collection(bundle: Any, fusion: Any, models: Sequence[Any], precis
     member = measure_photos(bundle, vectors, photo_points, painting_points, candidates=candidates)
     outsider = measure_photos(bundle, vectors, photo_points, painting_points, exclude=sources, candidates=candidates)
     src = np.asarray(sources, dtype=np.int64)
+    outsider = replace(outsider, same_work=same_work_named(outsider, src, painting_points))
     stats = {"paintings": int(len(set(sources))), "photos": int(len(photos)), "seed": int(seed),
              "member_top1_accuracy": round(float((member.best[:, 0] == src).mean()), 4) if len(src) else 0.0,
              "distortions": sorted(set(kinds))}  # no timings: the same collection gives the same file
@@ -150,4 +167,5 @@ def calibrate_collection(bundle: Any, fusion: Any, models: Sequence[Any], precis
 
 
 __all__ = ["CALIBRATION_PAINTINGS", "PHOTOS_PER_PAINTING", "SEED", "best_two", "calibrate_collection",
-           "encode_photos", "measure_photos", "neighbours", "sample_paintings", "simulated_photos", "view_vectors"]
+           "encode_photos", "measure_photos", "neighbours", "same_work_named", "sample_paintings", "simulated_photos",
+           "view_vectors"]

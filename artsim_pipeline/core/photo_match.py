@@ -14,7 +14,9 @@ a 1200 px cached image alike); the pyramid covers the scale between them (1.2^7,
 deterministic: RANSAC's random draws are seeded.
 
 :class:`Keypoints` are what one image contributes (``xy``: ``[n, 2]`` float (x, y) in the resized image;
-``descriptors``: ``[n, 256]`` bool); :func:`keypoints` makes them, :func:`inliers` compares two.
+``descriptors``: ``[n, 256]`` bool); :func:`keypoints` makes them, :func:`inliers` compares two. The same test
+between two of the collection's own images tells another image of the same work (a second scan, a replica):
+:func:`same_work`.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ MAX_RATIO = 0.85  # Lowe's ratio test on Hamming distances
 RESIDUAL_PX = 3.0  # a match agrees with the transform when it lands within this many pixels
 RANSAC_TRIALS = 300
 MIN_MATCHES = 5
+#: two of the collection's images show the same work (another scan, a replica) when this many of their keypoints
+#: agree with one transform: on the evaluation mirror such pairs share 43-241, different paintings 0-10
+SAME_WORK_INLIERS = 30
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,16 @@ class KeypointCache:
         return found
 
 
+def same_work(painting_keypoints: Any, a: int, b: int) -> bool:
+    """Whether paintings ``a`` and ``b`` of the collection are images of the same work (their own images match:
+    :data:`SAME_WORK_INLIERS`); a painting is its own work."""
+    if int(a) == int(b):
+        return True
+    if int(a) < 0 or int(b) < 0:
+        return False
+    return inliers(painting_keypoints(int(a)), painting_keypoints(int(b))) >= SAME_WORK_INLIERS
+
+
 def best_match(photo: Keypoints, candidates: Any, painting_keypoints: Any) -> tuple[int, int]:
     """``(objectid, inliers)`` of the candidate (objectids, best first) with the most inliers in ``photo``
     (the first on ties); ``(-1, 0)`` without candidates."""
@@ -134,5 +149,5 @@ def best_match(photo: Keypoints, candidates: Any, painting_keypoints: Any) -> tu
     return best
 
 
-__all__ = ["KEYPOINTS", "KeypointCache", "Keypoints", "MAX_SIDE", "NO_KEYPOINTS", "best_match", "inliers",
-           "keypoints"]
+__all__ = ["KEYPOINTS", "KeypointCache", "Keypoints", "MAX_SIDE", "NO_KEYPOINTS", "SAME_WORK_INLIERS", "best_match",
+           "inliers", "keypoints", "same_work"]

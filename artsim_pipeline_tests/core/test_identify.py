@@ -202,3 +202,18 @@ def test_simulated_photos_are_seeded_and_every_distortion_changes_the_image():
     plan = photo_plan(np.array([7, 8, 9]), 2, seed=1)
     assert [p[0] for p in plan] == [7, 7, 8, 8, 9, 9] and len({p[2] for p in plan}) == 6
     assert [p[1] for p in plan] == list(DISTORTIONS[:6])
+
+
+def test_another_image_of_the_same_work_is_no_false_identification():
+    from dataclasses import replace
+
+    member, sources, outsider = _planted_evidence()
+    inliers = outsider.geo_inliers.copy()
+    inliers[:8] = 150  # 8 non-member photos whose painting has a second scan in the collection
+    twins = replace(outsider, geo_inliers=inliers)
+    unflagged = fit_views(member, sources, twins, views=(1.0, 0.75), candidates=5)
+    assert unflagged.geometry_threshold > 150  # counted as false identifications, they make geometry useless
+    flagged = fit_views(member, sources, replace(twins, same_work=np.arange(len(sources)) < 8), views=(1.0, 0.75),
+                        candidates=5)
+    assert flagged.geometry_threshold <= 20 and flagged.stats["non_members_same_work"] == 8
+    assert flagged.stats["identified_correct"] > unflagged.stats["identified_correct"] + 0.2

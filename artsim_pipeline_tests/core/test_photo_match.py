@@ -40,3 +40,13 @@ def test_best_match_names_the_painting_in_the_photo_and_sizes_are_bounded():
     assert len(keypoints(Image.new("RGB", (20, 20)))) == 0
     # deterministic: the same images give the same count
     assert inliers(photo, cache(3)) == inliers(photo, cache(3))
+
+
+def test_same_work_tells_another_image_of_a_work_from_another_painting():
+    from artsim_pipeline.core.photo_match import same_work
+
+    rescan = {1: _image(1, 300), 2: _image(1, 180).rotate(2, expand=True), 3: _image(3, 300)}
+    cache = KeypointCache(lambda oid: rescan.get(oid))
+    assert same_work(cache, 1, 2) and same_work(cache, 2, 1)  # another, smaller, slightly turned scan
+    assert not same_work(cache, 1, 3) and not same_work(cache, 1, -1)
+    assert same_work(cache, 3, 3)
