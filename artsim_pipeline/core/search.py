@@ -60,7 +60,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -285,114 +285,121 @@ class SearchEngine:
     ) -> SearchResponse:
         """The top ``k`` paintings for ``query`` (see the module doc); raises :class:`QueryError`.
 
-        An objectid query leaves the painting itself out unless ``include_self``."""
+        An objectid query leaves the painting itself out unless ``include_self``. The stages run in one
+        direction, each once: parse → encode (with identification for a photo) → filter → retrieve → re-rank →
+        explain and present."""
         if int(k) < 1:
             raise QueryError(f"k must be >= 1, got {k}")
-        k = int(k)
-        weights = weights or self.scoring
-        filters = filters or SearchFilters()
-        timings: dict[str, float] = {}
-        mark = time.perf_counter()
-
-        def lap(stage: str) -> None:
-            nonlocal mark
-            now = time.perf_counter()
-            timings[stage] = (now - mark) * 1000.0
-            mark = now
-
-        started = mark
+        k, weights, filters = int(k), weights or self.scoring, filters or SearchFilters()
+        clock = _StageClock()
         parsed = self._parse(query)
-        notes: list[str] = []
-        variant, face_count, face_box = "full", None, None
-        query_meta: dict[str, Any] = {}
-        identification: dict[str, Any] = {}
-        lap("parse")
-        if parsed.kind == "objectid":
-            oid = int(parsed.objectid)  # type: ignore[arg-type]
-            query_meta = dict(self._rows[oid])
-            vector = None
-            if face_crop:
-                vector = self.stored_vector(oid, "face")
-                if vector is not None:
-                    variant = "face"
-                else:
-                    notes.append(f"objectid {oid} has no face vector; searched with the whole painting")
-            if vector is None:
-                vector = self.stored_vector(oid, "full")
-            if vector is None:
-                path = self.image_path(oid)
-                if path is None or not path.is_file():
-                    raise QueryError(f"objectid {oid} is in the catalog but has neither an indexed vector nor a "
-                                     f"cached image (its download may have failed)")
-                notes.append(f"objectid {oid} is not in the index; re-embedded its cached image")
-                vector, explain_query = self._encode(ParsedQuery("image", str(path), path=path), None, "full")
-            else:
-                explain_query = self._stored_explanation(oid, variant)
-            lap("vector")
-        else:
-            crop = None
-            if face_crop:
-                face_count, face_box = detect_query_faces(self.detector, parsed)
-                lap("faces")
-                if face_box is None:
-                    notes.append(f"no face found (probability >= {self.face_threshold:g}); "
-                                 "searched with the whole image")
-                elif "face" not in self.variants:
-                    notes.append(f"{face_count} face(s) found but the data lake has no face index; "
-                                 "searched with the whole image")
-                else:
-                    variant, crop = "face", face_box
-            vector, explain_query = self._encode(parsed, crop, variant)
-            lap("embed")
-            identification = self._identify(parsed, vector, variant, notes)
-            lap("identify")
-
+        clock.lap("parse")
+        encoded = self._encode_object(parsed, face_crop, clock) if parsed.kind == "objectid" else \
+            self._encode_photo(parsed, face_crop, clock)
         allowed = None
         if not filters.is_empty:
             allowed = self.allowed_ids(filters)
-            lap("filters")
-        if not query_meta:  # an image has no catalog data: its match is the visual score itself
+            clock.lap("filters")
+        if not encoded.meta:  # an image has no catalog data: its match is the visual score itself
             weights = replace(weights, visual=1.0, metadata=0.0)
-        response_args = dict(query=parsed.label, kind=parsed.kind, objectid=parsed.objectid, variant=variant,
-                             face_count=face_count, face_box=face_box, filters=filters, k=k,
-                             match_basis=IMAGE_MATCH_BASIS if not query_meta else hybrid_match_basis(weights),
-                             **identification)
+        response_args = dict(query=parsed.label, kind=parsed.kind, objectid=parsed.objectid, variant=encoded.variant,
+                             face_count=encoded.face_count, face_box=encoded.face_box, filters=filters, k=k,
+                             match_basis=IMAGE_MATCH_BASIS if not encoded.meta else hybrid_match_basis(weights),
+                             **encoded.identification)
         if allowed is not None and allowed.size == 0:
-            notes.append("no painting matches the filters")
-            notes.extend(removal_report(self._db, filters))
-            timings["total"] = (time.perf_counter() - started) * 1000.0
-            return SearchResponse([], notes=notes, timings_ms=timings, **response_args)
-
-        database = self._databases[variant]
-        wanted = weights.n_candidates(k)
+            encoded.notes.append("no painting matches the filters")
+            encoded.notes.extend(removal_report(self._db, filters))
+            return SearchResponse([], notes=encoded.notes, timings_ms=clock.done(), **response_args)
         self_id = parsed.objectid if parsed.kind == "objectid" and not include_self else None
+        cand_ids, cand_scores, cosines = self._retrieve(encoded, weights.n_candidates(k), allowed, parsed.objectid,
+                                                        self_id, clock)
+        results = self._present(parsed, encoded, cand_ids, cand_scores, cosines, weights, k)
+        clock.lap("rerank")
+        return SearchResponse(results, notes=encoded.notes, timings_ms=clock.done(), **response_args)
+
+    def _encode_object(self, parsed: ParsedQuery, face_crop: bool, clock: "_StageClock") -> "_Encoded":
+        """An objectid query's stored vector (its face vector with ``face_crop``), or its cached image embedded
+        when the index lacks it."""
+        oid = int(parsed.objectid)  # type: ignore[arg-type]
+        encoded = _Encoded(meta=dict(self._rows[oid]))
+        vector = None
+        if face_crop:
+            vector = self.stored_vector(oid, "face")
+            if vector is not None:
+                encoded.variant = "face"
+            else:
+                encoded.notes.append(f"objectid {oid} has no face vector; searched with the whole painting")
+        if vector is None:
+            vector = self.stored_vector(oid, "full")
+        if vector is None:
+            path = self.image_path(oid)
+            if path is None or not path.is_file():
+                raise QueryError(f"objectid {oid} is in the catalog but has neither an indexed vector nor a "
+                                 f"cached image (its download may have failed)")
+            encoded.notes.append(f"objectid {oid} is not in the index; re-embedded its cached image")
+            vector, encoded.explain = self._encode(ParsedQuery("image", str(path), path=path), None, "full")
+        else:
+            encoded.explain = self._stored_explanation(oid, encoded.variant)
+        encoded.vector = vector
+        clock.lap("vector")
+        return encoded
+
+    def _encode_photo(self, parsed: ParsedQuery, face_crop: bool, clock: "_StageClock") -> "_Encoded":
+        """An image query's vector (of its faces with ``face_crop``, when found and indexed) and its
+        identification."""
+        encoded, crop = _Encoded(), None
+        if face_crop:
+            encoded.face_count, encoded.face_box = detect_query_faces(self.detector, parsed)
+            clock.lap("faces")
+            if encoded.face_box is None:
+                encoded.notes.append(f"no face found (probability >= {self.face_threshold:g}); "
+                                     "searched with the whole image")
+            elif "face" not in self.variants:
+                encoded.notes.append(f"{encoded.face_count} face(s) found but the data lake has no face index; "
+                                     "searched with the whole image")
+            else:
+                encoded.variant, crop = "face", encoded.face_box
+        encoded.vector, encoded.explain = self._encode(parsed, crop, encoded.variant)
+        clock.lap("embed")
+        encoded.identification = self._identify(parsed, encoded.vector, encoded.variant, encoded.notes)
+        clock.lap("identify")
+        return encoded
+
+    def _retrieve(self, encoded: "_Encoded", wanted: int, allowed: np.ndarray | None, query_objectid: int | None,
+                  self_id: int | None, clock: "_StageClock") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(candidate objectids, their visual scores, their plain cosines): FAISS, then the collection's
+        neighbourhoods (``ARTSIM_RERANK``; ``query_objectid``: the query painting's own, for an objectid query),
+        ``wanted`` of them, the query painting left out (``self_id``)."""
+        database, vector = self._databases[encoded.variant], encoded.vector
         depth = database.depth(wanted, self.rerank) + (self_id is not None)
-        scores, ids = index_search(self.variants[variant].bundle, vector[None], depth, allowed)
+        scores, ids = index_search(self.variants[encoded.variant].bundle, vector[None], depth, allowed)
         keep = np.array([i >= 0 and int(i) in self._rows and i != self_id for i in ids[0]], dtype=bool)
         cand_ids, cand_scores = ids[0][keep], scores[0][keep]
-        lap("index")
+        clock.lap("index")
         cosines = cand_scores
         if self.rerank.method != "none":
             if self.rerank.uses_dba and not database.has_augmented:
-                notes.append("the served index has no augmented vectors (built before re-ranking): "
-                             "re-ranked without them; re-run `artsim run`")
-            cand_scores = database.rescore(vector, cand_ids, self.rerank, parsed.objectid)
+                encoded.notes.append("the served index has no augmented vectors (built before re-ranking): "
+                                     "re-ranked without them; re-run `artsim run`")
+            cand_scores = database.rescore(vector, cand_ids, self.rerank, query_objectid)
             best = np.lexsort((cand_ids, -cand_scores))[:wanted]  # ties to the lower objectid
             cand_ids, cand_scores, cosines = cand_ids[best], cand_scores[best], cosines[best]
-            lap("rerank_vectors")
+            clock.lap("rerank_vectors")
+        return cand_ids, cand_scores, cosines
+
+    def _present(self, parsed: ParsedQuery, encoded: "_Encoded", cand_ids: np.ndarray, cand_scores: np.ndarray,
+                 cosines: np.ndarray, weights: ScoringWeights, k: int) -> list[SearchResult]:
+        """The top ``k`` results: the metadata re-rank, each one's explanation and near-duplicate label."""
         candidates = pd.DataFrame([self._rows[int(i)] for i in cand_ids], columns=list(CATALOG_COLUMNS))
         candidates["visual"] = cand_scores.astype(np.float64)
-        ranked = rerank(query_meta, candidates, weights, k)
+        ranked = rerank(encoded.meta, candidates, weights, k)
         cosine_of = dict(zip(cand_ids.tolist(), cosines.astype(np.float64).tolist()))
         ranked["cosine"] = [cosine_of[int(i)] for i in ranked["objectid"]]
-        explanations = self._explanations(variant, explain_query, query_meta, ranked, weights)
+        explanations = self._explanations(encoded.variant, encoded.explain, encoded.meta, ranked, weights)
         duplicate_at = self._near_duplicate_level() if parsed.kind == "objectid" else None
-        results = [self._result(i + 1, row, why, duplicate_at is not None and row.objectid != parsed.objectid
-                                and row.cosine >= duplicate_at)
-                   for i, (row, why) in enumerate(zip(ranked.itertuples(index=False), explanations))]
-        lap("rerank")
-        timings["total"] = (time.perf_counter() - started) * 1000.0
-        return SearchResponse(results, notes=notes, timings_ms=timings, **response_args)
+        return [self._result(i + 1, row, why, duplicate_at is not None and row.objectid != parsed.objectid
+                             and row.cosine >= duplicate_at)
+                for i, (row, why) in enumerate(zip(ranked.itertuples(index=False), explanations))]
 
     def image_path(self, objectid: int) -> Path | None:
         uuid = cell_text(self._rows.get(objectid, {}).get("uuid"))
@@ -484,6 +491,38 @@ class SearchEngine:
 
     def close(self) -> None:
         self._db.close()
+
+
+class _StageClock:
+    """Milliseconds per stage of one search (``timings_ms``), and the total."""
+
+    def __init__(self) -> None:
+        self.started = self.mark = time.perf_counter()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.timings[stage] = (now - self.mark) * 1000.0
+        self.mark = now
+
+    def done(self) -> dict[str, float]:
+        self.timings["total"] = (time.perf_counter() - self.started) * 1000.0
+        return self.timings
+
+
+@dataclass
+class _Encoded:
+    """What the encode stage hands on: the query vector, its variant, the query painting's catalog row (``meta``,
+    empty for a photo), the per-block projection that explains matches, faces, identification and notes."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    vector: Any = None
+    variant: str = "full"
+    explain: np.ndarray | None = None
+    face_count: int | None = None
+    face_box: tuple[float, float, float, float] | None = None
+    identification: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 @functools.lru_cache(maxsize=2)
