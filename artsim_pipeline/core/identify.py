@@ -8,7 +8,9 @@ Two kinds of evidence, in stages (the cheap one first, each stage only when the 
 * **geometry** — the photo's ORB keypoints matched against the images of its :attr:`Calibration.geometry_candidates`
   nearest paintings, with RANSAC (:mod:`~artsim_pipeline.core.photo_match`): identified as the candidate with the
   most inliers when they reach ``geometry_threshold`` (the painting's own image is *in* the photo: blur, noise, a
-  crop or a frame lower the embedding's margin, not this).
+  crop or a frame lower the embedding's margin, not this). A photo with corners (at least ``geometry_keypoints``
+  ORB keypoints) is identified by geometry only: the embedding alone names look-alikes (a pendant panel, a
+  replica) that are not the painting; the embedding decides only where geometry cannot speak.
 
 A photo is looked at in :data:`VIEWS`: whole, then its central 75 % (a painting photographed in its frame on a
 wall fills the middle of the photo). The stages (:meth:`Calibration.decide`): embedding of the whole photo →
@@ -51,6 +53,8 @@ NEAR_DUPLICATE_RANGE = (0.95, 0.99)
 #: geometry never identifies on fewer inliers (RANSAC's homography on random ORB matches finds 4-7)
 MIN_INLIERS = 10
 GEOMETRY_CANDIDATES = 5  # nearest paintings per view whose images are matched against the photo
+#: a photo with this many ORB keypoints (of at most 300) has the corners geometry needs: it decides alone
+GEOMETRY_KEYPOINTS = 100
 #: the views of a photo that are scored: the whole photo, then its central 75 % (a framed painting on a wall)
 VIEWS = (1.0, 0.75)
 CALIBRATION_FILE = "identify.json"
@@ -89,6 +93,7 @@ class Calibration:
     geometry_candidates: int = 0
     geometry_slope: float = 0.0  # confidence = sigmoid(slope * (log1p(inliers) - centre))
     geometry_centre: float = 0.0
+    geometry_keypoints: int = 0  # a photo with at least this many ORB keypoints is identified by geometry only
     format_version: int = FORMAT_VERSION  # 1: the embedding only (an older generation's file)
 
     def score(self, top1: float, top2: float) -> float:
@@ -113,17 +118,27 @@ class Calibration:
             return 0.0
         return _sigmoid(self.geometry_slope * (math.log1p(inliers) - self.geometry_centre))
 
+    def embedding_decides(self, photo_keypoints: int | None) -> bool:
+        """Whether the embedding may identify a photo with this many ORB keypoints: always without geometry; with
+        it, only where geometry cannot speak (a flat or blurred photo, fewer than ``geometry_keypoints``): a
+        photo with corners whose candidates' images are not in it is not identified (a pendant panel or a
+        replica looks alike to the embedding, not to the geometry)."""
+        return not self.uses_geometry or photo_keypoints is None or photo_keypoints < self.geometry_keypoints
+
     def decide(self, top1: Sequence[float], top2: Sequence[float], best: Sequence[int],
-               geo_objectid: Sequence[int] = (), geo_inliers: Sequence[int] = ()) -> Decision:
+               geo_objectid: Sequence[int] = (), geo_inliers: Sequence[int] = (),
+               photo_keypoints: int | None = None) -> Decision:
         """The staged rule on one photo's evidence: per view (whole first) the embedding's ``top1``, ``top2``,
         ``best`` objectid, and the geometric best so far (``geo_objectid``/``geo_inliers``: over the candidates
-        of views 0..v; shorter, or empty, where geometry was not measured)."""
+        of views 0..v; shorter, or empty, where geometry was not measured); ``photo_keypoints``: how many ORB
+        keypoints the photo has (:meth:`embedding_decides`)."""
         view = 0
+        embedding = self.embedding_decides(photo_keypoints)
         for v in range(len(top1)):
             view = self.best_view(top1[:v + 1], top2[:v + 1])
             score = self.score(top1[view], top2[view])
             inliers = int(geo_inliers[v]) if v < len(geo_inliers) else None
-            if score >= self.threshold:
+            if embedding and score >= self.threshold:
                 return Decision(True, int(best[view]), "embedding", score, inliers)
             if self.uses_geometry and inliers is not None and inliers >= self.geometry_threshold:
                 return Decision(True, int(geo_objectid[v]), "geometry", score, inliers)
@@ -137,8 +152,10 @@ class Calibration:
         text = (f"score = top-1 cosine + {self.margin_weight:g} × (top-1 − top-2 cosine); identified when the score "
                 f"is at least {self.threshold:.4f}")
         if self.uses_geometry:
-            text += (f", or when at least {self.geometry_threshold:g} ORB keypoint matches of the photo agree with "
-                     f"one perspective transform onto one of the {self.geometry_candidates} nearest paintings' images")
+            text = (f"identified when at least {self.geometry_threshold:g} ORB keypoint matches of the photo agree "
+                    f"with one perspective transform onto one of the {self.geometry_candidates} nearest paintings' "
+                    f"images; a photo with fewer than {self.geometry_keypoints} keypoints (too flat or blurred for "
+                    f"that) by its embedding: {text}")
         return (f"{text}; set for at most {self.target_false_rate:.0%} false identifications of {n} simulated photos "
                 f"of paintings left out of the index; confidence: a logistic fit on the collection's simulated photos")
 
@@ -236,6 +253,7 @@ class PhotoEvidence:
     geo_objectid: np.ndarray | None = None
     geo_inliers: np.ndarray | None = None
     same_work: np.ndarray | None = None
+    keypoints: np.ndarray | None = None  # [n] the photos' ORB keypoint counts (with geometry)
 
     def __len__(self) -> int:
         return len(self.top1)
@@ -244,12 +262,13 @@ class PhotoEvidence:
         """The photos where ``keep`` is true."""
         pick = lambda a: None if a is None else a[keep]  # noqa: E731
         return PhotoEvidence(self.top1[keep], self.top2[keep], self.best[keep], pick(self.geo_objectid),
-                             pick(self.geo_inliers), pick(self.same_work))
+                             pick(self.geo_inliers), pick(self.same_work), pick(self.keypoints))
 
-    def row(self, i: int) -> tuple[Any, Any, Any, Any, Any]:
+    def row(self, i: int) -> tuple[Any, Any, Any, Any, Any, int | None]:
         geo_oid = self.geo_objectid[i] if self.geo_objectid is not None else ()
         geo_inl = self.geo_inliers[i] if self.geo_inliers is not None else ()
-        return self.top1[i], self.top2[i], self.best[i], geo_oid, geo_inl
+        points = int(self.keypoints[i]) if self.keypoints is not None else None
+        return self.top1[i], self.top2[i], self.best[i], geo_oid, geo_inl, points
 
 
 def decide_all(calibration: Calibration, evidence: PhotoEvidence) -> list[Decision]:
@@ -272,7 +291,8 @@ def _candidate(weight: float, geometry: tuple[float, int] | None, member: PhotoE
     return Calibration(threshold=_count_threshold(neg, allowed - used), margin_weight=weight, slope=1.0, centre=0.0,
                        near_duplicate=NEAR_DUPLICATE_RANGE[0], target_false_rate=target, views=tuple(views),
                        geometry_threshold=None if geometry is None else geometry[0],
-                       geometry_candidates=0 if geometry is None else geometry[1])
+                       geometry_candidates=0 if geometry is None else geometry[1],
+                       geometry_keypoints=0 if geometry is None else GEOMETRY_KEYPOINTS)
 
 
 def _geometry_negatives(member: PhotoEvidence, sources: np.ndarray, outsider: PhotoEvidence) -> np.ndarray:
@@ -353,14 +373,16 @@ def _with_confidence(trial: Calibration, member: PhotoEvidence, sources: np.ndar
 
 def identify_photo(calibration: Calibration | None, rows: Mapping[int, Mapping[str, Any]],
                    view_evidence: Callable[[int], tuple[float, float, int, Sequence[int]] | None],
-                   geometry: Callable[[Sequence[int]], tuple[int, int]] | None = None) -> dict[str, Any]:
+                   geometry: Callable[[Sequence[int]], tuple[int, int]] | None = None,
+                   photo_keypoints: int | None = None) -> dict[str, Any]:
     """A search response's ``{"identified": {objectid, title, attribution, confidence} | None, "identification":
     {verdict, basis, score, threshold, inliers, inlier_threshold, confidence, method, closest_objectid}}``, the
     stages measured only as far as needed (:meth:`Calibration.decide`).
 
     ``view_evidence(v)``: ``(top1, top2, best objectid, candidate objectids)`` of view ``v`` of
     ``calibration.views``, or None where that view cannot be made; ``geometry(candidates)``: ``(objectid, inliers)`` of the best geometric match among
-    them (None: no geometric stage). Both None without a calibration."""
+    them (None: no geometric stage); ``photo_keypoints``: the photo's ORB keypoint count
+    (:meth:`Calibration.embedding_decides`). Both None without a calibration."""
     if calibration is None:
         return {"identified": None, "identification": None}
     top1, top2, best, geo_oid, geo_inl = [], [], [], [], []
@@ -379,7 +401,7 @@ def identify_photo(calibration: Calibration | None, rows: Mapping[int, Mapping[s
             if geo_inl and (found[0] < 0 or found[1] <= geo_inl[-1]):
                 found = (geo_oid[-1], geo_inl[-1])
             geo_oid.append(found[0]), geo_inl.append(found[1])
-        decision = calibration.decide(top1, top2, best, geo_oid, geo_inl)
+        decision = calibration.decide(top1, top2, best, geo_oid, geo_inl, photo_keypoints)
         if decision.identified:
             break
     assert decision is not None

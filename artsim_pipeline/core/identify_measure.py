@@ -127,7 +127,8 @@ def measure_photos(bundle: Any, vectors: Sequence[np.ndarray], photo_keypoints: 
             if match[0] >= 0 and (current[0] < 0 or match[1] > current[1]):
                 current = match
             geo_oid[row, v], geo_inl[row, v] = current
-    return PhotoEvidence(top1, top2, best, geo_oid, geo_inl)
+    return PhotoEvidence(top1, top2, best, geo_oid, geo_inl,
+                         keypoints=np.array([len(p) for p in photo_keypoints], dtype=np.int64))
 
 
 def same_work_named(evidence: PhotoEvidence, sources: np.ndarray, painting_keypoints: Callable[[int], Keypoints],

@@ -35,9 +35,13 @@ MAX_RATIO = 0.85  # Lowe's ratio test on Hamming distances
 RESIDUAL_PX = 3.0  # a match agrees with the transform when it lands within this many pixels
 RANSAC_TRIALS = 300
 MIN_MATCHES = 5
-#: two of the collection's images show the same work (another scan, a replica) when this many of their keypoints
-#: agree with one transform: on the evaluation mirror such pairs share 43-241, different paintings 0-10
-SAME_WORK_INLIERS = 30
+#: two of the collection's images show the same work (another scan, a replica, a view that contains it) when this
+#: many of their keypoints agree with one transform: 1.5 x the most that two different paintings of the
+#: evaluation mirror share (0-10); second scans share 43-241, a chapel wall with the fresco on it 16
+SAME_WORK_INLIERS = 15
+#: a candidate with this many inliers is the painting in the photo (or another image of its work): the candidates
+#: after it are not matched (a photo's painting is usually the embedding's nearest, so this saves most of the work)
+CERTAIN_INLIERS = 60
 
 
 @dataclass(frozen=True)
@@ -137,8 +141,9 @@ def same_work(painting_keypoints: Any, a: int, b: int) -> bool:
 
 
 def best_match(photo: Keypoints, candidates: Any, painting_keypoints: Any) -> tuple[int, int]:
-    """``(objectid, inliers)`` of the candidate (objectids, best first) with the most inliers in ``photo``
-    (the first on ties); ``(-1, 0)`` without candidates."""
+    """``(objectid, inliers)`` of the candidate (objectids, nearest first) with the most inliers in ``photo``
+    (the first on ties), or of the first to reach :data:`CERTAIN_INLIERS` (the rest are not looked at);
+    ``(-1, 0)`` without candidates."""
     best = (-1, 0)
     for oid in candidates:
         if int(oid) < 0:
@@ -146,6 +151,8 @@ def best_match(photo: Keypoints, candidates: Any, painting_keypoints: Any) -> tu
         count = inliers(photo, painting_keypoints(int(oid)))
         if count > best[1] or best[0] < 0:
             best = (int(oid), count)
+        if count >= CERTAIN_INLIERS:
+            break
     return best
 
 

@@ -75,7 +75,7 @@ from .rerank import RerankOptions, ServedDatabase
 from .explain import summary as explanation_summary
 from .identify import NEAR_DUPLICATE_RANGE, Calibration, identify_photo, load_calibration
 from .identify_measure import neighbours
-from .photo_match import KeypointCache, Keypoints, best_match, keypoints
+from .photo_match import KeypointCache, best_match, keypoints
 from .photo_sim import centre_crop
 from .scoring import ScoringWeights, metadata_bonuses, rerank
 from .search_encode import detect_query_faces, forward_inputs, prepare_inputs, stored_vector
@@ -433,15 +433,14 @@ class SearchEngine:
             scores, ids = neighbours(bundle, np.asarray(vectors[v])[None], k, [exclude])
             return float(scores[0, 0]), float(scores[0, 1]), int(ids[0, 0]), ids[0].tolist()
 
-        geometry = None
+        geometry, points = None, None
         if photo is not None and calibration is not None and calibration.uses_geometry:
-            photo_points: list[Keypoints] = []
+            points = keypoints(photo)
 
             def geometry(candidates: Sequence[int]) -> tuple[int, int]:
-                if not photo_points:
-                    photo_points.append(keypoints(photo))
-                return best_match(photo_points[0], candidates, self.painting_keypoints)
-        return identify_photo(calibration, self._rows, view_evidence, geometry)
+                return best_match(points, candidates, self.painting_keypoints)
+        return identify_photo(calibration, self._rows, view_evidence, geometry,
+                              None if points is None else len(points))
 
     def _identify(self, parsed: ParsedQuery, vector: np.ndarray, variant: str, notes: list[str]) -> dict[str, Any]:
         """The identification of an image query: the whole image first (a face-crop search embeds it again), its

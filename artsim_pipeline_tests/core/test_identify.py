@@ -217,3 +217,17 @@ def test_another_image_of_the_same_work_is_no_false_identification():
                         candidates=5)
     assert flagged.geometry_threshold <= 20 and flagged.stats["non_members_same_work"] == 8
     assert flagged.stats["identified_correct"] > unflagged.stats["identified_correct"] + 0.2
+
+
+def test_a_photo_with_corners_is_identified_by_geometry_only():
+    member, sources, outsider = _planted_evidence()
+    calibration = fit_views(member, sources, outsider, views=(1.0, 0.75), candidates=5)
+    t, corners = calibration.threshold, calibration.geometry_keypoints
+    assert corners > 0
+    # a look-alike (a pendant panel): the embedding is sure, but none of its image is in the photo
+    lookalike = calibration.decide([t + 0.3], [t - 0.5], [11], [11], [4], photo_keypoints=corners)
+    assert not lookalike.identified and lookalike.objectid == 11
+    # a flat or blurred photo: geometry cannot speak, the embedding decides
+    flat = calibration.decide([t + 0.3], [t - 0.5], [11], [11], [0], photo_keypoints=corners - 1)
+    assert (flat.identified, flat.basis) == (True, "embedding")
+    assert "keypoints" in calibration.method

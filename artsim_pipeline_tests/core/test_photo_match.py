@@ -50,3 +50,14 @@ def test_same_work_tells_another_image_of_a_work_from_another_painting():
     assert same_work(cache, 1, 2) and same_work(cache, 2, 1)  # another, smaller, slightly turned scan
     assert not same_work(cache, 1, 3) and not same_work(cache, 1, -1)
     assert same_work(cache, 3, 3)
+
+
+def test_best_match_stops_at_a_certain_match():
+    from artsim_pipeline.core.photo_match import CERTAIN_INLIERS
+
+    opened: list[int] = []
+    cache = KeypointCache(lambda oid: opened.append(oid) or _image(oid, 300))
+    photo = keypoints(simulate_photo(_image(2, 300), "rotation", seed=2))
+    oid, count = best_match(photo, [2, 1, 3], cache)
+    assert (oid, opened) == (2, [2]) and count >= CERTAIN_INLIERS  # the nearest is the painting: nothing else opened
+    assert best_match(photo, [1, 3, 2], cache)[0] == 2 and opened == [2, 1, 3]
