@@ -10,7 +10,8 @@ import numpy as np
 from PIL import Image
 
 from artsim_pipeline.core.generations import load_generation, publish_generation
-from artsim_pipeline.core.identify import CALIBRATION_FILE, calibrate_collection
+from artsim_pipeline.core.identify import CALIBRATION_FILE
+from artsim_pipeline.core.identify_measure import calibrate_collection
 from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline.core.models import load_model
 from artsim_pipeline_tests.nga_fixtures import NGA_MIRROR
