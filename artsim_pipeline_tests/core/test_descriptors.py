@@ -115,3 +115,43 @@ def test_an_option_picks_its_pooling_variants_and_blocks_under_the_pipelines_nam
 def test_an_options_cost_counts_its_forward_passes():
     row = cost(_features(), Option("x", variants=("orig", "flip", "scale0.5")))
     assert row["forward_work_ratio"] == 2.25 and row["embed_time_ratio"] == pytest.approx(5.0)
+
+
+def _collection(n_artists=9, per_artist=6, seed=0):
+    """Features of two input variants for a collection whose artists are clusters in the final block only."""
+    from artsim_pipeline.core.evaluation.protocol import ItemMeta
+
+    rng = np.random.default_rng(seed)
+    n = n_artists * per_artist
+    artist = np.repeat(np.arange(n_artists), per_artist)
+    centres = rng.normal(size=(n_artists, 16)) * 3.0
+    final = centres[artist] + rng.normal(size=(n, 16))
+    noise = rng.normal(size=(n, 16)) * 3.0  # what the flip variant sees: the clusters drowned
+    features = {
+        "orig": {"a": {"final.gap": final, "final.gem": final, "blocks.3.mean": rng.normal(size=(n, 4)),
+                       "seconds_per_image": np.array(0.1)}},
+        "flip": {"a": {"final.gap": final + noise, "final.gem": final + noise,
+                       "blocks.3.mean": rng.normal(size=(n, 4)), "seconds_per_image": np.array(0.1)}},
+    }
+    records = [{"artist": f"Artist {a}", "artist_key": f"artist {a}"} for a in artist]
+    return features, ItemMeta.from_records(list(range(1, n + 1)), records)
+
+
+def test_the_study_measures_each_option_against_today_on_the_same_queries():
+    from artsim_pipeline.bench.descriptor import markdown, study
+
+    features, meta = _collection()
+    options = [Option("today"), Option("gem", pooling="gem"), Option("flip", variants=("orig", "flip")),
+               Option("scale", variants=("orig", "scale0.75"))]
+    lines: list[str] = []
+    rows = study(features, meta, pca_dim=8, options=options, log=lines.append)
+    assert [row["name"] for row in rows] == ["today", "gem", "flip"]  # scale0.75 was not extracted
+    assert any("scale: skipped" in line for line in lines)
+    today, gem, flip = rows
+    assert today["delta_precision_at_5"] == 0.0 and today["delta_heldout_map_ci95"] == 0.0
+    assert gem["precision_at_5"] == today["precision_at_5"]  # the same final block: the same numbers
+    assert today["heldout_precision_at_5"] > 0.5 and today["n_queries"] == 54 and today["n_heldout_queries"] == 54
+    # the flipped variant's noise blurs the clusters: the option loses, and the paired delta says so
+    assert flip["delta_precision_at_5"] < 0 and flip["precision_at_5"] < today["precision_at_5"]
+    assert flip["forward_work_ratio"] == 2.0 and "per_query" not in flip
+    assert markdown(rows).count("\n") == 2 + 3
