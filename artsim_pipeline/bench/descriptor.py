@@ -11,8 +11,10 @@ Step 2, :func:`study`, builds every option from those arrays (:data:`OPTIONS`), 
 recipe (standardise, balance, PCA ``pca_dim``) and measures it like ``eval_study``'s re-ranking block: the
 configured re-ranking, same-artist P@5 and full-ranking mAP on the three held-out artist splits
 (:data:`~artsim_pipeline.core.evaluation.learned.SPLIT_SEEDS`, leave-one-out among the held-out paintings) and
-on all queries, with 95% intervals; the embedding cost relative to today's (forward passes per image) and the
-index size. JSON report: ``--out`` (default ``<data_lake>/reports/bench_descriptor.json``) and its markdown.
+on all queries, with 95% intervals and the paired interval of its gain over today's descriptor; the embedding
+cost relative to today's (each variant timed back to back on ``--time-images`` images, :func:`variant_times`,
+and the forward work) and the index size. JSON report: ``--out`` (default
+``<data_lake>/reports/bench_descriptor.json``) and its markdown.
 """
 
 from __future__ import annotations
@@ -112,6 +114,19 @@ def extract(paths: Sequence[Path], models: Sequence[str], variants: Sequence[str
             np.savez(tmp, seconds_per_image=np.array(seconds), **blocks)
             tmp.replace(target)
             log(f"descriptor: {name} {variant}: {seconds * 1000:.1f} ms/image")
+
+
+def variant_times(paths: Sequence[Path], models: Sequence[str], variants: Sequence[str], rounds: int = 3) -> dict[str, float]:
+    """Seconds per image of each input variant through every model, measured back to back on ``paths`` (median
+    of ``rounds``), so the variants are compared at one load (the extraction's own times are not)."""
+    from artsim_pipeline.core.models import load_model
+
+    loaded = [load_model(name) for name in models]
+    times: dict[str, list[float]] = {variant: [] for variant in variants}
+    for _ in range(rounds):
+        for variant in variants:
+            times[variant].append(sum(extract_one(model, paths, variant)[1] for model in loaded))
+    return {variant: float(np.median(values)) for variant, values in times.items()}
 
 
 def load_features(work: Path, models: Sequence[str], variants: Sequence[str]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
@@ -231,10 +246,14 @@ def paired_deltas(row: Mapping[str, Any], reference: Mapping[str, Any]) -> dict[
     return out
 
 
-def cost(features: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], option: Option) -> dict[str, float]:
-    """The option's embedding cost per image against today's (``orig`` only): measured seconds, and forward
-    work (pixels through the backbones) which does not depend on the machine's load."""
+def cost(features: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], option: Option,
+         times: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The option's embedding cost per image against today's (``orig`` only): seconds (``times`` of
+    :func:`variant_times` when given, else those of the extraction), and forward work (pixels through the
+    backbones), which does not depend on the machine's load."""
     def seconds(variant: str) -> float:
+        if times is not None:
+            return float(times[variant])
         return float(sum(float(arrays["seconds_per_image"]) for arrays in features[variant].values()))
 
     def pixels(variant: str) -> float:
@@ -247,7 +266,7 @@ def cost(features: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], option:
 
 
 def study(features: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], meta: Any, *, pca_dim: int = 512,
-          rerank: Any = None, options: Sequence[Option] = OPTIONS,
+          rerank: Any = None, options: Sequence[Option] = OPTIONS, times: Mapping[str, float] | None = None,
           log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """One row per option whose input variants were extracted: its measures (:func:`measure`), costs, sizes."""
     from artsim_pipeline.core.evaluation.learned import SPLIT_SEEDS
@@ -267,7 +286,7 @@ def study(features: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], meta: 
         fuse_s = time.perf_counter() - started
         row = {"name": option.name, "pooling": option.pooling, "variants": list(option.variants),
                "gram": option.gram, "power": option.power, "shrink": option.shrink,
-               **measure(vectors, meta, splits, rerank), **cost(features, option),
+               **measure(vectors, meta, splits, rerank), **cost(features, option, times),
                "n_blocks": len(blocks), "fused_input_dim": int(sum(v.shape[1] for v in blocks.values())),
                "index_dim": int(vectors.shape[1]), "fusion_seconds": round(fuse_s, 2), "rerank": rerank.label}
         rows.append(row)
@@ -317,6 +336,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--work", type=Path, default=None,
                         help="feature files (default <data_lake>/reports/descriptor_features; reused when present)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--time-images", type=int, default=64,
+                        help="images each variant is timed on, back to back, 3 rounds (default 64; 0: the "
+                             "extraction's times)")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON report (default <data_lake>/reports/bench_descriptor.json, and its .md)")
     return parser
@@ -339,12 +361,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _ids, paths, meta = collection_inputs(lake, settings.models)
         extract(paths, settings.models, variants, work)
+        times = variant_times(paths[:args.time_images], settings.models, variants) if args.time_images > 0 else None
         rows = study(load_features(work, settings.models, variants), meta, pca_dim=settings.pca_dim,
-                     rerank=settings.rerank_options)
+                     rerank=settings.rerank_options, times=times)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"bench descriptor failed: {exc}")
         return 1
     report = {"benchmark": "descriptor", "models": list(settings.models), "n_paintings": len(paths),
+              "variant_seconds_per_image": times,
               "pca_dim": settings.pca_dim, "rerank": settings.rerank_options.label, "rows": rows}
     atomic_write_text(out, json.dumps(report, indent=2) + "\n")
     atomic_write_text(out.with_suffix(".md"), markdown(rows))

@@ -155,3 +155,8 @@ def test_the_study_measures_each_option_against_today_on_the_same_queries():
     assert flip["delta_precision_at_5"] < 0 and flip["precision_at_5"] < today["precision_at_5"]
     assert flip["forward_work_ratio"] == 2.0 and "per_query" not in flip
     assert markdown(rows).count("\n") == 2 + 3
+
+
+def test_an_options_cost_uses_the_back_to_back_times_when_given():
+    row = cost(_features(), Option("x", variants=("orig", "flip")), times={"orig": 0.2, "flip": 0.1})
+    assert row["embed_time_ratio"] == 1.5 and row["embed_seconds_per_image"] == pytest.approx(0.3)
