@@ -116,7 +116,8 @@ def extract(paths: Sequence[Path], models: Sequence[str], variants: Sequence[str
             log(f"descriptor: {name} {variant}: {seconds * 1000:.1f} ms/image")
 
 
-def variant_times(paths: Sequence[Path], models: Sequence[str], variants: Sequence[str], rounds: int = 3) -> dict[str, float]:
+def variant_times(paths: Sequence[Path], models: Sequence[str], variants: Sequence[str],
+                  rounds: int = 3) -> dict[str, float]:
     """Seconds per image of each input variant through every model, measured back to back on ``paths`` (median
     of ``rounds``), so the variants are compared at one load (the extraction's own times are not)."""
     from artsim_pipeline.core.models import load_model
@@ -129,7 +130,8 @@ def variant_times(paths: Sequence[Path], models: Sequence[str], variants: Sequen
     return {variant: float(np.median(values)) for variant, values in times.items()}
 
 
-def load_features(work: Path, models: Sequence[str], variants: Sequence[str]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+def load_features(work: Path, models: Sequence[str],
+                  variants: Sequence[str]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
     """``{variant: {model: {block: array}}}`` of the files :func:`extract` wrote (``seconds_per_image`` too)."""
     out: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     for variant in variants:
@@ -177,7 +179,8 @@ OPTIONS = (
 )
 
 
-def option_blocks(features: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], option: Option) -> dict[str, np.ndarray]:
+def option_blocks(features: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]],
+                  option: Option) -> dict[str, np.ndarray]:
     """The fusion blocks (named as the pipeline's: ``<model>``, ``<model>@<tap>.mean``, ``<model>@early.gram``)
     of ``option``, averaged over its input variants."""
     from artsim_pipeline.core.fusion import block_key
@@ -300,8 +303,8 @@ def study(features: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], meta: 
 
 def markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """The study's table (one line per option)."""
-    lines = ["| option | held-out P@5 | held-out mAP | P@5 | mAP | Δ held-out P@5 / mAP (paired) | Δ P@5 / mAP (paired) | "
-             "embed time × | forward work × | index dim |",
+    lines = ["| option | held-out P@5 | held-out mAP | P@5 | mAP | Δ held-out P@5 / mAP (paired) | "
+             "Δ P@5 / mAP (paired) | embed time × | forward work × | index dim |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(

@@ -9,8 +9,9 @@ queries. Blocks are named ``<model>`` (a backbone's final feature) and ``<model>
 * ``concat + standardise``: the same, standardised per dimension and block-balanced, no PCA;
 * ``... PCA <n> (pipeline)``: the pipeline's fusion (the fusion file, or refitted the same way);
 * ``... whitened PCA <n>``: the same PCA with whitened components;
-* ``... whitened PCA <n>, shrinkage 30``: whitened with shrinkage (:func:`~artsim_pipeline.core.fusion.whitening_divisors`,
-  ``sqrt(variance + 30 * mean variance)``), the best shrinkage of the descriptor study (``artsim bench descriptor``);
+* ``... whitened PCA <n>, shrinkage 30``: whitened with shrinkage
+  (:func:`~artsim_pipeline.core.fusion.whitening_divisors`: ``sqrt(variance + 30 * mean variance)``), the best
+  shrinkage of the descriptor study (:mod:`artsim_pipeline.bench.descriptor`);
 * ``signed sqrt + standardise + PCA <n>``: every block power-normalised (``sign(x) sqrt|x|``) before the fusion,
   refitted the pipeline's way;
 * when the collection has tap blocks, one row per tap set through the pipeline's fusion recipe
