@@ -29,7 +29,7 @@ CODE_VERSIONS: dict[str, str] = {
     # 6: identification's geometric check (its calibration is made anew)
     "similarity_head": "1",
     "eval_report": "5",  # 4: the per-refresh part only; the rest is eval_study's; 5: re-ranking (ARTSIM_RERANK)
-    "eval_study": "2",  # 2: the re-ranking study
+    "eval_study": "3",  # 2: the re-ranking study; 3: ablations of whitening with shrinkage and of power normalisation
     "collection_map": "2",
 }
 

@@ -11,7 +11,8 @@ Pipeline, fitted once on the whole collection and then applied to any vector:
    whatever its width; without it a 2048-d model outweighs a 768-d one by 2048/768 in every
    dot product;
 4. optionally PCA to ``min(n_components, n_samples - 1, n_features)`` dimensions
-   (``whiten`` divides each component by its standard deviation);
+   (``whiten`` divides each component by its standard deviation, or with ``whiten_shrink`` ``s`` by
+   ``sqrt(variance + s * mean variance)``: :func:`whitening_divisors`);
 
 Steps 2–4 are fitted on every vector up to :data:`FIT_MAX_ROWS` (32,768) of them, beyond that on a seeded
 uniform sample of that many rows (``options["n_samples_fitted"]``, and ``options["n_samples_seen"]``): the
@@ -156,17 +157,21 @@ def fit_fusion(
     block_balance: bool = True,
     use_pca: bool = True,
     max_rows: int = FIT_MAX_ROWS,
+    whiten_shrink: float = 0.0,
 ) -> FusionModel:
     """Fit standardisation (+ block balance + PCA) on the collection's vectors.
 
     ``blocks`` maps model name -> ``[n_images, dim]`` array, rows aligned across models.
     The model order is the sorted model names, so the fit does not depend on dict order.
     Beyond ``max_rows`` rows the fit uses a seeded sample of that many (:func:`fit_rows`).
+    ``whiten_shrink`` (with ``whiten``): the shrinkage of :func:`whitening_divisors` (0: plain whitening).
     """
     if not blocks:
         raise ValueError("fit_fusion needs at least one model's vectors")
     if n_components < 1:
         raise ValueError(f"n_components must be >= 1, got {n_components}")
+    if whiten_shrink < 0:
+        raise ValueError(f"whiten_shrink must be >= 0, got {whiten_shrink}")
     if max_rows < 2:
         raise ValueError(f"max_rows must be >= 2, got {max_rows}")
     names = tuple(sorted(blocks))
@@ -217,6 +222,8 @@ def fit_fusion(
         "block_balance": bool(block_balance),
         "use_pca": bool(use_pca),
     }
+    if whiten and whiten_shrink > 0:  # recorded only when used: other fits' files and fingerprints are as before
+        options["whiten_shrink"] = float(whiten_shrink)
     if rows is not None:  # recorded only for a sampled fit: a full fit's file and fingerprint are as before
         options["n_samples_seen"] = int(n_seen)
     return FusionModel(names, dims, mean, scale, weights, components, pca_mean, variance, ratio, options)
@@ -242,10 +249,21 @@ def transform(model: FusionModel, blocks: dict[str, np.ndarray]) -> np.ndarray:
         z -= model.pca_mean
         z = z @ model.pca_components.T
         if model.options.get("whiten"):
-            z = z / np.sqrt(np.maximum(model.explained_variance, _EPS))
+            z = z / whitening_divisors(model)
     if model.projection is not None:
         z = _l2_normalise(z) @ model.projection.T  # the head was trained on the L2-normalised fused vectors
     return _l2_normalise(z).astype(np.float32)
+
+
+def whitening_divisors(model: FusionModel) -> np.ndarray:
+    """What a whitened fusion divides its PCA components by: ``sqrt(variance)``, or with shrinkage
+    (``options["whiten_shrink"]`` = ``s`` > 0) ``sqrt(variance + s * mean(variance))``, which keeps the
+    strong components' relative weight where plain whitening lets the noisy weak ones count as much."""
+    variance = np.asarray(model.explained_variance, dtype=np.float64)
+    shrink = float(model.options.get("whiten_shrink", 0.0))
+    if shrink > 0:
+        return np.sqrt(np.maximum(variance + shrink * variance.mean(), _EPS))
+    return np.sqrt(np.maximum(variance, _EPS))
 
 
 def residual_share(model: FusionModel, blocks: dict[str, np.ndarray]) -> float:

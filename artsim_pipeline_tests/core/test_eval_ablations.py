@@ -39,4 +39,18 @@ def test_tap_set_rows_whose_taps_are_absent_are_left_out():
     assert "final + mid mean" in only_mean and "final + mid mean+std" not in only_mean
     finals_only = [name for name, _, _ in ablation_sets(blocks_with_taps(stats=()), None, 8)]
     assert not any(name.startswith("final") for name in finals_only)  # an old lake: the rows as before
-    assert len(finals_only) == 6
+    assert len(finals_only) == 8
+
+
+def test_whitening_with_shrinkage_and_power_rows_apply_their_option_to_the_pipelines_blocks():
+    blocks = blocks_with_taps(n=40)
+    used = tap_blocks(blocks, "mean")
+    fused = fit_fusion(used, n_components=8)
+    sets = {name: thunk for name, _, thunk in ablation_sets(blocks, fused, 8, taps="mean")}
+    shrunk = sets["concat + standardise + whitened PCA 8, shrinkage 30"]()
+    expected = fit_fusion(used, n_components=8, whiten=True, whiten_shrink=30.0)
+    assert np.allclose(shrunk, transform(expected, used), atol=1e-6)
+    assert not np.allclose(shrunk, sets["concat + standardise + whitened PCA 8"](), atol=1e-3)
+    powered = {name: np.sign(v) * np.sqrt(np.abs(v)) for name, v in used.items()}
+    assert np.allclose(sets["signed sqrt + standardise + PCA 8"](),
+                       transform(fit_fusion(powered, n_components=8), powered), atol=1e-6)

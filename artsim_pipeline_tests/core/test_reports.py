@@ -149,7 +149,7 @@ def test_evaluation_logs_one_line_per_step_with_counts_and_elapsed(tmp_path):
     lines: list[str] = []
     evaluate_collection(full, catalog, image_path, face=face, pca_dim=4, pixel_queries=3, log=lines.append)
     assert lines[0].startswith(f"eval: {N} paintings, 4-d fused vectors") and "8 method runs" in lines[0]
-    for stage, total in (("methods", 8), ("ablations", 6)):  # 2 relevances x (3 methods + random); 6 vector sets
+    for stage, total in (("methods", 8), ("ablations", 8)):  # 2 relevances x (3 methods + random); 8 vector sets
         stage_lines = [line for line in lines if line.startswith(f"eval: {stage} ")]
         assert assert_monotonic_to_total(stage_lines, total) == list(range(1, total + 1))
         assert all(re.search(r" in \d+\.\ds, \d+\.\ds elapsed$", line) for line in stage_lines), stage_lines

@@ -9,6 +9,11 @@ queries. Blocks are named ``<model>`` (a backbone's final feature) and ``<model>
 * ``concat + standardise``: the same, standardised per dimension and block-balanced, no PCA;
 * ``... PCA <n> (pipeline)``: the pipeline's fusion (the fusion file, or refitted the same way);
 * ``... whitened PCA <n>``: the same PCA with whitened components;
+* ``... whitened PCA <n>, shrinkage 30``: whitened with shrinkage
+  (:func:`~artsim_pipeline.core.fusion.whitening_divisors`: ``sqrt(variance + 30 * mean variance)``), the best
+  shrinkage of the descriptor study (:mod:`artsim_pipeline.bench.descriptor`);
+* ``signed sqrt + standardise + PCA <n>``: every block power-normalised (``sign(x) sqrt|x|``) before the fusion,
+  refitted the pipeline's way;
 * when the collection has tap blocks, one row per tap set through the pipeline's fusion recipe
   (``fit_fusion(blocks, n_components=pca_dim)`` then ``transform``): ``final only``,
   ``final + mid mean``, ``final + mid mean+std``; a set whose taps are absent is left out, and the set
@@ -32,12 +37,15 @@ from ..fusion import (
     transform,
     with_projection,
 )
+from ..descriptors import power_normalise
 from ..metrics import l2_rows
 
 #: Ablation row name of each tap set (``ARTSIM_TAPS`` value).
 TAP_SET_NAMES = {"none": "final only", "mean": "final + mid mean", "mean+std": "final + mid mean+std"}
 
 Ablation = tuple[str, str, Callable[[], np.ndarray]]
+#: Shrinkage of the whitened-with-shrinkage row (the descriptor study's best on held-out artists).
+WHITEN_SHRINK = 30.0
 
 
 def concat_l2(blocks: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -104,12 +112,25 @@ def ablation_sets(
          lambda: transform(fused, used)),
         (f"concat + standardise + whitened PCA {pca_n}", "as the pipeline, PCA components whitened",
          lambda: transform(_whitened(fused, used), used)),
+        (f"concat + standardise + whitened PCA {pca_n}, shrinkage {WHITEN_SHRINK:g}",
+         f"as the pipeline, PCA components divided by sqrt(variance + {WHITEN_SHRINK:g} x mean variance)",
+         lambda: transform(_whitened(fused, used, WHITEN_SHRINK), used)),
+        (f"signed sqrt + standardise + PCA {pca_n}",
+         "every block power-normalised (sign(x) sqrt|x|) before the pipeline's fusion, refitted",
+         lambda: _power_fused(used, pca_dim)),
     ]
     return sets + tap_set_ablations(blocks, pca_dim, fused)
 
 
-def _whitened(fused: FusionModel, blocks: Mapping[str, np.ndarray]) -> FusionModel:
-    """The same fit with whitened components (the PCA is identical; only ``transform`` differs)."""
+def _whitened(fused: FusionModel, blocks: Mapping[str, np.ndarray], shrink: float = 0.0) -> FusionModel:
+    """The same fit with whitened components, with ``shrink`` (the PCA is identical; only ``transform`` differs)."""
     if fused.pca_components is None:
-        return fit_fusion(dict(blocks), whiten=True)
-    return replace(fused, options={**fused.options, "whiten": True})
+        return fit_fusion(dict(blocks), whiten=True, whiten_shrink=shrink)
+    shrunk = {"whiten_shrink": float(shrink)} if shrink > 0 else {}
+    return replace(fused, options={**fused.options, "whiten": True, **shrunk})
+
+
+def _power_fused(blocks: Mapping[str, np.ndarray], pca_dim: int) -> np.ndarray:
+    """The blocks signed-square-rooted, then fused by the pipeline's recipe (refitted)."""
+    powered = {name: power_normalise(values, 0.5) for name, values in blocks.items()}
+    return transform(fit_fusion(powered, n_components=pca_dim), powered)
