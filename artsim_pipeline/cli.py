@@ -187,6 +187,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from .bench.refresh_drift import main as bench_main
     elif args.benchmark == "map_page":
         from .bench.map_page import main as bench_main
+    elif args.benchmark == "descriptor":
+        from .bench.descriptor import main as bench_main
     else:
         from .bench.search_e2e import main as bench_main
     return int(bench_main(args.extra) or 0)
@@ -261,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("cli", "cold start of each command: wall time, peak memory, the heavy packages it imports"),
                        ("catalog", "what following the catalog costs the server: per-request check, reload"),
                        ("drift", "an incremental refresh's neighbours against a full refit's, by size and changed share"),
-                       ("map_page", "the map page in headless Chromium at 1,698-131,072 paintings: transfer, paint, zoom")):
+                       ("map_page", "the map page in headless Chromium at 1,698-131,072 paintings: transfer, paint, zoom"),
+                       ("descriptor", "descriptor study: pooling, scales/flips, normalisation, style blocks, held-out artists")):
         # add_help=False: `artsim bench search --help` reaches the benchmark's own parser
         which.add_parser(name, help=text, add_help=False).set_defaults(func=cmd_bench, passthrough=True)
     return parser
