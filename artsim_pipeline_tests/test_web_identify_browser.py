@@ -6,7 +6,6 @@ tmp dir and to ``$ARTSIM_SCREENSHOT_DIR`` when set. Skips only when Playwright o
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 from pathlib import Path

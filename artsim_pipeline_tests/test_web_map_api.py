@@ -4,7 +4,6 @@ and the search within a selection."""
 
 from __future__ import annotations
 
-import gzip
 
 import numpy as np
 import pytest

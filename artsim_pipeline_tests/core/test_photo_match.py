@@ -3,7 +3,6 @@ perspective transform onto that painting's image, and only chance ones onto anot
 
 from __future__ import annotations
 
-import numpy as np
 from PIL import Image
 from skimage import data
 
