@@ -90,15 +90,15 @@ def verdicts(engine: Any, vectors: list[np.ndarray], photos: list[Any], sources:
     src = np.asarray(sources, dtype=np.int64)
     points = [keypoints(photo) for photo in photos] if calibration.uses_geometry else None
     k = calibration.geometry_candidates or 2
-    member = decide_all(calibration, measure_photos(bundle, vectors, points, engine.painting_keypoints, candidates=k))
+    measured = measure_photos(bundle, vectors, points, engine.painting_keypoints, candidates=k)
+    member = decide_all(calibration, measured)
     outsider = decide_all(calibration, measure_photos(bundle, vectors, points, engine.painting_keypoints,
                                                       exclude=sources, candidates=k))
-    first = measure_photos(bundle, vectors[:1]).best[:, 0]
     identified = np.array([d.identified for d in member], dtype=bool)
     named = np.array([d.objectid for d in member], dtype=np.int64)
     twin = np.array([d.identified and same_work(engine.painting_keypoints, s, d.objectid)
                      for d, s in zip(outsider, sources)], dtype=bool)
-    return {"top1": first == src, "identified": identified, "correct": identified & (named == src),
+    return {"top1": measured.best[:, 0] == src, "identified": identified, "correct": identified & (named == src),
             "wrong": identified & (named != src), "geometry": np.array([d.basis == "geometry" for d in member], bool),
             "non_member": np.array([d.identified for d in outsider], dtype=bool) & ~twin, "same_work": twin}
 

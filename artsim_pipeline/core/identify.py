@@ -46,6 +46,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .photo_match import better_match
+
 TARGET_FALSE_RATE = 0.01
 SAFETY = 0.5  # the thresholds are set at half the target on the calibration photos: they must hold on new ones
 MARGIN_WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0)
@@ -276,18 +278,16 @@ def decide_all(calibration: Calibration, evidence: PhotoEvidence) -> list[Decisi
     return [calibration.decide(*evidence.row(i)) for i in range(len(evidence))]
 
 
-def _candidate(weight: float, geometry: tuple[float, int] | None, member: PhotoEvidence, sources: np.ndarray,
+def _candidate(weight: float, geometry: tuple[float, int, int] | None, member: PhotoEvidence, sources: np.ndarray,
                outsider: PhotoEvidence, allowed: int, views: Sequence[float], target: float) -> Calibration:
-    """The embedding threshold for one margin weight, given geometry's (threshold, candidates) and the negatives
-    its threshold lets through (each is counted against ``allowed``)."""
+    """The embedding threshold for one margin weight, given geometry's (threshold, candidates, the negatives its
+    threshold lets through: each is counted against ``allowed``)."""
     s = member.top1 + weight * (member.top1 - member.top2)
     view = np.argmax(s, axis=1)
     rows = np.arange(len(s))
     wrong = member.best[rows, view] != sources
     neg = np.r_[np.max(outsider.top1 + weight * (outsider.top1 - outsider.top2), axis=1), s[rows, view][wrong]]
-    used = 0
-    if geometry is not None:
-        used = int((_geometry_negatives(member, sources, outsider) >= geometry[0]).sum())
+    used = 0 if geometry is None else geometry[2]
     return Calibration(threshold=_count_threshold(neg, allowed - used), margin_weight=weight, slope=1.0, centre=0.0,
                        near_duplicate=NEAR_DUPLICATE_RANGE[0], target_false_rate=target, views=tuple(views),
                        geometry_threshold=None if geometry is None else geometry[0],
@@ -316,15 +316,17 @@ def fit_views(member: PhotoEvidence, sources: np.ndarray, outsider: PhotoEvidenc
         twins = int(outsider.same_work.sum())
         outsider = outsider.subset(~outsider.same_work)
     stats = {**(stats or {}), "non_members_same_work": twins}
-    n_neg = len(outsider) + int((member.best[:, 0] != sources).sum())
-    if len(member) - int((member.best[:, 0] != sources).sum()) < 2 or n_neg < 2:
+    wrong_top1 = int((member.best[:, 0] != sources).sum())
+    n_neg = len(outsider) + wrong_top1
+    if len(member) - wrong_top1 < 2 or n_neg < 2:
         raise ValueError(f"a calibration needs at least 2 correct member photos and 2 non-member photos "
-                         f"(got {len(member) - int((member.best[:, 0] != sources).sum())} and {n_neg})")
+                         f"(got {len(member) - wrong_top1} and {n_neg})")
     allowed = int(math.floor(SAFETY * target * n_neg))
     geometry = None
     geo_neg = _geometry_negatives(member, sources, outsider)
     if len(geo_neg):
-        geometry = (max(float(MIN_INLIERS), _count_threshold(geo_neg, allowed // 2)), candidates)
+        inliers = max(float(MIN_INLIERS), _count_threshold(geo_neg, allowed // 2))
+        geometry = (inliers, candidates, int((geo_neg >= inliers).sum()))
     best: tuple[float, float, Calibration] | None = None
     for w in MARGIN_WEIGHTS:
         trial = _candidate(w, geometry, member, sources, outsider, allowed, views, target)
@@ -333,12 +335,13 @@ def fit_views(member: PhotoEvidence, sources: np.ndarray, outsider: PhotoEvidenc
         if best is None or (share, -w) > best[:2]:
             best = (share, -w, trial)
     assert best is not None
-    return _with_confidence(best[2], member, sources, outsider, best[0], stats)
+    return _with_confidence(best[2], member, sources, outsider, geo_neg, best[0], stats)
 
 
 def _with_confidence(trial: Calibration, member: PhotoEvidence, sources: np.ndarray, outsider: PhotoEvidence,
-                     share: float, stats: dict[str, Any] | None) -> Calibration:
-    """``trial`` with its logistic confidences, its near-duplicate level and the facts of its fit."""
+                     geo_neg: np.ndarray, share: float, stats: dict[str, Any] | None) -> Calibration:
+    """``trial`` with its logistic confidences, its near-duplicate level and the facts of its fit (``geo_neg``:
+    :func:`_geometry_negatives`)."""
     members, outsiders = decide_all(trial, member), decide_all(trial, outsider)
     correct = np.array([d.identified and d.objectid == s for d, s in zip(members, sources)], bool)
     wrong = np.array([d.identified and d.objectid != s for d, s in zip(members, sources)], bool)
@@ -349,7 +352,7 @@ def _with_confidence(trial: Calibration, member: PhotoEvidence, sources: np.ndar
     if trial.uses_geometry:
         good = member.geo_objectid[:, -1] == sources
         g_pos = np.log1p(member.geo_inliers[:, -1][good].astype(np.float64))
-        g_neg = np.log1p(_geometry_negatives(member, sources, outsider))
+        g_neg = np.log1p(geo_neg)
         g_slope, g_centre = _logistic(np.r_[g_pos, g_neg], np.r_[np.ones(len(g_pos)), np.zeros(len(g_neg))])
         geo = {"geometry_slope": g_slope, "geometry_centre": g_centre}
     near = float(np.clip(np.quantile(outsider.top1[:, 0], 0.99), *NEAR_DUPLICATE_RANGE))
@@ -361,8 +364,7 @@ def _with_confidence(trial: Calibration, member: PhotoEvidence, sources: np.ndar
              "positive_score_q05": round(float(np.quantile(s_pos, 0.05)), 4) if len(s_pos) else None,
              "negative_score_q99": round(float(np.quantile(s_neg, 0.99)), 4)}
     if trial.uses_geometry:
-        negatives = _geometry_negatives(member, sources, outsider)
-        facts["negative_inliers_max"] = int(negatives.max()) if len(negatives) else 0
+        facts["negative_inliers_max"] = int(geo_neg.max()) if len(geo_neg) else 0
     fields = {**asdict(trial), "slope": slope, "centre": centre, "near_duplicate": near, **geo,
               "stats": {**facts, **(stats or {})}}
     fields["views"] = tuple(fields["views"])
@@ -397,9 +399,8 @@ def identify_photo(calibration: Calibration | None, rows: Mapping[int, Mapping[s
         if calibration.uses_geometry and geometry is not None:
             fresh = [int(c) for c in candidates[:calibration.geometry_candidates] if int(c) not in seen]
             seen += fresh
-            found = geometry(fresh) if fresh else (-1, 0)
-            if geo_inl and (found[0] < 0 or found[1] <= geo_inl[-1]):
-                found = (geo_oid[-1], geo_inl[-1])
+            current = (geo_oid[-1], geo_inl[-1]) if geo_inl else (-1, 0)
+            found = better_match(current, geometry(fresh) if fresh else (-1, 0))
             geo_oid.append(found[0]), geo_inl.append(found[1])
         decision = calibration.decide(top1, top2, best, geo_oid, geo_inl, photo_keypoints)
         if decision.identified:

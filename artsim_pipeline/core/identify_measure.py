@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .identify import GEOMETRY_CANDIDATES, VIEWS, Calibration, PhotoEvidence, fit_views
-from .photo_match import KeypointCache, Keypoints, best_match, keypoints, same_work
+from .photo_match import KeypointCache, Keypoints, best_match, better_match, keypoints, same_work
 from .photo_sim import centre_crop, photo_plan, simulate_photo
 
 CALIBRATION_PAINTINGS = 256
@@ -123,9 +123,7 @@ def measure_photos(bundle: Any, vectors: Sequence[np.ndarray], photo_keypoints: 
         for v in range(views):
             fresh = [int(c) for c in found[v][1][row, :candidates] if c >= 0 and int(c) not in seen]
             seen += fresh
-            match = best_match(photo_keypoints[row], fresh, painting_keypoints)
-            if match[0] >= 0 and (current[0] < 0 or match[1] > current[1]):
-                current = match
+            current = better_match(current, best_match(photo_keypoints[row], fresh, painting_keypoints))
             geo_oid[row, v], geo_inl[row, v] = current
     return PhotoEvidence(top1, top2, best, geo_oid, geo_inl,
                          keypoints=np.array([len(p) for p in photo_keypoints], dtype=np.int64))

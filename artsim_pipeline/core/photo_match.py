@@ -140,6 +140,12 @@ def same_work(painting_keypoints: Any, a: int, b: int) -> bool:
     return inliers(painting_keypoints(int(a)), painting_keypoints(int(b))) >= SAME_WORK_INLIERS
 
 
+def better_match(current: tuple[int, int], found: tuple[int, int]) -> tuple[int, int]:
+    """The better of two ``(objectid, inliers)`` matches: ``found`` when it names a painting and has more inliers
+    than ``current`` (or ``current`` names none); the earlier one on ties."""
+    return found if found[0] >= 0 and (current[0] < 0 or found[1] > current[1]) else current
+
+
 def best_match(photo: Keypoints, candidates: Any, painting_keypoints: Any) -> tuple[int, int]:
     """``(objectid, inliers)`` of the candidate (objectids, nearest first) with the most inliers in ``photo``
     (the first on ties), or of the first to reach :data:`CERTAIN_INLIERS` (the rest are not looked at);
@@ -156,5 +162,5 @@ def best_match(photo: Keypoints, candidates: Any, painting_keypoints: Any) -> tu
     return best
 
 
-__all__ = ["KEYPOINTS", "KeypointCache", "Keypoints", "MAX_SIDE", "NO_KEYPOINTS", "SAME_WORK_INLIERS", "best_match",
+__all__ = ["KEYPOINTS", "KeypointCache", "Keypoints", "MAX_SIDE", "NO_KEYPOINTS", "SAME_WORK_INLIERS", "best_match", "better_match",
            "inliers", "keypoints", "same_work"]
