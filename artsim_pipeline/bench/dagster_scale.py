@@ -288,6 +288,11 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--fresh-lake" in argv:  # a fresh lake through `artsim run` and through the automation (bench/fresh_lake.py)
+        from .fresh_lake import main as fresh_lake_main
+
+        return fresh_lake_main(argv)
     parser = argparse.ArgumentParser(prog="artsim bench dagster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="32,128,512", help="batch partition counts (default %(default)s)")
     parser.add_argument("--batch-size", type=int, default=2, help="paintings per batch (default %(default)s)")
@@ -298,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-webserver", action="store_true", help="skip the UI's GraphQL queries")
     parser.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one, removed)")
     parser.add_argument("--out", type=Path, help="JSON output (default <data_lake>/reports/bench_dagster.json)")
+    parser.add_argument("--fresh-lake", action="store_true", help="instead: a fresh lake through `artsim run` and "
+                        "through the automation, timed in one run (artsim bench dagster --fresh-lake --help)")
     args = parser.parse_args(argv)
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
