@@ -11,7 +11,8 @@ when the folder has no ``dagster.yaml``: a user's file is never touched):
 * **run retries**: a run that failed because its worker crashed or was killed is launched again, at most
   :data:`MAX_RUN_RETRIES` times; a run whose asset failed (a bad batch) is not retried by Dagster
   (``retry_on_asset_or_op_failure: false``: the automation's own conditions decide that);
-* **the run queue**: at most :data:`MAX_CONCURRENT_RUNS` runs at once (batches run in parallel runs);
+* **the run queue**: at most :data:`MAX_CONCURRENT_RUNS` runs at once (batches run in parallel runs, sharing the
+  cores: ``assets.common.share_cores``), started every :data:`DEQUEUE_INTERVAL_S` seconds;
 * **retention**: sensor ticks that requested nothing are kept a week, the rest a month;
 * **telemetry** off.
 
@@ -30,6 +31,8 @@ MAX_RUN_RETRIES = 2
 MAX_CONCURRENT_RUNS = 4
 START_TIMEOUT_S = 180
 CANCEL_TIMEOUT_S = 180
+#: How often the daemon starts queued runs (Dagster's default is 5 s; each start is a new process that takes seconds).
+DEQUEUE_INTERVAL_S = 2
 
 INSTANCE_YAML = f"""\
 # Written by artsim into a new DAGSTER_HOME (artsim_pipeline/instance.py); edit freely: artsim never
@@ -57,6 +60,7 @@ run_coordinator:
   class: QueuedRunCoordinator
   config:
     max_concurrent_runs: {MAX_CONCURRENT_RUNS}
+    dequeue_interval_seconds: {DEQUEUE_INTERVAL_S}
 
 retention:
   schedule:

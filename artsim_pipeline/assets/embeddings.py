@@ -22,7 +22,7 @@ from ..core.lake import DataLake
 from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, lake_for
 from . import checks
-from .common import OWNERS, lake_path, progress_logger
+from .common import OWNERS, lake_path, progress_logger, share_cores
 from ..deploy import tags
 from .versions import code_version
 
@@ -101,6 +101,7 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
         batch = context.partition_key
         run_settings = artsim.apply(settings)
         device = str(resolve_device(run_settings.device))
+        threads = share_cores(context, run_settings.executor)
         model = cached_model(model_name, settings.weights, device)
         images = batch_images(lake, batch)
         precision, bf16_cosine = settings.precision, None
@@ -132,6 +133,7 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
                 "reused": MetadataValue.int(result.reused),
                 "seconds": MetadataValue.float(round(result.seconds, 2)),
                 "vectors_per_s": MetadataValue.float(round(result.images_per_s, 2)),
+                "torch_threads": MetadataValue.int(threads),
                 "parquet": lake_path(lake, result.path),
             },
             data_version=DataVersion(hashlib.sha256(result.path.read_bytes()).hexdigest()[:16]),

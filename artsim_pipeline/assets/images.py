@@ -31,7 +31,7 @@ from ..partitions import image_batches
 from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..deploy import tags
 from . import checks
-from .common import OWNERS, lake_path, progress_logger
+from .common import OWNERS, lake_path, progress_logger, share_cores
 from .versions import code_version
 
 NO_FAILED_IMAGES = "no_failed_images"
@@ -174,11 +174,13 @@ def _detect_batch_faces(context: AssetExecutionContext, artsim: ArtsimRuntimeRes
     started = time.perf_counter()
     usable = usable_images(lake, batch)
     paths = [Path(p) for p in usable["path"]]
+    threads = share_cores(context, run_settings.executor)
     detector = FaceDetector(
         threshold=settings.face_threshold,
         margin=settings.face_margin,
         max_side=settings.face_max_side,
         device=resolve_device(run_settings.device),
+        num_threads=threads,
     )
     faces = detect_faces_in_files(paths, detector, progress=progress_logger(context, batch))
     faces.insert(0, "uuid", usable["uuid"].to_numpy())
@@ -193,6 +195,7 @@ def _detect_batch_faces(context: AssetExecutionContext, artsim: ArtsimRuntimeRes
             "faces": MetadataValue.int(int(faces["face_count"].sum())),
             "seconds": MetadataValue.float(round(seconds, 2)),
             "images_per_s": MetadataValue.float(round(len(faces) / seconds, 2) if seconds else 0.0),
+            "torch_threads": MetadataValue.int(threads),
             "parquet": lake_path(lake, lake.faces_path(batch)),
         },
         data_version=DataVersion(catalog.frame_fingerprint(faces, [c for c in faces.columns if c != "path"])),

@@ -121,7 +121,8 @@ class _Prepared:
     height: int
 
 
-def _available_cpus() -> int:
+def available_cpus() -> int:
+    """The cores this process may use (its CPU affinity where the OS tells it)."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
@@ -165,8 +166,8 @@ class FaceDetector:
         self.device = _resolve_device(device)
         if num_threads is not None:
             torch.set_num_threads(max(1, num_threads))
-        elif torch.get_num_threads() > _available_cpus():
-            torch.set_num_threads(_available_cpus())
+        elif torch.get_num_threads() > available_cpus():
+            torch.set_num_threads(available_cpus())
         self._torch = torch
         self.mtcnn = MTCNN(keep_all=True, device=self.device, min_face_size=min_face_size)
         self.mtcnn.eval()
