@@ -71,6 +71,7 @@ def timeline(home: Path, started: float) -> dict:
         start, end = record.start_time, record.end_time
         runs.append({
             "job": run.job_name, "status": run.status.value, "partition": run.tags.get("dagster/partition"),
+            "backfill": run.tags.get("dagster/backfill"),
             "assets": sorted(k.to_user_string() for k in (run.asset_selection or ())),
             "queued_s": round(record.create_timestamp.timestamp() - started, 2),
             "started_s": round(start - started, 2) if start else None,
