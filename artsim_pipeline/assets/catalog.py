@@ -40,7 +40,7 @@ from ..automation import CATALOG, COLLECTION_ENTRY, source_observation
 from ..deploy import tags
 from . import checks
 from .common import OWNERS, lake_path
-from .versions import code_version
+from ..code_versions import code_version
 
 DATA_VERSION_TAG = "dagster/data_version"
 

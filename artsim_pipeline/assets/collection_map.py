@@ -17,7 +17,7 @@ from ..automation import COLLECTION
 from ..config import Settings
 from ..resources import lake_for
 from .common import OWNERS, lake_path
-from .versions import code_version
+from ..code_versions import code_version
 
 LAYOUT_SEED = 0
 

@@ -24,7 +24,7 @@ from ..resources import ArtsimRuntimeResource, lake_for
 from . import checks
 from .common import OWNERS, lake_path, progress_logger, share_cores
 from ..deploy import tags
-from .versions import code_version
+from ..code_versions import code_version
 
 log = logging.getLogger(__name__)
 

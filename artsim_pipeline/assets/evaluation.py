@@ -22,7 +22,7 @@ from ..core.lake_reads import catalog_paintings, current_collection
 from ..core.index_recipe import index_searcher
 from . import checks
 from .common import OWNERS, lake_path, progress_logger
-from .versions import code_version
+from ..code_versions import code_version
 
 CATALOG_COLUMNS = ["objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
                    "displaydate", "medium"]

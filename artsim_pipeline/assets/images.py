@@ -32,7 +32,7 @@ from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..deploy import tags
 from . import checks
 from .common import OWNERS, lake_path, progress_logger, share_cores
-from .versions import code_version
+from ..code_versions import code_version
 
 NO_FAILED_IMAGES = "no_failed_images"
 

@@ -28,7 +28,7 @@ from ..resources import ArtsimRuntimeResource, lake_for
 from . import checks
 from .common import OWNERS
 from .similarity_head import similarity_head_assets
-from .versions import code_version
+from ..code_versions import code_version
 
 #: Part of both assets' code versions: a lake written with the old layout (``index/fusion_*.npz``,
 #: ``index/<variant>/``) is rebuilt into a generation by the next run.

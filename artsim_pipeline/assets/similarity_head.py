@@ -23,7 +23,7 @@ from ..deploy import tags
 from ..core.lake_reads import catalog_paintings, current_collection
 from ..resources import lake_for
 from .common import OWNERS, lake_path
-from .versions import code_version
+from ..code_versions import code_version
 
 
 def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> list[AssetsDefinition]:
