@@ -202,17 +202,17 @@ def _refresh_filtered_paintings(context: AssetExecutionContext, duckdb: DuckDBRe
                                 artsim: ArtsimRuntimeResource, settings: Settings, lake) -> MaterializeResult:
     """Rebuild ``filtered_paintings`` (unless the shrink guard refuses), assign batches, record their versions."""
     started = time.perf_counter()
-    run_settings = artsim.apply(settings)
+    run_settings = artsim.apply(settings)  # the one settings object below: this run's knobs included
     swept = sweep_lake_temp_files(lake)
     with catalog_connection(duckdb) as con:
         previous = _row_count(con, "filtered_paintings")
-        baseline = min(previous, settings.limit) if previous is not None and settings.limit > 0 else previous
+        baseline = min(previous, run_settings.limit) if previous is not None and run_settings.limit > 0 else previous
         try:
-            rows = catalog.build_filtered_paintings(con, settings.min_side, settings.limit, run_settings.max_shrink)
+            rows = catalog.build_filtered_paintings(con, run_settings.min_side, run_settings.limit, run_settings.max_shrink)
         except catalog.ShrinkError as refused:
             context.log.error(str(refused))
             return _refused_refresh(con, lake, refused, run_settings.max_shrink, started)
-        new_batches = batches.assign_batches(con, settings.batch_size)
+        new_batches = batches.assign_batches(con, run_settings.batch_size)
         batches.attach_batch_keys(con)
         catalog.export_parquet(con, "filtered_paintings", lake.filtered_paintings_parquet)
         summary = catalog.filtered_paintings_summary(con)

@@ -99,12 +99,12 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
         from ..core.models import resolve_device
 
         batch = context.partition_key
-        run_settings = artsim.apply(settings)
+        run_settings = artsim.apply(settings)  # the one settings object below: this run's knobs included
         device = str(resolve_device(run_settings.device))
         threads = share_cores(context, run_settings.executor)
-        model = cached_model(model_name, settings.weights, device)
+        model = cached_model(model_name, run_settings.weights, device)
         images = batch_images(lake, batch)
-        precision, bf16_cosine = settings.precision, None
+        precision, bf16_cosine = run_settings.precision, None
         if precision == "bf16" and len(images):
             bf16_cosine = check_bf16(model, images["path"].head(BF16_CHECK_IMAGES).tolist())
             if bf16_cosine < BF16_MIN_COSINE:

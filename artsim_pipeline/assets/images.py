@@ -170,15 +170,15 @@ def _detect_batch_faces(context: AssetExecutionContext, artsim: ArtsimRuntimeRes
     from ..core.models import resolve_device
 
     batch = context.partition_key
-    run_settings = artsim.apply(settings)
+    run_settings = artsim.apply(settings)  # the one settings object below: this run's knobs included
     started = time.perf_counter()
     usable = usable_images(lake, batch)
     paths = [Path(p) for p in usable["path"]]
     threads = share_cores(context, run_settings.executor)
     detector = FaceDetector(
-        threshold=settings.face_threshold,
-        margin=settings.face_margin,
-        max_side=settings.face_max_side,
+        threshold=run_settings.face_threshold,
+        margin=run_settings.face_margin,
+        max_side=run_settings.face_max_side,
         device=resolve_device(run_settings.device),
         num_threads=threads,
     )

@@ -93,15 +93,15 @@ def _pca_model(context, settings: Settings, artsim: ArtsimRuntimeResource, lake:
     from ..core.index_recipe import NOTHING, served_version
 
     started = time.perf_counter()
-    run_settings = artsim.apply(settings)
-    collection = current_collection(lake, settings.models, settings.taps)
+    run_settings = artsim.apply(settings)  # the one settings object below: this run's knobs included
+    collection = current_collection(lake, run_settings.models, run_settings.taps)
     metadata: dict[str, object] = {}
     counts = {variant: len(vectors) for variant, vectors in collection.items()}
     for variant, n in counts.items():
         metadata[f"{variant}_images"] = MetadataValue.int(n)
-    fit, fusions = _decide(context, lake, pca_config, run_settings, collection, heads=settings.epochs > 0)
+    fit, fusions = _decide(context, lake, pca_config, run_settings, collection, heads=run_settings.epochs > 0)
     if fit is not None and fit.mode == "full":
-        fit, fusions = _fit_full(settings, collection, fit, metadata)
+        fit, fusions = _fit_full(run_settings, collection, fit, metadata)
     for variant, fusion in fusions.items():
         explained = float(fusion.explained_variance_ratio.sum()) if fusion.explained_variance_ratio is not None else 1.0
         metadata[f"{variant}_input_dim"] = MetadataValue.int(fusion.n_features)
@@ -119,7 +119,7 @@ def _pca_model(context, settings: Settings, artsim: ArtsimRuntimeResource, lake:
     return MaterializeResult(
         metadata={
             **metadata,
-            "models": ", ".join(settings.models),
+            "models": ", ".join(run_settings.models),
             "seconds": MetadataValue.float(round(time.perf_counter() - started, 2)),
         },
         data_version=DataVersion(version),
@@ -197,7 +197,8 @@ def _faiss_index(context, settings: Settings, artsim: ArtsimRuntimeResource, lak
     from ..core.generations import REQUIRED_VARIANT, current_generation_id, load_staged_fusions
     from ..core.incremental import FitRecord
 
-    collection = current_collection(lake, settings.models, settings.taps)
+    run_settings = artsim.apply(settings)  # the one settings object below: this run's knobs included
+    collection = current_collection(lake, run_settings.models, run_settings.taps)
     staged = load_staged_fusions(lake)
     fit = FitRecord.from_json(staged.manifest.get("fit")) if staged is not None else None
     served = None
@@ -208,9 +209,9 @@ def _faiss_index(context, settings: Settings, artsim: ArtsimRuntimeResource, lak
             context.log.warning(f"the served generation is no longer {fit.base_generation}: the index is "
                                 "rebuilt with the staged fusion instead of updated")
     metadata: dict[str, object] = {}
-    parts = _index_variants(settings, lake, collection, staged, served, heads, metadata)
+    parts = _index_variants(run_settings, lake, collection, staged, served, heads, metadata)
 
-    min_recall = artsim.apply(settings).min_recall
+    min_recall = run_settings.min_recall
     recall = float(parts[REQUIRED_VARIANT][1].info.get("recall_at_10", 1.0)) if REQUIRED_VARIANT in parts else None
     if recall is not None:
         metadata["recall_at_10"] = MetadataValue.float(round(recall, 4))
@@ -218,7 +219,7 @@ def _faiss_index(context, settings: Settings, artsim: ArtsimRuntimeResource, lak
         version = _keep_served(context, lake, metadata, f"recall@10 {recall:.3f} < ARTSIM_MIN_RECALL="
                                f"{min_recall:g}: not published", error=True)
     elif REQUIRED_VARIANT in parts:
-        version = _publish(context, settings, lake, parts, staged, fit, served, metadata)
+        version = _publish(context, run_settings, lake, parts, staged, fit, served, metadata)
     elif len(collection.get(REQUIRED_VARIANT, ())) >= 2:
         raise RuntimeError(
             f"no staged {REQUIRED_VARIANT} fusion in {lake.staging_dir} for {len(collection[REQUIRED_VARIANT])} "
