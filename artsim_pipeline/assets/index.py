@@ -30,16 +30,17 @@ from .common import OWNERS
 from .similarity_head import similarity_head_assets
 from ..code_versions import code_version
 
-#: Part of both assets' code versions: a lake written with the old layout (``index/fusion_*.npz``,
-#: ``index/<variant>/``) is rebuilt into a generation by the next run.
-INDEX_LAYOUT = "generations-1"
+#: Part of both assets' code versions: a lake written with the old index format (``index/fusion_*.npz``,
+#: ``index/<variant>/``) is rebuilt into a generation by the next run. (Its keyword stays ``layout=``: the
+#: name is hashed into the code versions, so renaming it would make every lake's index stale.)
+INDEX_FORMAT = "generations-1"
 
 
 def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -> list[AssetsDefinition]:
     """``pca_model`` and ``faiss_index`` over the selected models' embeddings."""
     lake = lake_for(settings)
 
-    pca_config = code_version("pca_model", settings, layout=INDEX_LAYOUT)
+    pca_config = code_version("pca_model", settings, layout=INDEX_FORMAT)
 
     @asset(
         deps=["filtered_paintings", *embedding_assets],  # reads the catalog's Parquet and every batch's embeddings
@@ -63,7 +64,7 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
     @asset(
         deps=[pca_model, *heads],
         pool=tags.pool("faiss_index"),
-        code_version=code_version("faiss_index", settings, layout=INDEX_LAYOUT, head=bool(heads)),
+        code_version=code_version("faiss_index", settings, layout=INDEX_FORMAT, head=bool(heads)),
         group_name="index",
         kinds={"faiss"},
         owners=OWNERS,
@@ -335,7 +336,7 @@ def _identify_calibration(context, settings: Settings, lake: DataLake, fusion, b
     from ..core.identify import CALIBRATION_FILE
     from ..core.identify_measure import calibrate_collection
     from ..core.models import resolve_device
-    from ..core.search_resources import load_checked_models
+    from ..core.search_loaders import load_checked_models
     from ..core.storage import read_parquet
 
     started = time.perf_counter()

@@ -108,7 +108,7 @@ def refresh_collection_map(lake, generation, seed: int = 0) -> MapRefresh:
 
 def map_catalog(lake) -> pd.DataFrame | None:
     """The catalog the regions are named from (indexed by objectid), None when it cannot be read."""
-    from .search_resources import load_catalog
+    from .search_loaders import load_catalog
 
     try:
         return load_catalog(lake, [])

@@ -2,7 +2,7 @@
 
 The lake's root is a local directory (a :class:`pathlib.Path`, the default) or an object-store URL
 (``s3://bucket/prefix``; a ``upath.UPath`` over fsspec/s3fs, endpoint and credentials from the standard
-``AWS_*`` variables). Both have the same layout (:class:`~artsim_pipeline.core.lake.DataLake`) and the same pathlib API (``/``,
+``AWS_*`` variables). Both have the same paths (:class:`~artsim_pipeline.core.lake.DataLake`) and the same pathlib API (``/``,
 ``exists``, ``is_file``, ``read_bytes``, ``glob``, ``unlink``...); the primitives below cover what
 pathlib cannot do on both:
 
