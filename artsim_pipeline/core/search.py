@@ -539,6 +539,7 @@ def search(query: Query, k: int = 10, *, settings: Any = None, face_crop: bool =
     """
     explicit = False
     if settings is None:
+        # the settings module: core reads the environment only in this convenience (test_layering)
         from artsim_pipeline.config import Settings
 
         settings, explicit = Settings.from_env(), models_set_in_env()
