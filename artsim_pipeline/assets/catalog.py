@@ -29,6 +29,7 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
+from ..code_versions import code_version
 from ..config import Settings
 from ..core import batches, catalog
 from ..core.nga_source import prune_raw_snapshots
@@ -40,7 +41,6 @@ from ..automation import CATALOG, COLLECTION_ENTRY, source_observation
 from ..deploy import tags
 from . import checks
 from .common import OWNERS, lake_path
-from ..code_versions import code_version
 
 DATA_VERSION_TAG = "dagster/data_version"
 
@@ -208,7 +208,8 @@ def _refresh_filtered_paintings(context: AssetExecutionContext, duckdb: DuckDBRe
         previous = _row_count(con, "filtered_paintings")
         baseline = min(previous, run_settings.limit) if previous is not None and run_settings.limit > 0 else previous
         try:
-            rows = catalog.build_filtered_paintings(con, run_settings.min_side, run_settings.limit, run_settings.max_shrink)
+            rows = catalog.build_filtered_paintings(con, run_settings.min_side, run_settings.limit,
+                                                    run_settings.max_shrink)
         except catalog.ShrinkError as refused:
             context.log.error(str(refused))
             return _refused_refresh(con, lake, refused, run_settings.max_shrink, started)
