@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
 from .config import ConfigError, Settings
+from .core.lake import lake_for
+from .dagster_stale_cache import current_plan
 
 
 def _prepare_instance(settings: Settings):
     """The Dagster instance: ``$DAGSTER_HOME`` if set, else ``<data_lake>/dagster_home`` (SQLite; with an
     object-store lake ``<ARTSIM_WORK_DIR>/dagster_home``)."""
+    # Dagster here: --help, status (with a current cached plan) and search never load it
     from dagster import DagsterInstance
 
-    from .core.lake import lake_for
     from .instance import ensure_instance_config
 
     if not os.environ.get("DAGSTER_HOME"):
@@ -41,6 +46,7 @@ def _prepare_instance(settings: Settings):
 def _check_device(settings: Settings) -> None:
     """An explicit ``ARTSIM_DEVICE`` that this machine lacks is a configuration error up front."""
     if settings.device in ("cuda", "mps"):
+        # torch (core.models) here: only an explicit GPU device is checked
         from .core.models import resolve_device
 
         try:
@@ -60,14 +66,13 @@ def _check_models(settings: Settings) -> None:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    # Dagster (the definitions, the runner) here: --help, status and search never load it
     from .definitions import build_definitions
     from .runner import PipelineRunner
 
     _check_models(settings)
     _check_device(settings)  # before the catalog and images are written, not after
     instance = _prepare_instance(settings)
-    from .core.lake import lake_for
-
     lake = lake_for(settings)
     where = f"{lake.root} (work dir {lake.work_dir})" if lake.is_remote else str(lake.root)
     print(f"artsim run: source {settings.nga_source}, data lake {where}", flush=True)
@@ -82,6 +87,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def dagster_plan(settings: Settings) -> list[dict]:
     """What ``artsim run`` would materialize now (Dagster's stale status; nothing is run)."""
+    # Dagster here: status reaches this only when its cached plan is not current
     from .definitions import build_definitions
     from .runner import PipelineRunner
 
@@ -90,11 +96,8 @@ def dagster_plan(settings: Settings) -> list[dict]:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    import json
-
+    # pandas and DuckDB (core.status) here: --help and search load neither
     from .core.status import format_status, lake_status
-    from .core.lake import lake_for
-    from .dagster_stale_cache import current_plan
 
     status = lake_status(lake_for(settings), worst=args.worst, raw_keep=settings.raw_keep)
     # Dagster (its import, the instance, the definitions) only when the cached plan is not current
@@ -104,6 +107,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    # the search's modules (pandas, DuckDB, the index; matplotlib for --grid) here: --help loads none
     from .core.search import SearchEngine, models_set_in_env
     from .core.search_filters import SearchFilters
     from .core.search_query import QueryError
@@ -138,9 +142,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    import threading
-    import time
-
+    # the server's modules (FastAPI, uvicorn) here: the other commands load none
     from .core.search import models_set_in_env
     from .web.app import serve
 
@@ -149,6 +151,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     def stale() -> list[dict]:
         """The status page's "what would re-run": Dagster's plan, at most every 30 s."""
+        # Dagster here: only when the status page first asks for the plan
         from .definitions import build_definitions
         from .runner import PipelineRunner
 
@@ -165,6 +168,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    # the chosen benchmark only: each brings its own dependencies (torch, Dagster, a server)
     if args.benchmark == "embeddings":
         from .bench.embeddings import main as bench_main
     elif args.benchmark == "refresh":

@@ -49,7 +49,7 @@ def setting(default: Any, var: str, parse: Callable[[str], Any], role: str, *, s
     """Declare one setting: its default, ``ARTSIM_*`` variable, parser, role, the assets whose output it
     shapes (``output`` only) and its valid range or values. Everything else is derived from these
     declarations: :data:`ENV_VARS`, the run-time resource's fields (:mod:`.resources`) and the code-version
-    inputs (:mod:`.assets.versions`)."""
+    inputs (:mod:`.code_versions`)."""
     if role not in ROLES:
         raise ValueError(f"{var}: role must be one of {ROLES}, got {role!r}")
     if (role == "output") != bool(shapes):

@@ -11,7 +11,7 @@ only while all three are what they were when it was computed:
   ``storage:`` in ``dagster.yaml``) has no such mark here: the plan is then always computed;
 * **the code location**: every ``ARTSIM_*`` setting (parsed and as set: more than the ones that shape
   outputs, so a setting that only changes the asset graph, like ``ARTSIM_MODELS``, is covered too), the
-  assets' code versions (:data:`~artsim_pipeline.assets.versions.CODE_VERSIONS`, imported without Dagster),
+  assets' code versions (:data:`~artsim_pipeline.code_versions.CODE_VERSIONS`, imported without Dagster),
   a hash of the package's own source (the plan's rule, the code versions' extras) and of Dagster's version,
   and the weights file a code version names (its size and modification time);
 * **the source's observation**: the plan is "as of the source's last observation" (``artsim status`` does not
@@ -35,6 +35,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable
 
+from .code_versions import CODE_VERSIONS
 from .config import Settings
 
 CACHE_NAME = ".artsim-plan.json"
@@ -165,8 +166,6 @@ def _weights_file(weights: str) -> str:
 
 def code_mark(settings: Settings) -> str:
     """A hash of what the code location's asset graph and code versions are made from (module docstring)."""
-    from .assets.versions import CODE_VERSIONS
-
     parts = {
         "settings": settings.as_dict(),
         "environment": sorted((k, v) for k, v in os.environ.items() if k.startswith(("ARTSIM_", "DAGSTER_"))),

@@ -1,7 +1,7 @@
 """Dagster resources: artsim's run-time knobs, the NGA source and the DuckDB catalog.
 
 Settings that change what an asset computes (models, sizes, thresholds, the data lake, ...) are fixed
-when the code location loads and are part of the assets' code versions (:mod:`.assets.versions`); the
+when the code location loads and are part of the assets' code versions (:mod:`.code_versions`); the
 launchpad cannot change them, so it cannot put the graph in a state its assets can't serve. What the
 launchpad may change lives here: knobs that only change how fast or where work runs.
 """

@@ -62,6 +62,9 @@ from dagster import (
 )
 
 from .automation import RerunRule, rerun_rule
+from .core.lake import lake_for
+from .core.storage import DamagedFileError
+from .core.verify import set_aside, verify_lake
 from .run_checks import CheckFailed, blocking_checks_failed, failed_checks
 from .run_health import process_exists
 from .dagster_stale import stale_status_resolver
@@ -112,8 +115,6 @@ class RunReport:
 
 def _damaged_file(exc: BaseException):
     """The path of the :class:`~artsim_pipeline.core.storage.DamagedFileError` inside Dagster's wrappers."""
-    from .core.storage import DamagedFileError
-
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
@@ -295,8 +296,6 @@ class PipelineRunner:
 
     def _collection_inputs_exist(self, report: RunReport) -> bool:
         """False (and says so) when a batch that failed now has no embeddings to build the collection from."""
-        from .core.lake import lake_for
-
         lake = lake_for(self.settings)
         missing = sorted({partition for partition in report.failed
                           for model in self.settings.models if not lake.embeddings_path(model, partition).is_file()})
@@ -326,8 +325,6 @@ class PipelineRunner:
                     raise
                 # a changed byte inside a Parquet page shows only when the file is read (its checksum):
                 # move the file aside, so it counts as missing, rebuild it, then the collection once more
-                from .core.verify import set_aside
-
                 self.echo(f"lake check: {damaged_file} is damaged (page checksum); rebuilding it")
                 if set_aside(damaged_file) is None:
                     raise
@@ -362,9 +359,6 @@ class PipelineRunner:
 
     def _damaged(self) -> dict[str | None, dict[AssetKey, str]]:
         """What the lake holds damaged or missing although Dagster recorded it: {batch or None: {asset: reason}}."""
-        from .core.lake import lake_for
-        from .core.verify import set_aside, verify_lake
-
         lake = lake_for(self.settings)
         batches = sorted(self.instance.get_dynamic_partitions(IMAGE_BATCHES))
         models = [k.path[-1].removeprefix("embeddings_") for k in self.batch_keys

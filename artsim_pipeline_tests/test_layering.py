@@ -6,6 +6,9 @@
 * Dagster's internals (``dagster._...``) are imported by one module only, ``dagster_stale.py`` (its
   docstring says why: Dagster has no public stale-status API);
 * ``web/`` depends on ``core`` (and itself), never on the asset graph, the runner or the CLI;
+* only the asset modules themselves and ``definitions.py`` (which builds the graph from them) import an asset
+  module (``artsim_pipeline.assets...``): what the runner, the CLI or the stale-status cache need from the
+  graph's side (the code versions, the check names) lives outside ``assets/``;
 * no module imports another in a circle, type-only (``if TYPE_CHECKING:``) and function-local imports
   included (a type-only circle still ties two modules together: ``ModelSpec`` lives in ``core/model_spec.py``
   so that the model registry and the modules it imports do not import each other back).
@@ -78,6 +81,44 @@ def test_web_depends_on_core_only():
                      and not i.startswith(allowed)]
                  for m, names in modules("web").items()}
     assert not {m: i for m, i in offenders.items() if i}
+
+
+def asset_importers(root: Path) -> dict[str, list[str]]:
+    """Modules of the package at ``root`` outside ``assets/`` and ``definitions.py`` that import an asset
+    module (``<package>.assets`` or below), with what they import."""
+    assets = f"{root.name}.assets"
+    found = {}
+    for path in sorted(root.rglob("*.py")):
+        where = path.relative_to(root)
+        if where.parts[0] == "assets" or str(where) == "definitions.py":
+            continue
+        names = [n for s in read_imports(path, root) for n in s.names if n == assets or n.startswith(assets + ".")]
+        if names:
+            found[str(where)] = names
+    return found
+
+
+def test_only_the_graph_imports_asset_modules():
+    assert asset_importers(PACKAGE) == {}
+
+
+def test_the_asset_import_rule_sees_relative_local_and_type_only_imports(tmp_path):
+    root = tmp_path / "pkg"
+    (root / "assets").mkdir(parents=True)
+    (root / "web").mkdir()
+    for name, text in {
+        "__init__.py": "", "assets/__init__.py": "", "web/__init__.py": "",
+        "assets/index.py": "from .common import x\n", "assets/common.py": "x = 1\n",
+        "definitions.py": "from .assets.index import x\n",  # the graph: allowed
+        "runner.py": "def run():\n    from .assets.index import x\n",  # function-local
+        "cli.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.assets import common\n",
+        "web/app.py": "from ..assets import index\n",
+        "status.py": "from .assets_report import y\nimport pkg.core\n",  # a look-alike name: not an asset module
+    }.items():
+        (root / name).write_text(text)
+    assert asset_importers(root) == {
+        "cli.py": ["pkg.assets", "pkg.assets.common"], "runner.py": ["pkg.assets.index", "pkg.assets.index.x"],
+        "web/app.py": ["pkg.assets", "pkg.assets.index"]}
 
 
 def test_no_module_imports_another_in_a_circle():

@@ -11,7 +11,7 @@ import pytest
 from dagster import materialize
 from pydantic import ValidationError
 
-from artsim_pipeline.assets.versions import CODE_VERSIONS
+from artsim_pipeline.code_versions import CODE_VERSIONS
 from artsim_pipeline.config import ENV_VARS, ROLES, Settings, names_with_role
 from artsim_pipeline.definitions import build_assets, build_definitions
 from artsim_pipeline.resources import RUNTIME_FIELDS, ArtsimRuntimeResource, NgaSourceResource, build_resources

@@ -26,7 +26,7 @@ from dagster._core.definitions.data_version import (
 
 from artsim_pipeline import cli
 from artsim_pipeline import dagster_stale_cache as cache
-from artsim_pipeline.assets import versions
+from artsim_pipeline import code_versions as versions
 from artsim_pipeline.config import Settings
 from artsim_pipeline.definitions import build_definitions
 from artsim_pipeline.partitions import IMAGE_BATCHES

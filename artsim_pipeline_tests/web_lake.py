@@ -28,7 +28,7 @@ from artsim_pipeline.core.index import build_index
 from artsim_pipeline.core.models import load_model
 from artsim_pipeline.core.scoring import normalize_artist
 from artsim_pipeline.core.search import SearchEngine
-from artsim_pipeline.core.search_resources import CATALOG_COLUMNS
+from artsim_pipeline.core.search_loaders import CATALOG_COLUMNS
 from artsim_pipeline.core.lake import DataLake
 from artsim_pipeline_tests.nga_fixtures import NGA_MIRROR
 

@@ -29,6 +29,7 @@ from dagster import (
 )
 from dagster_duckdb import DuckDBResource
 
+from ..code_versions import code_version
 from ..config import Settings
 from ..core import batches, catalog
 from ..core.nga_source import prune_raw_snapshots
@@ -40,7 +41,6 @@ from ..automation import CATALOG, COLLECTION_ENTRY, source_observation
 from ..deploy import tags
 from . import checks
 from .common import OWNERS, lake_path
-from .versions import code_version
 
 DATA_VERSION_TAG = "dagster/data_version"
 
@@ -202,17 +202,18 @@ def _refresh_filtered_paintings(context: AssetExecutionContext, duckdb: DuckDBRe
                                 artsim: ArtsimRuntimeResource, settings: Settings, lake) -> MaterializeResult:
     """Rebuild ``filtered_paintings`` (unless the shrink guard refuses), assign batches, record their versions."""
     started = time.perf_counter()
-    run_settings = artsim.apply(settings)
+    run_settings = artsim.apply(settings)  # the one settings object below: this run's knobs included
     swept = sweep_lake_temp_files(lake)
     with catalog_connection(duckdb) as con:
         previous = _row_count(con, "filtered_paintings")
-        baseline = min(previous, settings.limit) if previous is not None and settings.limit > 0 else previous
+        baseline = min(previous, run_settings.limit) if previous is not None and run_settings.limit > 0 else previous
         try:
-            rows = catalog.build_filtered_paintings(con, settings.min_side, settings.limit, run_settings.max_shrink)
+            rows = catalog.build_filtered_paintings(con, run_settings.min_side, run_settings.limit,
+                                                    run_settings.max_shrink)
         except catalog.ShrinkError as refused:
             context.log.error(str(refused))
             return _refused_refresh(con, lake, refused, run_settings.max_shrink, started)
-        new_batches = batches.assign_batches(con, settings.batch_size)
+        new_batches = batches.assign_batches(con, run_settings.batch_size)
         batches.attach_batch_keys(con)
         catalog.export_parquet(con, "filtered_paintings", lake.filtered_paintings_parquet)
         summary = catalog.filtered_paintings_summary(con)

@@ -14,10 +14,12 @@ import hashlib
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
 from ..automation import COLLECTION
+from ..code_versions import code_version
 from ..config import Settings
+from ..core.generations import NoGenerationError, load_generation
+from ..core.layout_refresh import refresh_collection_map
 from ..resources import lake_for
 from .common import OWNERS, lake_path
-from .versions import code_version
 
 LAYOUT_SEED = 0
 
@@ -38,9 +40,6 @@ def collection_map_assets(settings: Settings) -> list[AssetsDefinition]:
         "Written to `tables/collection_map.parquet` (objectid, x, y, region; the named regions in its metadata).",
     )
     def collection_map(context: AssetExecutionContext) -> MaterializeResult:
-        from ..core.generations import NoGenerationError, load_generation
-        from ..core.layout_refresh import refresh_collection_map
-
         try:
             generation = load_generation(lake)
         except NoGenerationError:

@@ -11,11 +11,15 @@ import hashlib
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
 from ..automation import batch_step
+from ..code_versions import code_version
 from ..config import Settings
+from ..core.embedding_store import embed_batch_to_parquet, read_embedding_blocks
+from ..core.generations import REQUIRED_VARIANT
 from ..core.lake_reads import usable_images
 from ..core.storage import read_parquet
 from ..core.lake import DataLake
@@ -24,7 +28,6 @@ from ..resources import ArtsimRuntimeResource, lake_for
 from . import checks
 from .common import OWNERS, lake_path, progress_logger, share_cores
 from ..deploy import tags
-from .versions import code_version
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ def weights_tag(weights: str) -> str:
 @functools.lru_cache(maxsize=4)
 def cached_model(name: str, weights: str, device: str):
     """Load a model once per process (``artsim run`` materializes many batches in one process)."""
+    # torch (core.models) here: every step's process loads the definitions; only an embeddings step needs torch
     from ..core.models import load_model
 
     return load_model(name, weights=weights, device=device)
@@ -58,11 +62,6 @@ def batch_images(lake: DataLake, batch: str) -> pd.DataFrame:
 
 def _check_vectors(path: Path, expected_rows: int, expected_width: int, model: str):
     """The ``embeddings_valid`` check of a written batch file: rows, finite values and width of ``full``."""
-    import numpy as np
-
-    from ..core.embedding_store import read_embedding_blocks
-    from ..core.generations import REQUIRED_VARIANT
-
     meta, blocks = read_embedding_blocks(path, blocks=["final"])
     final = blocks.get("final", np.zeros((0, 0), dtype=np.float32))
     full = final[(meta["variant"] == REQUIRED_VARIANT).to_numpy()] if len(meta) else final[:0]
@@ -94,17 +93,17 @@ def embeddings_asset(model_name: str, settings: Settings) -> AssetsDefinition:
         "(variant `full`) and of its face crop (variant `face`), one Parquet file per batch.",
     )
     def _embeddings(context: AssetExecutionContext, artsim: ArtsimRuntimeResource) -> MaterializeResult:
+        # torch (core.embedding, core.models) here: every step's process loads the definitions; only this one needs it
         from ..core.embedding import BF16_MIN_COSINE, check_bf16
-        from ..core.embedding_store import embed_batch_to_parquet
         from ..core.models import resolve_device
 
         batch = context.partition_key
-        run_settings = artsim.apply(settings)
+        run_settings = artsim.apply(settings)  # the one settings object below: this run's knobs included
         device = str(resolve_device(run_settings.device))
         threads = share_cores(context, run_settings.executor)
-        model = cached_model(model_name, settings.weights, device)
+        model = cached_model(model_name, run_settings.weights, device)
         images = batch_images(lake, batch)
-        precision, bf16_cosine = settings.precision, None
+        precision, bf16_cosine = run_settings.precision, None
         if precision == "bf16" and len(images):
             bf16_cosine = check_bf16(model, images["path"].head(BF16_CHECK_IMAGES).tolist())
             if bf16_cosine < BF16_MIN_COSINE:

@@ -16,13 +16,16 @@ from dagster import (
 )
 
 from ..automation import COLLECTION, REFRESH_TAG, STUDY, STUDY_CRON
+from ..code_versions import code_version
 from ..config import Settings
+from ..core.evaluation import EvaluationRequest, VariantInput, evaluate, report_fingerprint
+from ..core.fusion import block_models
+from ..core.generations import NoGenerationError, REQUIRED_VARIANT, load_generation
 from ..core.lake import lake_for
 from ..core.lake_reads import catalog_paintings, current_collection
 from ..core.index_recipe import index_searcher
 from . import checks
 from .common import OWNERS, lake_path, progress_logger
-from .versions import code_version
 
 CATALOG_COLUMNS = ["objectid", "uuid", "title", "artist", "artist_key", "style", "beginyear", "endyear",
                    "displaydate", "medium"]
@@ -39,9 +42,6 @@ LEARNED_FLOATS = {"precision_at_5_pca": "heldout_precision_at_5_pca",
 def _served_generation(lake, models):
     """The generation search serves (fusions + indexes of one publish), or None when there is none or
     it was built with other models than ``models`` (then the report refits and skips the index check)."""
-    from ..core.fusion import block_models
-    from ..core.generations import REQUIRED_VARIANT, NoGenerationError, load_generation
-
     try:
         generation = load_generation(lake)
     except (NoGenerationError, ValueError):
@@ -53,9 +53,8 @@ def _served_generation(lake, models):
 
 def _evaluate(context: AssetExecutionContext, settings: Settings, lake, study: bool) -> MaterializeResult:
     """One evaluation of the served collection: the per-refresh report or the study (``study``)."""
+    # matplotlib (core.reports) here: every step's process loads the definitions; only the report draws
     from ..core import reports
-    from ..core.evaluation import EvaluationRequest, VariantInput, evaluate, report_fingerprint
-    from ..core.generations import REQUIRED_VARIANT
 
     name = STUDY_ASSET if study else "eval_report"
     collection = current_collection(lake, settings.models)  # every stored block: the tap-set ablations

@@ -21,6 +21,7 @@ from dagster import (
 )
 
 from ..automation import BATCH_ENTRY, batch_step, retry_failed_images
+from ..code_versions import code_version
 from ..config import Settings
 from ..core import catalog
 from ..core.lake_reads import catalog_paintings, usable_images
@@ -32,7 +33,6 @@ from ..resources import ArtsimRuntimeResource, NgaSourceResource, lake_for
 from ..deploy import tags
 from . import checks
 from .common import OWNERS, lake_path, progress_logger, share_cores
-from .versions import code_version
 
 NO_FAILED_IMAGES = "no_failed_images"
 
@@ -166,19 +166,20 @@ def _face_crops_asset(settings: Settings, lake, image_cache):
 def _detect_batch_faces(context: AssetExecutionContext, artsim: ArtsimRuntimeResource, settings: Settings,
                         lake) -> MaterializeResult:
     """MTCNN over the batch's usable images; the faces table written, its numbers and data version."""
+    # torch (core.faces, core.models) here: every step's process loads the definitions; only face_crops needs torch
     from ..core.faces import FaceDetector, detect_faces_in_files, write_faces
     from ..core.models import resolve_device
 
     batch = context.partition_key
-    run_settings = artsim.apply(settings)
+    run_settings = artsim.apply(settings)  # the one settings object below: this run's knobs included
     started = time.perf_counter()
     usable = usable_images(lake, batch)
     paths = [Path(p) for p in usable["path"]]
     threads = share_cores(context, run_settings.executor)
     detector = FaceDetector(
-        threshold=settings.face_threshold,
-        margin=settings.face_margin,
-        max_side=settings.face_max_side,
+        threshold=run_settings.face_threshold,
+        margin=run_settings.face_margin,
+        max_side=run_settings.face_max_side,
         device=resolve_device(run_settings.device),
         num_threads=threads,
     )

@@ -18,9 +18,22 @@ import time
 from dataclasses import replace
 
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
+from PIL import Image
 
 from ..automation import COLLECTION, COLLECTION_ENTRY
+from ..code_versions import code_version
 from ..config import Settings
+from ..core.collection import collection_digest
+from ..core.fusion import block_models, fit_fusion, fusion_fingerprint, transform, with_projection
+from ..core.generations import (REQUIRED_VARIANT, current_generation_id, load_staged_fusions, publish_generation,
+                                  stage_fusions)
+from ..core.head import load_head
+from ..core.identify import CALIBRATION_FILE, load_calibration
+from ..core.identify_measure import calibrate_collection
+from ..core.incremental import FitRecord, decide_fit, holdout_residual
+from ..core.index_recipe import NOTHING, build_index_bundle, load_served_generation, served_version
+from ..core.search_loaders import load_checked_models
+from ..core.storage import read_parquet
 from ..deploy import tags
 from ..core.lake import DataLake
 from ..core.lake_reads import current_collection
@@ -28,18 +41,18 @@ from ..resources import ArtsimRuntimeResource, lake_for
 from . import checks
 from .common import OWNERS
 from .similarity_head import similarity_head_assets
-from .versions import code_version
 
-#: Part of both assets' code versions: a lake written with the old layout (``index/fusion_*.npz``,
-#: ``index/<variant>/``) is rebuilt into a generation by the next run.
-INDEX_LAYOUT = "generations-1"
+#: Part of both assets' code versions: a lake written with the old index format (``index/fusion_*.npz``,
+#: ``index/<variant>/``) is rebuilt into a generation by the next run. (Its keyword stays ``layout=``: the
+#: name is hashed into the code versions, so renaming it would make every lake's index stale.)
+INDEX_FORMAT = "generations-1"
 
 
 def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -> list[AssetsDefinition]:
     """``pca_model`` and ``faiss_index`` over the selected models' embeddings."""
     lake = lake_for(settings)
 
-    pca_config = code_version("pca_model", settings, layout=INDEX_LAYOUT)
+    pca_config = code_version("pca_model", settings, layout=INDEX_FORMAT)
 
     @asset(
         deps=["filtered_paintings", *embedding_assets],  # reads the catalog's Parquet and every batch's embeddings
@@ -63,7 +76,7 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
     @asset(
         deps=[pca_model, *heads],
         pool=tags.pool("faiss_index"),
-        code_version=code_version("faiss_index", settings, layout=INDEX_LAYOUT, head=bool(heads)),
+        code_version=code_version("faiss_index", settings, layout=INDEX_FORMAT, head=bool(heads)),
         group_name="index",
         kinds={"faiss"},
         owners=OWNERS,
@@ -89,19 +102,16 @@ def index_assets(settings: Settings, embedding_assets: list[AssetsDefinition]) -
 def _pca_model(context, settings: Settings, artsim: ArtsimRuntimeResource, lake: DataLake,
                pca_config: str) -> MaterializeResult:
     """Decide the fit (kept or refitted), fit when refitting, stage the fusions for ``faiss_index``."""
-    from ..core.generations import REQUIRED_VARIANT
-    from ..core.index_recipe import NOTHING, served_version
-
     started = time.perf_counter()
-    run_settings = artsim.apply(settings)
-    collection = current_collection(lake, settings.models, settings.taps)
+    run_settings = artsim.apply(settings)  # the one settings object below: this run's knobs included
+    collection = current_collection(lake, run_settings.models, run_settings.taps)
     metadata: dict[str, object] = {}
     counts = {variant: len(vectors) for variant, vectors in collection.items()}
     for variant, n in counts.items():
         metadata[f"{variant}_images"] = MetadataValue.int(n)
-    fit, fusions = _decide(context, lake, pca_config, run_settings, collection, heads=settings.epochs > 0)
+    fit, fusions = _decide(context, lake, pca_config, run_settings, collection, heads=run_settings.epochs > 0)
     if fit is not None and fit.mode == "full":
-        fit, fusions = _fit_full(settings, collection, fit, metadata)
+        fit, fusions = _fit_full(run_settings, collection, fit, metadata)
     for variant, fusion in fusions.items():
         explained = float(fusion.explained_variance_ratio.sum()) if fusion.explained_variance_ratio is not None else 1.0
         metadata[f"{variant}_input_dim"] = MetadataValue.int(fusion.n_features)
@@ -119,7 +129,7 @@ def _pca_model(context, settings: Settings, artsim: ArtsimRuntimeResource, lake:
     return MaterializeResult(
         metadata={
             **metadata,
-            "models": ", ".join(settings.models),
+            "models": ", ".join(run_settings.models),
             "seconds": MetadataValue.float(round(time.perf_counter() - started, 2)),
         },
         data_version=DataVersion(version),
@@ -128,9 +138,6 @@ def _pca_model(context, settings: Settings, artsim: ArtsimRuntimeResource, lake:
 
 def _decide(context, lake: DataLake, pca_config: str, run_settings: Settings, collection: dict, heads: bool):
     """(fit record, fusions to stage): the served fusions when the refresh is incremental, else {}."""
-    from ..core.generations import REQUIRED_VARIANT
-    from ..core.incremental import FitRecord, decide_fit
-
     full = collection.get(REQUIRED_VARIANT)
     if full is None or len(full) < 2:
         return None, {}
@@ -158,10 +165,6 @@ def _decide(context, lake: DataLake, pca_config: str, run_settings: Settings, co
 
 def _fit_full(settings: Settings, collection: dict, fit, metadata: dict) -> tuple[object, dict]:
     """(fit with its held-out residual, {variant: fusion}): every variant with 2+ paintings fitted afresh."""
-    from ..core.fusion import fit_fusion
-    from ..core.generations import REQUIRED_VARIANT
-    from ..core.incremental import holdout_residual
-
     fusions = {}
     for variant, vectors in collection.items():
         if len(vectors) >= 2:
@@ -175,10 +178,6 @@ def _fit_full(settings: Settings, collection: dict, fit, metadata: dict) -> tupl
 
 def _stage(lake: DataLake, fit, fusions: dict, counts: dict, collection: dict, metadata: dict) -> str:
     """Stage ``fusions`` for ``faiss_index`` (named in ``metadata``); the data version of what it will index."""
-    from ..core.collection import collection_digest
-    from ..core.fusion import fusion_fingerprint
-    from ..core.generations import stage_fusions
-
     metadata.update(_fit_metadata(fit))
     stage = stage_fusions(lake, fusions, counts, fit=fit.to_json())
     metadata["staged"] = stage
@@ -194,10 +193,8 @@ def _stage(lake: DataLake, fit, fusions: dict, counts: dict, collection: dict, m
 def _faiss_index(context, settings: Settings, artsim: ArtsimRuntimeResource, lake: DataLake,
                  heads: bool) -> MaterializeResult:
     """Index every variant with the staged fusions; publish them as one generation when recall@10 passes."""
-    from ..core.generations import REQUIRED_VARIANT, current_generation_id, load_staged_fusions
-    from ..core.incremental import FitRecord
-
-    collection = current_collection(lake, settings.models, settings.taps)
+    run_settings = artsim.apply(settings)  # the one settings object below: this run's knobs included
+    collection = current_collection(lake, run_settings.models, run_settings.taps)
     staged = load_staged_fusions(lake)
     fit = FitRecord.from_json(staged.manifest.get("fit")) if staged is not None else None
     served = None
@@ -208,9 +205,9 @@ def _faiss_index(context, settings: Settings, artsim: ArtsimRuntimeResource, lak
             context.log.warning(f"the served generation is no longer {fit.base_generation}: the index is "
                                 "rebuilt with the staged fusion instead of updated")
     metadata: dict[str, object] = {}
-    parts = _index_variants(settings, lake, collection, staged, served, heads, metadata)
+    parts = _index_variants(run_settings, lake, collection, staged, served, heads, metadata)
 
-    min_recall = artsim.apply(settings).min_recall
+    min_recall = run_settings.min_recall
     recall = float(parts[REQUIRED_VARIANT][1].info.get("recall_at_10", 1.0)) if REQUIRED_VARIANT in parts else None
     if recall is not None:
         metadata["recall_at_10"] = MetadataValue.float(round(recall, 4))
@@ -218,7 +215,7 @@ def _faiss_index(context, settings: Settings, artsim: ArtsimRuntimeResource, lak
         version = _keep_served(context, lake, metadata, f"recall@10 {recall:.3f} < ARTSIM_MIN_RECALL="
                                f"{min_recall:g}: not published", error=True)
     elif REQUIRED_VARIANT in parts:
-        version = _publish(context, settings, lake, parts, staged, fit, served, metadata)
+        version = _publish(context, run_settings, lake, parts, staged, fit, served, metadata)
     elif len(collection.get(REQUIRED_VARIANT, ())) >= 2:
         raise RuntimeError(
             f"no staged {REQUIRED_VARIANT} fusion in {lake.staging_dir} for {len(collection[REQUIRED_VARIANT])} "
@@ -235,10 +232,6 @@ def _index_variants(settings: Settings, lake: DataLake, collection: dict, staged
                     metadata: dict) -> dict:
     """``{variant: (fusion, bundle)}``: each variant with a staged fusion and 2+ paintings indexed (the served
     bundle updated when there is one of the same width), its numbers added to ``metadata``."""
-    from ..core.fusion import transform, with_projection
-    from ..core.generations import REQUIRED_VARIANT
-    from ..core.index_recipe import build_index_bundle
-
     parts = {}
     for variant, vectors in collection.items():
         fusion = staged.fusions.get(variant) if staged is not None else None
@@ -271,8 +264,6 @@ def _index_variants(settings: Settings, lake: DataLake, collection: dict, staged
 def _publish(context, settings: Settings, lake: DataLake, parts: dict, staged, fit, served, metadata: dict) -> str:
     """Publish ``parts`` (with the fit record and the identification calibration) as the served generation;
     its data version."""
-    from ..core.generations import REQUIRED_VARIANT, publish_generation
-
     extra: dict[str, object] = {"staged_fusion": staged.stage}
     if fit is not None:
         if fit.mode == "full":
@@ -293,8 +284,6 @@ def _publish(context, settings: Settings, lake: DataLake, parts: dict, staged, f
 
 def _keep_served(context, lake: DataLake, metadata: dict, why: str, error: bool = False) -> str:
     """Publish nothing: the served generation stays (named in ``metadata`` and the log); its data version."""
-    from ..core.index_recipe import served_version
-
     served_id, version = served_version(lake)
     metadata["generation"] = served_id or "none"
     metadata["swapped"] = False
@@ -305,8 +294,6 @@ def _keep_served(context, lake: DataLake, metadata: dict, why: str, error: bool 
 
 def _served_generation(context, lake: DataLake):
     """The served generation, or None (none yet, or unreadable: then the next fit is a full one)."""
-    from ..core.index_recipe import load_served_generation
-
     return load_served_generation(lake, unreadable=lambda exc: context.log.warning(
         f"the served index generation cannot be read ({exc}); fitting afresh"))
 
@@ -314,8 +301,6 @@ def _served_generation(context, lake: DataLake):
 def _kept_calibration(lake: DataLake, generation: str) -> tuple[dict, dict] | None:
     """The served generation's identification calibration carried into an incremental refresh (same fit, so the
     same score scale), as ({file: bytes}, metadata); None when it has none (or a damaged one): calibrate anew."""
-    from ..core.identify import CALIBRATION_FILE, load_calibration
-
     calibration, _ = load_calibration(lake, generation)
     if calibration is None or not calibration.current:  # none, damaged, or made by an older method
         return None
@@ -328,14 +313,8 @@ def _identify_calibration(context, settings: Settings, lake: DataLake, fusion, b
     """({calibration file name: bytes} or {}, materialization metadata): the identification calibration of the
     full index (simulated photos of a sample of its paintings through the real backbones). A failure is logged
     and the generation is published without it (search then answers without a verdict, with a note)."""
-    from PIL import Image
-
-    from ..core.fusion import block_models
-    from ..core.identify import CALIBRATION_FILE
-    from ..core.identify_measure import calibrate_collection
+    # torch (core.models) here: every step's process loads the definitions; only the calibration needs torch
     from ..core.models import resolve_device
-    from ..core.search_resources import load_checked_models
-    from ..core.storage import read_parquet
 
     started = time.perf_counter()
     try:
@@ -379,8 +358,6 @@ def _fit_metadata(fit) -> dict[str, object]:
 
 def staged_head(lake: DataLake, stage: str):
     """``similarity_head``'s output, checked to be trained on the staged fusion ``stage``."""
-    from ..core.head import load_head
-
     if not lake.similarity_head_path.is_file():
         raise RuntimeError(f"no similarity head at {lake.similarity_head_path}; materialize similarity_head first")
     head = load_head(lake.similarity_head_path)

@@ -18,12 +18,16 @@ import numpy as np
 from dagster import AssetExecutionContext, AssetsDefinition, DataVersion, MaterializeResult, MetadataValue, asset
 
 from ..automation import COLLECTION
+from ..code_versions import code_version
 from ..config import Settings
+from ..core.fusion import transform
+from ..core.generations import REQUIRED_VARIANT, load_staged_fusions
+from ..core.head import save_head, train_head
+from ..core.index import sha256_hex
 from ..deploy import tags
 from ..core.lake_reads import catalog_paintings, current_collection
 from ..resources import lake_for
 from .common import OWNERS, lake_path
-from .versions import code_version
 
 
 def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> list[AssetsDefinition]:
@@ -45,11 +49,6 @@ def similarity_head_assets(settings: Settings, pca_model: AssetsDefinition) -> l
         "use the projected vectors.",
     )
     def similarity_head(context: AssetExecutionContext) -> MaterializeResult:
-        from ..core.fusion import transform
-        from ..core.generations import REQUIRED_VARIANT, load_staged_fusions
-        from ..core.head import save_head, train_head
-        from ..core.index import sha256_hex
-
         started = time.perf_counter()
         staged = load_staged_fusions(lake)
         if staged is None or REQUIRED_VARIANT not in staged.fusions:

@@ -19,6 +19,7 @@ import duckdb
 import pandas as pd
 
 from .nga_source import NGA_FILES, REQUIRED_COLUMNS, Snapshot
+from .scoring import normalize_artist
 from .storage import atomic_path, is_remote, lake_path, register_filesystem
 
 RAW_TABLE = {name: f"raw_{name}" for name in NGA_FILES}
@@ -128,8 +129,6 @@ def register_artist_key(con: duckdb.DuckDBPyConnection) -> None:
     """Make :func:`~artsim_pipeline.core.scoring.normalize_artist` callable in SQL as ``artsim_artist_key``:
     the catalog's ``artist_key`` is THE artist label (folded, "Attributed to", "Workshop of" … stripped),
     stored once and read by the evaluation, the learned head and the search filters alike."""
-    from .scoring import normalize_artist
-
     exists = scalar(con, "SELECT count(*) FROM duckdb_functions() WHERE function_name = ?", [ARTIST_KEY_FUNCTION])
     if not exists:
         con.create_function(ARTIST_KEY_FUNCTION, lambda name: normalize_artist(name) or None,

@@ -2,7 +2,7 @@
 
 Plain Python (no Dagster, no torch). :class:`CatalogText` is built once per served catalog (the
 ``SearchEngine.catalog`` frame, indexed by objectid, columns
-:data:`~artsim_pipeline.core.search_resources.CATALOG_COLUMNS`):
+:data:`~artsim_pipeline.core.search_loaders.CATALOG_COLUMNS`):
 
 * :meth:`CatalogText.find` — every painting whose title, artist or objectid contains the text, ignoring case
   and accents (:func:`~artsim_pipeline.core.scoring.fold_text`), best first: 0 the whole title, artist or

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
+    # torch here: the evaluation imports this module, and only these descriptors need torch
     import torch
 
 GEM_P = 3.0
@@ -54,6 +55,7 @@ def rmac_regions(height: int, width: int, levels: Sequence[int] = (1, 2, 3)) -> 
 
 def rmac(x: torch.Tensor) -> torch.Tensor:
     """R-MAC of ``[N, C, H, W]``: the sum of the L2-normalised per-region channel maxima, ``[N, C]``."""
+    # torch here: the evaluation imports this module, and only these descriptors need torch
     import torch
 
     out = torch.zeros(x.shape[:2], dtype=x.dtype, device=x.device)
@@ -65,6 +67,7 @@ def rmac(x: torch.Tensor) -> torch.Tensor:
 
 def gram(x: torch.Tensor) -> torch.Tensor:
     """Channel covariance of ``[N, C, H, W]`` over space, its upper triangle (diagonal included): ``[N, C(C+1)/2]``."""
+    # torch here: the evaluation imports this module, and only these descriptors need torch
     import torch
 
     n, c = x.shape[:2]

@@ -48,13 +48,15 @@ from __future__ import annotations
 import io
 import json
 import re
+import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .fusion import TAP_SEPARATOR, block_model
+from .recall import exact_topk
 
 EXPLAIN_DIM = 32
 FIT_ROWS = 8_192
@@ -256,8 +258,6 @@ def fit_explainer(names: Sequence[str], blocks: Mapping[str, np.ndarray], object
                   seed: int = SEED) -> Explainer:
     """Fit on the collection's ``blocks`` (the fusion's block ``names``; row i is ``objectids[i]``) and
     calibrate the words with the pairs of ``fused [N, d]`` (the indexed vectors, same rows)."""
-    from .recall import exact_topk
-
     objectids = np.asarray(objectids, dtype=np.int64)
     n = len(objectids)
     rng = np.random.default_rng(seed)
@@ -311,9 +311,6 @@ def explain_bundle(bundle: Any, names: Sequence[str], blocks: Mapping[str, np.nd
                    fused: np.ndarray) -> Any:
     """``bundle`` (an :class:`~artsim_pipeline.core.index.IndexBundle` over ``fused``, rows ``objectids``) with
     its :class:`Explainer` and ``info["explanation"] = {blocks, dim, seconds}``."""
-    import time
-    from dataclasses import replace
-
     started = time.perf_counter()
     explainer = fit_explainer(names, blocks, objectids, fused)
     info = dict(bundle.info)

@@ -203,6 +203,7 @@ def fit_fusion(
         n_out = min(n_components, n_samples - 1, n_features)
         if n_out < 1:
             raise ValueError(f"PCA needs at least 2 vectors, got {n_samples}; fit with use_pca=False")
+        # scikit-learn here: every CLI command (--help included) imports this module; only a fit needs it
         from sklearn.decomposition import PCA
 
         # copy=False: PCA centres z in place instead of copying it (z is not used afterwards)

@@ -2,11 +2,11 @@
 
 ``pca_model`` stages its fitted fusions (:func:`stage_fusions`); ``faiss_index`` builds the indexes with
 exactly those fusions and publishes fusions + indexes of every variant as one new generation
-(:func:`publish_generation`); readers load one whole generation (:func:`load_generation`). Layout and the
+(:func:`publish_generation`); readers load one whole generation (:func:`load_generation`). The files and the
 swap rule are below; paths come from :class:`~artsim_pipeline.core.lake.DataLake`.
 
 One module (about 450 lines) on purpose: staging, publishing, verifying and loading are the four sides of one
-protocol (the layout, the publish lock, the pointer files and the swap rule) and must change together; split,
+protocol (the files, the publish lock, the pointer files and the swap rule) and must change together; split,
 each part would import the others' private helpers. The FAISS and fusion formats themselves live in
 :mod:`~artsim_pipeline.core.index` and :mod:`~artsim_pipeline.core.fusion`.
 """
@@ -33,7 +33,7 @@ from artsim_pipeline.core.lake import DataLake
 
 # ---------------------------------------------------------------- generations
 #
-# The searchable state is swapped as ONE unit. Layout (paths from :class:`DataLake`):
+# The searchable state is swapped as ONE unit. Its files (paths from :class:`DataLake`):
 #
 #   index/STAGED                      id of the fusion set pca_model fitted last (faiss_index's input)
 #   index/staging/<stage>/            fusion_<variant>.npz + staged.json (never read by search)

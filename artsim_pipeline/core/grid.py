@@ -13,6 +13,9 @@ import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from PIL import Image
 
 from .storage import atomic_path, readable
@@ -65,10 +68,6 @@ def save_grid(
     (:class:`~artsim_pipeline.core.search_results.SearchResult`). ``face_box``: ``(x0, y0, x1, y1)`` in
     the query image's pixels, drawn on the query tile.
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
     tiles = 1 + len(results)
     ncols = max(1, min(columns, tiles))
     nrows = math.ceil(tiles / ncols)

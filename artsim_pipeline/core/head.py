@@ -77,6 +77,7 @@ def _supcon_epochs(x: np.ndarray, codes: np.ndarray, epochs: int, seed: int, lea
     Returns the final ``W`` and ``[(epoch, check value)]`` (with epoch 0 = the identity) when
     ``check`` is given; the best ``W`` is kept by the caller through those values.
     """
+    # torch here: the evaluation imports this module; only training needs torch
     import torch
 
     threads = torch.get_num_threads()

@@ -46,6 +46,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .generations import read_generation_file
 from .photo_match import better_match
 
 TARGET_FALSE_RATE = 0.01
@@ -423,8 +424,6 @@ def _text(value: Any) -> str:
 def load_calibration(lake: Any, generation: str) -> tuple[Calibration | None, str | None]:
     """(the generation's calibration, None) or (None, a note saying why there is none): absent (an older
     generation), or its file damaged (checksum mismatch, unreadable): then it counts as missing."""
-    from .generations import read_generation_file
-
     try:
         blob = read_generation_file(lake, generation, CALIBRATION_FILE)
         if blob is None:

@@ -21,7 +21,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from .fusion import block_key, transform
 from .identify import GEOMETRY_CANDIDATES, VIEWS, Calibration, PhotoEvidence, fit_views
+from .index import search as index_search
 from .photo_match import KeypointCache, Keypoints, best_match, better_match, keypoints, same_work
 from .photo_sim import centre_crop, photo_plan, simulate_photo
 
@@ -34,8 +36,6 @@ def neighbours(bundle: Any, vectors: np.ndarray, k: int, exclude: Sequence[int |
                ) -> tuple[np.ndarray, np.ndarray]:
     """``[n, k]`` cosines and objectids of the ``k`` nearest paintings of ``[n, d]`` fused vectors in ``bundle``
     (the full index), each row leaving out its ``exclude`` objectid; missing places are cosine 0, objectid -1."""
-    from .index import search as index_search
-
     scores, ids = index_search(bundle, np.asarray(vectors, np.float32), k + 1)
     n = len(scores)
     out_scores, out_ids = np.zeros((n, k)), np.full((n, k), -1, np.int64)
@@ -57,8 +57,8 @@ def best_two(bundle: Any, vectors: np.ndarray, exclude: Sequence[int | None] | N
 def encode_photos(models: Sequence[Any], fusion: Any, photos: Sequence[Any], precision: str,
                   batch: int = 32) -> np.ndarray:
     """``[n, d]`` fused vectors of PIL photos: every backbone with the collection's preprocessing, then ``fusion``."""
+    # torch (core.embedding) here: the search imports this module; only encoding photos needs it
     from .embedding import forward_prepared, load_and_prepare
-    from .fusion import block_key, transform
 
     out = []
     for start in range(0, len(photos), batch):

@@ -40,6 +40,8 @@ import numpy as np
 from artsim_pipeline.core.recall import DEFAULT_TARGET_RECALL, check_vectors, exact_topk, tune_nprobe
 from artsim_pipeline.core.storage import atomic_write_bytes, lake_path
 
+from .explain import Explainer
+
 INDEX_FORMAT_VERSION = 1
 IVF_MIN_N = 1000
 MIN_POINTS_PER_CENTROID = 39
@@ -321,8 +323,6 @@ def load_index(directory: Path | str) -> IndexBundle:
         raise ValueError(f"{root}: augmented vectors of shape {augmented.shape} for {len(ids)} x {index.d}")
     explain = None
     if "explain" in data:
-        from .explain import Explainer
-
         explain = Explainer.from_bytes(data["explain"])
     if info.get("index_type") == "IVFFlat":
         ivf = faiss.extract_index_ivf(index)

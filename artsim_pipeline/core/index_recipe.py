@@ -10,7 +10,7 @@ step is written once:
 * :func:`served_version`: the served generation's id and its content hash as a data version;
 * :func:`index_searcher`: a bundle as the evaluation's index check (each painting's neighbours, itself left out).
 
-The index, re-ranking and explanation modules are imported here (a caller that times the recipe imports this
+The index, re-ranking, explanation and generation modules are imported here (a caller that times the recipe imports this
 module first) and called through their modules, so a replaced function (a test's) is the one that runs.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from . import explain, incremental, index, rerank
+from . import explain, generations, incremental, index, rerank
 from .lake import DataLake
 
 #: The data version when nothing is served (the hash of nothing).
@@ -52,11 +52,9 @@ def build_index_bundle(
 def load_served_generation(lake: DataLake, unreadable: Callable[[Exception], None] | None = None):
     """The served generation, or None: none published yet, or one that cannot be read (``OSError``,
     ``ValueError``, ``KeyError``: then ``unreadable(exc)`` is called, e.g. to log what the caller does instead)."""
-    from .generations import NoGenerationError, load_generation
-
     try:
-        return load_generation(lake)
-    except NoGenerationError:
+        return generations.load_generation(lake)
+    except generations.NoGenerationError:
         return None
     except (OSError, ValueError, KeyError) as exc:
         if unreadable is not None:
@@ -66,12 +64,10 @@ def load_served_generation(lake: DataLake, unreadable: Callable[[Exception], Non
 
 def served_version(lake: DataLake) -> tuple[str | None, str]:
     """(served generation or None, its content hash as a data version; :data:`NOTHING` when none is served)."""
-    from .generations import current_generation_id, read_generation_manifest
-
-    served = current_generation_id(lake)
+    served = generations.current_generation_id(lake)
     if served is None:
         return None, NOTHING
-    return served, str(read_generation_manifest(lake, served)["content_hash"])[:16]
+    return served, str(generations.read_generation_manifest(lake, served)["content_hash"])[:16]
 
 
 def index_searcher(bundle: index.IndexBundle | None):

@@ -1,9 +1,9 @@
-"""The data lake's layout: where every artefact lives (plain Python, no Dagster).
+"""The data lake's paths: where every artefact lives (plain Python, no Dagster).
 
 :class:`DataLake` is the one home of the lake's paths (every module asks it, none rebuilds a path); the
 file primitives they are read and written with (atomic writes, Parquet reads, object-store paths) are in
 :mod:`~artsim_pipeline.core.storage`. A lake is local (a directory) or on an object store
-(``s3://bucket/prefix``) with the same layout; what cannot live on an object store (``catalog.duckdb``,
+(``s3://bucket/prefix``) with the same paths; what cannot live on an object store (``catalog.duckdb``,
 Dagster's home, the index publish lock) lives in :attr:`DataLake.work_dir`.
 
 :func:`lake_for` is the one way from the settings to their lake (absolute local paths, the settings'
@@ -164,7 +164,7 @@ class DataLake:
         return self.index_dir / "similarity_head.npz"
 
     def legacy_index_paths(self, variants: tuple[str, ...] = ("full", "face")) -> list[Path]:
-        """Files of the pre-generation layout (``index/fusion_<v>.npz``, ``index/<v>/``), removed on publish."""
+        """Files of the pre-generation index format (``index/fusion_<v>.npz``, ``index/<v>/``), removed on publish."""
         out: list[Path] = []
         for variant in variants:
             out += [self.index_dir / _fusion_name(variant), self.index_dir / safe_id(variant, "variant")]

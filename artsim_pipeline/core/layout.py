@@ -34,7 +34,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from .layout_tsne import fit_embedding, place_embedding
 from .storage import read_table, write_table
 
 LAYOUT_FORMAT_VERSION = 2  # 2: openTSNE; the fit id and the normalisation map in the metadata
@@ -87,6 +89,7 @@ def _checked(vectors: np.ndarray, objectids) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pca(fit_rows: np.ndarray, dim: int, seed: int):
+    # scikit-learn here: the server imports this module to read stored maps; only a fit needs it
     from sklearn.decomposition import PCA
 
     return PCA(n_components=max(1, min(dim, len(fit_rows) - 1, fit_rows.shape[1])),
@@ -113,8 +116,6 @@ def compute_layout(vectors: np.ndarray, objectids: np.ndarray | list[int], seed:
         raw = np.zeros((n, 2))
         raw[:, : min(2, reduced.shape[1])] = reduced[:, :2]
     else:
-        from .layout_tsne import fit_embedding
-
         raw = fit_embedding(reduced, seed, n_iter=max(250, int(max_iter)), n_jobs=n_jobs)
     xy, transform = _normalise(raw)
     return _frame(ids, xy, transform)
@@ -142,8 +143,6 @@ def place_new(previous: pd.DataFrame, vectors: np.ndarray, objectids: np.ndarray
     xy = np.empty((len(ids), 2))
     xy[old] = by_id.loc[ids[old]].to_numpy(dtype=np.float64)
     if not old.all():
-        from .layout_tsne import place_embedding
-
         scale, offset = float(transform["scale"]), np.asarray(transform["offset"], dtype=np.float64)
         pca = _pca(x[old], pca_dim, seed)  # the old paintings' feature space
         reference = pca.transform(x[old].astype(np.float64))
@@ -187,8 +186,6 @@ def save_layout(frame: pd.DataFrame, path: Path, generation: str | None = None, 
     """Write the layout atomically, recording the index generation and fit it was computed under and its
     normalisation map (from ``frame.attrs``, when it has one); with ``regions``, ``frame`` has a
     ``region`` column and the regions' descriptions are stored beside it."""
-    import pyarrow as pa
-
     columns = ["objectid", "x", "y"] + (["region"] if regions is not None else [])
     if regions is not None and "region" not in frame.columns:
         raise ValueError("regions given but the map has no region column")

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from .generations import REQUIRED_VARIANT, load_generation
 from .layout import (ATTRS_KEY, CannotPlace, bundle_vectors, changed_ids, compute_layout, load_layout, place_new,
                      save_layout)
 from .map_regions import carry_regions, describe_regions, fit_regions, noise_share
+from .search_loaders import load_catalog
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,6 @@ def generation_fit(generation) -> tuple[str, str]:
 
 def _extendable(lake, generation, fit_id: str, vectors: np.ndarray, ids: np.ndarray):
     """(stored map, its re-embedded ids, "") when it can be extended, else (None, None, why not)."""
-    from .generations import REQUIRED_VARIANT, load_generation
-
     try:
         previous, made_for = load_layout(lake.collection_map_path)
     except FileNotFoundError:
@@ -79,8 +79,6 @@ def _extendable(lake, generation, fit_id: str, vectors: np.ndarray, ids: np.ndar
 
 def refresh_collection_map(lake, generation, seed: int = 0) -> MapRefresh:
     """Lay out (or extend, see the module doc) the map of ``generation``'s ``full`` index and save it."""
-    from .generations import REQUIRED_VARIANT
-
     started = time.perf_counter()
     fit_mode, fit_id = generation_fit(generation)
     vectors, ids = bundle_vectors(generation.bundles[REQUIRED_VARIANT])
@@ -108,8 +106,6 @@ def refresh_collection_map(lake, generation, seed: int = 0) -> MapRefresh:
 
 def map_catalog(lake) -> pd.DataFrame | None:
     """The catalog the regions are named from (indexed by objectid), None when it cannot be read."""
-    from .search_resources import load_catalog
-
     try:
         return load_catalog(lake, [])
     except Exception:  # noqa: BLE001 - the regions stay unnamed ("region <n>"), the map still stands

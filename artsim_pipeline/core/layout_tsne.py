@@ -19,6 +19,9 @@ Both are deterministic for a given seed and thread count (FAISS k-means and open
 
 from __future__ import annotations
 
+import os
+
+import faiss
 import numpy as np
 
 EARLY_ITER = 250  # early-exaggeration iterations (openTSNE's default)
@@ -38,8 +41,6 @@ def _gradient_method(n: int) -> str:
 def _threads(n_jobs: int | None, n: int) -> int:
     """``n_jobs``, or by default one thread for Barnes-Hut sizes (an iteration is too little work to share:
     two threads took 4.6x longer at 1,200 points) and two for FFT sizes."""
-    import os
-
     if n_jobs is not None:
         return max(1, int(n_jobs))
     return 1 if n < FFT_MIN else max(1, min(2, os.cpu_count() or 1))
@@ -49,8 +50,6 @@ class Neighbours:
     """k nearest reference rows by Euclidean distance (FAISS; exact or an inverted file, see module doc)."""
 
     def __init__(self, reference: np.ndarray, seed: int = 0):
-        import faiss
-
         self.reference = np.ascontiguousarray(reference, dtype=np.float32)
         n, dim = self.reference.shape
         if n <= EXACT_KNN_MAX:
@@ -69,8 +68,6 @@ class Neighbours:
         distances, rows = self.index.search(queries, k)
         short = np.where((rows < 0).any(axis=1))[0]
         if len(short):  # an inverted file can come back short: exact search for those queries
-            import faiss
-
             exact = faiss.IndexFlatL2(self.reference.shape[1])
             exact.add(self.reference)
             distances[short], rows[short] = exact.search(queries[short], k)
@@ -90,6 +87,7 @@ class Neighbours:
 
 def _affinities(rows: np.ndarray, distances: np.ndarray, perplexity: float, n_reference: int,
                 symmetric: bool, n_jobs: int):
+    # openTSNE here: the server imports this module (through core.layout); only a fit or a placement needs it
     from openTSNE.affinity import joint_probabilities_nn
 
     return joint_probabilities_nn(rows, distances, [perplexity], symmetrize=symmetric,
@@ -100,6 +98,7 @@ def _affinities(rows: np.ndarray, distances: np.ndarray, perplexity: float, n_re
 def fit_embedding(reduced: np.ndarray, seed: int = 0, *, n_iter: int = 750, n_jobs: int | None = None) -> np.ndarray:
     """Raw 2-D t-SNE coordinates ``[N, 2]`` of ``reduced`` (``[N, d]``, N >= 5); ``n_iter`` counts all
     iterations (the first :data:`EARLY_ITER` of them, or a third when fewer, exaggerated)."""
+    # openTSNE here: the server imports this module (through core.layout); only a fit or a placement needs it
     from openTSNE import TSNEEmbedding
     from openTSNE.affinity import Affinities
     from openTSNE.initialization import pca, rescale
@@ -126,6 +125,7 @@ class _ReferenceAffinities:
     """openTSNE's ``Affinities`` protocol for placement only: ``to_new`` from :class:`Neighbours`."""
 
     def __init__(self, neighbours: Neighbours, n_jobs: int):
+        # scipy here: the server imports this module (through core.layout); only a placement needs it
         import scipy.sparse as sp
 
         n = len(neighbours.reference)
@@ -145,6 +145,7 @@ def place_embedding(reference: np.ndarray, reference_xy: np.ndarray, new: np.nda
                     *, n_jobs: int | None = None) -> np.ndarray:
     """Raw coordinates ``[M, 2]`` of the ``new`` rows placed into the fixed layout ``reference_xy`` of the
     ``reference`` rows (same feature space as ``new``)."""
+    # openTSNE here: the server imports this module (through core.layout); only a fit or a placement needs it
     from openTSNE import TSNEEmbedding
 
     threads = _threads(n_jobs, len(reference_xy))

@@ -86,6 +86,7 @@ def fit_regions(frame: pd.DataFrame, *, min_cluster_size: int | None = None, see
     size = int(min_cluster_size or default_min_cluster_size(n))
     if n < 2 * size:
         return np.full(n, NOISE, dtype=np.int32)
+    # scikit-learn here: the server imports this module; only fitting regions needs it
     from sklearn.cluster import HDBSCAN
 
     raw = HDBSCAN(min_cluster_size=size, min_samples=min(size, MIN_SAMPLES), copy=True).fit_predict(_xy(frame))
@@ -111,6 +112,7 @@ def carry_regions(previous: pd.DataFrame, frame: pd.DataFrame, k: int = JOIN_K) 
     out[kept] = before.loc[ids[kept]].to_numpy()
     if kept.all() or not kept.any():
         return out
+    # scipy here: the server imports this module; only carrying regions over needs it
     from scipy.spatial import cKDTree
 
     xy = _xy(frame)

@@ -104,6 +104,7 @@ def download(url: str, target: Path) -> None:
 def load_state_file(path: Path) -> dict[str, torch.Tensor]:
     """The state dict in a ``.safetensors``, ``.pt`` or ``.pth`` file (CPU tensors)."""
     if path.suffix == ".safetensors":
+        # safetensors (installed with timm) here: only a .safetensors weights file needs it
         from safetensors.torch import load_file
 
         return load_file(str(path), device="cpu")

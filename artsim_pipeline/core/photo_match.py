@@ -71,6 +71,7 @@ def _grey(image: Image.Image) -> np.ndarray:
 def keypoints(image: Image.Image) -> Keypoints:
     """ORB keypoints of ``image`` (any PIL mode) at most :data:`MAX_SIDE` px; none for an image too small or
     too flat to have corners."""
+    # scikit-image here: the search imports this module; an objectid query needs no keypoints
     from skimage.feature import ORB
 
     grey = _grey(image)
@@ -88,6 +89,7 @@ def keypoints(image: Image.Image) -> Keypoints:
 def inliers(photo: Keypoints, painting: Keypoints, seed: int = 0) -> int:
     """How many of the mutual ORB matches between ``photo`` and ``painting`` agree with one projective transform
     (RANSAC, :data:`RESIDUAL_PX`); 0 with fewer than :data:`MIN_MATCHES` matches."""
+    # scikit-image here: the search imports this module; an objectid query needs no keypoints
     from skimage.feature import match_descriptors
     from skimage.measure import ransac
     from skimage.transform import ProjectiveTransform

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image, ImageOps
 
 from .evaluation import EvaluationResult
 from .storage import atomic_path, readable
@@ -26,9 +29,6 @@ _GREEN, _RED, _BLUE = "#1a9641", "#d7191c", "#2c7bb6"
 
 
 def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=100)
     FigureCanvasAgg(fig)
     return fig
@@ -120,8 +120,6 @@ def plot_pixel(result: EvaluationResult, target: Path) -> None:
 
 
 def _thumb(path: Path, side: int = 160) -> np.ndarray:
-    from PIL import Image, ImageOps
-
     try:
         with Image.open(readable(path)) as img:
             img = ImageOps.exif_transpose(img).convert("RGB")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from PIL import Image
 
 from .evaluation import RANDOM_WEIGHTS_WARNING, EvaluationResult
 from .report_plots import plot_examples, plot_pixel, plot_precision_curves, plot_precision_hist
@@ -212,8 +213,6 @@ def plot_png_for_markdown(path: Path | str, max_width: int = EMBED_MAX_WIDTH) ->
 
     Both a 256-colour palette PNG and an RGB PNG are encoded; the smaller is returned.
     """
-    from PIL import Image
-
     with Image.open(readable(path)) as image:
         image.load()
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

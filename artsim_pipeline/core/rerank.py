@@ -34,11 +34,14 @@ synthetic paintings the search's own nprobe (335 of 1,448 lists) took 305 s; cap
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from typing import Any
 
+import faiss
 import numpy as np
 
+from .index import build_index
 from .recall import check_vectors, exact_topk
 
 METHODS = ("none", "qe", "dba", "dba_qe")
@@ -119,10 +122,6 @@ def neighbour_table(x: np.ndarray, width: int, index: Any = None, nprobe: int | 
     if n <= EXACT_NEIGHBOURS_MAX:
         sims, rows = exact_topk(x, x, width)
         return rows, sims
-    import faiss
-
-    from .index import build_index
-
     if index is None:
         bundle = build_index(x, np.arange(n, dtype=np.int64))
         index, nprobe, ids = bundle.index, bundle.info.get("nprobe"), bundle.ids
@@ -309,9 +308,6 @@ def augment_bundle(bundle: Any, vectors: np.ndarray, objectids: np.ndarray, opti
     ``vectors`` (rows = ``objectids``) are the vectors the bundle indexes; beyond
     :data:`EXACT_NEIGHBOURS_MAX` the neighbours come from the bundle's own index (nprobe capped, module doc).
     """
-    import time
-    from dataclasses import replace
-
     started = time.perf_counter()
     objectids = np.asarray(objectids, dtype=np.int64)
     ids = np.asarray(bundle.ids, dtype=np.int64)

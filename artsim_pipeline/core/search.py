@@ -1,7 +1,7 @@
 """Query API: find the paintings of the collection most similar to an image or to a painting.
 
 Plain Python (no Dagster). A :class:`SearchEngine` is loaded once from a data lake built by
-``artsim run`` (catalog, fusion models, FAISS indexes: :mod:`~artsim_pipeline.core.search_resources`)
+``artsim run`` (catalog, fusion models, FAISS indexes: :mod:`~artsim_pipeline.core.search_loaders`)
 and the backbones the index was built with; each :meth:`SearchEngine.search` then runs:
 
 1. **query** — an image (a file path, ``bytes`` or a PIL image) or an objectid of the collection
@@ -81,7 +81,7 @@ from .scoring import ScoringWeights, metadata_bonuses, rerank
 from .search_encode import detect_query_faces, forward_inputs, prepare_inputs, stored_vector
 from .search_filters import SearchFilters, allowed_ids, removal_report
 from .search_query import ParsedQuery, Query, QueryError, parse_query
-from .search_resources import (CATALOG_COLUMNS, blas_controller, catalog_database, catalog_rows, load_catalog,
+from .search_loaders import (CATALOG_COLUMNS, blas_controller, catalog_database, catalog_rows, load_catalog,
                                load_checked_models, load_variants, one_blas_thread)
 from .search_results import (IMAGE_MATCH_BASIS, SearchResponse, SearchResult, cell_text, hybrid_match_basis,
                              make_result)
@@ -539,6 +539,7 @@ def search(query: Query, k: int = 10, *, settings: Any = None, face_crop: bool =
     """
     explicit = False
     if settings is None:
+        # the settings module: core reads the environment only in this convenience (test_layering)
         from artsim_pipeline.config import Settings
 
         settings, explicit = Settings.from_env(), models_set_in_env()

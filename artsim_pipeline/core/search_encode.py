@@ -1,7 +1,7 @@
 """Query encoding: a parsed query to the backbones' feature blocks (then fused by the engine), and its face crop.
 
 Plain Python (no Dagster). The stages, with the loaded backbones and fusion of
-:mod:`~artsim_pipeline.core.search_resources`:
+:mod:`~artsim_pipeline.core.search_loaders`:
 
 * :func:`prepare_inputs` — every model's ``uint8 [S, S, 3]`` input, prepared exactly like the
   collection's images (:func:`~artsim_pipeline.core.embedding.load_and_prepare`: JPEG draft decoding,
@@ -25,7 +25,7 @@ import pandas as pd
 from .faces import FaceDetector, detect_faces_in_files
 from .fusion import block_key
 from .search_query import ParsedQuery, QueryError
-from .search_resources import IndexVariant
+from .search_loaders import IndexVariant
 
 if TYPE_CHECKING:
     from .models import LoadedModel

@@ -12,7 +12,7 @@ accent-insensitive:
 
 :func:`allowed_ids` runs them as one ``SELECT objectid FROM filtered_paintings WHERE ...`` on the
 engine's in-memory DuckDB copy of the catalog (columns
-:data:`~artsim_pipeline.core.search_resources.CATALOG_COLUMNS`); the index search is then
+:data:`~artsim_pipeline.core.search_loaders.CATALOG_COLUMNS`); the index search is then
 restricted to the objectids it returns. :func:`parse_years` reads the ``--years`` / ``years`` text.
 When no painting passes, :func:`removal_report` says in words what each filter removed on its own ("years
 1600–1700 removed 1,698 paintings (no painting has a date)").

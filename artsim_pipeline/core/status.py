@@ -39,9 +39,13 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pandas as pd
 
+from .catalog import RAW_REJECTS, REJECTED_TABLE
+from .generations import current_generation_id, read_generation_manifest
 from .image_status import USABLE
+from .nga_source import raw_snapshots
 from .storage import error_line, read_parquet
 from .lake import DataLake
 
@@ -91,14 +95,10 @@ def _catalog_rejects(lake: DataLake, errors: list[str], want_catalog: bool = Fal
                      ) -> tuple[dict[str, int], dict[str, int], pd.DataFrame, pd.DataFrame | None]:
     """(catalog reasons -> count, CSV file -> rejected rows, rejected paintings, and with ``want_catalog``
     the ``filtered_paintings`` table) from ``catalog.duckdb``."""
-    from .catalog import RAW_REJECTS, REJECTED_TABLE
-
     empty = pd.DataFrame(columns=["objectid", "reason"])
     path = lake.catalog_db
     if not Path(path).exists():
         return {}, {}, empty, None
-    import duckdb
-
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error as exc:
@@ -123,8 +123,6 @@ def _catalog_rejects(lake: DataLake, errors: list[str], want_catalog: bool = Fal
 
 
 def _index(lake: DataLake, errors: list[str]) -> dict[str, Any] | None:
-    from .generations import current_generation_id, read_generation_manifest
-
     try:
         generation = current_generation_id(lake)
         if generation is None:
@@ -147,8 +145,6 @@ def _index(lake: DataLake, errors: list[str]) -> dict[str, Any] | None:
 def lake_status(lake: DataLake, worst: int = 20, raw_keep: int | None = None) -> dict[str, Any]:
     """The lake's state (module docstring); ``worst`` offenders are listed (all are counted); ``raw_keep``
     is ``ARTSIM_RAW_KEEP`` (how many NGA snapshots ``raw/`` keeps), when the caller knows it."""
-    from .nga_source import raw_snapshots
-
     errors: list[str] = []
     status: dict[str, Any] = {"lake": str(lake.root), "errors": errors, "stale": None}
     try:

@@ -2,7 +2,7 @@
 
 The lake's root is a local directory (a :class:`pathlib.Path`, the default) or an object-store URL
 (``s3://bucket/prefix``; a ``upath.UPath`` over fsspec/s3fs, endpoint and credentials from the standard
-``AWS_*`` variables). Both have the same layout (:class:`~artsim_pipeline.core.lake.DataLake`) and the same pathlib API (``/``,
+``AWS_*`` variables). Both have the same paths (:class:`~artsim_pipeline.core.lake.DataLake`) and the same pathlib API (``/``,
 ``exists``, ``is_file``, ``read_bytes``, ``glob``, ``unlink``...); the primitives below cover what
 pathlib cannot do on both:
 
@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Union
 from .defaults import HTTP_RETRIES, HTTP_TIMEOUT_S
 
 if TYPE_CHECKING:
+    # pandas here: every CLI command (--help included) imports this module; most read no table
     import pandas as pd
     import pyarrow as pa
 
@@ -96,6 +97,7 @@ def remote_path(url: str, options: ObjectStoreOptions | None = None) -> Any:
     onto it (``path / "x"``) keep them. Raises ``ValueError`` naming the URL when its filesystem package
     (``s3fs``) is not installed.
     """
+    # the object-store packages (the optional s3 extra): a local lake needs neither
     import fsspec
     from upath import UPath
 
@@ -233,6 +235,7 @@ def _checked(path: Any, read):
 def write_table(table: "pa.Table", target: LakePath | str) -> None:
     """Write an Arrow table to a lake Parquet file atomically (:func:`atomic_path`), with page checksums,
     which :func:`read_table` / :func:`read_parquet` verify."""
+    # pyarrow here: every CLI command (--help included) imports this module; most read no table
     import pyarrow.parquet as pq
 
     with atomic_path(target) as tmp:
@@ -242,6 +245,7 @@ def write_table(table: "pa.Table", target: LakePath | str) -> None:
 def read_parquet(path: LakePath | str, **kwargs: Any) -> "pd.DataFrame":
     """``pandas.read_parquet`` of a lake file (keyword arguments passed on); page checksums, where the
     writer stored them, are verified (:class:`DamagedFileError`)."""
+    # pandas here: every CLI command (--help included) imports this module; most read no table
     import pandas as pd
 
     kwargs.setdefault("page_checksum_verification", True)
@@ -254,6 +258,7 @@ def read_parquet(path: LakePath | str, **kwargs: Any) -> "pd.DataFrame":
 def read_table(path: LakePath | str, **kwargs: Any) -> "pa.Table":
     """``pyarrow.parquet.read_table`` of a lake file (keyword arguments passed on); page checksums are
     verified as in :func:`read_parquet`."""
+    # pyarrow here: every CLI command (--help included) imports this module; most read no table
     import pyarrow.parquet as pq
 
     kwargs.setdefault("page_checksum_verification", True)
@@ -265,6 +270,7 @@ def read_table(path: LakePath | str, **kwargs: Any) -> "pa.Table":
 
 def read_parquet_schema(path: LakePath | str) -> "pa.Schema":
     """The Arrow schema (with its metadata) of a lake Parquet file, reading only its footer."""
+    # pyarrow here: every CLI command (--help included) imports this module; most read no table
     import pyarrow.parquet as pq
 
     path = lake_path(path)

@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import duckdb
+import pyarrow.parquet as pq
+
+from .generations import served_generation_problems
 from .image_status import USABLE
 from .storage import error_line, read_parquet
 from .lake import DataLake
@@ -44,8 +48,6 @@ class Damage:
 
 def parquet_problem(path: Path) -> str | None:
     """Why the Parquet file at ``path`` cannot be trusted (missing, footer unreadable), else None."""
-    import pyarrow.parquet as pq
-
     try:
         if not path.exists():
             return "is missing"
@@ -59,8 +61,6 @@ def parquet_problem(path: Path) -> str | None:
 def catalog_db_problem(path: Path) -> str | None:
     """Why ``catalog.duckdb`` is damaged (cannot be opened, no ``filtered_paintings``); None when fine,
     missing (the caller decides) or only locked by a running pipeline."""
-    import duckdb
-
     if not path.exists():
         return None
     try:
@@ -76,8 +76,6 @@ def catalog_db_problem(path: Path) -> str | None:
 def verify_lake(lake: DataLake, batches: Iterable[str], models: Iterable[str], *,
                 catalog_expected: bool = True) -> list[Damage]:
     """Every damaged or missing artefact of the batches ``batches`` and of the catalog and index."""
-    from .generations import served_generation_problems
-
     damages: list[Damage] = []
     db = lake.catalog_db
     if catalog_expected and not db.exists() and not lake.is_remote:

@@ -41,15 +41,18 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import ipaddress
 import logging
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from PIL import Image
 
 from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
@@ -105,8 +108,6 @@ def create_app(
     ``gate`` admits image queries (default :class:`QueryGate` with its defaults).
     """
     lake = lake if isinstance(lake, DataLake) else DataLake(lake)
-    from PIL import Image
-
     if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
         Image.MAX_IMAGE_PIXELS = int(max_pixels)  # Pillow's own guard must not refuse what we accept
     factory = engine_factory or (lambda: SearchEngine(lake))
@@ -179,8 +180,6 @@ def served_or_error_of(holder: EngineHolder, public: Callable[[str], str]) -> Ca
 
 def exposure_warning(host: str) -> str | None:
     """A warning when ``host`` is not a loopback address: the server has no authentication."""
-    import ipaddress
-
     name = host.strip().strip("[]")
     try:
         loopback = ipaddress.ip_address(name).is_loopback
@@ -197,8 +196,6 @@ def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_uploa
           max_pixels: int = DEFAULT_MAX_PIXELS, models_explicit: bool = False, log_level: str = "info",
           stale: Callable[[], list[dict[str, Any]]] | None = None) -> int:
     """Run the server until interrupted (``artsim serve``)."""
-    import uvicorn
-
     lake = lake_for(settings)
 
     def factory() -> SearchEngine:

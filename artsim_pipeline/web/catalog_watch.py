@@ -26,7 +26,7 @@ import pandas as pd
 from ..core.catalog import frame_fingerprint
 from ..core.lake import DataLake
 from ..core.search import SearchEngine
-from ..core.search_resources import catalog_database, catalog_rows, load_catalog
+from ..core.search_loaders import catalog_database, catalog_rows, load_catalog
 
 log = logging.getLogger(__name__)
 

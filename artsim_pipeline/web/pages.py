@@ -11,6 +11,8 @@ import functools
 import html
 from pathlib import Path
 
+import swagger_ui
+
 WEB_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = WEB_DIR / "templates"
 STATIC_DIR = WEB_DIR / "static"
@@ -32,6 +34,4 @@ def render(name: str, **values: object) -> str:
 def swagger_ui_dir() -> Path:
     """Swagger UI 5's files (it reads FastAPI's OpenAPI 3.1), from the ``swagger-ui-py`` package's
     ``static/`` folder; served at ``/static/swagger-ui``, so ``/docs`` needs no network."""
-    import swagger_ui
-
     return Path(swagger_ui.__file__).resolve().parent / "static"

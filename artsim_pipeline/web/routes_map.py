@@ -32,6 +32,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
+from ..core.layout import ATTRS_KEY
+from ..core.layout_views import date_layout, grid_layout
+from ..core.map_regions import describe_regions, fit_regions
 from .payloads import error_response
 from .map_cache import MapCache
 from .served import Served
@@ -47,9 +50,6 @@ def _years(rows: pd.DataFrame) -> np.ndarray:
 
 def _regions(frame: pd.DataFrame, catalog: pd.DataFrame) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """The stored map's regions, or (a map computed by the server) clustered and named here."""
-    from ..core.layout import ATTRS_KEY
-    from ..core.map_regions import describe_regions, fit_regions
-
     stored = (frame.attrs.get(ATTRS_KEY) or {}).get("regions")
     if stored is not None and "region" in frame.columns:
         return frame["region"].to_numpy(np.int32), stored
@@ -66,8 +66,6 @@ def map_payload(served: Served, frame: pd.DataFrame, source: str) -> dict[str, A
 def payload_of(frame: pd.DataFrame, catalog: pd.DataFrame, generation: str | None, source: str,
                catalog_version: str = "") -> dict[str, Any]:
     """:func:`map_payload` of a map and a catalog indexed by objectid (also the page bench's payload)."""
-    from ..core.layout_views import date_layout, grid_layout
-
     kept = frame[frame["objectid"].isin(catalog.index)]
     kept.attrs = frame.attrs
     rows = catalog.loc[kept["objectid"].to_numpy()]

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from ..core.lake import DataLake
+from ..core.status import lake_status
 from . import pages
 from .public import public_message
 
@@ -60,8 +61,6 @@ def page_router(lake: DataLake, max_upload_bytes: int,
     @router.get("/api/status", summary="What the lake holds: paintings cached, embedded, indexed; failures, rejects, "
                 "what would re-run (as `artsim status --json`)")
     def api_status(worst: int = Query(50, ge=0, le=1000)) -> JSONResponse:
-        from ..core.status import lake_status
-
         status = lake_status(lake, worst=worst)
         status["lake"] = "<data lake>"
         status["errors"] = [public(e) for e in status["errors"]]

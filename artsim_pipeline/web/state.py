@@ -32,6 +32,7 @@ from typing import Any, Callable
 import pandas as pd
 from PIL import Image
 
+from ..core.generations import current_generation_id
 from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
 from ..core.lake import DataLake
@@ -82,8 +83,6 @@ class EngineHolder:
         return (st.st_ino, st.st_size, st.st_mtime_ns)
 
     def _pointer_id(self) -> str | None:
-        from ..core.generations import current_generation_id
-
         try:
             return current_generation_id(self.lake)  # the id checked, as every reader of the pointer does
         except ValueError:  # a damaged pointer names nothing (the engine keeps what it serves)

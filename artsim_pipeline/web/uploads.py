@@ -13,6 +13,7 @@ import warnings
 from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
+from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..core.preprocessing import AspectRatioError, check_aspect
 
@@ -74,8 +75,6 @@ async def read_body(request, max_bytes: int, limit_shown: int | None = None) -> 
 
 def parse_multipart(body: bytes, content_type: str) -> ParsedForm:
     """Parse a ``multipart/form-data`` body held in memory into fields and files (both in memory)."""
-    from python_multipart.multipart import MultipartParser, parse_options_header
-
     _, params = parse_options_header(content_type)
     boundary = params.get(b"boundary")
     if not boundary:

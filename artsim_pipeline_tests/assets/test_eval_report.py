@@ -8,7 +8,7 @@ from dagster import AssetCheckKey, AssetKey
 from artsim_pipeline.config import Settings
 from artsim_pipeline.core.reports import HEADLINE_KEYS, PLOT_NAMES, REQUIRED_KEYS, report_names
 from artsim_pipeline.definitions import build_definitions
-from artsim_pipeline.assets.versions import code_version
+from artsim_pipeline.code_versions import code_version
 from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
 

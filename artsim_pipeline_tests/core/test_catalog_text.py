@@ -10,7 +10,7 @@ import pytest
 from artsim_pipeline.core.catalog_text import CatalogText, facets
 from artsim_pipeline.core.scoring import normalize_artist
 from artsim_pipeline.core.search_filters import SearchFilters, allowed_ids, removal_report
-from artsim_pipeline.core.search_resources import CATALOG_COLUMNS
+from artsim_pipeline.core.search_loaders import CATALOG_COLUMNS
 
 
 def catalog(dated: bool = True) -> pd.DataFrame:

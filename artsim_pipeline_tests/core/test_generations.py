@@ -197,7 +197,7 @@ def test_a_reader_whose_generation_was_cleaned_up_mid_load_resolves_again(tmp_pa
     _self_first(generation, raw_c, ids_c)
 
 
-def test_publish_validates_and_removes_the_legacy_layout(tmp_path) -> None:
+def test_publish_validates_and_removes_the_legacy_index_files(tmp_path) -> None:
     lake = DataLake(tmp_path)
     parts, _, _ = _generation_parts(1)
     with pytest.raises(ValueError, match="full"):

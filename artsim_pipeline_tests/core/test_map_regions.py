@@ -17,7 +17,7 @@ from artsim_pipeline.core.layout import ATTRS_KEY, load_layout
 from artsim_pipeline.core.layout_refresh import refresh_collection_map
 from artsim_pipeline.core.map_regions import (NOISE, carry_regions, describe_regions, fit_regions, noise_share,
                                               period, region_label)
-from artsim_pipeline.core.search_resources import CATALOG_COLUMNS
+from artsim_pipeline.core.search_loaders import CATALOG_COLUMNS
 
 CENTRES = np.array([[0.2, 0.2], [0.8, 0.25], [0.5, 0.8]])
 PAINTERS = [("Claude Monet", "Impressionism", "oil on canvas", 1872),

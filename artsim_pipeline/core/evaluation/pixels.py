@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from ..recall import exact_topk
 from ..metrics import l2_rows
@@ -27,8 +28,6 @@ PIXEL_SIZE = 256
 
 def load_gray(path: Path | str, size: int = PIXEL_SIZE) -> np.ndarray:
     """Image as grayscale float32 ``[size, size]`` in [0, 1] (resized bilinearly, aspect not kept)."""
-    from PIL import Image, ImageOps
-
     with Image.open(readable(path)) as img:
         gray = ImageOps.exif_transpose(img).convert("L").resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(gray, dtype=np.float32) / 255.0
@@ -54,6 +53,7 @@ def pixel_ssim(a: np.ndarray, b: np.ndarray) -> float:
     skimage's 7x7 uniform window; for images smaller than 7 pixels a side, the largest odd window
     that fits (at least 3).
     """
+    # scikit-image here: re-ranking imports core.evaluation at query time; only the SSIM needs it
     from skimage.metrics import structural_similarity
 
     x, y = _check_pair(a, b)

@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..generations import REQUIRED_VARIANT
 from ..rerank import RerankOptions
 from ..scoring import ScoringWeights
 from .ablations import ablation_sets
@@ -383,8 +384,6 @@ def _headline(run: _Run, runs: _MethodRuns, pixel_summary: dict[str, Any] | None
 
 def _settings_block(run: _Run) -> dict[str, Any]:
     """The report's ``settings``: the request's settings, then what this evaluation used."""
-    from ..generations import REQUIRED_VARIANT
-
     request, sample = run.request, run.sample
     return {
         **dict(request.settings or {}),

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from ..config import Settings, settings_shaping
+from .config import Settings, settings_shaping
 
 CODE_VERSIONS: dict[str, str] = {
     "nga_opendata": "1",  # the observable source: a new ARTSIM_NGA_SOURCE makes the automation observe it
