@@ -26,7 +26,7 @@ import pandas as pd
 
 from artsim_pipeline.core.catalog import export_parquet
 from artsim_pipeline.core.lake import DataLake
-from artsim_pipeline.core.search_resources import CATALOG_COLUMNS, load_catalog
+from artsim_pipeline.core.search_loaders import CATALOG_COLUMNS, load_catalog
 from artsim_pipeline.core.storage import atomic_write_text
 from artsim_pipeline.web.catalog_watch import CatalogWatch, catalog_version, with_catalog
 

@@ -169,7 +169,7 @@ def free_port() -> int:
 
 def first_objectid(lake: Any) -> int | None:
     """The first objectid of the served index (None without an index)."""
-    from artsim_pipeline.core.search_resources import load_variants
+    from artsim_pipeline.core.search_loaders import load_variants
     from artsim_pipeline.core.search_query import IndexNotBuiltError
 
     try:
