@@ -68,10 +68,18 @@ BATCH_ENTRY = (
 re-observed), new batches and new code."""
 
 
+#: A dependency's new data version written by a run that did not also run the target (as Dagster's own
+#: ``any_deps_updated`` ignores such updates): within a batch's run, ``face_crops`` changes before its embeddings are
+#: written, and a tick that reads the new face version after the embeddings' run ended, but the update cursor
+#: from before their materialization, would request the embeddings again (seen on the mirror at 4 runs at once).
+_CHANGED_ELSEWHERE = (AC.data_version_changed() & ~AC.executed_with_root_target()).with_label(
+    "data version changed by another run")
+
+
 def batch_step() -> AutomationCondition:
     """``face_crops`` / ``embeddings_*``: run with their batch's upstream step, or when its output changed."""
     return (
-        ((AC.newly_missing() | AC.any_deps_match(AC.data_version_changed() | AC.will_be_requested()).with_label(
+        ((AC.newly_missing() | AC.any_deps_match(_CHANGED_ELSEWHERE | AC.will_be_requested()).with_label(
             "upstream batch step changed or runs now") | AC.code_version_changed()).since_last_handled()
          | _FIRST_MISSING)
         & _READY
