@@ -5,7 +5,7 @@ exactly those fusions and publishes fusions + indexes of every variant as one ne
 (:func:`publish_generation`); readers load one whole generation (:func:`load_generation`). The files and the
 swap rule are below; paths come from :class:`~artsim_pipeline.core.lake.DataLake`.
 
-One module (about 450 lines) on purpose: staging, publishing, verifying and loading are the four sides of one
+One module (about 530 lines) on purpose: staging, publishing, verifying and loading are the four sides of one
 protocol (the files, the publish lock, the pointer files and the swap rule) and must change together; split,
 each part would import the others' private helpers. The FAISS and fusion formats themselves live in
 :mod:`~artsim_pipeline.core.index` and :mod:`~artsim_pipeline.core.fusion`.
@@ -340,6 +340,97 @@ def served_generation_problems(lake: DataLake) -> list[str] | None:
     return None if generation is None else verify_generation(lake, generation)
 
 
+def _check_parts(parts: Mapping[str, tuple[FusionModel, IndexBundle]]) -> None:
+    """Raise ValueError unless ``parts`` holds ``full`` and every variant's fusion fits its index."""
+    if REQUIRED_VARIANT not in parts:
+        raise ValueError(f"a generation needs the {REQUIRED_VARIANT!r} variant (got {sorted(parts)})")
+    for variant, (fusion, bundle) in parts.items():
+        safe_id(variant, "variant")
+        if fusion.output_dim != bundle.index.d:
+            raise ValueError(f"{variant}: fusion outputs {fusion.output_dim} dims but the index holds {bundle.index.d}")
+        if len(bundle.ids) != bundle.index.ntotal:
+            raise ValueError(f"{variant}: {len(bundle.ids)} ids for {bundle.index.ntotal} vectors")
+
+
+def _write_variant(tmp: Path, variant: str, fusion: FusionModel, bundle: IndexBundle) -> dict[str, Any]:
+    """Write one variant's fusion and index into ``tmp``; its manifest entry (sizes, models, hashes)."""
+    fusion_name = f"fusion_{variant}.npz"
+    save_fusion(fusion, tmp / fusion_name)
+    save_index(bundle, tmp / variant)
+    _fsync_dir(tmp / variant)
+    bundle_manifest = read_bundle_manifest(tmp / variant)
+    return {
+        "n_vectors": int(len(bundle.ids)),
+        "dim": int(bundle.index.d),
+        "input_dim": int(fusion.n_features),
+        "models": list(fusion.model_names),
+        "model_dims": list(fusion.dims),
+        "fusion_file": fusion_name,
+        "fusion_sha256": sha256_hex((tmp / fusion_name).read_bytes()),
+        "fusion_fingerprint": fusion_fingerprint(fusion),
+        "index_dir": variant,
+        "index_sha256": bundle_manifest["sha256"]["index"],
+        "ids_sha256": bundle_manifest["sha256"]["ids"],
+        "augmented_sha256": bundle_manifest["sha256"].get("augmented"),
+        "explain_sha256": bundle_manifest["sha256"].get("explain"),
+        "augmentation": bundle.info.get("augmentation"),
+        **{key: bundle.info.get(key) for key in ("index_type", "nlist", "nprobe", "recall_at_10")},
+    }
+
+
+def _write_files(tmp: Path, files: Mapping[str, bytes] | None) -> dict[str, str]:
+    """Write the extra ``files`` (name -> bytes) into ``tmp``; their sha256 by name."""
+    extra_files = {safe_id(name, "generation file"): blob for name, blob in sorted((files or {}).items())}
+    for name, blob in extra_files.items():
+        atomic_write_bytes(tmp / name, blob)
+    return {name: sha256_hex(blob) for name, blob in extra_files.items()}
+
+
+def _content_hash(variants: Mapping[str, Mapping[str, Any]], file_hashes: Mapping[str, str]) -> str:
+    """The hash of what a generation serves: each variant's fusion, index, ids, augmented and explain hashes
+    (and the extra files' hashes, when there are any)."""
+    content: dict[str, Any] = {v: {k: d[k] for k in ("fusion_fingerprint", "index_sha256", "ids_sha256",
+                                                    "augmented_sha256", "explain_sha256")}
+                               for v, d in variants.items()}
+    if file_hashes:  # only then: a generation without extra files keeps its earlier content hash
+        content = {**content, "files": dict(file_hashes)}
+    return hashlib.sha256(_json_bytes(content)).hexdigest()
+
+
+def _serves_content(lake: DataLake, generation: str, content_hash: str) -> bool:
+    """Whether ``generation`` (the served one) holds ``content_hash`` with its files intact (a damaged one
+    is replaced)."""
+    try:
+        served = read_generation_manifest(lake, generation)
+    except (FileNotFoundError, ValueError):
+        return False
+    return served.get("content_hash") == content_hash and not verify_generation(lake, generation)
+
+
+def _new_generation_id(lake: DataLake, content_hash: str) -> str:
+    """A fresh generation id: the UTC time and the content hash (a suffix where that directory exists)."""
+    generation = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{content_hash[:12]}"
+    if lake.generation_dir(generation).exists():
+        generation += f"-{uuid.uuid4().hex[:6]}"
+    return generation
+
+
+def _swap_in(lake: DataLake, tmp: Path, final: Path, generation: str) -> None:
+    """Move the complete ``tmp`` to ``final`` (its manifest last), then point ``index/CURRENT`` at it."""
+    place_dir(tmp, final, last=(GENERATION_MANIFEST,))  # complete before anyone can name it
+    _fsync_dir(lake.generations_dir)
+    _write_pointer(lake.index_pointer_path, generation)  # THE swap
+
+
+def _prune_generations(lake: DataLake, keep: set[str]) -> tuple[str, ...]:
+    """Delete the generations not in ``keep`` and the legacy index paths; the generations removed."""
+    removed = _clean_dir(lake.generations_dir, keep)
+    for legacy in lake.legacy_index_paths():
+        if legacy.exists():
+            remove_tree(legacy)
+    return removed
+
+
 def publish_generation(
     lake: DataLake,
     parts: Mapping[str, tuple[FusionModel, IndexBundle]],
@@ -358,15 +449,7 @@ def publish_generation(
     bytes, e.g. the identification calibration) are written into the generation directory with their sha256
     under the manifest's ``files`` (part of the content hash).
     """
-    if REQUIRED_VARIANT not in parts:
-        raise ValueError(f"a generation needs the {REQUIRED_VARIANT!r} variant (got {sorted(parts)})")
-    for variant, (fusion, bundle) in parts.items():
-        safe_id(variant, "variant")
-        if fusion.output_dim != bundle.index.d:
-            raise ValueError(f"{variant}: fusion outputs {fusion.output_dim} dims but the index holds {bundle.index.d}")
-        if len(bundle.ids) != bundle.index.ntotal:
-            raise ValueError(f"{variant}: {len(bundle.ids)} ids for {bundle.index.ntotal} vectors")
-
+    _check_parts(parts)
     with _publish_lock(lake):
         try:
             previous = current_generation_id(lake)
@@ -375,54 +458,14 @@ def publish_generation(
         tmp = _fresh_tmp_dir(lake.generations_dir)
         final = None
         try:
-            variants: dict[str, Any] = {}
-            for variant, (fusion, bundle) in sorted(parts.items()):
-                fusion_name = f"fusion_{variant}.npz"
-                save_fusion(fusion, tmp / fusion_name)
-                save_index(bundle, tmp / variant)
-                _fsync_dir(tmp / variant)
-                bundle_manifest = read_bundle_manifest(tmp / variant)
-                variants[variant] = {
-                    "n_vectors": int(len(bundle.ids)),
-                    "dim": int(bundle.index.d),
-                    "input_dim": int(fusion.n_features),
-                    "models": list(fusion.model_names),
-                    "model_dims": list(fusion.dims),
-                    "fusion_file": fusion_name,
-                    "fusion_sha256": sha256_hex((tmp / fusion_name).read_bytes()),
-                    "fusion_fingerprint": fusion_fingerprint(fusion),
-                    "index_dir": variant,
-                    "index_sha256": bundle_manifest["sha256"]["index"],
-                    "ids_sha256": bundle_manifest["sha256"]["ids"],
-                    "augmented_sha256": bundle_manifest["sha256"].get("augmented"),
-                    "explain_sha256": bundle_manifest["sha256"].get("explain"),
-                    "augmentation": bundle.info.get("augmentation"),
-                    **{key: bundle.info.get(key) for key in ("index_type", "nlist", "nprobe", "recall_at_10")},
-                }
-            content = {v: {k: d[k] for k in ("fusion_fingerprint", "index_sha256", "ids_sha256", "augmented_sha256",
-                                             "explain_sha256")}
-                       for v, d in variants.items()}
-            extra_files = {safe_id(name, "generation file"): blob for name, blob in sorted((files or {}).items())}
-            for name, blob in extra_files.items():
-                atomic_write_bytes(tmp / name, blob)
-            file_hashes = {name: sha256_hex(blob) for name, blob in extra_files.items()}
-            if file_hashes:  # only then: a generation without extra files keeps its earlier content hash
-                content = {**content, "files": file_hashes}
-            content_hash = hashlib.sha256(_json_bytes(content)).hexdigest()
-            if previous is not None:
-                try:
-                    served = read_generation_manifest(lake, previous)
-                except (FileNotFoundError, ValueError):
-                    served = None
-                # the same content is kept only when its files are intact (a damaged one is replaced)
-                if served is not None and served.get("content_hash") == content_hash \
-                        and not verify_generation(lake, previous):
-                    remove_tree(tmp)
-                    return PublishResult(previous, content_hash, False, previous)
-
-            generation = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}-{content_hash[:12]}"
-            if lake.generation_dir(generation).exists():
-                generation += f"-{uuid.uuid4().hex[:6]}"
+            variants = {variant: _write_variant(tmp, variant, fusion, bundle)
+                        for variant, (fusion, bundle) in sorted(parts.items())}
+            file_hashes = _write_files(tmp, files)
+            content_hash = _content_hash(variants, file_hashes)
+            if previous is not None and _serves_content(lake, previous, content_hash):
+                remove_tree(tmp)
+                return PublishResult(previous, content_hash, False, previous)
+            generation = _new_generation_id(lake, content_hash)
             manifest = {
                 "format_version": GENERATION_FORMAT_VERSION,
                 "generation": generation,
@@ -437,19 +480,13 @@ def publish_generation(
             atomic_write_bytes(tmp / GENERATION_MANIFEST, _json_bytes(manifest))
             _fsync_dir(tmp)
             final = lake.generation_dir(generation)
-            place_dir(tmp, final, last=(GENERATION_MANIFEST,))  # complete before anyone can name it
-            _fsync_dir(lake.generations_dir)
-            _write_pointer(lake.index_pointer_path, generation)  # THE swap
+            _swap_in(lake, tmp, final, generation)
         except BaseException:
             remove_tree(tmp)
             if final is not None and current_generation_id(lake) != final.name:
                 remove_tree(final)
             raise
-        keep = {generation} | ({previous} if previous else set())
-        removed = _clean_dir(lake.generations_dir, keep)
-        for legacy in lake.legacy_index_paths():
-            if legacy.exists():
-                remove_tree(legacy)
+        removed = _prune_generations(lake, {generation} | ({previous} if previous else set()))
     return PublishResult(generation, content_hash, True, previous, removed)
 
 

@@ -278,10 +278,9 @@ def hybrid_rule(settings: Mapping[str, Any]) -> str:
     return f"{w['candidate_factor']}K visual candidates by {w['visual']:g}·visual + {w['metadata']:g}·metadata"
 
 
-def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
+def _intro_lines(report: dict[str, Any], study: bool) -> list[str]:
+    """The title, what the report holds, the random-weights warning and the run's settings."""
     h = report["headline"]
-    s = report["settings"]
-    study = report.get("study", True)
     lines = ["# artsim evaluation study" if study else "# artsim evaluation report", ""]
     if not study:
         lines += ["The per-refresh report: every method and relevance, the chance level and the served index. "
@@ -289,12 +288,19 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
                   "`eval_study.md` (the `eval_study` asset).", ""]
     if h.get("weights") == "random":
         lines += [f"> **{RANDOM_WEIGHTS_WARNING}**", ""]
-    fusion = s["fusion"]
+    fusion = report["settings"]["fusion"]
     pca = fusion.get("n_components") if fusion.get("use_pca") else "off"
-    lines += [
+    return lines + [
         f"{h['n_paintings']} paintings; models {', '.join(h['models'])}; weights `{h['weights']}`; "
         f"fused vectors: {fusion.get('source')} (PCA {pca}, whiten {fusion.get('whiten')}).",
         "",
+    ]
+
+
+def _headline_and_methods_lines(report: dict[str, Any]) -> list[str]:
+    """The headline table and the methods table, with what the hybrid methods are."""
+    h = report["headline"]
+    return [
         f"## Headline: {h['method']} search, relevance = same {h['relevance']}, K = {h['k']}, "
         f"re-ranking {h.get('rerank', 'none')}",
         "",
@@ -304,7 +310,7 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         "",
         "## Methods",
         "",
-        f"`hybrid_no_label` re-ranks the top {hybrid_rule(s)} *without* the bonus "
+        f"`hybrid_no_label` re-ranks the top {hybrid_rule(report['settings'])} *without* the bonus "
         "for the label being measured (no artist bonus under artist relevance, no style bonus under style "
         "relevance). `hybrid_all_leaky` keeps every bonus, so it is partly told the answer: its numbers are not a "
         "quality measure. Full mAP of a hybrid method re-ranks the whole collection.",
@@ -312,6 +318,12 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         methods_table(report),
         "",
     ]
+
+
+def _study_lines(report: dict[str, Any], study: bool) -> list[str]:
+    """The skipped relevances, then (in the study) the ablations, learned head and re-ranking tables, and the
+    learned head's note."""
+    lines: list[str] = []
     for relevance, reason in (report.get("skipped_relevances") or {}).items():
         lines += [f"Relevance `{relevance}` skipped: {reason}.", ""]
     if study:
@@ -321,10 +333,15 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
             lines += [f"## {RERANKING_TITLE}", "", reranking_table(report), ""]
     if (report.get("learned") or {}).get("available"):
         lines += [learned_note(report), ""]
+    return lines
+
+
+def _face_lines(report: dict[str, Any], study: bool) -> list[str]:
+    """The study's full painting vs face crop section (or why it is not available); nothing in the report."""
     face = report.get("face_vs_full") or {}
     if study and face.get("available"):
-        ks = s["ks"]
-        lines += [
+        ks = report["settings"]["ks"]
+        return [
             f"## Full painting vs face crop ({face['n_paintings_with_face']} paintings with a face vector)", "",
             face["note"] + ".", "",
             _table(["vectors", "queries", "candidates", *[f"P@{k}" for k in ks], "mAP (full)"],
@@ -332,10 +349,15 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
                     for r in face["rows"]]),
             "",
         ]
-    elif study:
-        lines += ["## Full painting vs face crop", "", f"Not available: {face.get('reason', 'no face vectors')}.", ""]
+    if study:
+        return ["## Full painting vs face crop", "", f"Not available: {face.get('reason', 'no face vectors')}.", ""]
+    return []
+
+
+def _pixel_lines(report: dict[str, Any]) -> list[str]:
+    """The pixel similarity of the top 5 visual results, when measured."""
     p = report.get("pixel")
-    lines += [] if not p else [
+    return [] if not p else [
         "## Pixel similarity of the top 5 visual results",
         "",
         f"{p['n_queries']} queries (seeded sample of {p['sample_of']}), each against its top {p['top']} visual "
@@ -348,20 +370,29 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
                 ["random pairs", p["n_random_pairs"], p["random_mean_rmse"], p["random_mean_ssim"]]]),
         "",
     ]
+
+
+def _index_check_lines(report: dict[str, Any]) -> list[str]:
+    """The served FAISS index against exact search, when checked."""
     check = report.get("index_check")
-    if check:
-        ks = s["ks"]
-        lines += [
-            "## Served FAISS index vs exact search", "",
-            _table(["K", "neighbour recall vs exact", "P@K via the index"],
-                   [[k, check.get(f"recall_vs_exact_at_{k}"), check.get(f"precision_at_{k}")] for k in ks]),
-            "",
-        ]
-    lines += ["## Plots", ""]
+    if not check:
+        return []
+    ks = report["settings"]["ks"]
+    return [
+        "## Served FAISS index vs exact search", "",
+        _table(["K", "neighbour recall vs exact", "P@K via the index"],
+               [[k, check.get(f"recall_vs_exact_at_{k}"), check.get(f"precision_at_{k}")] for k in ks]),
+        "",
+    ]
+
+
+def _plots_and_protocol_lines(plots: dict[str, str]) -> list[str]:
+    """The plots (captioned) and the evaluation protocol."""
+    lines = ["## Plots", ""]
     for key, name in plots.items():
         caption = PLOT_CAPTIONS.get(key, key)
         lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
-    lines += [
+    return lines + [
         "## Protocol", "",
         "- Leave-one-out: every painting with at least one relevant other painting is a query; it is never its own "
         "result.",
@@ -371,6 +402,14 @@ def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
         "- Random baseline: expected values of a uniformly random ranking.",
         "",
     ]
+
+
+def full_markdown(report: dict[str, Any], plots: dict[str, str]) -> str:
+    """The whole report (or study, ``report["study"]``) as Markdown, section by section, ``plots`` linked."""
+    study = report.get("study", True)
+    lines = _intro_lines(report, study) + _headline_and_methods_lines(report) + _study_lines(report, study)
+    lines += _face_lines(report, study) + _pixel_lines(report) + _index_check_lines(report)
+    lines += _plots_and_protocol_lines(plots)
     return "\n".join(lines)
 
 

@@ -27,19 +27,17 @@ and the backbones the index was built with; each :meth:`SearchEngine.search` the
    :func:`~artsim_pipeline.core.scoring.rerank`. The metadata score compares each candidate's
    catalog row with the *query's* row, so it exists only for an objectid query; an image query
    has no metadata: its ``final`` is its visual score and the order is the visual one;
-7. **explanations** — each of the top ``k`` gets what agreed (:mod:`~artsim_pipeline.core.explain`):
-   the query's per-block projection (stored for an indexed painting, computed from the forward pass's
-   blocks for an image) against the painting's stored one, per backbone and tap depth, in words, plus the
-   metadata bonuses that applied; None when the served generation has no explanations.
+7. **explanations** — each of the top ``k`` gets what agreed, per backbone and tap depth, in words, plus the
+   metadata bonuses that applied (None when the served generation has none). Stages 6 and 7 and the
+   results' rows: :mod:`~artsim_pipeline.core.search_present`.
 
 The ranked paintings come back as a :class:`~artsim_pipeline.core.search_results.SearchResponse`
 (fields: :mod:`~artsim_pipeline.core.search_results`). An objectid query leaves the painting itself out
 (``include_self=True`` keeps it); another painting whose cosine with it is at near-duplicate level (another image
 of the same work) stays, labelled ``near_duplicate``. An image query's match is its visual score (it has no
-catalog data; ``match_basis`` says so in words), and it is *identified* (:mod:`~artsim_pipeline.core.identify`):
-the top-1 and top-2 cosines of its whole image's ``full`` vector (and of its central crop's, when the whole image
-is not identified), against the calibration stored with the generation, say whether it shows a painting of the
-collection (``identified``/``identification``).
+catalog data; ``match_basis`` says so in words), and it is *identified* (``identified``/``identification``):
+whether it shows a painting of the collection, against the calibration stored with the generation
+(:mod:`~artsim_pipeline.core.search_identify`, :mod:`~artsim_pipeline.core.identify`).
 
 Models: the index is the truth. The engine embeds queries with the models recorded in the ``full``
 fusion (:attr:`SearchEngine.model_names`, in the index's order), whatever the settings' default
@@ -65,26 +63,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
-import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import UnidentifiedImageError
 
 from .faces import FaceDetector
 from .fusion import block_models, transform
 from .index import search as index_search
 from .rerank import RerankOptions, ServedDatabase
-from .explain import summary as explanation_summary
-from .identify import NEAR_DUPLICATE_RANGE, Calibration, identify_photo, load_calibration
-from .identify_measure import neighbours
-from .photo_match import KeypointCache, best_match, keypoints
-from .photo_sim import centre_crop
-from .scoring import ScoringWeights, metadata_bonuses, rerank
+from .identify import Calibration, load_calibration
+from .photo_match import KeypointCache
+from .scoring import ScoringWeights
 from .search_encode import detect_query_faces, forward_inputs, prepare_inputs, stored_vector
 from .search_filters import SearchFilters, allowed_ids, removal_report
+from .search_identify import identify_views, near_duplicate_level, open_image
+from .search_present import present_results, stored_projection
 from .search_query import ParsedQuery, Query, QueryError, parse_query
-from .search_loaders import (CATALOG_COLUMNS, blas_controller, catalog_database, catalog_rows, load_catalog,
-                               load_checked_models, load_variants, one_blas_thread)
-from .search_results import (IMAGE_MATCH_BASIS, SearchResponse, SearchResult, cell_text, hybrid_match_basis,
-                             make_result)
+from .search_loaders import (blas_controller, catalog_database, catalog_rows, load_catalog, load_checked_models,
+                             load_variants, one_blas_thread)
+from .search_results import IMAGE_MATCH_BASIS, SearchResponse, SearchResult, cell_text, hybrid_match_basis
 from .lake import DataLake, lake_for
 
 if TYPE_CHECKING:
@@ -339,7 +334,7 @@ class SearchEngine:
             encoded.notes.append(f"objectid {oid} is not in the index; re-embedded its cached image")
             vector, encoded.explain = self._encode(ParsedQuery("image", str(path), path=path), None, "full")
         else:
-            encoded.explain = self._stored_explanation(oid, encoded.variant)
+            encoded.explain = stored_projection(self.variants[encoded.variant].bundle.explain, oid)
         encoded.vector = vector
         clock.lap("vector")
         return encoded
@@ -389,58 +384,26 @@ class SearchEngine:
 
     def _present(self, parsed: ParsedQuery, encoded: "_Encoded", cand_ids: np.ndarray, cand_scores: np.ndarray,
                  cosines: np.ndarray, weights: ScoringWeights, k: int) -> list[SearchResult]:
-        """The top ``k`` results: the metadata re-rank, each one's explanation and near-duplicate label."""
-        candidates = pd.DataFrame([self._rows[int(i)] for i in cand_ids], columns=list(CATALOG_COLUMNS))
-        candidates["visual"] = cand_scores.astype(np.float64)
-        ranked = rerank(encoded.meta, candidates, weights, k)
-        cosine_of = dict(zip(cand_ids.tolist(), cosines.astype(np.float64).tolist()))
-        ranked["cosine"] = [cosine_of[int(i)] for i in ranked["objectid"]]
-        explanations = self._explanations(encoded.variant, encoded.explain, encoded.meta, ranked, weights)
-        duplicate_at = self._near_duplicate_level() if parsed.kind == "objectid" else None
-        return [self._result(i + 1, row, why, duplicate_at is not None and row.objectid != parsed.objectid
-                             and row.cosine >= duplicate_at)
-                for i, (row, why) in enumerate(zip(ranked.itertuples(index=False), explanations))]
+        """The top ``k`` results: the metadata re-rank, each one's explanation and near-duplicate label
+        (:func:`~artsim_pipeline.core.search_present.present_results`)."""
+        duplicate_at = near_duplicate_level(self.calibration) if parsed.kind == "objectid" else None
+        return present_results(self._rows, encoded.meta, cand_ids, cand_scores, cosines, weights, k,
+                               explainer=self.variants[encoded.variant].bundle.explain,
+                               query_projection=encoded.explain, query_objectid=parsed.objectid,
+                               duplicate_at=duplicate_at, image_path=self.image_path)
 
     def image_path(self, objectid: int) -> Path | None:
         uuid = cell_text(self._rows.get(objectid, {}).get("uuid"))
         return self.lake.image_path(uuid) if uuid else None
 
-    def _result(self, rank: int, ranked: Any, explanation: dict[str, Any] | None = None,
-                near_duplicate: bool = False) -> SearchResult:
-        oid = int(ranked.objectid)
-        path = self.image_path(oid)
-        return make_result(rank, self._rows[oid], str(path) if path else "", ranked, explanation, near_duplicate)
-
-    # -- identification --------------------------------------------------------------------------
-    def _near_duplicate_level(self) -> float:
-        """The cosine from which another painting counts as a near-duplicate (another image of the same work)."""
-        return self.calibration.near_duplicate if self.calibration is not None else NEAR_DUPLICATE_RANGE[0]
-
+    # -- identification (core/search_identify.py) ------------------------------------------------
     def identify_views(self, vectors: Sequence[np.ndarray], exclude: int | None = None,
                        photo: Any = None) -> dict[str, Any]:
-        """``{"identified", "identification"}`` of a photo (:func:`~artsim_pipeline.core.identify.identify_photo`)
-        whose views' ``full`` vectors are ``vectors`` (whole first; a missing view is embedded from ``photo``,
-        a PIL image, which geometric verification also needs); ``exclude``: an objectid left out."""
-        calibration, bundle = self.calibration, self.variants["full"].bundle
-        vectors = list(vectors)
-        k = max(2, calibration.geometry_candidates if calibration is not None else 2)
-
-        def view_evidence(v: int) -> tuple[float, float, int, Sequence[int]] | None:
-            if v >= len(vectors):
-                if photo is None:
-                    return None
-                vectors.append(self.embed(centre_crop(photo, calibration.views[v])))
-            scores, ids = neighbours(bundle, np.asarray(vectors[v])[None], k, [exclude])
-            return float(scores[0, 0]), float(scores[0, 1]), int(ids[0, 0]), ids[0].tolist()
-
-        geometry, points = None, None
-        if photo is not None and calibration is not None and calibration.uses_geometry:
-            points = keypoints(photo)
-
-            def geometry(candidates: Sequence[int]) -> tuple[int, int]:
-                return best_match(points, candidates, self.painting_keypoints)
-        return identify_photo(calibration, self._rows, view_evidence, geometry,
-                              None if points is None else len(points))
+        """``{"identified", "identification"}`` of a photo whose views' ``full`` vectors are ``vectors`` (whole
+        first; a missing view is embedded from ``photo``, a PIL image, which geometric verification also needs);
+        ``exclude``: an objectid left out (:func:`~artsim_pipeline.core.search_identify.identify_views`)."""
+        return identify_views(self.calibration, self.variants["full"].bundle, self._rows, vectors, embed=self.embed,
+                              painting_keypoints=self.painting_keypoints, exclude=exclude, photo=photo)
 
     def _identify(self, parsed: ParsedQuery, vector: np.ndarray, variant: str, notes: list[str]) -> dict[str, Any]:
         """The identification of an image query: the whole image first (a face-crop search embeds it again), its
@@ -453,40 +416,7 @@ class SearchEngine:
 
     def _open_image(self, objectid: int) -> Any:
         """A cached painting's image (PIL, RGB) or None."""
-        path = self.image_path(objectid)
-        if path is None or not path.is_file():
-            return None
-        try:
-            with Image.open(path) as image:
-                return image.convert("RGB")
-        except (OSError, UnidentifiedImageError):
-            return None
-
-    # -- explanations ----------------------------------------------------------------------------
-    def _stored_explanation(self, objectid: int, variant: str) -> np.ndarray | None:
-        """The stored per-block projection of an indexed painting (None without explanations or the painting)."""
-        explainer = self.variants[variant].bundle.explain
-        if explainer is None:
-            return None
-        row = explainer.rows([objectid])[0]
-        return None if np.isnan(row).any() else row
-
-    def _explanations(self, variant: str, query: np.ndarray | None, query_meta: dict[str, Any],
-                      ranked: pd.DataFrame, weights: ScoringWeights) -> list[dict[str, Any] | None]:
-        """Each ranked painting's explanation (:mod:`~artsim_pipeline.core.explain`): the parts of the fused
-        vector that agreed, and the metadata bonuses that applied; None where the index has none."""
-        explainer = self.variants[variant].bundle.explain
-        ids = ranked["objectid"].to_numpy(dtype=np.int64)
-        if explainer is None or query is None:
-            return [None] * len(ids)
-        out = []
-        for oid, why in zip(ids, explainer.explain(query, ids)):
-            if why is not None:
-                bonuses = metadata_bonuses(query_meta, self._rows[int(oid)], weights) if query_meta else {}
-                why["metadata"] = bonuses
-                why["summary"] = explanation_summary(why["levels"], bonuses, weights.date_window_years)
-            out.append(why)
-        return out
+        return open_image(self.image_path(objectid))
 
     def close(self) -> None:
         self._db.close()

@@ -142,17 +142,19 @@ def _index(lake: DataLake, errors: list[str]) -> dict[str, Any] | None:
     }
 
 
-def lake_status(lake: DataLake, worst: int = 20, raw_keep: int | None = None) -> dict[str, Any]:
-    """The lake's state (module docstring); ``worst`` offenders are listed (all are counted); ``raw_keep``
-    is ``ARTSIM_RAW_KEEP`` (how many NGA snapshots ``raw/`` keeps), when the caller knows it."""
-    errors: list[str] = []
-    status: dict[str, Any] = {"lake": str(lake.root), "errors": errors, "stale": None}
+def _raw(lake: DataLake, errors: list[str], raw_keep: int | None) -> dict[str, Any]:
+    """``raw``: how many complete NGA snapshots ``raw/`` holds, and how many it keeps."""
     try:
-        status["raw"] = {"snapshots": len(raw_snapshots(lake)), "keep": raw_keep}
+        return {"snapshots": len(raw_snapshots(lake)), "keep": raw_keep}
     except OSError as exc:
         errors.append(f"{lake.root / 'raw'} cannot be listed: {error_line(exc)}")
-        status["raw"] = {"snapshots": 0, "keep": raw_keep}
+        return {"snapshots": 0, "keep": raw_keep}
 
+
+def _catalog(lake: DataLake, errors: list[str]
+             ) -> tuple[pd.DataFrame, str | None, tuple[dict[str, int], dict[str, int], pd.DataFrame]]:
+    """(the catalog by objectid, when it was written, the rejects of :func:`_catalog_rejects`): the Parquet
+    copy, or the catalog's DuckDB table where that copy is missing or unreadable."""
     catalog_path = lake.filtered_paintings_parquet
     catalog: pd.DataFrame | None = None
     try:
@@ -167,14 +169,17 @@ def lake_status(lake: DataLake, worst: int = 20, raw_keep: int | None = None) ->
         catalog = db_catalog if db_catalog is not None else pd.DataFrame(columns=CATALOG_COLUMNS)
         written = _when(lake.catalog_db) if db_catalog is not None else None
     catalog = catalog.drop_duplicates("objectid").set_index("objectid", drop=False)
-    status["catalog"] = {"paintings": int(len(catalog)), "batches": int(catalog["batch_key"].nunique()),
-                         "written": written if len(catalog) else None}
+    return catalog, written, (reasons, csv_rows, rejected)
 
+
+def _images(lake: DataLake, catalog: pd.DataFrame, errors: list[str]
+            ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """(the catalog's image status rows, those whose painting was lost, the ``images`` counts)."""
     images = _read_all(_batch_files(lake.image_status_dir), ["objectid", "status", "reason"], errors)
     images = _in_catalog(images, catalog)
     counts = images["status"].value_counts()
     lost = images[images["status"].isin(["failed", "skipped_small"])]
-    status["images"] = {
+    return images, lost, {
         "cached": int(sum(counts.get(s, 0) for s in USABLE)),
         "skipped_small": int(counts.get("skipped_small", 0)), "failed": int(counts.get("failed", 0)),
         "not_tried": int((~catalog.index.isin(images["objectid"])).sum()) if len(catalog) else 0,
@@ -183,14 +188,20 @@ def lake_status(lake: DataLake, worst: int = 20, raw_keep: int | None = None) ->
         ).value_counts().items()} if len(lost) else {},
     }
 
+
+def _faces(lake: DataLake, catalog: pd.DataFrame, errors: list[str]) -> tuple[pd.DataFrame, dict[str, int]]:
+    """(the catalog's face rows with an error, the ``faces`` counts)."""
     faces = _in_catalog(_read_all(_batch_files(lake.faces_dir), ["objectid", "face_count", "error"], errors), catalog)
     face_errors = faces[faces["error"].fillna("").astype(str) != ""]
-    status["faces"] = {"checked": int(len(faces)), "with_face": int((faces["face_count"].fillna(0) > 0).sum()),
-                       "errors": int(len(face_errors))}
+    return face_errors, {"checked": int(len(faces)), "with_face": int((faces["face_count"].fillna(0) > 0).sum()),
+                         "errors": int(len(face_errors))}
 
-    status["index"] = _index(lake, errors)
+
+def _embeddings(lake: DataLake, catalog: pd.DataFrame, errors: list[str]
+                ) -> tuple[dict[str, set[int]], dict[str, dict[str, int]]]:
+    """(model -> the catalog's paintings it embedded (full image), the ``embeddings`` counts per model)."""
     embedded_by_model: dict[str, set[int]] = {}
-    status["embeddings"] = {}
+    counts: dict[str, dict[str, int]] = {}
     try:
         model_dirs = sorted(p for p in lake.embeddings_dir.iterdir() if p.is_dir()) if lake.embeddings_dir.exists() else []
     except OSError:
@@ -200,11 +211,15 @@ def lake_status(lake: DataLake, worst: int = 20, raw_keep: int | None = None) ->
         rows = _in_catalog(_read_all(files, ["objectid", "variant"], errors), catalog)  # not a removed batch's
         full = set(rows.loc[rows["variant"] == "full", "objectid"].astype("int64"))
         embedded_by_model[directory.name] = full
-        status["embeddings"][directory.name] = {"paintings": len(full), "files": len(files),
-                                                "face_vectors": int((rows["variant"] == "face").sum())}
+        counts[directory.name] = {"paintings": len(full), "files": len(files),
+                                  "face_vectors": int((rows["variant"] == "face").sum())}
+    return embedded_by_model, counts
 
-    status["rejected"] = {"catalog_rows": reasons, "csv_rows": csv_rows}
 
+def _problems(lost: pd.DataFrame, rejected: pd.DataFrame, face_errors: pd.DataFrame, cached: set[int],
+              embedded_by_model: dict[str, set[int]], served_models: set[str]) -> list[dict[str, Any]]:
+    """Every offender, worst first: lost images, rejected catalog rows, face errors, and the cached paintings
+    a served model has not embedded."""
     problems = [
         {"objectid": int(r.objectid), "stage": "image", "status": str(r.status), "reason": str(r.reason or "")}
         for r in lost.itertuples()
@@ -215,8 +230,6 @@ def lake_status(lake: DataLake, worst: int = 20, raw_keep: int | None = None) ->
         {"objectid": int(r.objectid), "stage": "faces", "status": "error", "reason": str(r.error)}
         for r in face_errors.itertuples()
     ]
-    cached = set(images.loc[images["status"].isin(USABLE), "objectid"].astype("int64"))
-    served_models = set((status["index"] or {}).get("models") or embedded_by_model)  # not a model of long ago
     for model, embedded in sorted(embedded_by_model.items()):
         if model not in served_models:
             continue
@@ -224,10 +237,36 @@ def lake_status(lake: DataLake, worst: int = 20, raw_keep: int | None = None) ->
             problems.append({"objectid": objectid, "stage": "embedding", "status": "not_embedded",
                              "reason": f"cached but not embedded by {model} (its batch has not run since)"})
     problems.sort(key=lambda p: (SEVERITY.get(p["status"], 9), p["objectid"]))
-    for problem in problems[:worst]:
+    return problems
+
+
+def _name_problems(problems: list[dict[str, Any]], catalog: pd.DataFrame) -> None:
+    """Add each problem's ``title`` and ``artist`` from the catalog (``""`` where it has none)."""
+    for problem in problems:
         row = catalog.loc[problem["objectid"]] if problem["objectid"] in catalog.index else None
         problem["title"] = "" if row is None or pd.isna(row["title"]) else str(row["title"])
         problem["artist"] = "" if row is None or pd.isna(row["artist"]) else str(row["artist"])
+
+
+def lake_status(lake: DataLake, worst: int = 20, raw_keep: int | None = None) -> dict[str, Any]:
+    """The lake's state (module docstring); ``worst`` offenders are listed (all are counted); ``raw_keep``
+    is ``ARTSIM_RAW_KEEP`` (how many NGA snapshots ``raw/`` keeps), when the caller knows it."""
+    errors: list[str] = []
+    status: dict[str, Any] = {"lake": str(lake.root), "errors": errors, "stale": None}
+    status["raw"] = _raw(lake, errors, raw_keep)
+    catalog, written, (reasons, csv_rows, rejected) = _catalog(lake, errors)
+    status["catalog"] = {"paintings": int(len(catalog)), "batches": int(catalog["batch_key"].nunique()),
+                         "written": written if len(catalog) else None}
+    images, lost, status["images"] = _images(lake, catalog, errors)
+    face_errors, status["faces"] = _faces(lake, catalog, errors)
+    status["index"] = _index(lake, errors)
+    embedded_by_model, status["embeddings"] = _embeddings(lake, catalog, errors)
+    status["rejected"] = {"catalog_rows": reasons, "csv_rows": csv_rows}
+
+    cached = set(images.loc[images["status"].isin(USABLE), "objectid"].astype("int64"))
+    served_models = set((status["index"] or {}).get("models") or embedded_by_model)  # not a model of long ago
+    problems = _problems(lost, rejected, face_errors, cached, embedded_by_model, served_models)
+    _name_problems(problems[:worst], catalog)
     status["problem_count"] = len(problems)
     status["problems"] = problems[:worst]
     return status
