@@ -73,6 +73,7 @@ SKIPPED = {
     ".venv/bin/artsim bench refresh --catalog ../shared/data/nga_catalog/nga_paintings_catalog.csv": _BENCH,
     ".venv/bin/artsim bench notebook --images ../shared/data/nga_mirror_eval/images": _BENCH,
     ".venv/bin/artsim bench dagster": _BENCH,
+    "artsim bench dagster --fresh-lake": _BENCH,
     ".venv/bin/artsim bench scale --workdir /tmp/artsim-scale": _BENCH,
     ".venv/bin/artsim bench cli": _BENCH,
     ".venv/bin/artsim bench identify": _BENCH,
