@@ -78,6 +78,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     print(f"artsim run: source {settings.nga_source}, data lake {where}", flush=True)
     runner = PipelineRunner(build_definitions(settings), settings, instance, echo=lambda m: print(m, flush=True))
     report = runner.run()
+    # what is left to run, computed now and cached for the next `artsim status` (it then needs no Dagster)
+    current_plan(settings, runner.plan, fresh=True)
     if report.ran:
         print(f"artsim run: {len(report.ran)} materializations in {report.seconds:.1f}s")
     else:

@@ -27,6 +27,7 @@ def test_artsim_status_reports_every_paintings_state_and_what_is_stale(tmp_path)
     result = artsim(["status", "--json"], tmp_path, **env)
     assert result.returncode == 0, result.stderr
     status = json.loads(result.stdout)
+    assert status["stale_from"]["from_cache"] is True, status["stale_from"]  # `artsim run` cached its last plan
     assert status["catalog"]["paintings"] == 8 and status["catalog"]["batches"] == 2
     assert status["images"] == {"cached": 6, "skipped_small": 1, "failed": 1, "not_tried": 0,
                                 "reasons": {"not_in_mirror": 1, "too_small": 1}}
