@@ -60,7 +60,7 @@ from ..scoring import (
     text_codes,
 )
 from ..rerank import Augmented, LeaveOneOut, RerankOptions
-from .ranks import average_precision_ranked, chunk_rankings, top_rows, visual_depth
+from .ranks import average_precision_ranked, chunk_rankings, sorted_primary, top_rows, visual_depth
 from .sampling import QuerySample
 
 DEFAULT_KS = (1, 5, 10)
@@ -359,12 +359,13 @@ def evaluate_methods(
         rel_all[np.arange(len(rows)), rows] = False
         n_rel = counts[rows].astype(np.float64)
         sim = x[rows] @ x.T if loo is None else loo.scores(rows)
-        visual = None  # the top of the visual ranking, shared by the methods (ranks.py: no full sorts)
+        visual = visual_sorted = None  # the visual ranking's top and sorted key, shared by the methods (ranks.py)
         for method in methods:
             if method != "random" and visual is None:
-                visual = top_rows((meta.objectids, -sim), rows, depth)
+                visual_sorted = sorted_primary((-sim,))
+                visual = top_rows((meta.objectids, -sim), rows, depth, srt=visual_sorted)
             ranked, tops = chunk_rankings(sim, meta.objectids, meta.table, rows, method, hybrids[method], ks, rng,
-                                          rel_all, None if method == "random" else visual)
+                                          rel_all, None if method == "random" else visual, visual_sorted)
             out = {}
             for k in ks:
                 out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
