@@ -59,7 +59,8 @@ from ..scoring import (
     shares,
     text_codes,
 )
-from ..rerank import Augmented, LeaveOneOut, RerankOptions
+from ..rerank import LeaveOneOut, RerankOptions
+from .neighbours import augmented_database
 from .ranks import average_precision_ranked, chunk_rankings, sorted_primary, top_rows, visual_depth
 from .sampling import QuerySample
 
@@ -276,7 +277,7 @@ def leave_one_out(vectors: np.ndarray, rerank: RerankOptions | None) -> LeaveOne
     """The honest leave-one-out re-scoring of ``vectors [N, d]`` under ``rerank`` (None for ``none``)."""
     if rerank is None or rerank.method == "none":
         return None
-    return LeaveOneOut(Augmented.build(l2_rows(vectors), rerank))  # the rows evaluate_methods ranks with
+    return LeaveOneOut(augmented_database(l2_rows(vectors), rerank))  # the rows evaluate_methods ranks with
 
 
 def evaluate_method(
