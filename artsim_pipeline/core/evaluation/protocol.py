@@ -115,11 +115,7 @@ class ItemMeta:
     @functools.cached_property
     def style_sets(self) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of ``table.style_bits`` and each painting's row among them."""
-        bits = self.table.style_bits
-        if bits.shape[1] == 0:
-            return bits[:1], np.zeros(len(bits), dtype=np.int64)
-        sets, inverse = np.unique(bits, axis=0, return_inverse=True)
-        return sets, inverse.reshape(-1).astype(np.int64)
+        return self.table.style_sets
 
     def subset(self, rows: np.ndarray) -> "ItemMeta":
         rows = np.asarray(rows, dtype=np.int64)
