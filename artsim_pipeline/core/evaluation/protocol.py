@@ -30,6 +30,7 @@ vectorised metadata score (:func:`~artsim_pipeline.core.scoring.metadata_scores`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
@@ -349,29 +350,13 @@ def evaluate_methods(
     per_query: dict[str, dict[str, list[np.ndarray]]] = {method: {} for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
     rng = np.random.default_rng(seed)
-    for start in range(0, len(queries), chunk):
-        started = time.perf_counter()
-        rows = queries[start:start + chunk]
-        rel_all = relevant_rows(meta, relevance, rows)
-        rel_all[np.arange(len(rows)), rows] = False
-        n_rel = counts[rows].astype(np.float64)
-        sim = x[rows] @ x.T if loo is None else loo.scores(rows)
-        visual = visual_sorted = None  # the visual ranking's top and sorted key, shared by the methods (ranks.py)
-        for method in methods:
-            if method != "random" and visual is None:
-                visual_sorted = sorted_primary((-sim,))
-                visual = top_rows((meta.objectids, -sim), rows, depth, srt=visual_sorted)
-            ranked, tops = chunk_rankings(sim, meta.objectids, meta.table, rows, method, hybrids[method], ks, rng,
-                                          rel_all, None if method == "random" else visual, visual_sorted)
-            out = {}
-            for k in ks:
-                out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
-            out["map"] = average_precision_ranked(ranked, n_rel)
-            for key, values in out.items():
-                per_query[method].setdefault(key, []).append(values)
-            now = time.perf_counter()
-            seconds[method] += now - started
-            started = now
+    with one_blas_thread():
+        for start in range(0, len(queries), chunk):
+            passes = _chunk_pass(x, loo, meta, relevance, counts, queries[start:start + chunk], hybrids, ks, depth, rng)
+            for method, (out, spent) in passes.items():
+                for key, values in out.items():
+                    per_query[method].setdefault(key, []).append(values)
+                seconds[method] += spent
     empty = np.zeros(0, dtype=np.float64)
     return [
         MethodResult(
@@ -387,6 +372,47 @@ def evaluate_methods(
         )
         for method in methods
     ]
+
+
+def one_blas_thread() -> Any:
+    """One BLAS thread for the per-query passes (a no-op without threadpoolctl).
+
+    Their products are a few query rows against the collection: the database is read once per product
+    whatever the threads, so a second thread only adds its hand-offs (and, on a machine whose cores are
+    busy, waits for a core); every cell is the same dot product either way, so the numbers do not change.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional speed-up only
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _chunk_pass(x: np.ndarray, loo: LeaveOneOut | None, meta: ItemMeta, relevance: str, counts: np.ndarray,
+                rows: np.ndarray, hybrids: Mapping[str, ScoringWeights | None], ks: tuple[int, ...], depth: int,
+                rng: np.random.Generator) -> dict[str, tuple[dict[str, np.ndarray], float]]:
+    """One chunk of queries through every method: {method: (per-query metrics, seconds)}; the similarities,
+    relevance and visual ranking it shares count for the first method."""
+    started = time.perf_counter()
+    rel_all = relevant_rows(meta, relevance, rows)
+    rel_all[np.arange(len(rows)), rows] = False
+    n_rel = counts[rows].astype(np.float64)
+    sim = x[rows] @ x.T if loo is None else loo.scores(rows)
+    visual = visual_sorted = None  # the visual ranking's top and sorted key, shared by the methods (ranks.py)
+    passes = {}
+    for method, hybrid in hybrids.items():
+        if method != "random" and visual is None:
+            visual_sorted = sorted_primary((-sim,))
+            visual = top_rows((meta.objectids, -sim), rows, depth, srt=visual_sorted)
+        ranked, tops = chunk_rankings(sim, meta.objectids, meta.table, rows, method, hybrid, ks, rng, rel_all,
+                                      None if method == "random" else visual, visual_sorted)
+        out = {}
+        for k in ks:
+            out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
+        out["map"] = average_precision_ranked(ranked, n_rel)
+        now = time.perf_counter()
+        passes[method], started = (out, now - started), now
+    return passes
 
 
 def random_rows(
