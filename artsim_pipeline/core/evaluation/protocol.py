@@ -118,6 +118,11 @@ class ItemMeta:
         """The distinct rows of ``table.style_bits`` and each painting's row among them."""
         return self.table.style_sets
 
+    @functools.cached_property
+    def counts(self) -> dict[str, np.ndarray]:
+        """:func:`relevant_counts` per relevance, once computed (read-only arrays)."""
+        return {}
+
     def subset(self, rows: np.ndarray) -> "ItemMeta":
         rows = np.asarray(rows, dtype=np.int64)
         return ItemMeta(
@@ -147,20 +152,31 @@ def relevant_counts(meta: ItemMeta, relevance: str) -> np.ndarray:
     Linear in the collection: artist labels are counted; paintings with the same set of styles share
     with the same others, so style relevance is counted between the distinct style sets.
     """
-    if relevance == "artist":
-        return _relevant_counts(meta.artist_labels).astype(np.int64)
-    if relevance != "style":
+    if relevance not in RELEVANCES:
         raise ValueError(f"relevance must be one of {RELEVANCES}, got {relevance!r}")
+    if relevance not in meta.counts:
+        counts = _artist_counts(meta) if relevance == "artist" else _style_counts(meta)
+        counts.setflags(write=False)  # shared by every caller of this ItemMeta
+        meta.counts[relevance] = counts
+    return meta.counts[relevance]
+
+
+def _artist_counts(meta: ItemMeta) -> np.ndarray:
+    return _relevant_counts(meta.artist_labels).astype(np.int64)
+
+
+def _style_counts(meta: ItemMeta) -> np.ndarray:
     bits = meta.table.style_bits
     if bits.shape[1] == 0 or len(bits) == 0:
         return np.zeros(len(bits), dtype=np.int64)
-    sets, inverse, sizes = np.unique(bits, axis=0, return_inverse=True, return_counts=True)
+    sets, inverse = meta.style_sets
+    sizes = np.bincount(inverse, minlength=len(sets))
     per_set = np.zeros(len(sets), dtype=np.int64)
     for start in range(0, len(sets), CHUNK):
         rows = np.arange(start, min(start + CHUNK, len(sets)))
         per_set[rows] = shares(sets, rows).astype(np.int64) @ sizes
     has_style = sets.any(axis=1)
-    return (per_set - has_style)[inverse.reshape(-1)]
+    return (per_set - has_style)[inverse]
 
 
 def method_weights(method: str, relevance: str, weights: ScoringWeights = ScoringWeights()) -> ScoringWeights | None:
