@@ -146,7 +146,7 @@ def exact_top_rows(x: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
     The same products (float32, chunks of :data:`EXACT_CHUNK` query rows), then each row's top: its
     ``k``-th largest value (``np.partition`` of the row) bounds the candidates, which are ordered by value
     desc, then column, as ``exact_topk`` orders its top (ties to the lower column). ``exact_topk``
-    argpartitions each whole ``[1,024 x N]`` block (int64 positions, 2 GiB a block at 131,072 paintings).
+    argpartitions each whole ``[1,024 x N]`` block (int64 positions, 1 GiB a block at 131,072 paintings).
     """
     x = check_vectors(x)
     rows = np.asarray(rows, dtype=np.int64)

@@ -347,8 +347,9 @@ def evaluate_methods(
     methods = tuple(methods)
     if len(set(methods)) != len(methods):
         raise ValueError(f"each method once, got {methods}")
-    x = l2_rows(vectors)
-    n = x.shape[0]
+    loo = rerank if isinstance(rerank, LeaveOneOut) else None
+    x = l2_rows(vectors) if loo is None else None  # a LeaveOneOut holds the rows it scores with
+    n = len(vectors)
     if len(meta) != n:
         raise ValueError(f"metadata for {len(meta)} paintings, vectors for {n}")
     hybrids = {method: method_weights(method, relevance, weights) for method in methods}
@@ -361,7 +362,7 @@ def evaluate_methods(
     eligible = np.flatnonzero(candidates)
     queries = eligible if sample is None else sample.rows(eligible, meta.objectids)
     chunk = max(1, min(int(chunk), CHUNK_CELLS // max(n, 1)))
-    loo = rerank if isinstance(rerank, LeaveOneOut) else leave_one_out(x, rerank)
+    loo = loo if loo is not None else leave_one_out(x, rerank)
     depth = visual_depth(ks, list(hybrids.values()))
     per_query: dict[str, dict[str, list[np.ndarray]]] = {method: {} for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
@@ -404,7 +405,7 @@ def one_blas_thread() -> Any:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _chunk_pass(x: np.ndarray, loo: LeaveOneOut | None, meta: ItemMeta, relevance: str, counts: np.ndarray,
+def _chunk_pass(x: np.ndarray | None, loo: LeaveOneOut | None, meta: ItemMeta, relevance: str, counts: np.ndarray,
                 rows: np.ndarray, hybrids: Mapping[str, ScoringWeights | None], ks: tuple[int, ...], depth: int,
                 rng: np.random.Generator) -> dict[str, tuple[dict[str, np.ndarray], float]]:
     """One chunk of queries through every method: {method: (per-query metrics, seconds)}; the similarities,
