@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from artsim_pipeline.core.evaluation import ItemMeta, evaluate_methods
+from artsim_pipeline.core.evaluation import ItemMeta, evaluate_methods, protocol
 from artsim_pipeline.core.evaluation.protocol import (
     METHODS,
     _rankings,
@@ -111,9 +111,13 @@ def reference_methods(x: np.ndarray, meta: ItemMeta, relevance: str, ks: tuple[i
     return out
 
 
+@pytest.mark.parametrize("product_cells", [None, 240 * 64 * 2, 240 * 20])
 @pytest.mark.parametrize("rerank", ["none", "dba_qe"])
 @pytest.mark.parametrize("relevance", ["artist", "style"])
-def test_evaluate_methods_equals_the_full_sorts_bit_for_bit(relevance: str, rerank: str) -> None:
+def test_evaluate_methods_equals_the_full_sorts_bit_for_bit(relevance: str, rerank: str, product_cells: int | None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    if product_cells is not None:  # products of 2 chunks, of 1 chunk (fewer rows than a chunk: a chunk)
+        monkeypatch.setattr(protocol, "PRODUCT_CELLS", product_cells)
     rng = np.random.default_rng(11)
     n = 240
     x = rng.standard_normal((n, 6))

@@ -73,6 +73,9 @@ CHUNK = 256
 #: At most this many [queries x collection] cells per chunk: 256 query rows up to 4,096 paintings, fewer
 #: beyond, so a chunk's arrays stay small (the numbers do not depend on the chunking).
 CHUNK_CELLS = 256 * 4_096
+#: The similarities of several chunks come from one product call (256 query rows up to 32,768 paintings, 64
+#: at 131,072): each call reads the whole database, a chunk's rankings want arrays that stay in the cache.
+PRODUCT_CELLS = 256 * 32_768
 
 
 @dataclass
@@ -367,13 +370,21 @@ def evaluate_methods(
     per_query: dict[str, dict[str, list[np.ndarray]]] = {method: {} for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
     rng = np.random.default_rng(seed)
+    batch = chunk * max(1, PRODUCT_CELLS // max(n, 1) // chunk)  # whole chunks per product call
     with one_blas_thread():
-        for start in range(0, len(queries), chunk):
-            passes = _chunk_pass(x, loo, meta, relevance, counts, queries[start:start + chunk], hybrids, ks, depth, rng)
-            for method, (out, spent) in passes.items():
-                for key, values in out.items():
-                    per_query[method].setdefault(key, []).append(values)
-                seconds[method] += spent
+        for first in range(0, len(queries), batch):
+            started = time.perf_counter()
+            batch_rows = queries[first:first + batch]
+            sims = x[batch_rows] @ x.T if loo is None else loo.scores(batch_rows)
+            if methods:  # shared: counted for the first method
+                seconds[methods[0]] += time.perf_counter() - started
+            for start in range(0, len(batch_rows), chunk):
+                rows, sim = batch_rows[start:start + chunk], sims[start:start + chunk]
+                passes = _chunk_pass(sim, meta, relevance, counts, rows, hybrids, ks, depth, rng)
+                for method, (out, spent) in passes.items():
+                    for key, values in out.items():
+                        per_query[method].setdefault(key, []).append(values)
+                    seconds[method] += spent
     empty = np.zeros(0, dtype=np.float64)
     return [
         MethodResult(
@@ -405,16 +416,15 @@ def one_blas_thread() -> Any:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-def _chunk_pass(x: np.ndarray | None, loo: LeaveOneOut | None, meta: ItemMeta, relevance: str, counts: np.ndarray,
-                rows: np.ndarray, hybrids: Mapping[str, ScoringWeights | None], ks: tuple[int, ...], depth: int,
+def _chunk_pass(sim: np.ndarray, meta: ItemMeta, relevance: str, counts: np.ndarray, rows: np.ndarray,
+                hybrids: Mapping[str, ScoringWeights | None], ks: tuple[int, ...], depth: int,
                 rng: np.random.Generator) -> dict[str, tuple[dict[str, np.ndarray], float]]:
-    """One chunk of queries through every method: {method: (per-query metrics, seconds)}; the similarities,
-    relevance and visual ranking it shares count for the first method."""
+    """One chunk of queries (``sim``: their similarities) through every method: {method: (per-query metrics,
+    seconds)}; the relevance and visual ranking it shares count for the first method."""
     started = time.perf_counter()
     rel_all = relevant_rows(meta, relevance, rows)
     rel_all[np.arange(len(rows)), rows] = False
     n_rel = counts[rows].astype(np.float64)
-    sim = x[rows] @ x.T if loo is None else loo.scores(rows)
     visual = visual_sorted = None  # the visual ranking's top and sorted key, shared by the methods (ranks.py)
     passes = {}
     for method, hybrid in hybrids.items():
