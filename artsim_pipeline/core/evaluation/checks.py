@@ -8,6 +8,7 @@
 * :func:`index_check_rows`: the served ANN index vs exact search, neighbour overlap (recall vs exact
   @K) and same-artist precision@K, over every painting or the rows given (the report's sample);
   ``{n_queries, n_checked, n_paintings, recall_vs_exact_at_K, precision_at_K}``;
+  :func:`exact_top_rows` is its exact search (``exact_topk``'s rows, without argpartitioning whole blocks);
 * :func:`examples`: a few deterministic queries with their top results (for the examples plot).
 """
 
