@@ -272,6 +272,20 @@ def shares(bits: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return (bits[rows] @ bits.T) > 0.5
 
 
+def distinct_rows(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a membership matrix and each item's row among them (no columns: one empty row)."""
+    if bits.shape[1] == 0 or len(bits) == 0:
+        return bits[:1], np.zeros(len(bits), dtype=np.int64)
+    sets, inverse = np.unique(bits, axis=0, return_inverse=True)
+    return sets, inverse.reshape(-1).astype(np.int64)
+
+
+def shares_through_sets(sets: np.ndarray, inverse: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """:func:`shares` of the membership matrix ``sets[inverse]``, computed between its distinct rows ``sets`` and
+    spread to the items (the same bits: items with the same members share with the same others)."""
+    return shares(sets, inverse[np.asarray(rows, dtype=np.int64)])[:, inverse]
+
+
 @dataclass
 class MetadataTable:
     """The metadata of N paintings, precomputed once for :func:`metadata_scores`."""
@@ -303,29 +317,57 @@ class MetadataTable:
             years=years,
         )
 
+    @functools.cached_property
+    def style_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`distinct_rows` of ``style_bits`` (a few dozen sets of styles for thousands of paintings)."""
+        return distinct_rows(self.style_bits)
+
+    @functools.cached_property
+    def medium_word_sets(self) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`distinct_rows` of ``medium_word_bits``."""
+        return distinct_rows(self.medium_word_bits)
+
     def subset(self, rows: np.ndarray) -> "MetadataTable":
         rows = np.asarray(rows, dtype=np.int64)
         return MetadataTable(self.artist_codes[rows], self.style_bits[rows], self.styles, self.medium_codes[rows],
                              self.medium_word_bits[rows], self.years[rows])
 
 
+def _bonus_values(weights: ScoringWeights) -> np.ndarray:
+    """float64 [32]: the metadata score of every combination of bonuses, indexed by the bits of
+    :func:`metadata_scores` (1 style, 2 artist, 4 exact medium, 8 partial medium, 16 date), each summed in the
+    scalar form's order (style, artist, medium, date) from 0.0, so the same float bits."""
+    bits = np.arange(32)
+    score = np.zeros(32, dtype=np.float64)
+    if weights.use_style:
+        score += np.where(bits & 1, weights.style, 0.0)
+    if weights.use_artist:
+        score += np.where(bits & 2, weights.artist, 0.0)
+    score += np.where(bits & 4, weights.medium_exact, np.where(bits & 8, weights.medium_partial, 0.0))
+    score += np.where(bits & 16, weights.date, 0.0)
+    return score
+
+
 def metadata_scores(table: MetadataTable, rows: np.ndarray, weights: ScoringWeights = ScoringWeights()) -> np.ndarray:
     """``[len(rows), N]``: :func:`metadata_score` of every painting against each query row.
 
-    The same bonuses added in the same order as the scalar form, so even the float rounding matches.
+    The same bonuses added in the same order as the scalar form, so even the float rounding matches: each
+    pair's bonuses are bits of a small code, and the code looks its score up in :func:`_bonus_values`
+    (one float64 pass over the ``[q, N]`` cells instead of one per bonus); shared styles and medium words are
+    found between the distinct sets of them (:func:`shares_through_sets`).
     """
     rows = np.asarray(rows, dtype=np.int64)
-    score = np.zeros((len(rows), len(table)), dtype=np.float64)
+    code = np.zeros((len(rows), len(table)), dtype=np.uint8)
     if weights.use_style:
-        score += np.where(shares(table.style_bits, rows), weights.style, 0.0)
+        code |= shares_through_sets(*table.style_sets, rows)
     if weights.use_artist:
         q = table.artist_codes[rows][:, None]
-        score += np.where((q >= 0) & (q == table.artist_codes[None, :]), weights.artist, 0.0)
+        code |= ((q >= 0) & (q == table.artist_codes[None, :])).view(np.uint8) << 1
     qm = table.medium_codes[rows][:, None]
     exact = (qm >= 0) & (qm == table.medium_codes[None, :])
-    partial = ~exact & shares(table.medium_word_bits, rows)
-    score += np.where(exact, weights.medium_exact, np.where(partial, weights.medium_partial, 0.0))
+    code |= exact.view(np.uint8) << 2
+    code |= (~exact & shares_through_sets(*table.medium_word_sets, rows)).view(np.uint8) << 3
     with np.errstate(invalid="ignore"):
         close = np.abs(table.years[rows][:, None] - table.years[None, :]) <= weights.date_window_years
-    score += np.where(close, weights.date, 0.0)
-    return score
+    code |= close.view(np.uint8) << 4
+    return _bonus_values(weights)[code]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from artsim_pipeline.core.evaluation import ItemMeta, evaluate_methods
+from artsim_pipeline.core.evaluation import ItemMeta, evaluate_methods, protocol
 from artsim_pipeline.core.evaluation.protocol import (
     METHODS,
     _rankings,
@@ -14,7 +14,12 @@ from artsim_pipeline.core.evaluation.protocol import (
     relevant_counts,
     relevant_rows,
 )
-from artsim_pipeline.core.evaluation.ranks import average_precision_ranked, ranked_relevance, top_rows
+from artsim_pipeline.core.evaluation.ranks import (
+    average_precision_ranked,
+    ranked_relevance,
+    sorted_primary,
+    top_rows,
+)
 from artsim_pipeline.core.metrics import average_precision_rows, drop_self, topk_metrics
 from artsim_pipeline.core.rerank import RerankOptions
 
@@ -66,6 +71,27 @@ def test_unstable_sort_and_nan_rows_fall_back_to_the_full_sort() -> None:
     np.testing.assert_array_equal(ranked_relevance((ids, -scores), rows, rel), np.take_along_axis(rel, visual, axis=1))
 
 
+@pytest.mark.parametrize("stable", [True, False])
+def test_one_sorted_primary_key_serves_the_top_and_the_ranking_as_their_own_sorts(stable: bool) -> None:
+    rng = np.random.default_rng(8)
+    q, n = 10, 400
+    keys = tied_keys(rng, q, n) if stable else (rng.random((q, n)),)
+    if not stable:
+        keys[0][2, :60] = 0.5  # ties: argsort's own order
+    keys[-1][4, 9] = np.nan  # a NaN row: the full sort
+    rows = rng.choice(n, q, replace=False)
+    rel = rng.random((q, n)) < 0.25
+    rel[np.arange(q), rows] = False
+    srt = sorted_primary(keys)
+    for t in (1, 10, 30, n - 1):
+        np.testing.assert_array_equal(top_rows(keys, rows, t, stable, srt=srt), top_rows(keys, rows, t, stable))
+    np.testing.assert_array_equal(ranked_relevance(keys, rows, rel, stable, srt=srt),
+                                  ranked_relevance(keys, rows, rel, stable))
+    order = np.lexsort([np.broadcast_to(k, (q, n)) for k in keys], axis=1) if stable else np.argsort(keys[0], axis=1)
+    np.testing.assert_array_equal(ranked_relevance(keys, rows, rel, stable, srt=srt),
+                                  np.take_along_axis(rel, drop_self(order, rows), axis=1))
+
+
 def reference_methods(x: np.ndarray, meta: ItemMeta, relevance: str, ks: tuple[int, ...], sim_of, seed: int = 0):
     """The protocol's numbers from the full sorts (protocol._rankings), one chunk of every query."""
     counts = relevant_counts(meta, relevance)
@@ -85,9 +111,13 @@ def reference_methods(x: np.ndarray, meta: ItemMeta, relevance: str, ks: tuple[i
     return out
 
 
+@pytest.mark.parametrize("product_cells", [None, 240 * 64 * 2, 240 * 20])
 @pytest.mark.parametrize("rerank", ["none", "dba_qe"])
 @pytest.mark.parametrize("relevance", ["artist", "style"])
-def test_evaluate_methods_equals_the_full_sorts_bit_for_bit(relevance: str, rerank: str) -> None:
+def test_evaluate_methods_equals_the_full_sorts_bit_for_bit(relevance: str, rerank: str, product_cells: int | None,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    if product_cells is not None:  # products of 2 chunks, of 1 chunk (fewer rows than a chunk: a chunk)
+        monkeypatch.setattr(protocol, "PRODUCT_CELLS", product_cells)
     rng = np.random.default_rng(11)
     n = 240
     x = rng.standard_normal((n, 6))

@@ -163,6 +163,16 @@ def test_metadata_scores_equal_metadata_score_on_every_pair(use_artist, use_styl
     assert len(np.unique(slow)) >= 4  # the random records exercise the bonus combinations
 
 
+def test_metadata_scores_keep_the_scalar_order_of_additions_with_rounding_weights() -> None:
+    records = random_records(80, seed=9)
+    table = MetadataTable.from_records(records)
+    weights = ScoringWeights(style=0.1, artist=0.2, medium_exact=0.7, medium_partial=0.3, date=0.6)  # 0.1 + 0.2 != 0.3
+    fast = metadata_scores(table, np.arange(0, 80, 3), weights)
+    slow = np.array([[metadata_score(records[q], c, weights) for c in records] for q in range(0, 80, 3)])
+    assert np.array_equal(fast, slow)
+    assert fast.dtype == np.float64 and len(np.unique(slow)) >= 6
+
+
 def test_rerank_order_equals_rerank_on_random_candidates() -> None:
     rng = np.random.default_rng(4)
     records = random_records(30, seed=7)

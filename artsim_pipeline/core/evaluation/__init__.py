@@ -2,6 +2,8 @@
 
 * :mod:`.protocol`: the leave-one-out protocol (relevance, methods, per-query metrics);
 * :mod:`.sampling`: which paintings query (all up to 5,000 eligible, else a seeded sample of 2,000);
+* :mod:`.ranks`: the rankings the protocol needs without sorting each query's whole ranking;
+* :mod:`.neighbours`: the leave-one-out's database side, its IVF neighbour search grouped by list;
 * :mod:`.ablations`: which vector set (model, fusion step, tap set) retrieves best;
 * :mod:`.pixels`: pixel RMSE/SSIM of the top results against random pairs;
 * :mod:`.learned`: the learned similarity head on held-out artists;

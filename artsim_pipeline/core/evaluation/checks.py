@@ -8,6 +8,7 @@
 * :func:`index_check_rows`: the served ANN index vs exact search, neighbour overlap (recall vs exact
   @K) and same-artist precision@K, over every painting or the rows given (the report's sample);
   ``{n_queries, n_checked, n_paintings, recall_vs_exact_at_K, precision_at_K}``;
+  :func:`exact_top_rows` is its exact search (``exact_topk``'s rows, without argpartitioning whole blocks);
 * :func:`examples`: a few deterministic queries with their top results (for the examples plot).
 """
 
@@ -19,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..fusion import FusionModel, fit_fusion, tap_blocks, transform, with_projection
-from ..recall import exact_topk
+from ..recall import check_vectors, exact_topk
 from ..metrics import l2_rows
 from .protocol import ItemMeta, evaluate_method, relevant_counts
 
@@ -136,6 +137,38 @@ def face_comparison(
     }
 
 
+#: Query rows per product of :func:`exact_top_rows`: those of :func:`~artsim_pipeline.core.recall.exact_topk`.
+EXACT_CHUNK = 1024
+
+
+def exact_top_rows(x: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """``exact_topk(x, x[rows], k, exclude_self=True, query_rows=rows)``'s rows, the same ``[q, k']``.
+
+    The same products (float32, chunks of :data:`EXACT_CHUNK` query rows), then each row's top: its
+    ``k``-th largest value (``np.partition`` of the row) bounds the candidates, which are ordered by value
+    desc, then column, as ``exact_topk`` orders its top (ties to the lower column). ``exact_topk``
+    argpartitions each whole ``[1,024 x N]`` block (int64 positions, 1 GiB a block at 131,072 paintings).
+    """
+    x = check_vectors(x)
+    rows = np.asarray(rows, dtype=np.int64)
+    n = x.shape[0]
+    k = min(int(k), n - 1)
+    if k < 1 or len(rows) == 0:
+        return np.zeros((len(rows), max(k, 0)), np.int64)
+    queries = x[rows]
+    out = np.empty((len(rows), k), np.int64)
+    for start in range(0, len(rows), EXACT_CHUNK):
+        stop = min(start + EXACT_CHUNK, len(rows))
+        sim = queries[start:stop] @ x.T
+        sim[np.arange(stop - start), rows[start:stop]] = -np.inf
+        for i in range(stop - start):
+            row = sim[i]
+            kth = np.partition(row, n - k)[n - k]
+            cand = np.flatnonzero(row >= kth)
+            out[start + i] = cand[np.lexsort((cand, -row[cand]))][:k]
+    return out
+
+
 def index_check_rows(
     found: np.ndarray, objectids: np.ndarray, meta: ItemMeta, ks: Sequence[int], vectors: np.ndarray,
     rows: np.ndarray | None = None,
@@ -147,13 +180,8 @@ def index_check_rows(
     """
     kmax = max(ks)
     x = l2_rows(vectors).astype(np.float32)
-    if rows is None:
-        checked = np.arange(len(objectids))
-        _, exact_rows = exact_topk(x, x, kmax)
-    else:
-        checked = np.asarray(rows, dtype=np.int64)
-        _, exact_rows = exact_topk(x, x[checked], kmax, exclude_self=True, query_rows=checked)
-    exact_ids = objectids[exact_rows]
+    checked = np.arange(len(objectids)) if rows is None else np.asarray(rows, dtype=np.int64)
+    exact_ids = objectids[exact_top_rows(x, checked, kmax)]
     pos = {int(o): i for i, o in enumerate(objectids)}
     labels = meta.artist_labels
     is_query = relevant_counts(meta, "artist")[checked] > 0

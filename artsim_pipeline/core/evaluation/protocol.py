@@ -30,6 +30,7 @@ vectorised metadata score (:func:`~artsim_pipeline.core.scoring.metadata_scores`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
@@ -59,8 +60,9 @@ from ..scoring import (
     shares,
     text_codes,
 )
-from ..rerank import Augmented, LeaveOneOut, RerankOptions
-from .ranks import average_precision_ranked, chunk_rankings, top_rows, visual_depth
+from ..rerank import LeaveOneOut, RerankOptions
+from .neighbours import augmented_database
+from .ranks import average_precision_ranked, chunk_rankings, sorted_primary, top_rows, visual_depth
 from .sampling import QuerySample
 
 DEFAULT_KS = (1, 5, 10)
@@ -71,6 +73,9 @@ CHUNK = 256
 #: At most this many [queries x collection] cells per chunk: 256 query rows up to 4,096 paintings, fewer
 #: beyond, so a chunk's arrays stay small (the numbers do not depend on the chunking).
 CHUNK_CELLS = 256 * 4_096
+#: The similarities of several chunks come from one product call (256 query rows up to 32,768 paintings, 64
+#: at 131,072): each call reads the whole database, a chunk's rankings want arrays that stay in the cache.
+PRODUCT_CELLS = 256 * 32_768
 
 
 @dataclass
@@ -114,11 +119,12 @@ class ItemMeta:
     @functools.cached_property
     def style_sets(self) -> tuple[np.ndarray, np.ndarray]:
         """The distinct rows of ``table.style_bits`` and each painting's row among them."""
-        bits = self.table.style_bits
-        if bits.shape[1] == 0:
-            return bits[:1], np.zeros(len(bits), dtype=np.int64)
-        sets, inverse = np.unique(bits, axis=0, return_inverse=True)
-        return sets, inverse.reshape(-1).astype(np.int64)
+        return self.table.style_sets
+
+    @functools.cached_property
+    def counts(self) -> dict[str, np.ndarray]:
+        """:func:`relevant_counts` per relevance, once computed (read-only arrays)."""
+        return {}
 
     def subset(self, rows: np.ndarray) -> "ItemMeta":
         rows = np.asarray(rows, dtype=np.int64)
@@ -149,20 +155,31 @@ def relevant_counts(meta: ItemMeta, relevance: str) -> np.ndarray:
     Linear in the collection: artist labels are counted; paintings with the same set of styles share
     with the same others, so style relevance is counted between the distinct style sets.
     """
-    if relevance == "artist":
-        return _relevant_counts(meta.artist_labels).astype(np.int64)
-    if relevance != "style":
+    if relevance not in RELEVANCES:
         raise ValueError(f"relevance must be one of {RELEVANCES}, got {relevance!r}")
+    if relevance not in meta.counts:
+        counts = _artist_counts(meta) if relevance == "artist" else _style_counts(meta)
+        counts.setflags(write=False)  # shared by every caller of this ItemMeta
+        meta.counts[relevance] = counts
+    return meta.counts[relevance]
+
+
+def _artist_counts(meta: ItemMeta) -> np.ndarray:
+    return _relevant_counts(meta.artist_labels).astype(np.int64)
+
+
+def _style_counts(meta: ItemMeta) -> np.ndarray:
     bits = meta.table.style_bits
     if bits.shape[1] == 0 or len(bits) == 0:
         return np.zeros(len(bits), dtype=np.int64)
-    sets, inverse, sizes = np.unique(bits, axis=0, return_inverse=True, return_counts=True)
+    sets, inverse = meta.style_sets
+    sizes = np.bincount(inverse, minlength=len(sets))
     per_set = np.zeros(len(sets), dtype=np.int64)
     for start in range(0, len(sets), CHUNK):
         rows = np.arange(start, min(start + CHUNK, len(sets)))
         per_set[rows] = shares(sets, rows).astype(np.int64) @ sizes
     has_style = sets.any(axis=1)
-    return (per_set - has_style)[inverse.reshape(-1)]
+    return (per_set - has_style)[inverse]
 
 
 def method_weights(method: str, relevance: str, weights: ScoringWeights = ScoringWeights()) -> ScoringWeights | None:
@@ -276,7 +293,7 @@ def leave_one_out(vectors: np.ndarray, rerank: RerankOptions | None) -> LeaveOne
     """The honest leave-one-out re-scoring of ``vectors [N, d]`` under ``rerank`` (None for ``none``)."""
     if rerank is None or rerank.method == "none":
         return None
-    return LeaveOneOut(Augmented.build(l2_rows(vectors), rerank))  # the rows evaluate_methods ranks with
+    return LeaveOneOut(augmented_database(l2_rows(vectors), rerank))  # the rows evaluate_methods ranks with
 
 
 def evaluate_method(
@@ -333,8 +350,9 @@ def evaluate_methods(
     methods = tuple(methods)
     if len(set(methods)) != len(methods):
         raise ValueError(f"each method once, got {methods}")
-    x = l2_rows(vectors)
-    n = x.shape[0]
+    loo = rerank if isinstance(rerank, LeaveOneOut) else None
+    x = l2_rows(vectors) if loo is None else None  # a LeaveOneOut holds the rows it scores with
+    n = len(vectors)
     if len(meta) != n:
         raise ValueError(f"metadata for {len(meta)} paintings, vectors for {n}")
     hybrids = {method: method_weights(method, relevance, weights) for method in methods}
@@ -347,33 +365,26 @@ def evaluate_methods(
     eligible = np.flatnonzero(candidates)
     queries = eligible if sample is None else sample.rows(eligible, meta.objectids)
     chunk = max(1, min(int(chunk), CHUNK_CELLS // max(n, 1)))
-    loo = rerank if isinstance(rerank, LeaveOneOut) else leave_one_out(x, rerank)
+    loo = loo if loo is not None else leave_one_out(x, rerank)
     depth = visual_depth(ks, list(hybrids.values()))
     per_query: dict[str, dict[str, list[np.ndarray]]] = {method: {} for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
     rng = np.random.default_rng(seed)
-    for start in range(0, len(queries), chunk):
-        started = time.perf_counter()
-        rows = queries[start:start + chunk]
-        rel_all = relevant_rows(meta, relevance, rows)
-        rel_all[np.arange(len(rows)), rows] = False
-        n_rel = counts[rows].astype(np.float64)
-        sim = x[rows] @ x.T if loo is None else loo.scores(rows)
-        visual = None  # the top of the visual ranking, shared by the methods (ranks.py: no full sorts)
-        for method in methods:
-            if method != "random" and visual is None:
-                visual = top_rows((meta.objectids, -sim), rows, depth)
-            ranked, tops = chunk_rankings(sim, meta.objectids, meta.table, rows, method, hybrids[method], ks, rng,
-                                          rel_all, None if method == "random" else visual)
-            out = {}
-            for k in ks:
-                out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
-            out["map"] = average_precision_ranked(ranked, n_rel)
-            for key, values in out.items():
-                per_query[method].setdefault(key, []).append(values)
-            now = time.perf_counter()
-            seconds[method] += now - started
-            started = now
+    batch = chunk * max(1, PRODUCT_CELLS // max(n, 1) // chunk)  # whole chunks per product call
+    with one_blas_thread():
+        for first in range(0, len(queries), batch):
+            started = time.perf_counter()
+            batch_rows = queries[first:first + batch]
+            sims = x[batch_rows] @ x.T if loo is None else loo.scores(batch_rows)
+            if methods:  # shared: counted for the first method
+                seconds[methods[0]] += time.perf_counter() - started
+            for start in range(0, len(batch_rows), chunk):
+                rows, sim = batch_rows[start:start + chunk], sims[start:start + chunk]
+                passes = _chunk_pass(sim, meta, relevance, counts, rows, hybrids, ks, depth, rng)
+                for method, (out, spent) in passes.items():
+                    for key, values in out.items():
+                        per_query[method].setdefault(key, []).append(values)
+                    seconds[method] += spent
     empty = np.zeros(0, dtype=np.float64)
     return [
         MethodResult(
@@ -389,6 +400,46 @@ def evaluate_methods(
         )
         for method in methods
     ]
+
+
+def one_blas_thread() -> Any:
+    """One BLAS thread for the per-query passes (a no-op without threadpoolctl).
+
+    Their products are a few query rows against the collection: the database is read once per product
+    whatever the threads, so a second thread only adds its hand-offs (and, on a machine whose cores are
+    busy, waits for a core); every cell is the same dot product either way, so the numbers do not change.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional speed-up only
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def _chunk_pass(sim: np.ndarray, meta: ItemMeta, relevance: str, counts: np.ndarray, rows: np.ndarray,
+                hybrids: Mapping[str, ScoringWeights | None], ks: tuple[int, ...], depth: int,
+                rng: np.random.Generator) -> dict[str, tuple[dict[str, np.ndarray], float]]:
+    """One chunk of queries (``sim``: their similarities) through every method: {method: (per-query metrics,
+    seconds)}; the relevance and visual ranking it shares count for the first method."""
+    started = time.perf_counter()
+    rel_all = relevant_rows(meta, relevance, rows)
+    rel_all[np.arange(len(rows)), rows] = False
+    n_rel = counts[rows].astype(np.float64)
+    visual = visual_sorted = None  # the visual ranking's top and sorted key, shared by the methods (ranks.py)
+    passes = {}
+    for method, hybrid in hybrids.items():
+        if method != "random" and visual is None:
+            visual_sorted = sorted_primary((-sim,))
+            visual = top_rows((meta.objectids, -sim), rows, depth, srt=visual_sorted)
+        ranked, tops = chunk_rankings(sim, meta.objectids, meta.table, rows, method, hybrid, ks, rng, rel_all,
+                                      None if method == "random" else visual, visual_sorted)
+        out = {}
+        for k in ks:
+            out.update(topk_metrics(np.take_along_axis(rel_all, tops[k], axis=1), n_rel, k))
+        out["map"] = average_precision_ranked(ranked, n_rel)
+        now = time.perf_counter()
+        passes[method], started = (out, now - started), now
+    return passes
 
 
 def random_rows(

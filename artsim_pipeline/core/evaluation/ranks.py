@@ -41,8 +41,18 @@ def _drop(order: np.ndarray, self_row: int | None) -> np.ndarray:
     return order if self_row is None else order[order != self_row]
 
 
-def top_rows(keys: Sequence[np.ndarray], rows: np.ndarray | None, t: int, stable: bool = True) -> np.ndarray:
-    """``[q, t]``: the first ``t`` of each row's full order (``rows[i]`` left out; ``rows`` None: none)."""
+def sorted_primary(keys: Sequence[np.ndarray]) -> np.ndarray:
+    """Each row's primary key (the last of ``keys``), sorted: what :func:`top_rows` and
+    :func:`ranked_relevance` may share instead of a partition and a sort of the same rows."""
+    return np.sort(np.asarray(keys[-1]), axis=1)
+
+
+def top_rows(keys: Sequence[np.ndarray], rows: np.ndarray | None, t: int, stable: bool = True,
+             srt: np.ndarray | None = None) -> np.ndarray:
+    """``[q, t]``: the first ``t`` of each row's full order (``rows[i]`` left out; ``rows`` None: none).
+
+    ``srt``: :func:`sorted_primary` of ``keys`` when already computed (its values bound the rows, as the
+    partition would: the same value at the same place)."""
     keys = [np.asarray(k) for k in keys]
     primary = keys[-1]
     q, n = primary.shape
@@ -53,7 +63,7 @@ def top_rows(keys: Sequence[np.ndarray], rows: np.ndarray | None, t: int, stable
         for i in range(q):
             out[i] = _drop(_full_order(_row_keys(keys, i), stable), None if rows is None else int(rows[i]))[:t]
         return out
-    kth = np.partition(primary, t + extra - 1, axis=1)[:, t + extra - 1]
+    kth = (np.partition(primary, t + extra - 1, axis=1) if srt is None else srt)[:, t + extra - 1]
     for i in range(q):
         row_keys = _row_keys(keys, i)
         self_row = None if rows is None else int(rows[i])
@@ -94,8 +104,10 @@ def _positions(row_keys: list[np.ndarray], srt: np.ndarray, items: np.ndarray) -
     return pos
 
 
-def ranked_relevance(keys: Sequence[np.ndarray], rows: np.ndarray, rel: np.ndarray, stable: bool = True) -> np.ndarray:
-    """``[q, N - 1]`` bool: ``rel [q, N]`` in each row's full order with ``rows[i]`` left out."""
+def ranked_relevance(keys: Sequence[np.ndarray], rows: np.ndarray, rel: np.ndarray, stable: bool = True,
+                     srt: np.ndarray | None = None) -> np.ndarray:
+    """``[q, N - 1]`` bool: ``rel [q, N]`` in each row's full order with ``rows[i]`` left out (``srt``:
+    :func:`sorted_primary` of ``keys`` when already computed)."""
     keys = [np.asarray(k) for k in keys]
     q, n = keys[-1].shape
     out = np.zeros((q, n - 1), dtype=bool)
@@ -103,15 +115,15 @@ def ranked_relevance(keys: Sequence[np.ndarray], rows: np.ndarray, rel: np.ndarr
         row_keys = _row_keys(keys, i)
         self_row = int(rows[i])
         p = row_keys[-1]
-        srt = np.sort(p)
+        srt_i = np.sort(p) if srt is None else srt[i]
         items = np.flatnonzero(rel[i])
         items = np.append(items[items != self_row], self_row)
         pos = None
-        if not np.isnan(srt[-1]):
+        if not np.isnan(srt_i[-1]):
             if stable:
-                pos = _positions(row_keys, srt, items)
+                pos = _positions(row_keys, srt_i, items)
             else:
-                lo, tied = _first_at(srt, p[items])
+                lo, tied = _first_at(srt_i, p[items])
                 pos = None if tied.any() else lo
         if pos is None:
             out[i] = rel[i][_drop(_full_order(row_keys, stable), self_row)]
@@ -128,21 +140,26 @@ def visual_depth(ks: Sequence[int], hybrids: Sequence[ScoringWeights | None]) ->
 
 def chunk_rankings(sim: np.ndarray, ids: np.ndarray, table: MetadataTable, rows: np.ndarray, method: str,
                    hybrid: ScoringWeights | None, ks: Sequence[int], rng: np.random.Generator, rel: np.ndarray,
-                   visual_top: np.ndarray | None) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+                   visual_top: np.ndarray | None, visual_sorted: np.ndarray | None = None,
+                   ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """One chunk of one method: (``rel`` in the full ranking, self left out ``[q, N - 1]``; top-K rows per K).
 
     The same rankings as :func:`~.protocol._rankings` (its full sorts, the same random draws):
-    ``visual_top`` is :func:`top_rows` of the visual order to :func:`visual_depth`.
+    ``visual_top`` is :func:`top_rows` of the visual order to :func:`visual_depth`, ``visual_sorted`` the
+    visual primary key sorted (:func:`sorted_primary` of ``-sim``), when already computed. One sort of a
+    row's primary key serves both its top and where its relevant paintings fall.
     """
     if method == "random":
         keys = (rng.random(sim.shape),)
-        top = top_rows(keys, rows, max(ks), stable=False)
-        return ranked_relevance(keys, rows, rel, stable=False), {k: top[:, :k] for k in ks}
+        srt = sorted_primary(keys)
+        top = top_rows(keys, rows, max(ks), stable=False, srt=srt)
+        return ranked_relevance(keys, rows, rel, stable=False, srt=srt), {k: top[:, :k] for k in ks}
     visual_keys = (ids, -np.asarray(sim))
     if visual_top is None:
-        visual_top = top_rows(visual_keys, rows, visual_depth(ks, [hybrid]))
+        visual_sorted = sorted_primary(visual_keys)
+        visual_top = top_rows(visual_keys, rows, visual_depth(ks, [hybrid]), srt=visual_sorted)
     if hybrid is None:
-        return ranked_relevance(visual_keys, rows, rel), {k: visual_top[:, :k] for k in ks}
+        return ranked_relevance(visual_keys, rows, rel, srt=visual_sorted), {k: visual_top[:, :k] for k in ks}
     final = np.asarray(final_score(sim, metadata_scores(table, rows, hybrid), hybrid), dtype=np.float64)
     tops = {}
     for k in ks:
