@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import requests
+from dagster import DagsterInstance
 
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
 from artsim_pipeline_tests.support import REPO, free_port
@@ -52,9 +53,16 @@ def seven_painting_env(tmp_path: Path, lake: Path, home: Path) -> dict[str, str]
 
 
 class Dagster:
-    """webserver + daemon on 127.0.0.1 over one DAGSTER_HOME; stopped on exit."""
+    """webserver + daemon on 127.0.0.1 over one DAGSTER_HOME; stopped on exit.
+
+    The instance's SQLite storage is created here first, as ``dagster dev`` creates it in its own process before
+    it starts the webserver and the daemon: two processes creating a new home's ``schedules.db`` at the same
+    moment can both stamp its schema version, and every process that opens the home afterwards fails ("Version
+    table 'alembic_version' has more than one head present")."""
 
     def __init__(self, env: dict, log_dir: Path) -> None:
+        with DagsterInstance.from_config(env["DAGSTER_HOME"]):
+            pass
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/graphql"
         bin_dir = Path(sys.executable).parent
