@@ -45,6 +45,7 @@ from pathlib import Path
 from ..config import Settings
 from ..core.batches import batch_key
 from ..core.storage import atomic_write_text
+from .cli import free_port
 from .refresh import _timed_run, read_catalog, write_mirror
 
 TIMED = ("build_s", "cli_run_s", "run_s", "plan_s", "cli_status_s", "automation_first_tick_s", "automation_tick_s",
@@ -79,11 +80,7 @@ class Webserver:
     """``dagster-webserver`` on 127.0.0.1 over ``env``'s DAGSTER_HOME, loading the artsim code location."""
 
     def __init__(self, env: dict[str, str], workdir: Path) -> None:
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         (workdir / "workspace.yaml").write_text(WORKSPACE)
         self.url = f"http://127.0.0.1:{port}/graphql"
         self.log = open(workdir / "webserver.log", "wb")

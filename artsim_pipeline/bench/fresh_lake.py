@@ -59,12 +59,9 @@ def _leg_env(workdir: Path, leg: str, source: Path | None) -> tuple[dict[str, st
     return env, home
 
 
-def timeline(home: Path, started: float) -> dict:
-    """The runs of the instance at ``home`` against the wall clock from ``started`` (a ``time.time()``)."""
-    from dagster import DagsterInstance
-
-    with DagsterInstance.from_config(str(home)) as instance:
-        records = instance.get_run_records()
+def timeline(instance, started: float) -> dict:
+    """The runs of ``instance`` against the wall clock from ``started`` (a ``time.time()``)."""
+    records = instance.get_run_records()
     runs = []
     for record in records:
         run = record.dagster_run
@@ -101,27 +98,22 @@ def _max_overlap(spans: list[tuple[float, float]]) -> int:
     return best
 
 
-def _materialized(home: Path) -> dict[str, set[str | None]]:
-    """Every asset with a materialization in the instance at ``home``: its materialized partitions (``None``:
-    an unpartitioned asset)."""
-    from dagster import DagsterInstance
-
-    with DagsterInstance.from_config(str(home)) as instance:
-        done: dict[str, set[str | None]] = {}
-        for key in instance.get_asset_keys():
-            partitions = set(instance.get_materialized_partitions(key))
-            record = instance.get_latest_materialization_event(key)
-            if partitions or record is not None:
-                done[key.to_user_string()] = partitions or {None}
-        return done
+def _materialized(instance) -> dict[str, set[str | None]]:
+    """Every asset with a materialization in ``instance``: its materialized partitions (``None``: an
+    unpartitioned asset)."""
+    done: dict[str, set[str | None]] = {}
+    for key in instance.get_asset_keys():
+        partitions = set(instance.get_materialized_partitions(key))
+        if partitions or instance.get_latest_materialization_event(key) is not None:
+            done[key.to_user_string()] = partitions or {None}
+    return done
 
 
-def _first_materialization_s(home: Path, asset: str, started: float) -> float | None:
-    from dagster import AssetKey, DagsterInstance
+def _first_materialization_s(instance, asset: str, started: float) -> float | None:
+    from dagster import AssetKey
 
-    with DagsterInstance.from_config(str(home)) as instance:
-        record = instance.get_latest_materialization_event(AssetKey(asset))
-        return round(record.timestamp - started, 1) if record is not None else None
+    record = instance.get_latest_materialization_event(AssetKey(asset))
+    return round(record.timestamp - started, 1) if record is not None else None
 
 
 def cli_leg(workdir: Path, source: Path | None, timeout_s: float, echo) -> dict:
@@ -136,7 +128,11 @@ def cli_leg(workdir: Path, source: Path | None, timeout_s: float, echo) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"artsim run failed (exit {done.returncode}); see {workdir / 'cli' / 'artsim_run.log'}")
     echo(f"cli: {wall:.1f} s")
-    return {"wall_s": round(wall, 1), "materialized": _materialized(home), "home": home, "started": started}
+    from dagster import DagsterInstance
+
+    with DagsterInstance.from_config(str(home)) as instance:
+        materialized = _materialized(instance)
+    return {"wall_s": round(wall, 1), "materialized": materialized, "home": home, "started": started}
 
 
 def automation_leg(workdir: Path, source: Path | None, expected: dict[str, set[str | None]], timeout_s: float,
@@ -167,7 +163,7 @@ def automation_leg(workdir: Path, source: Path | None, expected: dict[str, set[s
                 if failed:
                     raise RuntimeError(f"the automation's run {failed[0].run_id} ({failed[0].job_name}) failed; "
                                        f"see {workdir / 'automation' / 'dagster_dev.log'}")
-                done = _materialized(home)
+                done = _materialized(instance)
                 if all(parts <= done.get(key, set()) for key, parts in expected.items()) and not instance.get_runs(
                         RunsFilter(statuses=unfinished)):
                     break
@@ -202,12 +198,16 @@ def _wait_for_webserver(url: str, proc: subprocess.Popen, timeout_s: float) -> N
 
 
 def _finish_leg(leg: dict) -> dict:
+    """A leg's record: its run timeline, idle time and times to the index and the report, from its instance."""
+    from dagster import DagsterInstance
+
     home, started = leg.pop("home"), leg.pop("started")
     leg.pop("materialized", None)
-    leg.update(timeline(home, started))
+    with DagsterInstance.from_config(str(home)) as instance:
+        leg.update(timeline(instance, started))
+        leg["to_index_s"] = _first_materialization_s(instance, "faiss_index", started)
+        leg["to_eval_report_s"] = _first_materialization_s(instance, "eval_report", started)
     leg["idle_s"] = round(leg["wall_s"] - leg["busy_s"], 1)
-    leg["to_index_s"] = _first_materialization_s(home, "faiss_index", started)
-    leg["to_eval_report_s"] = _first_materialization_s(home, "eval_report", started)
     return leg
 
 
