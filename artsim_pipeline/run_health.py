@@ -6,7 +6,8 @@ check its workers (Docker, Kubernetes, ECS), STARTED runs whose worker died. The
 daemon and code server its runs would stay STARTED for ever (and the automation, which waits on
 ``~in_progress``, would never request their batches again). Each run worker records its pid when it starts
 (the engine event "Started process for run (pid: N)"); :func:`fail_dead_run_workers` marks failed every
-STARTED run whose worker pid no longer exists on this machine. The ``artsim_run_health`` sensor (on by
+STARTED run whose worker pid no longer exists on this machine, or now belongs to a process (or thread: they share
+the id space, 32,768 ids on many Linux machines) that started after the worker recorded it. The ``artsim_run_health`` sensor (on by
 default, every 30 s) calls it in the daemon; the instance's run retries (:mod:`.instance`) then launch those
 runs again, at most ``max_retries`` times.
 """
@@ -14,8 +15,14 @@ runs again, at most ``max_retries`` times.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
+
+
+#: Seconds of slack when comparing a process's start with the moment its run recorded it (``/proc``'s boot time
+#: has whole seconds; the worker starts, then records its pid).
+START_SLACK_S = 2.0
 
 
 def process_exists(pid: int) -> bool:
@@ -29,13 +36,36 @@ def process_exists(pid: int) -> bool:
     return True
 
 
-def worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
-    """The pid the run's worker process recorded when it started, or None (an in-process run records none)."""
+def process_start_time(pid: int) -> float | None:
+    """When process ``pid`` started (seconds since the epoch, from ``/proc``), or None where it cannot be read
+    (no such process, or no ``/proc``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])  # field 22, starttime: clock ticks after boot
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def worker_alive(pid: int, recorded_at: float) -> bool:
+    """Whether the worker that recorded ``pid`` at ``recorded_at`` still runs: a process with that id exists and
+    did not start after the worker recorded it (a reused id belongs to someone else)."""
+    if not process_exists(pid):
+        return False
+    started = process_start_time(pid)
+    return started is None or started <= recorded_at + START_SLACK_S
+
+
+def worker_pid(instance: DagsterInstance, run_id: str) -> tuple[int, float] | None:
+    """(pid, when recorded) of the run's worker process, from the event it wrote when it started, or None (an
+    in-process run records none)."""
     for entry in instance.all_logs(run_id, of_type=DagsterEventType.ENGINE_EVENT):
         metadata = getattr(entry.dagster_event.event_specific_data, "metadata", None) or {}
         pid = metadata.get("pid")
         if pid is not None:
-            return int(getattr(pid, "value", pid))
+            return int(getattr(pid, "value", pid)), entry.timestamp
     return None
 
 
@@ -45,9 +75,10 @@ def fail_dead_run_workers(instance: DagsterInstance) -> list[str]:
         return []  # other launchers run workers elsewhere, and check them themselves
     failed = []
     for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
-        pid = worker_pid(instance, run.run_id)
-        if pid is None or process_exists(pid):
+        recorded = worker_pid(instance, run.run_id)
+        if recorded is None or worker_alive(*recorded):
             continue
+        pid = recorded[0]
         instance.report_run_failed(run, f"its run worker (pid {pid}) is gone (killed, or its daemon or code server "
                                    "was); artsim_run_health marked it failed so that it can be retried")
         failed.append(run.run_id)

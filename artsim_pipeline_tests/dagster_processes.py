@@ -104,11 +104,30 @@ class Dagster:
             log.close()
 
 
-def wait_for(condition, timeout: float, what: str, interval: float = 2.0):
+def wait_for(condition, timeout: float, what: str, interval: float = 2.0, explain=None):
+    """``condition()``'s first truthy value within ``timeout`` s; else an AssertionError naming ``what``, with
+    ``explain()``'s text (the state a reader needs to see why: runs, log tails) when given."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = condition()
         if value:
             return value
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    raise AssertionError(f"timed out waiting for {what}" + (f"\n{explain()}" if explain else ""))
+
+
+def runs_and_logs(instance: DagsterInstance, logs: list[Path], lines: int = 40) -> str:
+    """Every run of ``instance`` (status, partition, parent, assets, age) and the last ``lines`` of each log: what a
+    test that waited in vain prints, so that a failure seen once (in CI) says what the daemon was doing."""
+    now = time.time()
+    out = ["runs (oldest first):"]
+    for run in reversed(instance.get_runs()):
+        record = instance.get_run_record_by_id(run.run_id)
+        assets = sorted(key.to_user_string() for key in (run.asset_selection or []))
+        out.append(f"  {run.run_id[:8]} {run.status.value:<9} {run.tags.get('dagster/partition', '-'):<12} "
+                   f"parent={run.tags.get('dagster/parent_run_id', '-')[:8]} "
+                   f"{now - record.create_timestamp.timestamp():6.0f} s ago {','.join(assets)}")
+    for log in logs:
+        text = log.read_text(errors="replace").splitlines() if log.exists() else ["(missing)"]
+        out += [f"last {lines} lines of {log.name}:", *("  " + line for line in text[-lines:])]
+    return "\n".join(out)

@@ -16,7 +16,7 @@ from dagster import AssetKey, DagsterEventType, DagsterInstance, DagsterRunStatu
 
 from artsim_pipeline.automation import AUTOMATION_RUN_TAGS
 from artsim_pipeline_tests.dagster_processes import (INSTANCE_YAML, SENSOR_SELECTOR, SENSOR_STATE, START_SENSOR,
-                                                      Dagster, seven_painting_env, wait_for)
+                                                      Dagster, runs_and_logs, seven_painting_env, wait_for)
 from artsim_pipeline_tests.support import materializations
 
 pytestmark = pytest.mark.slow
@@ -57,7 +57,8 @@ def test_turning_on_the_automation_brings_a_fresh_lake_all_the_way_up(tmp_path):
                 done = all(materializations(instance, name) for name in COLLECTION)
                 return done and not instance.get_runs(RunsFilter(statuses=UNFINISHED))
 
-            wait_for(settled, 600, "the automation to bring the lake up")
+            wait_for(settled, 600, "the automation to bring the lake up",
+                     explain=lambda: runs_and_logs(instance, [tmp_path / "daemon.log"], lines=60))
             seconds = time.monotonic() - started_at
             assert dagster.gql(SENSOR_STATE, s=SENSOR_SELECTOR)["sensorOrError"]["sensorState"]["status"] == "RUNNING"
 

@@ -17,8 +17,14 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from artsim_pipeline.instance import ensure_instance_config
-from artsim_pipeline_tests.dagster_processes import (SENSOR_SELECTOR, START_SENSOR, Dagster, seven_painting_env,
-                                                      wait_for)
+from artsim_pipeline_tests.dagster_processes import (
+    SENSOR_SELECTOR,
+    START_SENSOR,
+    Dagster,
+    runs_and_logs,
+    seven_painting_env,
+    wait_for,
+)
 from artsim_pipeline_tests.support import REPO, materializations
 
 pytestmark = pytest.mark.slow
@@ -76,7 +82,9 @@ def test_the_lake_comes_up_after_the_daemon_and_its_runs_are_killed(tmp_path):
                 done = all(materializations(instance, name) for name in COLLECTION)
                 return done and not instance.get_runs(RunsFilter(statuses=UNFINISHED))
 
-            wait_for(lake_up, 900, "the lake to come up after the daemon was killed", interval=5)
+            wait_for(lake_up, 900, "the lake to come up after the daemon was killed", interval=5,
+                     explain=lambda: f"restarted daemon's exit code: {dagster.procs[1].poll()} (None: running)\n"
+                     + runs_and_logs(instance, [tmp_path / "daemon.log"], lines=80))
             for run in killed:  # failed by run monitoring (not STARTED for ever), then retried
                 assert instance.get_run_by_id(run.run_id).status == DagsterRunStatus.FAILURE, run.run_id
                 retries = instance.get_runs(RunsFilter(tags={"dagster/parent_run_id": run.run_id}))

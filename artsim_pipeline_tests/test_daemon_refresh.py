@@ -17,7 +17,7 @@ from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
 from artsim_pipeline_tests.dagster_processes import (BACKFILL, BACKFILL_STATUS, INSTANCE_YAML, SENSOR_SELECTOR,
                                                       SENSOR_STATE, STALE, START_SENSOR, STOP_SENSOR, Dagster,
-                                                      wait_for)
+                                                      runs_and_logs, wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +67,8 @@ def test_ui_daemon_and_artsim_run_agree_per_batch(tmp_path):
                 "batch-00000": "STALE", "batch-00001": "FRESH", "batch-00002": "FRESH", "batch-00003": "MISSING"}
 
             # the daemon runs exactly the changed and the new batch, then the collection assets
-            wait_for(lambda: materialized_since(instance, "eval_report", before), 420, "the automation's eval_report")
+            wait_for(lambda: materialized_since(instance, "eval_report", before), 420, "the automation's eval_report",
+                     explain=lambda: runs_and_logs(instance, [tmp_path / "daemon.log"], lines=60))
             for name in BATCH_ASSETS:
                 assert materialized_since(instance, name, before) == ["batch-00000", "batch-00003"], name
             for name in ("pca_model", "faiss_index"):
