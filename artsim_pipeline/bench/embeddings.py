@@ -6,7 +6,11 @@ For each model and precision it measures
   resize in worker threads, forward, parquet write), the way the Dagster asset runs it;
 * ``bare img/s``: the model's batched forward pass alone on pre-made normalised tensors, with
   channels_last on and off;
-* their ratio (how close the pipeline gets to the model's own speed), the peak RSS of the
+* ``bare+taps img/s``: the same forward pass with the tap features the pipeline stores beside the final vector
+  (:func:`~artsim_pipeline.core.embedding.forward_blocks`: per-channel statistics of inner blocks, read by
+  forward hooks), i.e. the model work the embedding step must do;
+* their ratios (``ratio``: pipeline / bare, how close the pipeline gets to the model's own speed;
+  ``ratio_taps``: pipeline / bare+taps, what decoding, preparing and writing cost), the peak RSS of the
   process that ran the model (each model runs in a fresh subprocess unless ``--no-isolate``)
   and the minimum fp32-vs-bf16 cosine similarity on the benchmark images.
 
@@ -70,15 +74,17 @@ def _peak_rss_mb() -> float:
 # --------------------------------------------------------------------------- one model
 
 
-def _time_bare(model: Any, x: Any, batch_size: int, precision: str, min_seconds: float) -> float:
-    """Images/s of the bare forward pass over ``x`` in batches (repeated for at least ``min_seconds``)."""
-    from artsim_pipeline.core.embedding import forward
+def _time_bare(model: Any, x: Any, batch_size: int, precision: str, min_seconds: float, taps: bool = False) -> float:
+    """Images/s of the bare forward pass over ``x`` in batches (repeated for at least ``min_seconds``); with
+    ``taps``, the forward pass with the tap features (:func:`~artsim_pipeline.core.embedding.forward_blocks`)."""
+    from artsim_pipeline.core.embedding import forward, forward_blocks
 
-    forward(model, x[: min(len(x), batch_size)], precision)  # warm-up (oneDNN kernel selection)
+    run = forward_blocks if taps else forward
+    run(model, x[: min(len(x), batch_size)], precision)  # warm-up (oneDNN kernel selection)
     done, started = 0, time.perf_counter()
     while True:
         for i in range(0, len(x), batch_size):
-            forward(model, x[i : i + batch_size], precision)
+            run(model, x[i : i + batch_size], precision)
         done += len(x)
         elapsed = time.perf_counter() - started
         if elapsed >= min_seconds:
@@ -117,15 +123,18 @@ def bench_model(job: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="artsim-bench-") as tmp:
         for precision in job["precisions"]:
             bare: dict[bool, float] = {}
+            bare_taps: dict[bool, float] = {}
             for cl in job["bare_channels_last"]:
                 model.use_memory_format(cl)
                 x = normalize_batch(prepared, spec, model.device, channels_last=cl)
                 bare[cl] = _time_bare(model, x, batch_size, precision, job["min_seconds"])
+                bare_taps[cl] = _time_bare(model, x, batch_size, precision, job["min_seconds"], taps=True)
             for cl in job["bare_channels_last"]:
                 row = {
                     "model": spec.name, "weights_id": model.weights_id, "dim": spec.dim,
                     "input_size": spec.input_size, "precision": precision, "channels_last": cl,
                     "images": None, "pipeline_img_s": None, "bare_img_s": bare[cl], "ratio": None,
+                    "bare_taps_img_s": bare_taps[cl], "ratio_taps": None,
                 }
                 if cl in job["pipeline_channels_last"]:
                     # warm the pipeline path on this memory format, then time the whole set
@@ -137,6 +146,7 @@ def bench_model(job: dict[str, Any]) -> dict[str, Any]:
                                                     num_workers=workers)
                     row.update({"images": result.rows, "pipeline_img_s": result.images_per_s,
                                 "ratio": result.images_per_s / bare[cl],
+                                "ratio_taps": result.images_per_s / bare_taps[cl],
                                 "parquet_bytes": result.path.stat().st_size})
                 rows.append(row)
     bf16_cos = None
@@ -259,13 +269,15 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def format_table(report: dict[str, Any]) -> str:
     """The report's rows as a fixed-width text table."""
-    header = ("model", "prec", "ch_last", "pipeline img/s", "bare img/s", "ratio", "peak RSS MB", "bf16 min cos")
+    header = ("model", "prec", "ch_last", "pipeline img/s", "bare img/s", "ratio", "bare+taps img/s", "ratio taps",
+              "peak RSS MB", "bf16 min cos")
     lines = [header]
     for row in report["rows"]:
         cos = row["bf16_min_cosine"]
         lines.append((
             row["model"], row["precision"], "on" if row["channels_last"] else "off",
             _fmt(row["pipeline_img_s"], ".1f"), _fmt(row["bare_img_s"], ".1f"), _fmt(row["ratio"], ".2f"),
+            _fmt(row.get("bare_taps_img_s"), ".1f"), _fmt(row.get("ratio_taps"), ".2f"),
             f"{row['peak_rss_mb']:.0f}",
             "-" if cos is None else f"{cos:.5f}" + ("" if row["bf16_acceptable"] else " (rejected)"),
         ))

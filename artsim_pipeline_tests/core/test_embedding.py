@@ -298,7 +298,8 @@ def test_benchmark_smoke(gallery, tmp_path) -> None:
         ("fp32", True), ("fp32", False), ("bf16", True), ("bf16", False)
     }
     timed = [r for r in report["rows"] if r["pipeline_img_s"] is not None]
-    assert len(timed) == 2 and all(r["images"] == 4 and r["ratio"] > 0 for r in timed)
+    assert len(timed) == 2 and all(r["images"] == 4 and r["ratio"] > 0 and r["ratio_taps"] > 0 for r in timed)
+    assert all(r["bare_taps_img_s"] > 0 for r in report["rows"])
     assert report["models"]["efficientnet_lite0"]["bf16_min_cosine"] > 0.9
     assert "efficientnet_lite0" in format_table(report)
     assert main(["--models", "no_such_model", "--n", "1", "--out", str(out)]) == 1
