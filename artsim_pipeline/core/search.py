@@ -60,7 +60,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 from PIL import UnidentifiedImageError
@@ -81,6 +81,7 @@ from .search_loaders import (blas_controller, catalog_database, catalog_rows, lo
                              load_variants, one_blas_thread)
 from .search_results import IMAGE_MATCH_BASIS, SearchResponse, SearchResult, cell_text, hybrid_match_basis
 from .lake import DataLake, lake_for
+from .model_thread import run_here
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -117,8 +118,12 @@ class SearchEngine:
         scoring: ScoringWeights = ScoringWeights(),
         rerank: RerankOptions = RerankOptions(),
         preload_models: bool = True,
+        model_runner: Callable[[Callable[[], Any]], Any] = run_here,
     ) -> None:
         started = time.perf_counter()
+        #: runs each model call (loading, forward passes, face detection): where it is made by default; the web
+        #: server passes a :class:`~artsim_pipeline.core.model_thread.ModelThread` (one thread for torch)
+        self._run_model = model_runner
         self.lake = lake if isinstance(lake, DataLake) else DataLake(Path(lake))
         self.scoring = scoring
         self.face_threshold = face_threshold
@@ -190,6 +195,9 @@ class SearchEngine:
 
     @property
     def detector(self) -> FaceDetector:
+        return self._run_model(self._load_detector)
+
+    def _load_detector(self) -> FaceDetector:
         with self._init_lock:
             if self._detector is None:
                 self._detector = FaceDetector(threshold=self.face_threshold, margin=self.face_margin,
@@ -215,6 +223,9 @@ class SearchEngine:
         """Load the backbones once; check their weights against the ones the collection was embedded with."""
         if self._models is not None:
             return self._models
+        return self._run_model(self._load_models_now)
+
+    def _load_models_now(self) -> list[LoadedModel]:
         with self._init_lock:
             if self._models is None:
                 models, self.precision = load_checked_models(self.lake, self.model_names, self._weights, self.device,
@@ -230,7 +241,7 @@ class SearchEngine:
     def forward(self, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """Every fusion block ``[1, width]`` (each model's final feature and taps) for prepared inputs
         (the bare forward passes, one per model)."""
-        return forward_inputs(self.models, arrays, self.precision)
+        return self._run_model(lambda: forward_inputs(self.models, arrays, self.precision))
 
     def embed(self, image: Query, crop_box: tuple[float, float, float, float] | None = None,
               variant: str = "full") -> np.ndarray:
@@ -344,7 +355,7 @@ class SearchEngine:
         identification."""
         encoded, crop = _Encoded(), None
         if face_crop:
-            encoded.face_count, encoded.face_box = detect_query_faces(self.detector, parsed)
+            encoded.face_count, encoded.face_box = self._run_model(lambda: detect_query_faces(self.detector, parsed))
             clock.lap("faces")
             if encoded.face_box is None:
                 encoded.notes.append(f"no face found (probability >= {self.face_threshold:g}); "

@@ -54,6 +54,7 @@ from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
+from ..core.model_thread import ModelThread
 from ..core.search import SearchEngine
 from ..core.search_query import IndexNotBuiltError, QueryError
 from ..core.lake import DataLake, lake_for
@@ -197,10 +198,12 @@ def serve(settings: Any, host: str = "127.0.0.1", port: int = 8000, *, max_uploa
           stale: Callable[[], list[dict[str, Any]]] | None = None) -> int:
     """Run the server until interrupted (``artsim serve``)."""
     lake = lake_for(settings)
+    model_thread = ModelThread()  # every engine's model calls on one thread (core/model_thread.py says why)
 
     def factory() -> SearchEngine:
         # the models load in the background (EngineHolder): the port opens with the index and catalog loaded
-        engine = SearchEngine.from_settings(settings, models_explicit=models_explicit, preload_models=False)
+        engine = SearchEngine.from_settings(settings, models_explicit=models_explicit, preload_models=False,
+                                            model_runner=model_thread)
         for note in engine.notes:
             log.warning("artsim serve: %s", note)
         return engine
