@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from artsim_pipeline.run_health import process_start_time, worker_alive
 
 
+@pytest.mark.slow  # starts a process (the suite's rule), a short one
 def test_a_live_worker_is_alive_and_a_killed_one_is_not():
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
