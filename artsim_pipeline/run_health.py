@@ -20,9 +20,10 @@ from pathlib import Path
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 
 
-#: Seconds of slack when comparing a process's start with the moment its run recorded it (``/proc``'s boot time
-#: has whole seconds; the worker starts, then records its pid).
-START_SLACK_S = 2.0
+#: Seconds of slack when comparing a process's start with the moment its run recorded it: the worker starts,
+#: then records its pid; ``/proc``'s boot time has whole seconds and follows later clock adjustments. Generous, as
+#: a live worker taken for dead would be failed while it runs; an id is not reused within seconds of being taken.
+START_SLACK_S = 30.0
 
 
 def process_exists(pid: int) -> bool:
