@@ -10,7 +10,7 @@ import requests
 from PIL import Image
 
 from artsim_pipeline_tests.identify_lake import build_identify_lake, outside_images, with_near_duplicate
-from artsim_pipeline_tests.web_lake import N_PAINTINGS, LiveServer, engine_factory, post_image
+from artsim_pipeline_tests.web_lake import NEEDS_MIRROR_IMAGES, N_PAINTINGS, LiveServer, engine_factory, post_image
 
 IDENTIFIED_KEYS = {"objectid", "title", "attribution", "confidence"}
 VERDICT_KEYS = {"verdict", "score", "threshold", "confidence", "method"}
@@ -92,6 +92,7 @@ def test_objectid_searches_never_return_the_painting_itself(server):
     assert kept["results"][0]["objectid"] == 1005 and not kept["results"][0]["near_duplicate"]
 
 
+@NEEDS_MIRROR_IMAGES
 def test_a_near_duplicate_stays_and_is_labelled(server):
     body = requests.get(server.url + "/api/search", params={"objectid": 1003, "k": 5}, timeout=10).json()
     labelled = [r for r in body["results"] if r["near_duplicate"]]

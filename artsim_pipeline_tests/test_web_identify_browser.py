@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from artsim_pipeline_tests.identify_lake import build_identify_lake, outside_images, with_near_duplicate
-from artsim_pipeline_tests.web_lake import LiveServer, engine_factory
+from artsim_pipeline_tests.web_lake import NEEDS_MIRROR_IMAGES, LiveServer, engine_factory
 
 
 def _chromium() -> str | None:
@@ -46,6 +46,7 @@ def _save(page, tmp_path: Path, name: str) -> None:
         shutil.copyfile(tmp_path / name, Path(extra) / name)
 
 
+@NEEDS_MIRROR_IMAGES
 def test_the_page_says_which_painting_a_photo_shows_or_that_it_is_not_in_the_collection(tmp_path):
     from playwright.sync_api import expect, sync_playwright
 

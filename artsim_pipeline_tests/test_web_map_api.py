@@ -12,7 +12,7 @@ import requests
 from artsim_pipeline.core.generations import load_generation
 from artsim_pipeline.core.layout_refresh import refresh_collection_map
 from artsim_pipeline.core.layout_views import date_layout, grid_layout
-from artsim_pipeline_tests.web_lake import N_PAINTINGS, LiveServer, build_web_lake, engine_factory
+from artsim_pipeline_tests.web_lake import NEEDS_MIRROR_IMAGES, N_PAINTINGS, LiveServer, build_web_lake, engine_factory
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +27,7 @@ def get_map(url: str) -> dict:
     return reply.json()
 
 
+@NEEDS_MIRROR_IMAGES
 def test_map_payload_has_regions_layouts_and_per_painting_fields(lake):
     from artsim_pipeline.web.app import create_app
 

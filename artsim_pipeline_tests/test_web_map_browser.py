@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from artsim_pipeline_tests.web_lake import LiveServer, build_web_lake, engine_factory
+from artsim_pipeline_tests.web_lake import NEEDS_MIRROR_IMAGES, LiveServer, build_web_lake, engine_factory
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -87,6 +87,7 @@ def settled_xs(page, objectids, timeout_s: float = 15.0) -> dict:
         last = now
     return last
 
+@NEEDS_MIRROR_IMAGES
 def test_regions_find_colour_and_the_date_layout(live, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -145,6 +146,7 @@ def test_regions_find_colour_and_the_date_layout(live, tmp_path):
         browser.close()
 
 
+@NEEDS_MIRROR_IMAGES
 def test_box_and_lasso_selection_export_and_search_within(live, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
@@ -237,6 +239,7 @@ def test_show_on_map_from_a_search_and_from_a_painting_page(live, tmp_path):
         browser.close()
 
 
+@NEEDS_MIRROR_IMAGES
 def test_phone_pinch_zoom_and_tap(live, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 
