@@ -77,9 +77,11 @@ def fail_dead_run_workers(instance: DagsterInstance) -> list[str]:
     failed = []
     for run in instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.STARTED])):
         recorded = worker_pid(instance, run.run_id)
-        if recorded is None or worker_alive(*recorded):
+        if recorded is None:
             continue
-        pid = recorded[0]
+        pid, recorded_at = recorded
+        if worker_alive(pid, recorded_at):
+            continue
         instance.report_run_failed(run, f"its run worker (pid {pid}) is gone (killed, or its daemon or code server "
                                    "was); artsim_run_health marked it failed so that it can be retried")
         failed.append(run.run_id)

@@ -17,14 +17,8 @@ import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
 from artsim_pipeline.instance import ensure_instance_config
-from artsim_pipeline_tests.dagster_processes import (
-    SENSOR_SELECTOR,
-    START_SENSOR,
-    Dagster,
-    runs_and_logs,
-    seven_painting_env,
-    wait_for,
-)
+from artsim_pipeline_tests.dagster_processes import (SENSOR_SELECTOR, START_SENSOR, Dagster, runs_and_logs,
+                                                      seven_painting_env, wait_for)
 from artsim_pipeline_tests.support import REPO, materializations
 
 pytestmark = pytest.mark.slow
