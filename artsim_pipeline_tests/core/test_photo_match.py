@@ -6,7 +6,14 @@ from __future__ import annotations
 from PIL import Image
 from skimage import data
 
-from artsim_pipeline.core.photo_match import MAX_SIDE, NO_KEYPOINTS, KeypointCache, best_match, inliers, keypoints
+from artsim_pipeline.core.photo_match import (
+    MAX_SIDE,
+    NO_KEYPOINTS,
+    KeypointCache,
+    best_match,
+    inliers,
+    keypoints,
+)
 from artsim_pipeline.core.photo_sim import DISTORTIONS, simulate_photo
 
 PAINTINGS = {1: data.astronaut(), 2: data.coffee(), 3: data.chelsea(), 4: data.rocket()}
@@ -60,3 +67,73 @@ def test_best_match_stops_at_a_certain_match():
     oid, count = best_match(photo, [2, 1, 3], cache)
     assert (oid, opened) == (2, [2]) and count >= CERTAIN_INLIERS  # the nearest is the painting: nothing else opened
     assert best_match(photo, [1, 3, 2], cache)[0] == 2 and opened == [2, 1, 3]
+
+
+def _skimage_inliers(photo, painting) -> int:
+    """The reference: scikit-image's matcher and RANSAC loop with the module's settings."""
+    import numpy as np
+    from skimage.feature import match_descriptors
+    from skimage.measure import ransac
+    from skimage.transform import ProjectiveTransform
+
+    from artsim_pipeline.core import photo_match as pm
+
+    if len(photo) < pm.MIN_MATCHES or len(painting) < pm.MIN_MATCHES:
+        return 0
+    matches = match_descriptors(photo.descriptors, painting.descriptors, cross_check=True, max_ratio=pm.MAX_RATIO)
+    if len(matches) < pm.MIN_MATCHES:
+        return 0
+    _, agree = ransac((photo.xy[matches[:, 0]], painting.xy[matches[:, 1]]), ProjectiveTransform, min_samples=4,
+                      residual_threshold=pm.RESIDUAL_PX, max_trials=pm.RANSAC_TRIALS, rng=0)
+    return 0 if agree is None else int(np.count_nonzero(agree))
+
+
+def test_batched_matching_and_ransac_equal_scikit_images_loop():
+    """mutual_matches and ransac_inliers compute as one batch what scikit-image computes pair by pair and trial
+    by trial: the same matches and the same inlier counts, own paintings (early stop) and others (all trials)."""
+    import numpy as np
+    from skimage.feature import match_descriptors
+
+    from artsim_pipeline.core.photo_match import mutual_matches
+
+    references = {oid: keypoints(_image(oid)) for oid in PAINTINGS}
+    compared, own_counts = 0, []
+    for oid in PAINTINGS:
+        for seed, distortion in enumerate(DISTORTIONS):
+            photo = keypoints(simulate_photo(_image(oid, 400), distortion, seed=seed))
+            for other, reference in references.items():
+                expected = match_descriptors(photo.descriptors, reference.descriptors, cross_check=True,
+                                             max_ratio=0.85)
+                assert np.array_equal(mutual_matches(photo.descriptors, reference.descriptors), expected)
+                count = inliers(photo, reference)
+                assert count == _skimage_inliers(photo, reference), (oid, distortion, other)
+                compared += 1
+                if other == oid:
+                    own_counts.append(count)
+    assert compared == len(PAINTINGS) ** 2 * len(DISTORTIONS)
+    assert max(own_counts) >= 60  # RANSAC's early stop was reached, not only runs of all trials
+
+
+def test_orb_keypoints_equal_scikit_images_orb():
+    """core/orb's ORB (peak suppression in bulk) finds scikit-image's keypoints, in its order, with its
+    descriptors: photos of every distortion and the paintings at two sizes."""
+    import numpy as np
+    from skimage.feature import ORB as SkimageORB
+
+    from artsim_pipeline.core import photo_match as pm
+    from artsim_pipeline.core.orb import ORB
+
+    images = [_image(oid, side) for oid in PAINTINGS for side in (160, 1200)]
+    images += [simulate_photo(_image(oid, 400), d, seed=s) for oid in PAINTINGS for s, d in enumerate(DISTORTIONS)]
+    crowded = 0
+    for image in images:
+        grey = pm._grey(image)
+        found = []
+        for detector in (ORB, SkimageORB):
+            orb = detector(n_keypoints=pm.KEYPOINTS, fast_threshold=pm.FAST_THRESHOLD, downscale=1.2, n_scales=8)
+            orb.detect_and_extract(grey)
+            found.append((orb.keypoints, orb.descriptors, orb.scales, orb.orientations))
+        for ours, theirs in zip(*found):
+            assert np.array_equal(ours, theirs)
+        crowded += len(found[0][0])
+    assert crowded > 100 * len(images) // 2  # real keypoints were compared, not empty sets
