@@ -28,7 +28,8 @@ CODE_VERSIONS: dict[str, str] = {
     "faiss_index": "6",  # 3: database-side augmented vectors stored with each index; 4: explanations too; 5: identify;
     # 6: identification's geometric check (its calibration is made anew)
     "similarity_head": "1",
-    "eval_report": "5",  # 4: the per-refresh part only; the rest is eval_study's; 5: re-ranking (ARTSIM_RERANK)
+    "eval_report": "6",  # 4: the per-refresh part only; the rest is eval_study's; 5: re-ranking (ARTSIM_RERANK);
+    # 6: the chance level of style relevance exact (was simulated)
     "eval_study": "3",  # 2: the re-ranking study; 3: ablations of whitening with shrinkage and of power normalisation
     "collection_map": "2",
 }

@@ -234,15 +234,21 @@ def random_baseline(labels: Sequence[Any], ks: Sequence[int] = (1, 5, 10)) -> di
     for k in ks:
         _check_k(k)
     codes = label_codes(labels)
-    n_items = len(codes)
-    n_rel_all = _relevant_counts(codes)
-    queries = np.flatnonzero(n_rel_all > 0)
-    sizes, n_queries_per_size = np.unique(n_rel_all[queries], return_counts=True)
+    return random_expectation(_relevant_counts(codes), int((codes >= 0).sum()), ks)
+
+
+def random_expectation(relevant_counts: np.ndarray, n_labelled: int, ks: Sequence[int] = (1, 5, 10)) -> dict[str, Any]:
+    """:func:`random_baseline` from each item's count of *other* relevant items (any binary relevance: an item
+    with none is not a query); every other item is a candidate. The expectation of the metrics over every
+    query, exact: what any number of simulated random rankings converges to."""
+    counts = np.asarray(relevant_counts)
+    n_items = len(counts)
+    sizes, n_queries_per_size = np.unique(counts[counts > 0], return_counts=True)
     sums = dict.fromkeys(metric_keys(ks), 0.0)
     for size, weight in zip(sizes.astype(np.float64), n_queries_per_size):
         for key, value in _expected_random(size, n_items - 1, ks).items():
             sums[key] += weight * value
-    return _result(sums, len(queries), n_items, int((codes >= 0).sum()), ks)
+    return _result(sums, int(n_queries_per_size.sum()), n_items, n_labelled, ks)
 
 
 def _expected_random(n: float, m: int, ks: Sequence[int]) -> dict[str, float]:

@@ -159,13 +159,17 @@ def test_hybrid_top_k_equals_scoring_rerank_of_the_visual_candidates():
                 assert meta.objectids[top[q]].tolist() == expected, (method, relevance, k, q)
 
 
-def test_protocol_random_ranking_averages_to_the_analytic_chance_level():
+@pytest.mark.parametrize("relevance", ["artist", "style"])
+def test_protocol_random_ranking_averages_to_the_analytic_chance_level(relevance):
     labels = ["a"] * 3 + ["b"] * 6 + ["c"] * 1 + [None] * 2 + ["d"] * 8
-    meta = ItemMeta.from_records(list(range(len(labels))), [{"artist": a} for a in labels])
+    styles = ["Baroque"] * 4 + ["Baroque; Rococo"] * 3 + ["Rococo"] * 2 + [None] * 3 + ["Impressionism"] * 7 + ["Cubism"]
+    records = [{"artist": a, "style": s} for a, s in zip(labels, styles)]
+    meta = ItemMeta.from_records(list(range(len(labels))), records)
     ks = (1, 3, 5, 30)
-    analytic = {row["k"]: row for row in random_rows(meta, "artist", ks)}
-    trials = [evaluate_method(np.ones((len(labels), 1)), meta, "random", "artist", ks, seed=s) for s in range(600)]
-    assert analytic[1]["n_queries"] == trials[0].n_queries == 17
+    analytic = {row["k"]: row for row in random_rows(meta, relevance, ks)}
+    trials = [evaluate_method(np.ones((len(labels), 1)), meta, "random", relevance, ks, seed=s) for s in range(600)]
+    assert analytic[1]["n_queries"] == trials[0].n_queries == {"artist": 17, "style": 16}[relevance]
+    assert analytic[1]["estimate"] == "analytic"
     for k in ks:
         for key, name in (("precision_at_k", f"precision@{k}"), ("recall_at_k", f"recall@{k}"),
                           ("map_at_k", f"map@{k}"), ("map", "map")):

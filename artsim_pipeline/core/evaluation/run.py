@@ -293,7 +293,7 @@ def _method_runs(run: _Run) -> _MethodRuns:
             out.curves[name] = {k: res.mean(f"precision@{k}") for k in curve_ks}
         done += 1
         rand = run.timed("methods", f"random/{relevance}",
-                         lambda: random_rows(run.meta, relevance, curve_ks, seed=request.seed, sample=run.sample),
+                         lambda: random_rows(run.meta, relevance, curve_ks),
                          done, run.n_method_runs)
         out.curves[f"random/{relevance}"] = {row["k"]: row["precision_at_k"] for row in rand}
         out.random += [row for row in rand if row["k"] in run.ks]
