@@ -231,8 +231,6 @@ def random_baseline(labels: Sequence[Any], ks: Sequence[int] = (1, 5, 10)) -> di
     E[sum of precision@i at hits up to rank L] = n/M·H_L + n(n-1)/(M(M-1))·(L - H_L) with H_L the
     L-th harmonic number (AP@K divides it by min(K, n), AP uses L = M and divides by n).
     """
-    for k in ks:
-        _check_k(k)
     codes = label_codes(labels)
     return random_expectation(_relevant_counts(codes), int((codes >= 0).sum()), ks)
 
@@ -241,6 +239,8 @@ def random_expectation(relevant_counts: np.ndarray, n_labelled: int, ks: Sequenc
     """:func:`random_baseline` from each item's count of *other* relevant items (any binary relevance: an item
     with none is not a query); every other item is a candidate. The expectation of the metrics over every
     query, exact: what any number of simulated random rankings converges to."""
+    for k in ks:
+        _check_k(k)
     counts = np.asarray(relevant_counts)
     n_items = len(counts)
     sizes, n_queries_per_size = np.unique(counts[counts > 0], return_counts=True)

@@ -46,7 +46,6 @@ from ..metrics import (
     drop_self,
     l2_rows,
     metric_keys,
-    random_baseline,
     random_expectation,
     rank_rows,
     topk_metrics,
@@ -447,14 +446,10 @@ def random_rows(meta: ItemMeta, relevance: str, ks: Sequence[int] = DEFAULT_KS) 
     """Chance level of each metric: its exact expectation under a uniformly random ranking, over every eligible
     query (:func:`~artsim_pipeline.core.metrics.random_expectation` of the relevant counts; for style as for
     artist: it depends only on how many paintings are relevant to each query, so no ranking is simulated)."""
-    keys = metric_keys(ks)
-    if relevance == "artist":
-        base = random_baseline([int(c) if c >= 0 else None for c in meta.artist_labels], ks=ks)
-    else:
-        base = random_expectation(relevant_counts(meta, relevance), int(meta.table.style_bits.any(axis=1).sum()), ks)
-    estimate, n_queries = "analytic", int(base["n_queries"])
-    n_eligible = n_queries
-    values = {key: float(base[key]) for key in keys}
+    labelled = meta.artist_labels >= 0 if relevance == "artist" else meta.table.style_bits.any(axis=1)
+    base = random_expectation(relevant_counts(meta, relevance), int(labelled.sum()), ks)
+    n_queries = int(base["n_queries"])
+    values = {key: float(base[key]) for key in metric_keys(ks)}
     return [
         {
             "method": "random",
@@ -465,8 +460,8 @@ def random_rows(meta: ItemMeta, relevance: str, ks: Sequence[int] = DEFAULT_KS) 
             "map_at_k": values[f"map@{k}"],
             "map": values["map"],
             "n_queries": n_queries,
-            "n_eligible_queries": n_eligible,
-            "estimate": estimate,
+            "n_eligible_queries": n_queries,
+            "estimate": "analytic",
         }
         for k in ks
     ]
