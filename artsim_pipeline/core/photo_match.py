@@ -158,15 +158,19 @@ def ransac_inliers(src: np.ndarray, dst: np.ndarray, seed: int = 0) -> int:
     return best
 
 
-def _normalising(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``[t, 3, 3]`` matrices that centre each sample of ``points`` ``[t, k, 2]`` and scale it to unit RMS
-    distance (scikit-image's ``_calc_center_normalize``), and whether each is finite."""
+def _normalised(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each sample of ``points`` ``[t, k, 2]`` centred and scaled to unit RMS distance as scikit-image's
+    ``_center_and_normalize_points`` does it: the ``[t, 3, 3]`` matrices, the points they give, and whether each
+    matrix is finite (where not, the identity stands in: a NaN would fail the whole batch's SVD)."""
     centroid = np.mean(points, axis=1)
     divisor = np.sqrt(np.mean((points - centroid[:, None, :]) ** 2, axis=(1, 2)))
     matrix = np.tile(np.eye(3), (len(points), 1, 1))
     matrix[:, :2, 2] = -centroid
     matrix[:, :2, :] /= divisor[:, None, None]
-    return matrix, (divisor != 0) & np.all(np.isfinite(matrix), axis=(1, 2))
+    ok = (divisor != 0) & np.all(np.isfinite(matrix), axis=(1, 2))
+    matrix[~ok] = np.eye(3)
+    moved = np.append(points, np.ones(points.shape[:2] + (1,)), axis=2) @ matrix.transpose(0, 2, 1)
+    return matrix, moved[..., :2] / moved[..., 2:3], ok
 
 
 def _homographies(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -174,14 +178,9 @@ def _homographies(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndar
     ``ProjectiveTransform`` estimates it (normalised points, the right singular vector of the smallest singular
     value), and whether the fit succeeded (finite normalisation, a last element not close to 0)."""
     t = len(src)
-    src_matrix, src_ok = _normalising(src)
-    dst_matrix, dst_ok = _normalising(dst)
+    src_matrix, s, src_ok = _normalised(src)
+    dst_matrix, d, dst_ok = _normalised(dst)
     ok = src_ok & dst_ok
-    src_matrix[~ok], dst_matrix[~ok] = np.eye(3), np.eye(3)  # placeholders: a NaN would fail the whole batch
-    s = (np.append(src, np.ones((t, 4, 1)), axis=2) @ src_matrix.transpose(0, 2, 1))
-    d = (np.append(dst, np.ones((t, 4, 1)), axis=2) @ dst_matrix.transpose(0, 2, 1))
-    s = s[..., :2] / s[..., 2:3]
-    d = d[..., :2] / d[..., 2:3]
     a = np.zeros((t, 8, 9))
     for axis in range(2):
         rows = slice(axis * 4, axis * 4 + 4)
@@ -284,5 +283,7 @@ __all__ = [
     "better_match",
     "inliers",
     "keypoints",
+    "mutual_matches",
+    "ransac_inliers",
     "same_work",
 ]
