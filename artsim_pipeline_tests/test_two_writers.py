@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import os
 import subprocess
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from dagster import AssetKey, DagsterInstance, DagsterRunStatus
@@ -20,7 +22,8 @@ from artsim_pipeline.partitions import IMAGE_BATCHES
 from artsim_pipeline.runner import PipelineRunner
 from artsim_pipeline.writers import LAUNCHED_BY_TAG, StageLock, WriterBusy, overlapping_runs, wait_for_writers
 from artsim_pipeline_tests.dagster_processes import seven_painting_env
-from artsim_pipeline_tests.nga_fixtures import Painting, write_mirror
+from artsim_pipeline_tests.http_server import IiifImages, LocalServer, Response
+from artsim_pipeline_tests.nga_fixtures import Painting, painting_image, publish, update_v1, write_mirror
 from artsim_pipeline_tests.support import ARTSIM, materializations
 
 EMBEDDINGS = AssetKey("embeddings_mobilenet_v2")
@@ -119,6 +122,13 @@ def _start(tmp_path, env: dict, name: str) -> tuple[subprocess.Popen, object]:
     return proc, log
 
 
+def _wait_for_line(log: Path, line: str, proc: subprocess.Popen) -> None:
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while line not in log.read_text():
+        assert proc.poll() is None and time.monotonic() < deadline, f"no {line!r} in {log.name}:\n{log.read_text()}"
+        time.sleep(0.05)
+
+
 def _finish(proc: subprocess.Popen, log, name: str) -> str:
     try:
         code = proc.wait(timeout=RUN_TIMEOUT)
@@ -135,18 +145,37 @@ def _finish(proc: subprocess.Popen, log, name: str) -> str:
 @pytest.mark.slow
 def test_a_second_artsim_run_waits_for_the_first_and_computes_nothing_twice(tmp_path):
     lake, home = tmp_path / "lake", tmp_path / "dagster_home"
-    env = seven_painting_env(tmp_path, lake, home) | {"PYTHONUNBUFFERED": "1"}
-    ensure_instance_config(home)
-    DagsterInstance.from_config(str(home)).dispose()  # the instance's databases exist before both start
+    gate = threading.Event()  # holds the first run inside its catalog stage until the second is waiting for it
+    with LocalServer() as server:
+        paintings = update_v1()
+        publish(server, IiifImages(server), paintings, {p.objectid: painting_image(p.objectid) for p in paintings})
+        objects = server.routes["/data/objects.csv"]
 
-    first, first_log = _start(tmp_path, env, "first")
-    deadline = time.monotonic() + RUN_TIMEOUT
-    while "materializing" not in (tmp_path / "first.log").read_text():  # the first is computing the catalog
-        assert first.poll() is None and time.monotonic() < deadline, (tmp_path / "first.log").read_text()
-        time.sleep(0.05)
-    second, second_log = _start(tmp_path, env, "second")
-    first_out = _finish(first, first_log, "the first artsim run")
-    second_out = _finish(second, second_log, "the second artsim run")
+        def gated_objects(handler) -> Response:  # the probe's HEAD answers at once, the download waits
+            if handler.command == "GET":
+                gate.wait(RUN_TIMEOUT)
+            return Response(200, objects, {"ETag": '"v1"'})
+
+        server.routes["/data/objects.csv"] = gated_objects
+        env = seven_painting_env(tmp_path, lake, home) | {"PYTHONUNBUFFERED": "1", "ARTSIM_NGA_SOURCE": server.url}
+        ensure_instance_config(home)
+        DagsterInstance.from_config(str(home)).dispose()  # the instance's databases exist before both start
+
+        first, first_log = _start(tmp_path, env, "first")
+        second = None
+        try:
+            _wait_for_line(tmp_path / "first.log", "materializing", first)  # the first is downloading the catalog
+            second, second_log = _start(tmp_path, env, "second")
+            _wait_for_line(tmp_path / "second.log", "waiting for another `artsim run`", second)
+        except BaseException:
+            for proc in (first, second):
+                if proc is not None:
+                    os.killpg(proc.pid, 9)
+            raise
+        finally:
+            gate.set()
+        first_out = _finish(first, first_log, "the first artsim run")
+        second_out = _finish(second, second_log, "the second artsim run")
 
     with DagsterInstance.from_config(str(home)) as instance:
         batches = sorted(instance.get_dynamic_partitions(IMAGE_BATCHES))

@@ -13,6 +13,7 @@ can run at once.
 
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 from dagster import (
     AssetCheckResult,
@@ -80,7 +81,9 @@ def catalog_connection(duckdb: DuckDBResource):
 
     ``DuckDBResource.get_connection`` closes only on success; a failed step (a refused refresh, a bad
     CSV) would keep ``catalog.duckdb`` open, and locked for other processes, until garbage collection.
+    A new ``catalog.duckdb`` is created whole first (:func:`~artsim_pipeline.core.catalog.create_catalog_db`).
     """
+    catalog.create_catalog_db(Path(duckdb.database))
     with duckdb.get_connection() as con:
         try:
             yield con

@@ -32,6 +32,22 @@ def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: object = None) -> o
     return rows[0][0] if rows else None
 
 
+def create_catalog_db(path: Path) -> bool:
+    """Create an empty ``catalog.duckdb`` at ``path`` whole, unless one is there; True when it created one.
+
+    DuckDB creates a new database file first and writes its header afterwards: a process killed in between
+    leaves a file nothing can open. The new database is made beside ``path`` under a temp name
+    (``storage.atomic_path``) and renamed into place, so ``path`` is either absent or a database.
+    """
+    path = Path(path)
+    if path.exists():
+        return False
+    with atomic_path(path) as tmp:
+        tmp.unlink()  # DuckDB makes the file itself (an empty one is not a database)
+        duckdb.connect(str(tmp)).close()
+    return True
+
+
 class CatalogError(ValueError):
     """An NGA file does not have what artsim needs; the message names the file and columns."""
 

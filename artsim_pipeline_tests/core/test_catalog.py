@@ -217,3 +217,30 @@ def test_limit_at_the_int64_maximum_builds(tmp_path):
     limit = Settings(limit=2**63 - 1).limit
     con, _ = load(tmp_path, [Painting(1), Painting(2)], limit=limit)
     assert list(rows(con).index) == [1, 2]
+
+
+def test_a_new_catalog_database_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    """DuckDB writes a new file's header after creating it: a kill in between must not leave a torn file."""
+    path = tmp_path / "lake" / "catalog.duckdb"
+    real_connect = duckdb.connect
+
+    def killed_while_creating(database, *args, **kwargs):
+        with open(database, "ab") as handle:  # what DuckDB has done when the kill comes: the file, no header
+            handle.write(b"\0" * 16)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(catalog.duckdb, "connect", killed_while_creating)
+    with pytest.raises(KeyboardInterrupt):
+        catalog.create_catalog_db(path)
+    assert list(path.parent.iterdir()) == [], "neither a torn catalog nor its temp file is left"
+
+    monkeypatch.setattr(catalog.duckdb, "connect", real_connect)
+    assert catalog.create_catalog_db(path) is True
+    assert sorted(p.name for p in path.parent.iterdir()) == ["catalog.duckdb"]
+    with duckdb.connect(str(path), read_only=True) as con:
+        con.execute("CREATE TEMP TABLE probe AS SELECT 1 AS x")
+    with duckdb.connect(str(path)) as con:
+        con.execute("CREATE TABLE kept AS SELECT 42 AS answer")
+    assert catalog.create_catalog_db(path) is False, "an existing catalog is left as it is"
+    with duckdb.connect(str(path), read_only=True) as con:
+        assert con.execute("SELECT answer FROM kept").fetchall() == [(42,)]
