@@ -77,8 +77,8 @@ from .search_filters import SearchFilters, allowed_ids, removal_report
 from .search_identify import identify_views, near_duplicate_level, open_image
 from .search_present import present_results, stored_projection
 from .search_query import ParsedQuery, Query, QueryError, parse_query
-from .search_loaders import (blas_controller, catalog_database, catalog_rows, load_catalog, load_checked_models,
-                             load_variants, one_blas_thread)
+from .blas import blas_controller, one_blas_thread
+from .search_loaders import catalog_database, catalog_rows, load_catalog, load_checked_models, load_variants
 from .search_results import IMAGE_MATCH_BASIS, SearchResponse, SearchResult, cell_text, hybrid_match_basis
 from .lake import DataLake, lake_for
 from .model_thread import run_here

@@ -15,13 +15,11 @@ Plain Python (no Dagster). Each loader raises :class:`~artsim_pipeline.core.sear
 * **backbones** — :func:`load_checked_models`: the registry models with the settings' weights, checked
   against the weights ids the collection's embeddings files record (``artsim.weights_id``; a different
   id is a :class:`~artsim_pipeline.core.search_query.QueryError`), and the precision they record
-  (``artsim.precision``: the pipeline may fall back from bf16 to fp32);
-  :func:`blas_controller` limits BLAS threads while one vector goes through the fusion.
+  (``artsim.precision``: the pipeline may fall back from bf16 to fp32).
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -183,25 +181,7 @@ def load_checked_models(lake: DataLake, names: Sequence[str], weights: str, devi
     return models, (precisions.pop() if len(precisions) == 1 else default_precision)
 
 
-def blas_controller() -> Any:
-    """threadpoolctl's controller of the BLAS libraries (None without threadpoolctl)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-
-        return ThreadpoolController().select(user_api="blas")
-    except Exception:  # noqa: BLE001 - optional speed-up only
-        return None
-
-
-def one_blas_thread(blas: Any) -> contextlib.AbstractContextManager[Any]:
-    """BLAS limited to one thread (a no-op without a controller).
-
-    One vector through the fusion is a gemv: BLAS threads only add wake-up latency (and compete with
-    torch's threads); limited, it costs ~0.2 ms instead of several ms."""
-    return blas.limit(limits=1) if blas is not None else contextlib.nullcontext()
-
-
 __all__ = [
-    "CATALOG_COLUMNS", "IndexVariant", "blas_controller", "catalog_database", "catalog_rows",
-    "collection_embedding_facts", "load_catalog", "load_checked_models", "load_variants", "one_blas_thread",
+    "CATALOG_COLUMNS", "IndexVariant", "catalog_database", "catalog_rows",
+    "collection_embedding_facts", "load_catalog", "load_checked_models", "load_variants",
 ]

@@ -31,7 +31,6 @@ vectorised metadata score (:func:`~artsim_pipeline.core.scoring.metadata_scores`
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
@@ -61,6 +60,7 @@ from ..scoring import (
     shares,
     text_codes,
 )
+from ..blas import one_blas_thread
 from ..rerank import LeaveOneOut, RerankOptions
 from .neighbours import augmented_database
 from .ranks import average_precision_ranked, chunk_rankings, sorted_primary, top_rows, visual_depth
@@ -400,20 +400,6 @@ def evaluate_methods(
         )
         for method in methods
     ]
-
-
-def one_blas_thread() -> Any:
-    """One BLAS thread for the per-query passes (a no-op without threadpoolctl).
-
-    Their products are a few query rows against the collection: the database is read once per product
-    whatever the threads, so a second thread only adds its hand-offs (and, on a machine whose cores are
-    busy, waits for a core); every cell is the same dot product either way, so the numbers do not change.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional speed-up only
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _chunk_pass(sim: np.ndarray, meta: ItemMeta, relevance: str, counts: np.ndarray, rows: np.ndarray,
