@@ -157,7 +157,8 @@ def test_a_second_artsim_run_waits_for_the_first_and_computes_nothing_twice(tmp_
             return Response(200, objects, {"ETag": '"v1"'})
 
         server.routes["/data/objects.csv"] = gated_objects
-        env = seven_painting_env(tmp_path, lake, home) | {"PYTHONUNBUFFERED": "1", "ARTSIM_NGA_SOURCE": server.url}
+        env = seven_painting_env(tmp_path, lake, home) | {  # the held download must not time out meanwhile
+            "PYTHONUNBUFFERED": "1", "ARTSIM_NGA_SOURCE": server.url, "ARTSIM_HTTP_TIMEOUT": str(int(RUN_TIMEOUT))}
         ensure_instance_config(home)
         DagsterInstance.from_config(str(home)).dispose()  # the instance's databases exist before both start
 
