@@ -49,7 +49,8 @@ LAKE_TEMP_DIRS = ("tables", "image_status", "faces", "embeddings", "index", "rep
 
 def sweep_lake_temp_files(lake: DataLake, older_than_s: float = 3600.0) -> int:
     """Sweep stale temp files from the lake's output folders (:data:`LAKE_TEMP_DIRS`, recursively),
-    ``images/`` and the catalog's folder (not recursively); returns how many were removed. Run by ``filtered_paintings`` on every refresh."""
+    ``images/`` and the catalog's folder (not recursively); returns how many were removed. Run by
+    ``filtered_paintings`` on every refresh."""
     removed = sweep_stale_temp_files(lake.images_dir, older_than_s)
     removed += sweep_stale_temp_files(lake.work_dir, older_than_s)  # a new catalog.duckdb's temp file
     for name in LAKE_TEMP_DIRS:
